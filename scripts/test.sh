@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The one test command: unit, component and end-to-end tests (against a real PostgreSQL that the
+# test harness starts itself from the OS package). On a fresh Debian 12 machine it first installs
+# what is missing: the postgresql packages (as root, or through sudo) and the rustfmt/clippy
+# components. Idempotent; a second run installs nothing.
+#
+#   scripts/test.sh                  # everything: cargo test --all-targets
+#   scripts/test.sh -- --nocapture   # extra arguments go to cargo test
+#   scripts/test.sh --setup-only     # install prerequisites and stop (used by .ci/run)
+#
+# CARGO_TARGET_DIR and the other cargo variables are honoured as usual.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '[test.sh] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    say "need root (or sudo) to run: $*"
+    return 1
+  fi
+}
+
+# Server binaries (initdb, pg_ctl, postgres): what the test harness looks for.
+have_pg_server() {
+  local bindir
+  bindir=$(pg_config --bindir 2>/dev/null) && [ -x "$bindir/initdb" ] && return 0
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+have_psql() {
+  command -v psql >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/psql' >/dev/null
+}
+
+apt_install() {
+  local log
+  log=$(mktemp)
+  say "installing $* with apt-get (log: $log)"
+  if [ -n "${CI:-}" ] && [ ! -e /etc/postgresql-common/createcluster.d/pgfunnel-ci.conf ]; then
+    # Tests run their own clusters; do not let the package create and start one on 5432.
+    as_root mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' |
+      as_root tee /etc/postgresql-common/createcluster.d/pgfunnel-ci.conf >/dev/null
+  fi
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update \
+      >"$log" 2>&1 ||
+    ! as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install \
+      -y --no-install-recommends "$@" </dev/null >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    say "apt-get install $* failed; install PostgreSQL by hand: apt-get update && apt-get install -y postgresql"
+    exit 1
+  fi
+  rm -f "$log"
+}
+
+ensure_postgres() {
+  local pkgs=()
+  have_pg_server || pkgs+=(postgresql)
+  have_psql || pkgs+=(postgresql-client)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    pkgs+=(postgresql-client) # the harness runs psql from the server's bindir
+    apt_install "${pkgs[@]}"
+    have_pg_server || { say "postgresql installed but initdb still not found"; exit 1; }
+  fi
+}
+
+ensure_rust_components() {
+  local missing=()
+  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if command -v rustup >/dev/null 2>&1 && rustup component add "${missing[@]}" >/dev/null 2>&1; then
+    say "added rust components: ${missing[*]}"
+  else
+    say "warning: could not add rust components ${missing[*]} (offline?); fmt/clippy checks will fail"
+  fi
+}
+
+command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+ensure_postgres
+ensure_rust_components
+
+if [ "${1:-}" = "--setup-only" ]; then
+  exit 0
+fi
+[ "${1:-}" = "--" ] && shift
+
+say "cargo test --all-targets $*"
+set +e
+cargo test --all-targets "$@"
+status=$?
+set -e
+exit "$status"

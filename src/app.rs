@@ -1,0 +1,259 @@
+//! The shared state of a running pgfunnel (config, users, pools, cancel registry,
+//! shutdown) and its startup: bind listeners, start the janitor, serve until shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::auth::{AuthFile, Secret};
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::net::listener;
+use crate::pool::{Pool, PoolKey, PoolSettings};
+use crate::server::{ServerCredential, ServerTarget};
+
+/// Users pgfunnel can authenticate clients against: auth_file entries plus, in URL
+/// mode, the upstream's user.
+#[derive(Debug, Default)]
+pub struct Users {
+    secrets: HashMap<String, Secret>,
+    from_file: bool,
+}
+
+impl Users {
+    /// Loads the auth_file named by the config (if any) and adds URL-mode credentials.
+    pub fn load(config: &Config) -> anyhow::Result<Users> {
+        let mut users = Users::default();
+        if let Some(path) = &config.auth_file_path {
+            let file = AuthFile::load(path)
+                .with_context(|| format!("cannot load auth_file {}", path.display()))?;
+            users.secrets = file
+                .users()
+                .filter_map(|u| file.get(u).map(|s| (u.to_owned(), s.clone())))
+                .collect();
+            users.from_file = true;
+        }
+        if !users.from_file {
+            // URL mode (or a config without auth_file): clients log in with the user and
+            // password of the database entries.
+            for db in &config.databases {
+                if let (Some(u), Some(p)) = (&db.user, &db.password) {
+                    users
+                        .secrets
+                        .entry(u.clone())
+                        .or_insert_with(|| Secret::Plain(p.expose().to_owned()));
+                }
+            }
+        }
+        Ok(users)
+    }
+}
+
+/// Shared state, passed to every task as `Arc<App>`.
+#[derive(Debug)]
+pub struct App {
+    config: ArcSwap<Config>,
+    users: ArcSwap<Users>,
+    /// Server pools by (database, user).
+    pub pools: DashMap<PoolKey, Arc<Pool>>,
+    /// Cancel keys of connected clients.
+    pub cancel: Arc<CancelRegistry>,
+    /// Connected clients (for max_client_conn).
+    pub client_count: AtomicUsize,
+    /// Fires when pgfunnel shuts down.
+    pub shutdown: CancellationToken,
+    /// Every task pgfunnel spawned (accept loops, clients, janitor).
+    pub tasks: TaskTracker,
+    next_client_id: AtomicU64,
+    /// Per-process key that makes unknown users' fake SCRAM salts stable.
+    pub scram_mock_key: [u8; 32],
+}
+
+impl App {
+    /// Builds the state from a validated config and its users.
+    pub fn new(config: Config, users: Users) -> Arc<App> {
+        Arc::new(App {
+            config: ArcSwap::from_pointee(config),
+            users: ArcSwap::from_pointee(users),
+            pools: DashMap::new(),
+            cancel: Arc::new(CancelRegistry::default()),
+            client_count: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_client_id: AtomicU64::new(1),
+            scram_mock_key: crate::auth::ScramServer::generate_mock_key(),
+        })
+    }
+
+    /// The current config (one atomic load).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// A fresh client id.
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The stored secret of `user`, if pgfunnel knows the user.
+    pub fn secret_for(&self, user: &str) -> Option<Secret> {
+        self.users.load().secrets.get(user).cloned()
+    }
+
+    /// True when users come from an auth_file (trust then still requires the user to exist).
+    pub fn has_auth_file(&self) -> bool {
+        self.users.load().from_file
+    }
+
+    /// The pool mode for a client of `database` logging in as `user` (user > database > global).
+    pub fn pool_mode_for(&self, database: &str, user: &str) -> crate::config::PoolMode {
+        let config = self.config();
+        match config.database(database) {
+            Some(entry) => {
+                let server_user = entry.user.clone().unwrap_or_else(|| user.to_owned());
+                config.effective_pool_mode(&entry, config.user(&server_user))
+            }
+            None => config.settings.pool_mode,
+        }
+    }
+
+    /// The pool serving `client_user` on `database`, created on first use. `None` when the
+    /// database is not configured and there is no `*` fallback.
+    pub fn pool_for(&self, database: &str, client_user: &str) -> Option<Arc<Pool>> {
+        let config = self.config();
+        let entry = config.database(database)?;
+        let server_user = entry.user.clone().unwrap_or_else(|| client_user.to_owned());
+        let key = PoolKey {
+            database: database.to_owned(),
+            user: server_user.clone(),
+        };
+        if let Some(p) = self.pools.get(&key) {
+            return Some(p.clone());
+        }
+        let credential = match (&entry.user, &entry.password) {
+            (_, Some(pw)) => ServerCredential::Secret(Secret::Plain(pw.expose().to_owned())),
+            _ => match self.secret_for(&server_user) {
+                Some(s) => ServerCredential::Secret(s),
+                None => ServerCredential::None,
+            },
+        };
+        let s = &config.settings;
+        let hosts = if entry.hosts.is_empty() {
+            vec![s.unix_socket_dir.clone()]
+        } else {
+            entry.hosts.clone()
+        };
+        let mut startup_params = Vec::new();
+        for (k, v) in [
+            ("client_encoding", &entry.client_encoding),
+            ("datestyle", &entry.datestyle),
+            ("timezone", &entry.timezone),
+            ("application_name", &entry.application_name),
+        ] {
+            if let Some(v) = v {
+                startup_params.push((k.to_owned(), v.clone()));
+            }
+        }
+        let target = ServerTarget {
+            hosts,
+            port: entry.port,
+            dbname: entry.server_dbname().to_owned(),
+            user: server_user.clone(),
+            credential,
+            startup_params,
+        };
+        let user_entry = config.user(&server_user);
+        let settings = PoolSettings {
+            pool_size: config.effective_pool_size(&entry, user_entry) as usize,
+            reserve_pool_size: config.effective_reserve_pool_size(&entry, user_entry) as usize,
+            reserve_pool_timeout: s.reserve_pool_timeout,
+            query_wait_timeout: config.effective_query_wait_timeout(&entry, user_entry),
+            connect_timeout: s.server_connect_timeout,
+            server_lifetime: config.effective_server_lifetime(&entry),
+            server_idle_timeout: s.server_idle_timeout,
+        };
+        let pool = self
+            .pools
+            .entry(key.clone())
+            .or_insert_with(|| Pool::new(key, target, settings))
+            .clone();
+        Some(pool)
+    }
+}
+
+/// A started pgfunnel.
+#[derive(Debug)]
+pub struct Running {
+    /// The shared state.
+    pub app: Arc<App>,
+    /// Bound TCP addresses (useful when listen_port is 0 in tests).
+    pub tcp_addrs: Vec<SocketAddr>,
+    /// The Unix socket path, if any.
+    pub unix_path: Option<PathBuf>,
+}
+
+/// Binds listeners and starts serving in the current tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let users = Users::load(&config)?;
+    let s = &config.settings;
+    let listeners = listener::bind(
+        &s.listen_addr,
+        s.listen_port,
+        &s.unix_socket_dir,
+        s.unix_socket_mode,
+        s.unix_socket_group.as_deref(),
+    )?;
+    let tcp_addrs = listeners
+        .tcp
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let unix_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
+    let app = App::new(config, users);
+    listener::spawn_accept_loops(&app, listeners);
+    spawn_janitor(&app);
+    Ok(Running {
+        app,
+        tcp_addrs,
+        unix_path,
+    })
+}
+
+fn spawn_janitor(app: &Arc<App>) {
+    let app2 = app.clone();
+    app.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = app2.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            for pool in app2.pools.iter() {
+                pool.reap();
+            }
+        }
+        for pool in app2.pools.iter() {
+            pool.close_idle();
+        }
+    });
+}
+
+impl Running {
+    /// Stops accepting, waits up to `grace` for clients to leave, then returns.
+    pub async fn shutdown(self, grace: Duration) {
+        info!("shutting down");
+        self.app.shutdown.cancel();
+        self.app.tasks.close();
+        let _ = tokio::time::timeout(grace, self.app.tasks.wait()).await;
+    }
+}

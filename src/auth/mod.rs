@@ -1,0 +1,145 @@
+//! Sans-I/O authentication building blocks: stored secrets and the auth_file, md5 and
+//! cleartext verification, the SCRAM-SHA-256 server (clients → pgfunnel) and client
+//! (pgfunnel → Postgres, including pass-through). No sockets, no async, no logging here.
+//!
+//! Security rule for callers: never log or put into a client-facing error a password, a
+//! [`Secret`], a [`ScramOutcome::client_key`] or any SCRAM message body. The `Debug` impls
+//! of this module's types redact all of them.
+
+mod auth_file;
+mod crypto;
+mod md5;
+mod scram;
+mod scram_client;
+mod scram_wire;
+mod secret;
+
+pub use self::md5::{md5_response, md5_secret, verify_md5_response, MD5_PASSWORD_LEN};
+pub use auth_file::{AuthFile, AuthFileError, AuthFileSyntax};
+pub use scram::{ScramOutcome, ScramServer};
+pub use scram_client::{ScramClient, MAX_CLIENT_ITERATIONS};
+pub use scram_wire::{ScramError, MAX_SCRAM_MESSAGE_LEN, SCRAM_SHA_256};
+pub use secret::{
+    ScramSecret, ScramSecretError, Secret, DEFAULT_SCRAM_ITERATIONS, DEFAULT_SCRAM_SALT_LEN,
+};
+
+use subtle::ConstantTimeEq;
+
+/// How pgfunnel challenges a client at login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    /// AuthenticationSASL with `SCRAM-SHA-256`; drive a [`ScramServer`].
+    ScramSha256,
+    /// AuthenticationMD5Password with a random 4-byte salt; check with
+    /// [`verify_md5_response`].
+    Md5,
+    /// AuthenticationCleartextPassword; check with [`verify_cleartext`].
+    Plain,
+    /// No password exchange (the user must still be known, per PgBouncer).
+    Trust,
+}
+
+/// PgBouncer's rule for picking the challenge from the `auth_type` setting and the user's
+/// stored secret (`None` when unknown): `md5` uses SCRAM when the secret is SCRAM (md5
+/// cannot be checked against a SCRAM verifier), else md5; `scram-sha-256` is always SCRAM
+/// (plain and md5 secrets are handled by the caller: plain via
+/// [`ScramSecret::for_plain_password`], md5 cannot work); `plain` is cleartext; `trust` is
+/// none. Names match case-insensitively. Any other name fails closed to SCRAM: validate
+/// `auth_type` (and handle `cert`, `hba`, `any`, `pam`, `ldap`) before calling this.
+pub fn choose_method(auth_type_name: &str, secret: Option<&Secret>) -> ClientAuthMethod {
+    let name = auth_type_name.to_ascii_lowercase();
+    match name.as_str() {
+        "md5" => match secret {
+            Some(Secret::Scram(_)) => ClientAuthMethod::ScramSha256,
+            _ => ClientAuthMethod::Md5,
+        },
+        "plain" => ClientAuthMethod::Plain,
+        "trust" => ClientAuthMethod::Trust,
+        _ => ClientAuthMethod::ScramSha256,
+    }
+}
+
+/// Checks a cleartext password (PasswordMessage body without its NUL) against any kind of
+/// stored secret, in constant time with respect to the secret: plain secrets are compared
+/// through their SHA-256 digests, md5 secrets by recomputing md5(password + user), SCRAM
+/// secrets by deriving StoredKey with the stored salt and iterations (costs that many HMAC
+/// rounds). Empty passwords never match, as in Postgres and PgBouncer.
+pub fn verify_cleartext(secret: &Secret, user: &str, password: &[u8]) -> bool {
+    if password.is_empty() {
+        return false;
+    }
+    match secret {
+        Secret::Plain(stored) => {
+            // Hashing first hides the stored password's length from the comparison.
+            !stored.is_empty()
+                && bool::from(crypto::sha256(stored.as_bytes()).ct_eq(&crypto::sha256(password)))
+        }
+        Secret::Md5(stored) => md5_secret(user, password)
+            .as_bytes()
+            .ct_eq(stored.as_bytes())
+            .into(),
+        Secret::Scram(stored) => {
+            let derived = ScramSecret::from_password(password, &stored.salt, stored.iterations);
+            derived.stored_key.ct_eq(&stored.stored_key).into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_auth_type_switches_to_scram_for_scram_secrets() {
+        let scram = Secret::Scram(ScramSecret::from_password(b"pw", b"salt", 1));
+        let md5 = Secret::Md5(md5_secret("u", b"pw"));
+        let plain = Secret::Plain("pw".into());
+        assert_eq!(
+            choose_method("md5", Some(&scram)),
+            ClientAuthMethod::ScramSha256
+        );
+        assert_eq!(choose_method("md5", Some(&md5)), ClientAuthMethod::Md5);
+        assert_eq!(choose_method("md5", Some(&plain)), ClientAuthMethod::Md5);
+        assert_eq!(choose_method("md5", None), ClientAuthMethod::Md5);
+    }
+
+    #[test]
+    fn other_auth_types_map_directly_and_unknown_fails_closed() {
+        let plain = Secret::Plain("pw".into());
+        assert_eq!(
+            choose_method("scram-sha-256", Some(&plain)),
+            ClientAuthMethod::ScramSha256
+        );
+        assert_eq!(
+            choose_method("SCRAM-SHA-256", None),
+            ClientAuthMethod::ScramSha256
+        );
+        assert_eq!(
+            choose_method("plain", Some(&plain)),
+            ClientAuthMethod::Plain
+        );
+        assert_eq!(choose_method("trust", None), ClientAuthMethod::Trust);
+        assert_eq!(choose_method("bogus", None), ClientAuthMethod::ScramSha256);
+    }
+
+    #[test]
+    fn verify_cleartext_accepts_right_password_for_every_secret_kind() {
+        let secrets = [
+            Secret::Plain("pencil".into()),
+            Secret::Md5(md5_secret("user", b"pencil")),
+            Secret::Scram(ScramSecret::from_password(b"pencil", b"salt", 16)),
+        ];
+        for secret in &secrets {
+            assert!(verify_cleartext(secret, "user", b"pencil"), "{secret:?}");
+            assert!(!verify_cleartext(secret, "user", b"pencil2"), "{secret:?}");
+            assert!(!verify_cleartext(secret, "user", b""), "{secret:?}");
+        }
+        // md5 secrets are bound to the user name.
+        assert!(!verify_cleartext(&secrets[1], "other", b"pencil"));
+    }
+
+    #[test]
+    fn verify_cleartext_rejects_empty_stored_password() {
+        assert!(!verify_cleartext(&Secret::Plain(String::new()), "u", b"x"));
+    }
+}

@@ -1,0 +1,179 @@
+//! Cancel routing: every client gets a pgfunnel-issued BackendKeyData; while the client
+//! is linked to a server, its entry points at that server's own key and address, so a
+//! CancelRequest reaches exactly the query that client is running and nothing else.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use dashmap::DashMap;
+use rand::Rng;
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
+use tracing::debug;
+
+use crate::protocol::messages;
+use crate::server::{BackendKey, CancelAddr};
+
+/// The server a client is currently linked to, as needed to cancel its query.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    /// Where the server listens.
+    pub addr: CancelAddr,
+    /// The server's own key.
+    pub key: BackendKey,
+}
+
+/// One client's cancel slot.
+#[derive(Debug)]
+pub struct CancelEntry {
+    secret: [u8; 4],
+    target: Mutex<Option<CancelTarget>>,
+}
+
+impl CancelEntry {
+    /// Points the slot at the server the client was just linked to (`None` on release).
+    /// A cancel arriving after release finds `None` and cancels nothing, so a late cancel
+    /// can never hit the next client's query on that server.
+    pub fn set_target(&self, target: Option<CancelTarget>) {
+        *self.target.lock().expect("cancel lock poisoned") = target;
+    }
+}
+
+/// All clients' cancel keys.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    entries: DashMap<i32, Arc<CancelEntry>>,
+}
+
+/// A registered key; the entry is removed when this handle drops (client gone).
+#[derive(Debug)]
+pub struct CancelHandle {
+    registry: Arc<CancelRegistry>,
+    /// The pid part of the client's key.
+    pub pid: i32,
+    /// The slot.
+    pub entry: Arc<CancelEntry>,
+}
+
+impl CancelHandle {
+    /// The secret part of the client's key as an i32 for BackendKeyData.
+    pub fn secret_i32(&self) -> i32 {
+        i32::from_be_bytes(self.entry.secret)
+    }
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        self.registry.entries.remove(&self.pid);
+    }
+}
+
+impl CancelRegistry {
+    /// Issues a fresh random key for a new client.
+    pub fn register(self: &Arc<Self>) -> CancelHandle {
+        let mut rng = rand::thread_rng();
+        loop {
+            let pid: i32 = rng.gen_range(1..i32::MAX);
+            let entry = Arc::new(CancelEntry {
+                secret: rng.gen(),
+                target: Mutex::new(None),
+            });
+            if let dashmap::Entry::Vacant(v) = self.entries.entry(pid) {
+                v.insert(entry.clone());
+                return CancelHandle {
+                    registry: self.clone(),
+                    pid,
+                    entry,
+                };
+            }
+        }
+    }
+
+    /// Resolves a CancelRequest to the server to cancel, if the key is known and the
+    /// client is linked. Unknown keys and wrong secrets resolve to `None`.
+    pub fn resolve(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+        let entry = self.entries.get(&pid)?.clone();
+        if secret.len() != 4 || !bool::from(entry.secret.ct_eq(secret)) {
+            return None;
+        }
+        let target = entry.target.lock().expect("cancel lock poisoned").clone();
+        target
+    }
+
+    /// Number of registered clients.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no client is registered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Sends a CancelRequest to the server; errors are logged, never returned (the protocol
+/// gives the requester no answer either way).
+pub async fn send_cancel(target: CancelTarget) {
+    let mut buf = BytesMut::new();
+    messages::put_cancel_request(&mut buf, target.key.pid, &target.key.secret);
+    let result = async {
+        match &target.addr {
+            CancelAddr::Tcp(a) => {
+                tokio::net::TcpStream::connect(a)
+                    .await?
+                    .write_all(&buf)
+                    .await
+            }
+            CancelAddr::Unix(p) => {
+                tokio::net::UnixStream::connect(p)
+                    .await?
+                    .write_all(&buf)
+                    .await
+            }
+        }
+    };
+    if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(10), result)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    {
+        debug!(error = %e, "cancel request to server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(pid: i32) -> CancelTarget {
+        CancelTarget {
+            addr: CancelAddr::Tcp("127.0.0.1:1".parse().expect("addr")),
+            key: BackendKey {
+                pid,
+                secret: vec![0; 4],
+            },
+        }
+    }
+
+    #[test]
+    fn routes_only_while_linked_and_with_the_right_secret() {
+        let reg = Arc::new(CancelRegistry::default());
+        let h = reg.register();
+        let secret = h.entry.secret;
+        assert!(reg.resolve(h.pid, &secret).is_none(), "not linked yet");
+        h.entry.set_target(Some(target(42)));
+        assert_eq!(reg.resolve(h.pid, &secret).map(|t| t.key.pid), Some(42));
+        let mut wrong = secret;
+        wrong[0] ^= 1;
+        assert!(reg.resolve(h.pid, &wrong).is_none());
+        assert!(reg.resolve(h.pid.wrapping_add(1), &secret).is_none());
+        h.entry.set_target(None);
+        assert!(
+            reg.resolve(h.pid, &secret).is_none(),
+            "released: late cancel does nothing"
+        );
+        let pid = h.pid;
+        drop(h);
+        assert!(reg.is_empty());
+        assert!(reg.resolve(pid, &secret).is_none());
+    }
+}

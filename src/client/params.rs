@@ -1,0 +1,247 @@
+//! Session parameters that travel with a client: the reported values it was shown
+//! (ParameterStatus) and the settings it asked for at startup that Postgres does not
+//! report. Computes the statement that brings a server in line before linking.
+
+use std::collections::HashMap;
+
+use crate::server::ServerConnection;
+
+/// Reported parameters a client cannot change (or that differ by role, not by session).
+const READ_ONLY: &[&str] = &[
+    "server_version",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "session_authorization",
+    "in_hot_standby",
+    "scram_iterations",
+];
+
+/// A client's session parameters.
+#[derive(Debug, Default, Clone)]
+pub struct ClientParams {
+    /// Reported parameters with the values this client has been shown, keyed by the
+    /// server's spelling (`DateStyle`, `TimeZone`, ...).
+    pub expected: HashMap<String, String>,
+    /// Unreported settings from startup (`statement_timeout`, `search_path`, `options=-c`),
+    /// lowercase names.
+    pub settings: Vec<(String, String)>,
+}
+
+impl ClientParams {
+    /// Builds a client's parameters from the pool's welcome values and the client's
+    /// startup parameters (already stripped of user, database and ignored names).
+    pub fn from_startup(welcome: &HashMap<String, String>, startup: &[(String, String)]) -> Self {
+        let mut p = ClientParams {
+            expected: welcome.clone(),
+            settings: Vec::new(),
+        };
+        for (name, value) in startup {
+            if name == "options" {
+                for (k, v) in parse_options(value) {
+                    p.set(welcome, &k, v);
+                }
+            } else {
+                p.set(welcome, name, value.clone());
+            }
+        }
+        p
+    }
+
+    fn set(&mut self, welcome: &HashMap<String, String>, name: &str, value: String) {
+        if let Some(key) = welcome.keys().find(|k| k.eq_ignore_ascii_case(name)) {
+            if !READ_ONLY.contains(&key.as_str()) {
+                self.expected.insert(key.clone(), value);
+            }
+            return;
+        }
+        let lower = name.to_ascii_lowercase();
+        self.settings.retain(|(k, _)| *k != lower);
+        self.settings.push((lower, value));
+    }
+
+    /// The statement that makes `server` match this client, or `None` when it already does.
+    /// Reported values are compared with what the server last reported; unreported
+    /// settings with what pgfunnel applied earlier (leftovers of other clients are RESET).
+    pub fn sync_sql(&self, server: &ServerConnection) -> Option<String> {
+        let mut sets: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in &self.expected {
+            if READ_ONLY.contains(&k.as_str()) {
+                continue;
+            }
+            if server.params.get(k) != Some(v) {
+                sets.push((k, v));
+            }
+        }
+        for (k, v) in &self.settings {
+            if server.applied.get(k) != Some(v) {
+                sets.push((k, v));
+            }
+        }
+        let resets: Vec<&str> = server
+            .applied
+            .keys()
+            .filter(|k| !self.settings.iter().any(|(n, _)| n == *k))
+            .map(String::as_str)
+            .collect();
+        if sets.is_empty() && resets.is_empty() {
+            return None;
+        }
+        let mut sql = String::new();
+        for k in resets {
+            sql.push_str("RESET ");
+            sql.push_str(&quote_ident(k));
+            sql.push(';');
+        }
+        if !sets.is_empty() {
+            sql.push_str("SELECT ");
+            for (i, (k, v)) in sets.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("pg_catalog.set_config(");
+                sql.push_str(&quote_literal(k));
+                sql.push(',');
+                sql.push_str(&quote_literal(v));
+                sql.push_str(",false)");
+            }
+        }
+        Some(sql)
+    }
+
+    /// Records on `server` that the unreported settings now match this client.
+    pub fn mark_applied(&self, server: &mut ServerConnection) {
+        server.applied.clear();
+        for (k, v) in &self.settings {
+            server.applied.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Parses libpq's `options` value: `-c name=value`, `-cname=value` and `--name=value`
+/// items separated by spaces; `\ ` escapes a space inside a value.
+pub fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let item = if w == "-c" {
+            it.next()
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            Some(rest.to_owned())
+        } else {
+            w.strip_prefix("--").map(str::to_owned)
+        };
+        if let Some((k, v)) = item.as_deref().and_then(|i| i.split_once('=')) {
+            out.push((k.replace('-', "_"), v.to_owned()));
+        }
+    }
+    out
+}
+
+/// Quotes a SQL string literal (E'' form when backslashes are present, so the result
+/// does not depend on standard_conforming_strings).
+pub fn quote_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    if s.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Quotes an identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn welcome() -> HashMap<String, String> {
+        [
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+            ("application_name", ""),
+            ("server_version", "15"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn startup_parameters_split_into_reported_and_settings() {
+        let startup = vec![
+            ("datestyle".to_owned(), "German".to_owned()),
+            ("application_name".to_owned(), "app".to_owned()),
+            ("statement_timeout".to_owned(), "5s".to_owned()),
+            (
+                "options".to_owned(),
+                "-c search_path=a,b --lock-timeout=1s -cwork_mem=8MB".to_owned(),
+            ),
+            ("server_version".to_owned(), "99".to_owned()),
+        ];
+        let p = ClientParams::from_startup(&welcome(), &startup);
+        assert_eq!(p.expected["DateStyle"], "German");
+        assert_eq!(p.expected["application_name"], "app");
+        assert_eq!(
+            p.expected["server_version"], "15",
+            "read-only values are not overridden"
+        );
+        assert_eq!(
+            p.settings,
+            vec![
+                ("statement_timeout".into(), "5s".into()),
+                ("search_path".into(), "a,b".into()),
+                ("lock_timeout".into(), "1s".into()),
+                ("work_mem".into(), "8MB".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn quoting_is_injection_safe() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\b"), "E'a\\\\b'");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn options_escapes_spaces() {
+        assert_eq!(
+            parse_options("-c app=a\\ b"),
+            vec![("app".into(), "a b".into())]
+        );
+        assert!(parse_options("-x junk").is_empty());
+    }
+}

@@ -1,0 +1,388 @@
+//! The hot loop: bytes flow both ways between a client and its linked server through two
+//! bounded buffers, forwarded as read (no re-encoding). Only message headers are looked
+//! at, plus the bodies of ReadyForQuery and ParameterStatus from the server.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::io::poll_read_buf;
+
+use super::tracker::Tracker;
+use crate::protocol::messages::{parse_parameter_status, tag};
+use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
+
+/// Bytes read per read call at most (and the unit buffers grow by).
+const READ_CHUNK: usize = 16 * 1024;
+/// A direction stops reading once this much awaits writing (back-pressure).
+const MAX_PENDING: usize = 64 * 1024;
+
+/// How a relay run ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The transaction finished: the server is idle and owes nothing.
+    Released,
+    /// The client sent Terminate or closed its socket.
+    ClientGone,
+    /// The client's socket failed.
+    ClientIo(io::Error),
+    /// The client broke framing (bad length, oversized message).
+    ClientProtocol(FrameError),
+    /// The server closed or its socket failed.
+    ServerGone(io::Error),
+    /// The server broke framing.
+    ServerProtocol(FrameError),
+}
+
+/// What the idle wait for a client produced.
+#[derive(Debug)]
+pub enum IdleEnd {
+    /// The client sent bytes that need a server (they sit in `c2s`).
+    Request,
+    /// The client left.
+    ClientGone,
+    /// The client's socket failed.
+    ClientIo(io::Error),
+    /// The client broke framing.
+    ClientProtocol(FrameError),
+}
+
+/// Per-client relay state, reused across transactions.
+#[derive(Debug)]
+pub struct Relay {
+    /// Client bytes not yet written to the server.
+    pub c2s: BytesMut,
+    /// Server bytes not yet written to the client.
+    pub s2c: BytesMut,
+    client_scan: Scanner,
+    server_scan: Scanner,
+    /// Request/response accounting for the current link.
+    pub tracker: Tracker,
+    client_terminated: bool,
+}
+
+impl Relay {
+    /// Creates relay state; messages longer than `max_packet_size` are refused.
+    pub fn new(max_packet_size: u32) -> Self {
+        Relay {
+            c2s: BytesMut::new(),
+            s2c: BytesMut::new(),
+            client_scan: Scanner::new(max_packet_size),
+            server_scan: Scanner::new(u32::MAX >> 1),
+            tracker: Tracker::default(),
+            client_terminated: false,
+        }
+    }
+
+    /// Drops buffer memory while the client holds no server (idle clients stay small).
+    pub fn shrink(&mut self) {
+        if self.c2s.is_empty() && self.c2s.capacity() > 0 {
+            self.c2s = BytesMut::new();
+        }
+        if self.s2c.is_empty() && self.s2c.capacity() > 0 {
+            self.s2c = BytesMut::new();
+        }
+    }
+
+    /// Waits until the client sends something that needs a server.
+    /// Cancel safe: bytes read are kept in `c2s` and already accounted.
+    pub async fn wait_for_request<C: AsyncRead + Unpin>(&mut self, client: &mut C) -> IdleEnd {
+        loop {
+            if !self.c2s.is_empty() {
+                return IdleEnd::Request;
+            }
+            if self.client_terminated {
+                return IdleEnd::ClientGone;
+            }
+            let before = self.c2s.len();
+            self.c2s.reserve(READ_CHUNK);
+            let n = match poll_fn(|cx| poll_read_buf(Pin::new(&mut *client), cx, &mut self.c2s))
+                .await
+            {
+                Ok(0) => return IdleEnd::ClientGone,
+                Ok(n) => n,
+                Err(e) => return IdleEnd::ClientIo(e),
+            };
+            if let Err(e) = self.scan_client(before, n) {
+                return IdleEnd::ClientProtocol(e);
+            }
+        }
+    }
+
+    fn scan_client(&mut self, start: usize, n: usize) -> Result<(), FrameError> {
+        let tracker = &mut self.tracker;
+        let mut terminate_at = None;
+        let consumed = self.client_scan.feed(
+            &self.c2s[start..start + n],
+            |_, _| Capture::Skip,
+            |ev| {
+                if let ScanEvent::Header { tag, .. } = ev {
+                    if tag == b'X' {
+                        terminate_at = Some(());
+                        return false;
+                    }
+                    tracker.client_message(tag);
+                }
+                true
+            },
+        )?;
+        if terminate_at.is_some() {
+            // Terminate is for pgfunnel, never for the server; drop it and what follows.
+            self.c2s.truncate(start + consumed - 5);
+            self.client_terminated = true;
+        }
+        Ok(())
+    }
+
+    fn scan_server(
+        &mut self,
+        start: usize,
+        n: usize,
+        params: &mut HashMap<String, String>,
+        seen: &mut HashMap<String, String>,
+    ) -> Result<(), FrameError> {
+        let tracker = &mut self.tracker;
+        self.server_scan.feed(
+            &self.s2c[start..start + n],
+            |t, _| match t {
+                tag::READY_FOR_QUERY | tag::PARAMETER_STATUS => Capture::Body,
+                _ => Capture::Skip,
+            },
+            |ev| {
+                match ev {
+                    ScanEvent::Message {
+                        tag: tag::READY_FOR_QUERY,
+                        body,
+                    } => {
+                        tracker.ready_for_query(body.first().copied().unwrap_or(b'I'));
+                    }
+                    ScanEvent::Message {
+                        tag: tag::PARAMETER_STATUS,
+                        body,
+                    } => {
+                        if let Some((k, v)) = parse_parameter_status(body) {
+                            seen.insert(k.clone(), v.clone());
+                            params.insert(k, v);
+                        }
+                    }
+                    _ => {}
+                }
+                true
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Relays until the link must end. With `release_when_idle` (transaction and
+    /// statement mode) it returns `Released` as soon as the server is idle, owes nothing
+    /// and every byte has been delivered. `params` is the server's reported-parameter map
+    /// and `seen` the client's; both are updated from ParameterStatus messages.
+    pub async fn run<C, S>(
+        &mut self,
+        client: &mut C,
+        server: &mut S,
+        release_when_idle: bool,
+        params: &mut HashMap<String, String>,
+        seen: &mut HashMap<String, String>,
+    ) -> RelayEnd
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        poll_fn(|cx| self.poll_relay(cx, client, server, release_when_idle, params, seen)).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn poll_relay<C, S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut C,
+        server: &mut S,
+        release_when_idle: bool,
+        params: &mut HashMap<String, String>,
+        seen: &mut HashMap<String, String>,
+    ) -> Poll<RelayEnd>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            let mut progress = false;
+            // client -> server
+            if !self.c2s.is_empty() {
+                match Pin::new(&mut *server).poll_write(cx, &self.c2s) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(RelayEnd::ServerGone(io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.c2s.advance(n);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e)),
+                    Poll::Pending => {}
+                }
+            }
+            // server -> client
+            if !self.s2c.is_empty() {
+                match Pin::new(&mut *client).poll_write(cx, &self.s2c) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(RelayEnd::ClientIo(io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.s2c.advance(n);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if release_when_idle
+                && self.tracker.is_idle()
+                && self.c2s.is_empty()
+                && self.s2c.is_empty()
+                && self.client_scan.at_boundary()
+                && self.server_scan.at_boundary()
+            {
+                return Poll::Ready(RelayEnd::Released);
+            }
+            if self.client_terminated && self.c2s.is_empty() && self.s2c.is_empty() {
+                return Poll::Ready(RelayEnd::ClientGone);
+            }
+            // read server
+            if self.s2c.len() < MAX_PENDING {
+                let before = self.s2c.len();
+                self.s2c.reserve(READ_CHUNK);
+                match poll_read_buf(Pin::new(&mut *server), cx, &mut self.s2c) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(RelayEnd::ServerGone(
+                            io::ErrorKind::UnexpectedEof.into(),
+                        ))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        if let Err(e) = self.scan_server(before, n, params, seen) {
+                            return Poll::Ready(RelayEnd::ServerProtocol(e));
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e)),
+                    Poll::Pending => {}
+                }
+            }
+            // read client
+            if self.c2s.len() < MAX_PENDING && !self.client_terminated {
+                let before = self.c2s.len();
+                self.c2s.reserve(READ_CHUNK);
+                match poll_read_buf(Pin::new(&mut *client), cx, &mut self.c2s) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ClientGone),
+                    Poll::Ready(Ok(n)) => {
+                        if let Err(e) = self.scan_client(before, n) {
+                            return Poll::Ready(RelayEnd::ClientProtocol(e));
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[tokio::test]
+    async fn releases_server_on_ready_for_query_idle() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(1 << 20);
+        client_far
+            .write_all(&msg(b'Q', b"select 1\0"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::Request
+        ));
+        let server_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 14];
+            server_far.read_exact(&mut buf).await.unwrap();
+            assert_eq!(buf[0], b'Q');
+            let mut reply = msg(b'T', b"\0\0");
+            reply.extend(msg(b'C', b"SELECT 1\0"));
+            reply.extend(msg(b'Z', b"I"));
+            server_far.write_all(&reply).await.unwrap();
+            server_far
+        });
+        let (mut p, mut s) = (HashMap::new(), HashMap::new());
+        let end = relay
+            .run(&mut client, &mut server, true, &mut p, &mut s)
+            .await;
+        assert!(matches!(end, RelayEnd::Released), "{end:?}");
+        let mut got = vec![0u8; 7 + 14 + 6];
+        client_far.read_exact(&mut got).await.unwrap();
+        assert_eq!(got[got.len() - 6..], msg(b'Z', b"I")[..]);
+        drop(server_task.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn keeps_server_while_in_transaction_and_tracks_parameters() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(1 << 20);
+        client_far.write_all(&msg(b'Q', b"begin\0")).await.unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::Request
+        ));
+        let mut reply = msg(b'S', b"TimeZone\0UTC\0");
+        reply.extend(msg(b'Z', b"T"));
+        server_far.write_all(&reply).await.unwrap();
+        let (mut p, mut s) = (HashMap::new(), HashMap::new());
+        let end = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            relay.run(&mut client, &mut server, true, &mut p, &mut s),
+        )
+        .await;
+        assert!(end.is_err(), "must stay linked inside a transaction");
+        assert_eq!(p.get("TimeZone").map(String::as_str), Some("UTC"));
+        assert_eq!(s.get("TimeZone").map(String::as_str), Some("UTC"));
+        // the client leaves mid-transaction: reported as ClientGone, tracker not idle
+        client_far.write_all(&msg(b'X', b"")).await.unwrap();
+        let end = relay
+            .run(&mut client, &mut server, true, &mut p, &mut s)
+            .await;
+        assert!(matches!(end, RelayEnd::ClientGone), "{end:?}");
+        assert!(!relay.tracker.is_idle());
+        let mut fwd = vec![0u8; 11];
+        server_far.read_exact(&mut fwd).await.unwrap();
+        assert_eq!(fwd[0], b'Q', "Terminate must not reach the server");
+    }
+
+    #[tokio::test]
+    async fn oversized_client_message_is_a_protocol_error() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(100);
+        client_far.write_all(&[b'Q', 0, 1, 0, 0]).await.unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::ClientProtocol(FrameError::TooLarge { .. })
+        ));
+    }
+}

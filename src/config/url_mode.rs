@@ -1,0 +1,328 @@
+//! URL mode: `pgfunnel postgres://user:pass@host:port/db?sslmode=...` builds a one-database config
+//! without a file (listen 127.0.0.1:6432, transaction pooling, SCRAM for clients). Owns URL
+//! parsing and those defaults; not how clients then authenticate.
+
+use std::path::{Path, PathBuf};
+
+use url::{Host, Url};
+
+use super::database::{DatabaseEntry, Password, DEFAULT_PORT};
+use super::error::{ConfigError, Location};
+use super::kinds::{AuthType, PoolMode, SslMode, SslNegotiation};
+use super::problem::{Expected, UrlProblem};
+use super::settings::Settings;
+use super::Config;
+
+/// The pseudo file name that URL-mode entries carry as their location.
+pub const URL_ORIGIN: &str = "<url>";
+
+/// TLS parameters given in the URL's query string, libpq's names. The same values are also
+/// applied to the `server_tls_*` settings; this keeps what the user wrote (and `sslnegotiation`,
+/// which has no setting).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UrlTls {
+    /// `sslmode`.
+    pub sslmode: Option<SslMode>,
+    /// `sslrootcert`: CA file to verify the server.
+    pub sslrootcert: Option<PathBuf>,
+    /// `sslcert`: client certificate toward the server.
+    pub sslcert: Option<PathBuf>,
+    /// `sslkey`: key of `sslcert`.
+    pub sslkey: Option<PathBuf>,
+    /// `sslnegotiation`: `postgres` (SSLRequest) or `direct` TLS.
+    pub sslnegotiation: Option<SslNegotiation>,
+}
+
+impl Config {
+    /// Builds a config for one database from a `postgres://` or `postgresql://` URL. User name
+    /// required; password, host (empty = Unix socket; `[::1]` for IPv6; percent-encoded paths
+    /// allowed), port (default 5432) and database (default: the user name, as libpq) optional.
+    /// Query parameters: sslmode, sslrootcert, sslcert, sslkey, sslnegotiation, application_name.
+    /// Errors show the URL without its password and with `-` for missing parts.
+    pub fn from_url(text: &str) -> Result<Config, ConfigError> {
+        let url = Url::parse(text.trim()).map_err(|e| ConfigError::Url {
+            shown: "-".to_owned(),
+            problem: UrlProblem::Unparsable(e),
+        })?;
+        let fail = |problem| ConfigError::Url {
+            shown: redacted(&url),
+            problem,
+        };
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            let scheme = url.scheme().to_owned();
+            return Err(fail(UrlProblem::BadScheme { scheme }));
+        }
+        let entry = entry_from_url(&url).map_err(fail)?;
+        let mut settings = Settings {
+            listen_addr: vec!["127.0.0.1".to_owned()],
+            listen_port: 6432,
+            pool_mode: PoolMode::Transaction,
+            auth_type: AuthType::ScramSha256,
+            ..Settings::default()
+        };
+        if let Some(tls) = &entry.url_tls {
+            apply_tls(&mut settings, tls);
+        }
+        let warnings = settings.validate(Path::new(URL_ORIGIN))?;
+        Ok(Config {
+            settings,
+            databases: vec![entry],
+            fallback: None,
+            users: Vec::new(),
+            warnings,
+            path: None,
+            auth_file_path: None,
+        })
+    }
+}
+
+fn entry_from_url(url: &Url) -> Result<DatabaseEntry, UrlProblem> {
+    let user = decode(url.username(), "user")?;
+    if user.is_empty() {
+        return Err(UrlProblem::MissingUser);
+    }
+    let password = url.password().map(|p| decode(p, "password")).transpose()?;
+    let host = match url.host() {
+        Some(Host::Ipv6(addr)) => addr.to_string(),
+        Some(Host::Ipv4(addr)) => addr.to_string(),
+        Some(Host::Domain(name)) => decode(name, "host")?,
+        None => String::new(),
+    };
+    let port = match url.port() {
+        Some(0) => return Err(UrlProblem::BadPort),
+        Some(port) => port,
+        None => DEFAULT_PORT,
+    };
+    let db = decode(url.path().trim_start_matches('/'), "database")?;
+    let db = if db.is_empty() { user.clone() } else { db };
+    let location = Location {
+        file: PathBuf::from(URL_ORIGIN),
+        line: 0,
+    };
+    let mut entry = DatabaseEntry::new(db.clone(), location);
+    entry.hosts = if host.is_empty() {
+        Vec::new()
+    } else {
+        vec![host]
+    };
+    entry.port = port;
+    entry.dbname = Some(db);
+    entry.user = Some(user);
+    entry.password = password.map(Password::new);
+    let tls = apply_params(url, &mut entry)?;
+    entry.url_tls = Some(tls);
+    Ok(entry)
+}
+
+fn apply_params(url: &Url, entry: &mut DatabaseEntry) -> Result<UrlTls, UrlProblem> {
+    let mut tls = UrlTls::default();
+    for (name, value) in url.query_pairs() {
+        let bad = |expected: Expected| UrlProblem::BadParameter {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected,
+        };
+        match name.as_ref() {
+            "sslmode" => tls.sslmode = Some(SslMode::parse(&value).map_err(bad)?),
+            "sslnegotiation" => {
+                tls.sslnegotiation = Some(SslNegotiation::parse(&value).map_err(bad)?)
+            }
+            "sslrootcert" => tls.sslrootcert = Some(PathBuf::from(value.as_ref())),
+            "sslcert" => tls.sslcert = Some(PathBuf::from(value.as_ref())),
+            "sslkey" => tls.sslkey = Some(PathBuf::from(value.as_ref())),
+            "application_name" => entry.application_name = Some(value.to_string()),
+            other => {
+                return Err(UrlProblem::UnknownParameter {
+                    name: other.to_owned(),
+                })
+            }
+        }
+    }
+    match (&tls.sslcert, &tls.sslkey) {
+        (Some(_), None) => Err(UrlProblem::MissingParameter {
+            name: "sslkey",
+            with: "sslcert",
+        }),
+        (None, Some(_)) => Err(UrlProblem::MissingParameter {
+            name: "sslcert",
+            with: "sslkey",
+        }),
+        _ => Ok(tls),
+    }
+}
+
+fn apply_tls(settings: &mut Settings, tls: &UrlTls) {
+    if let Some(mode) = tls.sslmode {
+        settings.server_tls_sslmode = mode;
+    }
+    settings.server_tls_ca_file.clone_from(&tls.sslrootcert);
+    settings.server_tls_cert_file.clone_from(&tls.sslcert);
+    settings.server_tls_key_file.clone_from(&tls.sslkey);
+}
+
+/// Decodes `%XX` escapes; refuses malformed escapes and invalid UTF-8.
+fn decode(text: &str, part: &'static str) -> Result<String, UrlProblem> {
+    let bad = UrlProblem::BadPercentEncoding { part };
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3).ok_or_else(|| bad.clone())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad.clone())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad)
+}
+
+/// The URL for error messages: still percent-encoded, no password, `-` for what is missing.
+fn redacted(url: &Url) -> String {
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let host = match url.host() {
+        Some(Host::Ipv6(addr)) => format!("[{addr}]"),
+        Some(host) => or_dash(&host.to_string()),
+        None => "-".to_owned(),
+    };
+    let port = url.port().unwrap_or(DEFAULT_PORT);
+    let db = or_dash(url.path().trim_start_matches('/'));
+    format!(
+        "{}://{}@{host}:{port}/{db}",
+        url.scheme(),
+        or_dash(url.username())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only_db(config: &Config) -> &DatabaseEntry {
+        assert_eq!(config.databases.len(), 1);
+        &config.databases[0]
+    }
+
+    fn url_error(url: &str) -> String {
+        Config::from_url(url).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn full_url_builds_one_database_and_url_mode_defaults() {
+        let c = Config::from_url("postgres://app:secret@db.example:5433/shop?sslmode=require")
+            .expect("valid");
+        let db = only_db(&c);
+        assert_eq!(db.name, "shop");
+        assert_eq!(db.server_dbname(), "shop");
+        assert_eq!(db.hosts, vec!["db.example"]);
+        assert_eq!(db.port, 5433);
+        assert_eq!(db.user.as_deref(), Some("app"));
+        assert_eq!(db.password.as_ref().map(Password::expose), Some("secret"));
+        assert_eq!(
+            db.url_tls.as_ref().and_then(|t| t.sslmode),
+            Some(SslMode::Require)
+        );
+        let s = &c.settings;
+        assert_eq!(s.listen_addr, vec!["127.0.0.1"]);
+        assert_eq!(s.listen_port, 6432);
+        assert_eq!(s.pool_mode, PoolMode::Transaction);
+        assert_eq!(s.auth_type, AuthType::ScramSha256);
+        assert_eq!(s.server_tls_sslmode, SslMode::Require);
+        assert!(c.path.is_none() && c.auth_file_path.is_none() && c.fallback.is_none());
+    }
+
+    #[test]
+    fn postgresql_scheme_default_port_and_percent_decoding() {
+        let c = Config::from_url("postgresql://us%40er:p%40ss%3Aw%2Fd@localhost/my%20db")
+            .expect("valid");
+        let db = only_db(&c);
+        assert_eq!(db.user.as_deref(), Some("us@er"));
+        assert_eq!(db.password.as_ref().map(Password::expose), Some("p@ss:w/d"));
+        assert_eq!(db.port, 5432);
+        assert_eq!(db.name, "my db");
+    }
+
+    #[test]
+    fn ipv6_host_loses_its_brackets() {
+        let c = Config::from_url("postgres://u:p@[::1]:6543/db").expect("valid");
+        assert_eq!(only_db(&c).hosts, vec!["::1"]);
+        assert_eq!(only_db(&c).port, 6543);
+    }
+
+    #[test]
+    fn missing_password_and_database_are_allowed() {
+        let c = Config::from_url("postgres://alice@h").expect("valid");
+        let db = only_db(&c);
+        assert!(db.password.is_none());
+        assert_eq!(
+            db.name, "alice",
+            "database defaults to the user name, as in libpq"
+        );
+    }
+
+    #[test]
+    fn percent_encoded_socket_directory_as_host() {
+        let c = Config::from_url("postgres://u@%2Fvar%2Frun%2Fpostgresql/db").expect("valid");
+        assert_eq!(only_db(&c).hosts, vec!["/var/run/postgresql"]);
+    }
+
+    #[test]
+    fn tls_parameters_are_kept_and_applied() {
+        let c = Config::from_url(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&sslcert=/c.pem&sslkey=/k.pem&sslnegotiation=direct&application_name=x",
+        )
+        .expect("valid");
+        let tls = only_db(&c).url_tls.clone().expect("url tls");
+        assert_eq!(tls.sslnegotiation, Some(SslNegotiation::Direct));
+        assert_eq!(tls.sslrootcert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(
+            c.settings.server_tls_ca_file,
+            Some(PathBuf::from("/ca.pem"))
+        );
+        assert_eq!(
+            c.settings.server_tls_cert_file,
+            Some(PathBuf::from("/c.pem"))
+        );
+        assert_eq!(
+            c.settings.server_tls_key_file,
+            Some(PathBuf::from("/k.pem"))
+        );
+        assert_eq!(only_db(&c).application_name.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn missing_user_shows_a_dash_and_no_password() {
+        let err = url_error("postgres://:secret@h:5433/db");
+        assert!(
+            err.starts_with("database URL postgres://-@h:5433/db: a user name is required"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"));
+    }
+
+    #[test]
+    fn bad_scheme_and_garbage_are_refused() {
+        assert!(url_error("mysql://u@h/db").contains("scheme mysql:// is not supported"));
+        assert!(url_error("not a url").starts_with("database URL -: not a valid URL"));
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        assert!(url_error("postgres://u@h/db?sslmode=sometimes")
+            .contains("sslmode = \"sometimes\": expected one of disable"));
+        assert!(url_error("postgres://u@h/db?target_session_attrs=any")
+            .contains("unknown parameter target_session_attrs"));
+        assert!(url_error("postgres://u@h/db?sslcert=/c.pem")
+            .contains("sslcert is given without sslkey"));
+        assert!(url_error("postgres://u:%ZZ@h/db").contains("bad percent-encoding in the password"));
+        assert!(url_error("postgres://u@h:0/db").contains("port must be from 1 to 65535"));
+    }
+}

@@ -1,0 +1,216 @@
+//! The pgfunnel binary: parse the command line, set up logging, dispatch.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use pgfunnel::cli::{Cli, Command, ProcessFlags, ServeArgs};
+use pgfunnel::config::{Config, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Serve(args)) => serve(args, &cli.process),
+        None => match cli.config {
+            Some(config) => serve(ServeArgs { config: Some(config), ..Default::default() }, &cli.process),
+            None => Err(anyhow::anyhow!("no config file given: run `pgfunnel CONFIG`, `pgfunnel serve --upstream URL` or see --help")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgfunnel: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match (&args.config, &args.upstream) {
+        (Some(path), _) => Config::load(path)?,
+        (None, Some(url)) => {
+            let mut c = Config::from_url(url)?;
+            // URL mode listens on TCP only (127.0.0.1:6432 unless overridden).
+            c.settings.unix_socket_dir.clear();
+            c
+        }
+        (None, None) => anyhow::bail!("give a config file or --upstream URL"),
+    };
+    if let Some(addr) = &args.listen {
+        config.settings.listen_addr = vec![addr.clone()];
+    }
+    if let Some(port) = args.port {
+        config.settings.listen_port = port;
+    }
+    Ok(config)
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    pgfunnel::app::Users::load(&config)?;
+    println!("# {}: valid", path.display());
+    println!("[pgbouncer]");
+    for (k, v) in config.effective_settings() {
+        println!("{k} = {v}");
+    }
+    println!("[databases]");
+    for db in &config.databases {
+        println!(
+            "{} = host={} port={} dbname={}",
+            db.name,
+            db.hosts.join(","),
+            db.port,
+            db.dbname.as_deref().unwrap_or(&db.name)
+        );
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs, flags: &ProcessFlags) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    if flags.daemon {
+        if config.settings.logfile.is_none() && !flags.quiet {
+            anyhow::bail!("-d needs a logfile setting or -q, as PgBouncer");
+        }
+        daemonize()?;
+    }
+    if let Some(user) = &flags.user {
+        switch_user(user)?;
+    }
+    init_logging(&config, flags)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let threads = match config.settings.worker_threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let pidfile = config.settings.pidfile.clone();
+    if let Some(p) = &pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pidfile {}", p.display()))?;
+    }
+    let running = pgfunnel::app::start(config).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let grace = tokio::select! {
+        _ = term.recv() => Duration::from_secs(3600),
+        _ = int.recv() => Duration::from_secs(3600),
+        _ = quit.recv() => Duration::ZERO,
+    };
+    tracing::info!("shutdown requested; a second signal exits at once");
+    tokio::select! {
+        _ = running.shutdown(grace) => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = quit.recv() => {}
+    }
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("exit");
+    Ok(())
+}
+
+fn init_logging(config: &Config, flags: &ProcessFlags) -> anyhow::Result<()> {
+    use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+    let level = match flags.verbose as u32 + config.settings.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter =
+        || EnvFilter::try_from_env("PGFUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let json = config.settings.log_format == LogFormat::Json;
+    let stderr_layer = (!flags.quiet).then(|| {
+        let l = fmt::layer().with_writer(std::io::stderr);
+        if json {
+            l.json().with_filter(filter()).boxed()
+        } else {
+            l.with_filter(filter()).boxed()
+        }
+    });
+    let file_layer = match &config.settings.logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open logfile {}", path.display()))?;
+            let l = fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file));
+            Some(if json {
+                l.json().with_filter(filter()).boxed()
+            } else {
+                l.with_filter(filter()).boxed()
+            })
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(file_layer)
+        .init();
+    Ok(())
+}
+
+fn daemonize() -> anyhow::Result<()> {
+    // SAFETY: called before any thread is started (the runtime is built afterwards).
+    unsafe {
+        match libc::fork() {
+            -1 => anyhow::bail!("fork failed: {}", std::io::Error::last_os_error()),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        libc::setsid();
+        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if devnull >= 0 {
+            libc::dup2(devnull, 0);
+            libc::dup2(devnull, 1);
+            libc::dup2(devnull, 2);
+        }
+    }
+    Ok(())
+}
+
+fn switch_user(user: &str) -> anyhow::Result<()> {
+    let name = std::ffi::CString::new(user).context("user name contains NUL")?;
+    // SAFETY: getpwnam returns static storage or NULL; fields are read immediately.
+    unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() {
+            anyhow::bail!("-u: no such user {user:?}");
+        }
+        let (uid, gid) = ((*pw).pw_uid, (*pw).pw_gid);
+        if libc::setgid(gid) != 0
+            || libc::initgroups(name.as_ptr(), gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            anyhow::bail!(
+                "-u {user}: cannot switch user: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Binding the configured listeners (TCP on listen_addr/listen_port, the Unix socket
+//! `unix_socket_dir/.s.PGSQL.<port>`) and accepting connections into client tasks.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UnixListener};
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::net::Stream;
+
+/// Bound listeners, ready to accept.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// TCP listeners.
+    pub tcp: Vec<TcpListener>,
+    /// The Unix socket listener and its path.
+    pub unix: Option<(UnixListener, PathBuf)>,
+}
+
+/// Resolves listen_addr entries: `*` means every IPv4 and IPv6 address.
+fn listen_addrs(entries: &[String], port: u16) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.trim();
+        if e.is_empty() {
+            continue;
+        }
+        if e == "*" {
+            out.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+            out.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+            continue;
+        }
+        let host = e.trim_start_matches('[').trim_end_matches(']');
+        let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .with_context(|| format!("listen_addr {e:?} does not resolve"))?
+            .collect();
+        out.extend(resolved);
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// Binds every configured listener. Fails with the address or path that could not be bound.
+pub fn bind(
+    addrs: &[String],
+    port: u16,
+    unix_dir: &str,
+    unix_mode: u32,
+    unix_group: Option<&str>,
+) -> anyhow::Result<Listeners> {
+    let mut l = Listeners::default();
+    for addr in listen_addrs(addrs, port)? {
+        let sock = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        sock.set_reuseaddr(true)?;
+        if addr.is_ipv6() {
+            // `*` binds both families separately; keep the v6 socket v6-only.
+            let s2 = socket2::SockRef::from(&sock);
+            let _ = s2.set_only_v6(true);
+        }
+        sock.bind(addr)
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        l.tcp.push(
+            sock.listen(1024)
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        );
+    }
+    if !unix_dir.is_empty() {
+        let path = Path::new(unix_dir).join(format!(".s.PGSQL.{port}"));
+        if path.exists() {
+            // A stale socket from a previous run; refuse only if something answers on it.
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                anyhow::bail!(
+                    "unix socket {} is in use by another process",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(unix_mode))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
+        if let Some(group) = unix_group.filter(|g| !g.is_empty()) {
+            set_group(&path, group)?;
+        }
+        l.unix = Some((listener, path));
+    }
+    Ok(l)
+}
+
+fn set_group(path: &Path, group: &str) -> anyhow::Result<()> {
+    let cname = std::ffi::CString::new(group).context("unix_socket_group contains NUL")?;
+    // SAFETY: getgrnam returns a pointer to static storage or NULL; read gr_gid at once.
+    let gid = unsafe {
+        let gr = libc::getgrnam(cname.as_ptr());
+        if gr.is_null() {
+            anyhow::bail!("unix_socket_group {group:?} does not exist");
+        }
+        (*gr).gr_gid
+    };
+    std::os::unix::fs::chown(path, None, Some(gid))
+        .with_context(|| format!("cannot chgrp {} to {group}", path.display()))
+}
+
+/// Spawns accept loops for every listener; they stop when the app shuts down.
+pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
+    for l in listeners.tcp {
+        if let Ok(a) = l.local_addr() {
+            info!(addr = %a, "listening");
+        }
+        let app2 = app.clone();
+        app.tasks.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = app2.shutdown.cancelled() => break,
+                    r = l.accept() => r,
+                };
+                match accepted {
+                    Ok((sock, peer)) => {
+                        let _ = sock.set_nodelay(true);
+                        let app3 = app2.clone();
+                        app2.tasks.spawn(crate::client::handle(
+                            app3,
+                            Stream::Tcp(sock),
+                            peer.to_string(),
+                        ));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    if let Some((l, path)) = listeners.unix {
+        info!(path = %path.display(), "listening");
+        let app2 = app.clone();
+        app.tasks.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = app2.shutdown.cancelled() => break,
+                    r = l.accept() => r,
+                };
+                match accepted {
+                    Ok((sock, _)) => {
+                        let app3 = app2.clone();
+                        app2.tasks.spawn(crate::client::handle(
+                            app3,
+                            Stream::Unix(sock),
+                            "unix".to_owned(),
+                        ));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        });
+    }
+}

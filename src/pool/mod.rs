@@ -1,0 +1,280 @@
+//! Per (database, user) server pools: bounded checkout with a FIFO wait and a deadline,
+//! checkin of clean connections, idle and lifetime reaping. Owns no client state and no
+//! relay logic; a connection it hands out is idle, logged in and (as far as can be told
+//! without a round trip) still open.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+use crate::server::{self, ServerConnection, ServerError, ServerTarget};
+
+/// Identifies a pool: the client-facing database name and the server-side user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    /// Database name as clients ask for it.
+    pub database: String,
+    /// User name the pool logs in to the server as.
+    pub user: String,
+}
+
+/// Pool limits and timeouts, resolved from the config for one pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Server connections at most (0 = unlimited).
+    pub pool_size: usize,
+    /// Extra connections allowed once a client has waited `reserve_pool_timeout`.
+    pub reserve_pool_size: usize,
+    /// Wait before the reserve may be used.
+    pub reserve_pool_timeout: Duration,
+    /// How long a client waits for a server (0 = forever).
+    pub query_wait_timeout: Duration,
+    /// Connect plus login deadline.
+    pub connect_timeout: Duration,
+    /// Close idle connections older than this (0 = never).
+    pub server_lifetime: Duration,
+    /// Close connections idle longer than this (0 = never).
+    pub server_idle_timeout: Duration,
+}
+
+/// Why a checkout failed.
+#[derive(Debug, Error)]
+pub enum PoolError {
+    /// No connection became free within query_wait_timeout.
+    #[error("query_wait_timeout")]
+    Timeout,
+    /// Opening a new server connection failed.
+    #[error(transparent)]
+    Connect(#[from] ServerError),
+    /// The pool was closed (shutdown or config change).
+    #[error("pool closed")]
+    Closed,
+}
+
+/// Live counters for SHOW POOLS and metrics.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Clients waiting for a server right now.
+    pub waiting: AtomicUsize,
+    /// Server connections handed out right now.
+    pub active: AtomicUsize,
+    /// Server connections opened in total.
+    pub connects: AtomicU64,
+}
+
+/// A server connection on loan from a pool; return it with [`Pool::checkin`] or drop it
+/// (which closes the connection and frees the slot).
+#[derive(Debug)]
+pub struct PooledServer {
+    /// The connection.
+    pub conn: ServerConnection,
+    _permit: OwnedSemaphorePermit,
+    _active: ActiveGuard,
+}
+
+/// Counts a connection as active for as long as it is on loan.
+#[derive(Debug)]
+struct ActiveGuard(Arc<PoolStats>);
+
+impl ActiveGuard {
+    fn new(stats: &Arc<PoolStats>) -> Self {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(stats.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One pool of server connections.
+#[derive(Debug)]
+pub struct Pool {
+    /// This pool's identity.
+    pub key: PoolKey,
+    /// Where its connections go.
+    pub target: ServerTarget,
+    /// Limits and timeouts.
+    pub settings: PoolSettings,
+    idle: Mutex<Vec<ServerConnection>>,
+    permits: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+    welcome: Mutex<Option<Arc<HashMap<String, String>>>>,
+    /// Live counters.
+    pub stats: Arc<PoolStats>,
+}
+
+impl Pool {
+    /// Creates an empty pool. Connections are opened on demand.
+    pub fn new(key: PoolKey, target: ServerTarget, settings: PoolSettings) -> Arc<Pool> {
+        let size = if settings.pool_size == 0 {
+            Semaphore::MAX_PERMITS
+        } else {
+            settings.pool_size
+        };
+        Arc::new(Pool {
+            key,
+            target,
+            permits: Arc::new(Semaphore::new(size)),
+            reserve: Arc::new(Semaphore::new(settings.reserve_pool_size)),
+            settings,
+            idle: Mutex::new(Vec::new()),
+            welcome: Mutex::new(None),
+            stats: Arc::new(PoolStats::default()),
+        })
+    }
+
+    /// The parameters the first server of this pool reported at login, which clients
+    /// are shown at their own login. `None` until a server has logged in.
+    pub fn welcome(&self) -> Option<Arc<HashMap<String, String>>> {
+        self.welcome.lock().expect("welcome lock poisoned").clone()
+    }
+
+    /// Number of idle connections.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().expect("idle lock poisoned").len()
+    }
+
+    /// Waits (FIFO) for a slot within query_wait_timeout, then returns an idle
+    /// connection that is still open or opens a new one. Cancel safe: dropping the
+    /// future gives the slot back.
+    pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = self.acquire_slot().await;
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        let permit = permit?;
+        while let Some(mut conn) = self.pop_idle() {
+            if conn.is_usable() && !self.expired(&conn) {
+                return Ok(self.lend(conn, permit));
+            }
+            debug!(server = conn.id, "dropping stale idle server");
+            tokio::spawn(conn.close());
+        }
+        let conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut w = self.welcome.lock().expect("welcome lock poisoned");
+            if w.is_none() {
+                *w = Some(Arc::new(conn.params.clone()));
+            }
+        }
+        debug!(server = conn.id, db = %self.key.database, user = %self.key.user, "server connected");
+        Ok(self.lend(conn, permit))
+    }
+
+    fn lend(&self, conn: ServerConnection, permit: OwnedSemaphorePermit) -> PooledServer {
+        PooledServer {
+            conn,
+            _permit: permit,
+            _active: ActiveGuard::new(&self.stats),
+        }
+    }
+
+    async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        let wait = self.settings.query_wait_timeout;
+        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
+        let main = self.permits.clone().acquire_owned();
+        tokio::pin!(main);
+        if self.settings.reserve_pool_size > 0 {
+            let reserve_at = tokio::time::Instant::now() + self.settings.reserve_pool_timeout;
+            tokio::select! {
+                p = &mut main => return p.map_err(|_| PoolError::Closed),
+                _ = tokio::time::sleep_until(reserve_at) => {}
+            }
+            let reserve = self.reserve.clone().acquire_owned();
+            let both = async {
+                tokio::select! {
+                    p = &mut main => p,
+                    p = reserve => p,
+                }
+            };
+            return with_deadline(deadline, both).await;
+        }
+        with_deadline(deadline, main).await
+    }
+
+    fn pop_idle(&self) -> Option<ServerConnection> {
+        // LIFO, as PgBouncer (server_round_robin = 0): warm connections stay warm.
+        self.idle.lock().expect("idle lock poisoned").pop()
+    }
+
+    fn expired(&self, conn: &ServerConnection) -> bool {
+        let life = self.settings.server_lifetime;
+        !life.is_zero() && conn.created.elapsed() >= life
+    }
+
+    /// Returns a clean, idle connection to the pool (or closes it when past its lifetime).
+    /// The caller guarantees the server is idle: ReadyForQuery `I` seen and nothing
+    /// outstanding.
+    pub fn checkin(&self, server: PooledServer) {
+        let PooledServer {
+            mut conn,
+            _permit: permit,
+            _active: active,
+        } = server;
+        if self.expired(&conn) {
+            tokio::spawn(conn.close());
+        } else {
+            conn.last_used = Instant::now();
+            self.idle.lock().expect("idle lock poisoned").push(conn);
+        }
+        // The slot frees only after the connection is back in the idle list, so the next
+        // waiter finds it there instead of opening a new one.
+        drop(active);
+        drop(permit);
+    }
+
+    /// Closes a connection that must not be reused (dirty, broken) and frees its slot.
+    pub fn discard(&self, server: PooledServer) {
+        debug!(server = server.conn.id, "discarding server");
+        tokio::spawn(server.conn.close());
+    }
+
+    /// Closes idle connections past server_idle_timeout or server_lifetime and those the
+    /// server closed. Called periodically by the janitor.
+    pub fn reap(&self) {
+        let idle_limit = self.settings.server_idle_timeout;
+        let mut idle = self.idle.lock().expect("idle lock poisoned");
+        let mut keep = Vec::with_capacity(idle.len());
+        for mut conn in idle.drain(..) {
+            let too_idle = !idle_limit.is_zero() && conn.last_used.elapsed() >= idle_limit;
+            if too_idle || self.expired(&conn) || !conn.is_usable() {
+                debug!(server = conn.id, "closing idle server");
+                tokio::spawn(conn.close());
+            } else {
+                keep.push(conn);
+            }
+        }
+        *idle = keep;
+    }
+
+    /// Closes every idle connection (RECONNECT, shutdown).
+    pub fn close_idle(&self) {
+        for conn in self.idle.lock().expect("idle lock poisoned").drain(..) {
+            tokio::spawn(conn.close());
+        }
+    }
+}
+
+async fn with_deadline<F>(
+    deadline: Option<tokio::time::Instant>,
+    f: F,
+) -> Result<OwnedSemaphorePermit, PoolError>
+where
+    F: std::future::Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>>,
+{
+    match deadline {
+        Some(d) => match tokio::time::timeout_at(d, f).await {
+            Ok(p) => p.map_err(|_| PoolError::Closed),
+            Err(_) => Err(PoolError::Timeout),
+        },
+        None => f.await.map_err(|_| PoolError::Closed),
+    }
+}

@@ -1,0 +1,9 @@
+//! Sans-I/O pieces of the Postgres wire protocol: the streaming frame scanner used by the
+//! relay, first-packet decoding, and builders/parsers for the messages pgfunnel itself
+//! writes or reads. No sockets live here (except `read_startup`, which only reads).
+
+pub mod frame;
+pub mod messages;
+pub mod startup;
+
+pub use frame::{Capture, FrameError, ScanEvent, Scanner};

@@ -1,0 +1,202 @@
+//! The first packet a client sends: SSLRequest, GSSENCRequest, CancelRequest or
+//! StartupMessage. Owns the length checks that run before authentication; owns no socket
+//! policy (what to answer is the handshake's business).
+
+use bytes::BytesMut;
+use pgwire::messages::startup::Startup;
+use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Postgres's own limit for a startup packet (pqcomm.h MAX_STARTUP_PACKET_LENGTH).
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+
+const SSL_REQUEST_CODE: i32 = 80_877_103;
+const GSSENC_REQUEST_CODE: i32 = 80_877_104;
+const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+
+/// A decoded first packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartupPacket {
+    /// The client asks for TLS.
+    SslRequest,
+    /// The client asks for GSSAPI encryption.
+    GssEncRequest,
+    /// A cancel for the session identified by this key (3.2 keys are up to 256 bytes).
+    Cancel {
+        /// Process id part of the key.
+        pid: i32,
+        /// Secret part of the key.
+        secret: Vec<u8>,
+    },
+    /// A StartupMessage.
+    Startup {
+        /// Requested minor protocol version (3.x).
+        minor: u16,
+        /// Parameters other than `_pq_.` protocol options.
+        params: Vec<(String, String)>,
+        /// `_pq_.` protocol options, which pgfunnel does not support.
+        protocol_options: Vec<String>,
+    },
+}
+
+/// Why a first packet was refused.
+#[derive(Debug, Error)]
+pub enum StartupError {
+    /// The length field is outside 8..=10000.
+    #[error("invalid startup packet length {0}")]
+    BadLength(i32),
+    /// Major protocol version other than 3, or an unknown request code.
+    #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")]
+    UnsupportedProtocol {
+        /// Major version requested.
+        major: u16,
+        /// Minor version requested.
+        minor: u16,
+    },
+    /// The packet body could not be parsed.
+    #[error("invalid startup packet layout")]
+    Malformed,
+    /// The socket failed or closed before a whole packet arrived.
+    #[error("connection closed during startup: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads and decodes one first packet. Reads exactly the packet's bytes, nothing more,
+/// so the stream can be handed to TLS right after an SSLRequest.
+pub async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<StartupPacket, StartupError> {
+    let len = r.read_i32().await?;
+    if !(8..=MAX_STARTUP_PACKET as i32).contains(&len) {
+        return Err(StartupError::BadLength(len));
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    r.read_exact(&mut body).await?;
+    decode_startup(&body)
+}
+
+/// Decodes the packet body that follows the length field.
+pub fn decode_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
+    let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    match code {
+        SSL_REQUEST_CODE if body.len() == 4 => return Ok(StartupPacket::SslRequest),
+        GSSENC_REQUEST_CODE if body.len() == 4 => return Ok(StartupPacket::GssEncRequest),
+        CANCEL_REQUEST_CODE if (12..=4 + 4 + 256).contains(&body.len()) => {
+            let pid = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+            return Ok(StartupPacket::Cancel {
+                pid,
+                secret: body[8..].to_vec(),
+            });
+        }
+        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => {
+            return Err(StartupError::Malformed)
+        }
+        _ => {}
+    }
+    let major = (code >> 16) as u16;
+    let minor = (code & 0xffff) as u16;
+    if major != 3 {
+        return Err(StartupError::UnsupportedProtocol { major, minor });
+    }
+    if body.last() != Some(&0) {
+        return Err(StartupError::Malformed);
+    }
+    let mut buf = BytesMut::from(body);
+    let ctx = DecodeContext::new(ProtocolVersion::default());
+    let startup = Startup::decode_body(&mut buf, body.len() + 4, &ctx)
+        .map_err(|_| StartupError::Malformed)?;
+    let mut params = Vec::with_capacity(startup.parameters.len());
+    let mut protocol_options = Vec::new();
+    for (k, v) in startup.parameters {
+        if k.starts_with("_pq_.") {
+            protocol_options.push(k);
+        } else {
+            params.push((k, v));
+        }
+    }
+    Ok(StartupPacket::Startup {
+        minor,
+        params,
+        protocol_options,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(code: i32, rest: &[u8]) -> Vec<u8> {
+        let mut v = ((rest.len() + 8) as i32).to_be_bytes().to_vec();
+        v.extend_from_slice(&code.to_be_bytes());
+        v.extend_from_slice(rest);
+        v
+    }
+
+    async fn read(bytes: &[u8]) -> Result<StartupPacket, StartupError> {
+        let mut r = bytes;
+        read_startup(&mut r).await
+    }
+
+    #[tokio::test]
+    async fn decodes_each_request_kind() {
+        assert_eq!(
+            read(&packet(SSL_REQUEST_CODE, b"")).await.unwrap(),
+            StartupPacket::SslRequest
+        );
+        assert_eq!(
+            read(&packet(GSSENC_REQUEST_CODE, b"")).await.unwrap(),
+            StartupPacket::GssEncRequest
+        );
+        let mut key = 7i32.to_be_bytes().to_vec();
+        key.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(
+            read(&packet(CANCEL_REQUEST_CODE, &key)).await.unwrap(),
+            StartupPacket::Cancel {
+                pid: 7,
+                secret: vec![1, 2, 3, 4]
+            }
+        );
+        let p = packet(3 << 16, b"user\0alice\0database\0db\0_pq_.x\0y\0\0");
+        match read(&p).await.unwrap() {
+            StartupPacket::Startup {
+                minor,
+                params,
+                protocol_options,
+            } => {
+                assert_eq!(minor, 0);
+                assert!(params.contains(&("user".into(), "alice".into())));
+                assert!(params.contains(&("database".into(), "db".into())));
+                assert_eq!(protocol_options, vec!["_pq_.x".to_string()]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_lengths_and_protocols() {
+        for len in [0i32, 3, 7, 10_001, i32::MAX, -5] {
+            let bytes = len.to_be_bytes();
+            assert!(matches!(read(&bytes).await, Err(StartupError::BadLength(l)) if l == len));
+        }
+        assert!(matches!(
+            read(&packet(2 << 16, b"user\0a\0\0")).await,
+            Err(StartupError::UnsupportedProtocol { major: 2, .. })
+        ));
+        assert!(matches!(
+            read(&packet(3 << 16, b"user\0a")).await,
+            Err(StartupError::Malformed)
+        ));
+        assert!(matches!(
+            read(&packet(SSL_REQUEST_CODE, b"xx")).await,
+            Err(StartupError::Malformed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn half_a_packet_is_an_io_error() {
+        let p = packet(3 << 16, b"user\0alice\0\0");
+        assert!(matches!(
+            read(&p[..p.len() - 3]).await,
+            Err(StartupError::Io(_))
+        ));
+    }
+}

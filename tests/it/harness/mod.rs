@@ -1,0 +1,11 @@
+//! Test harness for the integration-test binary: a real PostgreSQL started from the OS package
+//! (`pg`) and small helpers for waiting on events and naming per-test objects (`util`).
+//! It does not start pgfunnel itself; tests do that with the crate's own API.
+#![allow(dead_code)] // every test module uses a different subset of the harness
+
+mod os;
+pub mod pg;
+pub mod util;
+
+pub use pg::*;
+pub use util::*;
