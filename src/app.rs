@@ -115,6 +115,18 @@ impl App {
         self.users.load().from_file
     }
 
+    /// The timeouts that apply to a client logged in as `user` ([users] overrides first).
+    pub fn link_timeouts(&self, user: &str) -> crate::client::timeouts::LinkTimeouts {
+        let config = self.config();
+        let u = config.user(user);
+        crate::client::timeouts::LinkTimeouts {
+            client_idle: config.effective_client_idle_timeout(u),
+            query: config.effective_query_timeout(u),
+            idle_transaction: config.effective_idle_transaction_timeout(u),
+            transaction: config.effective_transaction_timeout(u),
+        }
+    }
+
     /// The pool mode for a client of `database` logging in as `user` (user > database > global).
     pub fn pool_mode_for(&self, database: &str, user: &str) -> crate::config::PoolMode {
         let config = self.config();

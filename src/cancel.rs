@@ -2,7 +2,9 @@
 //! is linked to a server, its entry points at that server's own key and address, so a
 //! CancelRequest reaches exactly the query that client is running and nothing else.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
 
 use bytes::BytesMut;
 use dashmap::DashMap;
@@ -23,19 +25,35 @@ pub struct CancelTarget {
     pub key: BackendKey,
 }
 
+#[derive(Debug, Default)]
+struct LinkState {
+    target: Option<CancelTarget>,
+    cancelled: bool,
+}
+
 /// One client's cancel slot.
 #[derive(Debug)]
 pub struct CancelEntry {
     secret: [u8; 4],
-    target: Mutex<Option<CancelTarget>>,
+    state: Mutex<LinkState>,
 }
 
 impl CancelEntry {
-    /// Points the slot at the server the client was just linked to (`None` on release).
-    /// A cancel arriving after release finds `None` and cancels nothing, so a late cancel
-    /// can never hit the next client's query on that server.
-    pub fn set_target(&self, target: Option<CancelTarget>) {
-        *self.target.lock().expect("cancel lock poisoned") = target;
+    /// Points the slot at the server the client was just linked to.
+    pub async fn link(&self, target: CancelTarget) {
+        let mut s = self.state.lock().await;
+        s.target = Some(target);
+        s.cancelled = false;
+    }
+
+    /// Clears the slot when the client gives its server back. Waits for a cancel being
+    /// sent right now, and returns true when a cancel was sent during this link: such a
+    /// server must not serve another client, since Postgres delivers a cancel
+    /// asynchronously and it could still interrupt the next client's query.
+    pub async fn unlink(&self) -> bool {
+        let mut s = self.state.lock().await;
+        s.target = None;
+        std::mem::take(&mut s.cancelled)
     }
 }
 
@@ -76,7 +94,7 @@ impl CancelRegistry {
             let pid: i32 = rng.gen_range(1..i32::MAX);
             let entry = Arc::new(CancelEntry {
                 secret: rng.gen(),
-                target: Mutex::new(None),
+                state: Mutex::new(LinkState::default()),
             });
             if let dashmap::Entry::Vacant(v) = self.entries.entry(pid) {
                 v.insert(entry.clone());
@@ -89,15 +107,24 @@ impl CancelRegistry {
         }
     }
 
-    /// Resolves a CancelRequest to the server to cancel, if the key is known and the
-    /// client is linked. Unknown keys and wrong secrets resolve to `None`.
-    pub fn resolve(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
-        let entry = self.entries.get(&pid)?.clone();
+    /// Serves a CancelRequest: when the key is known and its client is linked, sends a
+    /// cancel to that server (holding the slot, so the link cannot end meanwhile).
+    /// Unknown keys, wrong secrets and idle clients do nothing. Returns whether a cancel
+    /// was sent.
+    pub async fn cancel(&self, pid: i32, secret: &[u8]) -> bool {
+        let Some(entry) = self.entries.get(&pid).map(|e| e.clone()) else {
+            return false;
+        };
         if secret.len() != 4 || !bool::from(entry.secret.ct_eq(secret)) {
-            return None;
+            return false;
         }
-        let target = entry.target.lock().expect("cancel lock poisoned").clone();
-        target
+        let mut state = entry.state.lock().await;
+        let Some(target) = state.target.clone() else {
+            return false;
+        };
+        send_cancel(target).await;
+        state.cancelled = true;
+        true
     }
 
     /// Number of registered clients.
@@ -154,26 +181,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn routes_only_while_linked_and_with_the_right_secret() {
+    #[tokio::test]
+    async fn routes_only_while_linked_and_with_the_right_secret() {
         let reg = Arc::new(CancelRegistry::default());
         let h = reg.register();
         let secret = h.entry.secret;
-        assert!(reg.resolve(h.pid, &secret).is_none(), "not linked yet");
-        h.entry.set_target(Some(target(42)));
-        assert_eq!(reg.resolve(h.pid, &secret).map(|t| t.key.pid), Some(42));
+        assert!(!reg.cancel(h.pid, &secret).await, "not linked yet");
+        h.entry.link(target(42)).await;
         let mut wrong = secret;
         wrong[0] ^= 1;
-        assert!(reg.resolve(h.pid, &wrong).is_none());
-        assert!(reg.resolve(h.pid.wrapping_add(1), &secret).is_none());
-        h.entry.set_target(None);
+        assert!(!reg.cancel(h.pid, &wrong).await);
+        assert!(!reg.cancel(h.pid.wrapping_add(1), &secret).await);
         assert!(
-            reg.resolve(h.pid, &secret).is_none(),
+            !h.entry.unlink().await,
+            "no cancel was sent during this link"
+        );
+        h.entry.link(target(42)).await;
+        assert!(reg.cancel(h.pid, &secret).await, "linked: cancel is sent");
+        assert!(
+            h.entry.unlink().await,
+            "the server had a cancel: must not be reused"
+        );
+        assert!(
+            !reg.cancel(h.pid, &secret).await,
             "released: late cancel does nothing"
         );
         let pid = h.pid;
         drop(h);
         assert!(reg.is_empty());
-        assert!(reg.resolve(pid, &secret).is_none());
+        assert!(!reg.cancel(pid, &secret).await);
     }
 }

@@ -6,7 +6,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use crate::app::App;
-use crate::cancel;
 use crate::protocol::messages;
 use crate::protocol::startup::{read_startup, StartupError, StartupPacket};
 
@@ -32,9 +31,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 stream.write_all(b"N").await?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                match app.cancel.resolve(pid, &secret) {
-                    Some(target) => cancel::send_cancel(target).await,
-                    None => debug!(pid, "cancel request for unknown or idle key ignored"),
+                if !app.cancel.cancel(pid, &secret).await {
+                    debug!(pid, "cancel request for unknown or idle key ignored");
                 }
                 return Ok(Handshake::Cancelled);
             }

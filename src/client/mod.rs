@@ -6,6 +6,8 @@ pub mod login;
 pub mod params;
 pub mod relay;
 pub mod session;
+pub mod statement;
+pub mod timeouts;
 pub mod tracker;
 
 use std::sync::atomic::Ordering;

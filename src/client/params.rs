@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::tracker::SettingChange;
 use crate::server::ServerConnection;
 
 /// Reported parameters a client cannot change (or that differ by role, not by session).
@@ -23,8 +24,8 @@ pub struct ClientParams {
     /// Reported parameters with the values this client has been shown, keyed by the
     /// server's spelling (`DateStyle`, `TimeZone`, ...).
     pub expected: HashMap<String, String>,
-    /// Unreported settings from startup (`statement_timeout`, `search_path`, `options=-c`),
-    /// lowercase names.
+    /// Unreported settings (`statement_timeout`, `search_path`, `options=-c` from startup,
+    /// and session-level SET statements): lowercase name and the SQL that applies it.
     pub settings: Vec<(String, String)>,
 }
 
@@ -56,8 +57,42 @@ impl ClientParams {
             return;
         }
         let lower = name.to_ascii_lowercase();
-        self.settings.retain(|(k, _)| *k != lower);
-        self.settings.push((lower, value));
+        let sql = format!(
+            "SELECT pg_catalog.set_config({}, {}, false);",
+            quote_literal(&lower),
+            quote_literal(&value)
+        );
+        self.put_setting(lower, sql);
+    }
+
+    fn put_setting(&mut self, name: String, sql: String) {
+        match self.settings.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = sql,
+            None => self.settings.push((name, sql)),
+        }
+    }
+
+    /// Applies a SET/RESET the server confirmed while this client was linked to `server`
+    /// (so the server already has it). Reported parameters are skipped: ParameterStatus
+    /// already keeps `expected` current.
+    pub fn apply_change(&mut self, change: SettingChange, server: &mut ServerConnection) {
+        match change {
+            SettingChange::Set { name, sql } => {
+                if self.expected.keys().any(|k| k.eq_ignore_ascii_case(&name)) {
+                    return;
+                }
+                server.applied.insert(name.clone(), sql.clone());
+                self.put_setting(name, sql);
+            }
+            SettingChange::Reset(name) => {
+                self.settings.retain(|(k, _)| *k != name);
+                server.applied.remove(&name);
+            }
+            SettingChange::ResetAll => {
+                self.settings.clear();
+                server.applied.clear();
+            }
+        }
     }
 
     /// The statement that makes `server` match this client, or `None` when it already does.
@@ -73,18 +108,19 @@ impl ClientParams {
                 sets.push((k, v));
             }
         }
-        for (k, v) in &self.settings {
-            if server.applied.get(k) != Some(v) {
-                sets.push((k, v));
-            }
-        }
+        let replays: Vec<&str> = self
+            .settings
+            .iter()
+            .filter(|(k, sql)| server.applied.get(k) != Some(sql))
+            .map(|(_, sql)| sql.as_str())
+            .collect();
         let resets: Vec<&str> = server
             .applied
             .keys()
             .filter(|k| !self.settings.iter().any(|(n, _)| n == *k))
             .map(String::as_str)
             .collect();
-        if sets.is_empty() && resets.is_empty() {
+        if sets.is_empty() && resets.is_empty() && replays.is_empty() {
             return None;
         }
         let mut sql = String::new();
@@ -105,6 +141,10 @@ impl ClientParams {
                 sql.push_str(&quote_literal(v));
                 sql.push_str(",false)");
             }
+            sql.push(';');
+        }
+        for r in replays {
+            sql.push_str(r);
         }
         Some(sql)
     }
@@ -219,13 +259,20 @@ mod tests {
             "read-only values are not overridden"
         );
         assert_eq!(
-            p.settings,
+            p.settings
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
             vec![
-                ("statement_timeout".into(), "5s".into()),
-                ("search_path".into(), "a,b".into()),
-                ("lock_timeout".into(), "1s".into()),
-                ("work_mem".into(), "8MB".into()),
+                "statement_timeout",
+                "search_path",
+                "lock_timeout",
+                "work_mem"
             ]
+        );
+        assert_eq!(
+            p.settings[1].1,
+            "SELECT pg_catalog.set_config('search_path', 'a,b', false);"
         );
     }
 

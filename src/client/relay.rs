@@ -7,6 +7,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -36,6 +37,33 @@ pub enum RelayEnd {
     ServerGone(io::Error),
     /// The server broke framing.
     ServerProtocol(FrameError),
+    /// Statement mode: the client opened a transaction block.
+    TransactionInStatementMode,
+    /// Timers are on and the request/transaction state changed: recompute deadlines.
+    Tick,
+}
+
+/// Timestamps the session's timeouts are computed from (kept only when `timed` is on).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkClock {
+    /// When the oldest unanswered request was sent (None: nothing outstanding).
+    pub busy_since: Option<Instant>,
+    /// When the server's transaction block started (None: idle).
+    pub txn_since: Option<Instant>,
+    /// Last byte read from either side.
+    pub last_activity: Instant,
+    epoch: u64,
+}
+
+/// How long a link lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Until the client leaves.
+    Session,
+    /// Until the transaction ends.
+    Transaction,
+    /// Until the statement ends; a transaction block is an error.
+    Statement,
 }
 
 /// What the idle wait for a client produced.
@@ -63,6 +91,13 @@ pub struct Relay {
     /// Request/response accounting for the current link.
     pub tracker: Tracker,
     client_terminated: bool,
+    /// Link duration rule for `run`.
+    pub mode: RelayMode,
+    statement_violation: bool,
+    /// Keep `clock` current and return `Tick` on state changes (timeouts configured).
+    pub timed: bool,
+    /// Timestamps for timeouts.
+    pub clock: LinkClock,
 }
 
 impl Relay {
@@ -75,6 +110,15 @@ impl Relay {
             server_scan: Scanner::new(u32::MAX >> 1),
             tracker: Tracker::default(),
             client_terminated: false,
+            mode: RelayMode::Session,
+            statement_violation: false,
+            timed: false,
+            clock: LinkClock {
+                busy_since: None,
+                txn_since: None,
+                last_activity: Instant::now(),
+                epoch: 0,
+            },
         }
     }
 
@@ -115,17 +159,36 @@ impl Relay {
 
     fn scan_client(&mut self, start: usize, n: usize) -> Result<(), FrameError> {
         let tracker = &mut self.tracker;
+        let timed = self.timed;
+        let clock = &mut self.clock;
+        if timed {
+            clock.last_activity = Instant::now();
+        }
         let mut terminate_at = None;
         let consumed = self.client_scan.feed(
             &self.c2s[start..start + n],
-            |_, _| Capture::Skip,
+            |tag, len| {
+                if Tracker::wants_client_body(tag, len) {
+                    Capture::Body
+                } else {
+                    Capture::Skip
+                }
+            },
             |ev| {
-                if let ScanEvent::Header { tag, .. } = ev {
-                    if tag == b'X' {
+                match ev {
+                    ScanEvent::Header { tag: b'X', .. } => {
                         terminate_at = Some(());
                         return false;
                     }
-                    tracker.client_message(tag);
+                    ScanEvent::Header { tag, .. } => {
+                        if timed && matches!(tag, b'Q' | b'S' | b'F') && clock.busy_since.is_none()
+                        {
+                            clock.busy_since = Some(Instant::now());
+                            clock.epoch += 1;
+                        }
+                        tracker.client_message(tag)
+                    }
+                    ScanEvent::Message { tag, body } => tracker.client_body(tag, body),
                 }
                 true
             },
@@ -177,10 +240,11 @@ impl Relay {
         Ok(())
     }
 
-    /// Relays until the link must end. With `release_when_idle` (transaction and
-    /// statement mode) it returns `Released` as soon as the server is idle, owes nothing
-    /// and every byte has been delivered. `params` is the server's reported-parameter map
-    /// and `seen` the client's; both are updated from ParameterStatus messages.
+    /// Relays until the link must end. In transaction and statement mode (`self.mode`) it
+    /// returns `Released` as soon as the server is idle, owes nothing and every byte has
+    /// been delivered; `release_when_idle = false` keeps the link (a pinned client).
+    /// `params` is the server's reported-parameter map and `seen` the client's; both are
+    /// updated from ParameterStatus messages. Cancel safe: all state lives in `self`.
     pub async fn run<C, S>(
         &mut self,
         client: &mut C,
@@ -193,7 +257,9 @@ impl Relay {
         C: AsyncRead + AsyncWrite + Unpin,
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        poll_fn(|cx| self.poll_relay(cx, client, server, release_when_idle, params, seen)).await
+        let release = release_when_idle && self.mode != RelayMode::Session;
+        let epoch = self.clock.epoch;
+        poll_fn(|cx| self.poll_relay(cx, client, server, release, epoch, params, seen)).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -203,6 +269,7 @@ impl Relay {
         client: &mut C,
         server: &mut S,
         release_when_idle: bool,
+        epoch: u64,
         params: &mut HashMap<String, String>,
         seen: &mut HashMap<String, String>,
     ) -> Poll<RelayEnd>
@@ -240,6 +307,10 @@ impl Relay {
                     Poll::Pending => {}
                 }
             }
+            if self.statement_violation {
+                self.statement_violation = false;
+                return Poll::Ready(RelayEnd::TransactionInStatementMode);
+            }
             if release_when_idle
                 && self.tracker.is_idle()
                 && self.c2s.is_empty()
@@ -251,6 +322,9 @@ impl Relay {
             }
             if self.client_terminated && self.c2s.is_empty() && self.s2c.is_empty() {
                 return Poll::Ready(RelayEnd::ClientGone);
+            }
+            if self.timed && self.clock.epoch != epoch {
+                return Poll::Ready(RelayEnd::Tick);
             }
             // read server
             if self.s2c.len() < MAX_PENDING {
@@ -312,6 +386,7 @@ mod tests {
         let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
         let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
         let mut relay = Relay::new(1 << 20);
+        relay.mode = RelayMode::Transaction;
         client_far
             .write_all(&msg(b'Q', b"select 1\0"))
             .await
@@ -346,6 +421,7 @@ mod tests {
         let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
         let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
         let mut relay = Relay::new(1 << 20);
+        relay.mode = RelayMode::Transaction;
         client_far.write_all(&msg(b'Q', b"begin\0")).await.unwrap();
         assert!(matches!(
             relay.wait_for_request(&mut client).await,

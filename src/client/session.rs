@@ -2,7 +2,9 @@
 //! idle -> checkout -> parameter sync -> relay -> release, and cleanup so that a server
 //! never goes back to the pool dirty.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -10,7 +12,8 @@ use tracing::{debug, info, warn};
 
 use super::login::{self, LoginError};
 use super::params::ClientParams;
-use super::relay::{IdleEnd, Relay, RelayEnd};
+use super::relay::{IdleEnd, Relay, RelayEnd, RelayMode};
+use super::timeouts::{Expired, LinkTimeouts};
 use crate::app::App;
 use crate::auth::{self, ClientAuthMethod};
 use crate::cancel::{CancelHandle, CancelTarget};
@@ -243,20 +246,36 @@ impl Session {
         mut linked: Option<PooledServer>,
     ) {
         let max_packet = self.app.config().settings.max_packet_size;
+        let timers = self.app.link_timeouts(&self.user);
         let mut relay = Relay::new(max_packet);
+        relay.mode = match mode {
+            PoolMode::Session => RelayMode::Session,
+            PoolMode::Transaction => RelayMode::Transaction,
+            PoolMode::Statement => RelayMode::Statement,
+        };
+        relay.timed = timers.any_linked();
         loop {
             let mut server = match linked.take() {
                 Some(s) => s,
                 None => {
-                    match relay.wait_for_request(&mut self.stream).await {
-                        IdleEnd::Request => {}
-                        IdleEnd::ClientGone | IdleEnd::ClientIo(_) => return,
-                        IdleEnd::ClientProtocol(e) => {
+                    match self.wait_idle(&mut relay, timers.client_idle).await {
+                        Some(IdleEnd::Request) => {}
+                        Some(IdleEnd::ClientGone) | Some(IdleEnd::ClientIo(_)) => return,
+                        Some(IdleEnd::ClientProtocol(e)) => {
                             warn!(error = %e, "client protocol violation");
                             return send_fatal(
                                 &mut self.stream,
                                 ErrorKind::Protocol,
                                 &e.to_string(),
+                            )
+                            .await;
+                        }
+                        None => {
+                            warn!("client_idle_timeout");
+                            return send_fatal(
+                                &mut self.stream,
+                                ErrorKind::Timeout,
+                                "client_idle_timeout: client was idle too long",
                             )
                             .await;
                         }
@@ -274,32 +293,55 @@ impl Session {
                 }
                 return send_server_error(&mut self.stream, &e).await;
             }
-            cancel.entry.set_target(Some(CancelTarget {
-                addr: server.conn.cancel_addr.clone(),
-                key: server.conn.key.clone(),
-            }));
-            let conn = &mut server.conn;
-            let end = relay
-                .run(
-                    &mut self.stream,
-                    &mut conn.stream,
-                    mode != PoolMode::Session,
-                    &mut conn.params,
-                    &mut params.expected,
-                )
+            cancel
+                .entry
+                .link(CancelTarget {
+                    addr: server.conn.cancel_addr.clone(),
+                    key: server.conn.key.clone(),
+                })
                 .await;
-            cancel.entry.set_target(None);
+            let (end, timed_out) = self
+                .relay_linked(&mut relay, &mut server, &timers, &mut params.expected)
+                .await;
+            let cancelled = cancel.entry.unlink().await;
+            for change in relay.tracker.changes.drain(..) {
+                params.apply_change(change, &mut server.conn);
+            }
+            if let Some((code, msg)) = timed_out {
+                warn!(reason = msg, "closing client and server");
+                pool.discard(server);
+                return send_error(&mut self.stream, Severity::Fatal, code, msg, None).await;
+            }
             match end {
-                RelayEnd::Released => {
-                    pool.checkin(server);
+                RelayEnd::Released if cancelled => {
+                    debug!(
+                        server = server.conn.id,
+                        "server had a cancel during this link: not reused"
+                    );
+                    pool.discard(server);
                 }
+                RelayEnd::Released => pool.checkin(server),
+                RelayEnd::Tick => linked = Some(server),
                 RelayEnd::ClientGone | RelayEnd::ClientIo(_) => {
-                    return self.release_after_client(pool, mode, server, &relay).await;
+                    return self
+                        .release_after_client(pool, mode, server, &relay, cancelled)
+                        .await;
                 }
                 RelayEnd::ClientProtocol(e) => {
                     warn!(error = %e, "client protocol violation");
                     send_fatal(&mut self.stream, ErrorKind::Protocol, &e.to_string()).await;
-                    return self.release_after_client(pool, mode, server, &relay).await;
+                    return self
+                        .release_after_client(pool, mode, server, &relay, cancelled)
+                        .await;
+                }
+                RelayEnd::TransactionInStatementMode => {
+                    pool.discard(server);
+                    return send_fatal(
+                        &mut self.stream,
+                        ErrorKind::Protocol,
+                        "transaction blocks not allowed in statement pooling mode",
+                    )
+                    .await;
                 }
                 RelayEnd::ServerGone(e) => {
                     debug!(error = %e, "server connection lost while linked");
@@ -325,6 +367,79 @@ impl Session {
         }
     }
 
+    /// Waits for the client's next request; `None` when client_idle_timeout passed.
+    async fn wait_idle(&mut self, relay: &mut Relay, client_idle: Duration) -> Option<IdleEnd> {
+        if client_idle.is_zero() {
+            return Some(relay.wait_for_request(&mut self.stream).await);
+        }
+        tokio::time::timeout(client_idle, relay.wait_for_request(&mut self.stream))
+            .await
+            .ok()
+    }
+
+    /// Relays one link, enforcing query_timeout (cancel), idle_transaction_timeout and
+    /// transaction_timeout. Returns the relay's end and, when a timeout ends the link, the
+    /// SQLSTATE and message for the client.
+    async fn relay_linked(
+        &mut self,
+        relay: &mut Relay,
+        server: &mut PooledServer,
+        timers: &LinkTimeouts,
+        expected: &mut HashMap<String, String>,
+    ) -> (RelayEnd, Option<(&'static str, &'static str)>) {
+        let release = relay.tracker.pin.is_none();
+        if relay.tracker.pin.is_some() {
+            debug!(
+                reason = relay.tracker.pin.map(|p| p.label()),
+                "client pinned to its server"
+            );
+        }
+        let conn = &mut server.conn;
+        if !relay.timed {
+            let end = relay
+                .run(
+                    &mut self.stream,
+                    &mut conn.stream,
+                    release,
+                    &mut conn.params,
+                    expected,
+                )
+                .await;
+            return (end, None);
+        }
+        loop {
+            let deadline = timers.next_deadline(&relay.clock, &relay.tracker);
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                end = relay.run(&mut self.stream, &mut conn.stream, release, &mut conn.params, expected) => return (end, None),
+                _ = sleep => {}
+            }
+            match timers.expired(&relay.clock, &relay.tracker) {
+                Some(Expired::Query) => {
+                    warn!("query_timeout: cancelling the running query");
+                    crate::cancel::send_cancel(CancelTarget {
+                        addr: conn.cancel_addr.clone(),
+                        key: conn.key.clone(),
+                    })
+                    .await;
+                    relay.clock.busy_since = Some(std::time::Instant::now());
+                }
+                Some(Expired::IdleTransaction) => {
+                    return (RelayEnd::Tick, Some(("25P03", "idle transaction timeout")))
+                }
+                Some(Expired::Transaction) => {
+                    return (RelayEnd::Tick, Some(("25P04", "transaction timeout")))
+                }
+                None => {}
+            }
+        }
+    }
+
     /// The client is gone: return the server only if it is idle and the reset succeeds.
     async fn release_after_client(
         &mut self,
@@ -332,8 +447,9 @@ impl Session {
         mode: PoolMode,
         mut server: PooledServer,
         relay: &Relay,
+        cancelled: bool,
     ) {
-        let clean = relay.tracker.is_idle() && relay.c2s.is_empty();
+        let clean = relay.tracker.is_idle() && relay.c2s.is_empty() && !cancelled;
         if !clean {
             debug!(
                 server = server.conn.id,
@@ -347,7 +463,10 @@ impl Session {
             .server_reset_query
             .clone()
             .filter(|q| !q.trim().is_empty());
-        let must_reset = mode == PoolMode::Session || config.settings.server_reset_query_always;
+        // Pinned clients (temp tables, advisory locks...) left session state behind.
+        let must_reset = mode == PoolMode::Session
+            || relay.tracker.pin.is_some()
+            || config.settings.server_reset_query_always;
         drop(config);
         if let (true, Some(q)) = (must_reset, reset) {
             match server.conn.run_internal(&q).await {

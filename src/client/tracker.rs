@@ -1,46 +1,202 @@
-//! Sans-I/O bookkeeping of what a client has asked and the server has answered, which
-//! decides when a server may go back to the pool.
+//! Sans-I/O bookkeeping of what a client has asked and the server has answered: decides
+//! when a server may go back to the pool, which session-level SET/RESET statements took
+//! effect, and whether the client created state that pins it to its server.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::statement::{recognise, PinReason, Recognised};
+use crate::protocol::messages::take_cstr;
+
+/// Largest Query/Parse text inspected for SET and pins; longer texts pass unexamined.
+pub const MAX_INSPECTED: u32 = 64 * 1024;
+
+/// A change to the client's session settings that the server confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingChange {
+    /// `SET name ...` succeeded outside a transaction (or in one that committed).
+    Set {
+        /// Lowercase name.
+        name: String,
+        /// Statement to replay.
+        sql: String,
+    },
+    /// `RESET name` succeeded.
+    Reset(String),
+    /// `RESET ALL` / `DISCARD ALL` succeeded.
+    ResetAll,
+}
+
+#[derive(Debug, Default)]
+struct Request {
+    action: Option<Recognised>,
+    failed: bool,
+}
 
 /// Tracks outstanding requests on one linked (client, server) pair.
 ///
-/// Rule (DESIGN §1): the server is released only when ReadyForQuery says `I` and no
+/// Release rule (DESIGN §1): the server goes back only when ReadyForQuery says `I` and no
 /// request the client already sent still awaits its answer. Every Query, Sync and
 /// FunctionCall is answered by exactly one ReadyForQuery; Parse/Bind/Describe/Close/
 /// Execute/Flush without a following Sync leave the exchange open.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Tracker {
-    awaiting_ready: u32,
+    requests: VecDeque<Request>,
     unsynced: bool,
     status: u8,
+    batch_action: Option<Recognised>,
+    batch_executes: u32,
+    statements: HashMap<Vec<u8>, Recognised>,
+    portals: HashMap<Vec<u8>, Recognised>,
+    in_transaction: Vec<SettingChange>,
+    last_tag_commit: Option<bool>,
+    /// Confirmed setting changes, drained by the session.
+    pub changes: Vec<SettingChange>,
+    /// Set when the client created server-bound state.
+    pub pin: Option<PinReason>,
 }
 
 impl Default for Tracker {
     fn default() -> Self {
         Tracker {
-            awaiting_ready: 0,
+            requests: VecDeque::new(),
             unsynced: false,
             status: b'I',
+            batch_action: None,
+            batch_executes: 0,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            in_transaction: Vec::new(),
+            last_tag_commit: None,
+            changes: Vec::new(),
+            pin: None,
         }
     }
 }
 
 impl Tracker {
-    /// Records a message the client sent (by type byte).
+    /// Whether the body of a client message with this type and length must be captured.
+    pub fn wants_client_body(tag: u8, len: u32) -> bool {
+        matches!(tag, b'Q' | b'P' | b'B' | b'E') && len <= MAX_INSPECTED
+    }
+
+    /// Records a client message header (every message, captured or not).
     pub fn client_message(&mut self, tag: u8) {
         match tag {
-            b'Q' | b'F' => self.awaiting_ready += 1,
+            b'Q' | b'F' => self.requests.push_back(Request::default()),
             b'S' => {
-                self.awaiting_ready += 1;
+                let action = if self.batch_executes == 1 {
+                    self.batch_action.take()
+                } else {
+                    None
+                };
+                self.batch_action = None;
+                self.batch_executes = 0;
+                self.requests.push_back(Request {
+                    action,
+                    failed: false,
+                });
                 self.unsynced = false;
             }
-            b'P' | b'B' | b'D' | b'C' | b'E' | b'H' => self.unsynced = true,
+            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
+            b'E' => {
+                self.unsynced = true;
+                self.batch_executes += 1;
+            }
             _ => {}
+        }
+    }
+
+    /// Inspects a captured client message body (Query, Parse, Bind, Execute).
+    pub fn client_body(&mut self, tag: u8, body: &[u8]) {
+        match tag {
+            b'Q' => {
+                let action = recognise(body);
+                self.note_pin(&action);
+                if let Some(last) = self.requests.back_mut() {
+                    last.action = action;
+                }
+            }
+            b'P' => {
+                let mut rest = body;
+                let (Some(name), Some(query)) = (take_cstr(&mut rest), take_cstr(&mut rest)) else {
+                    return;
+                };
+                let action = recognise(query);
+                self.note_pin(&action);
+                match action {
+                    Some(a) => self.statements.insert(name.to_vec(), a),
+                    None => self.statements.remove(name),
+                };
+            }
+            b'B' => {
+                let mut rest = body;
+                let (Some(portal), Some(stmt)) = (take_cstr(&mut rest), take_cstr(&mut rest))
+                else {
+                    return;
+                };
+                match self.statements.get(stmt).cloned() {
+                    Some(a) => self.portals.insert(portal.to_vec(), a),
+                    None => self.portals.remove(portal),
+                };
+            }
+            b'E' => {
+                let mut rest = body;
+                if let Some(portal) = take_cstr(&mut rest) {
+                    self.batch_action = self.portals.get(portal).cloned();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn note_pin(&mut self, action: &Option<Recognised>) {
+        if let Some(Recognised::Pins(reason)) = action {
+            self.pin.get_or_insert(*reason);
+        }
+    }
+
+    /// Whether the body of a server message must be captured.
+    pub fn wants_server_body(tag: u8) -> bool {
+        matches!(tag, b'Z' | b'S' | b'E' | b'C')
+    }
+
+    /// Records an ErrorResponse from the server.
+    pub fn server_error(&mut self) {
+        if let Some(head) = self.requests.front_mut() {
+            head.failed = true;
+        }
+    }
+
+    /// Records a CommandComplete tag (to tell COMMIT from ROLLBACK).
+    pub fn command_complete(&mut self, tag: &[u8]) {
+        let tag = tag.strip_suffix(&[0]).unwrap_or(tag);
+        if tag == b"COMMIT" {
+            self.last_tag_commit = Some(true);
+        } else if tag == b"ROLLBACK" {
+            self.last_tag_commit = Some(false);
         }
     }
 
     /// Records a ReadyForQuery from the server with its status byte.
     pub fn ready_for_query(&mut self, status: u8) {
-        self.awaiting_ready = self.awaiting_ready.saturating_sub(1);
+        let request = self.requests.pop_front().unwrap_or_default();
+        let change = match (request.failed, request.action) {
+            (false, Some(Recognised::Set { name, sql })) => Some(SettingChange::Set { name, sql }),
+            (false, Some(Recognised::Reset(n))) => Some(SettingChange::Reset(n)),
+            (false, Some(Recognised::ResetAll)) => Some(SettingChange::ResetAll),
+            _ => None,
+        };
+        match status {
+            b'I' => {
+                if self.status != b'I' && self.last_tag_commit == Some(true) {
+                    self.changes.append(&mut self.in_transaction);
+                }
+                self.in_transaction.clear();
+                self.changes.extend(change);
+            }
+            _ => self.in_transaction.extend(change),
+        }
+        self.last_tag_commit = None;
         self.status = status;
     }
 
@@ -51,24 +207,25 @@ impl Tracker {
 
     /// True when the server is idle and owes the client nothing.
     pub fn is_idle(&self) -> bool {
-        self.awaiting_ready == 0 && !self.unsynced && self.status == b'I'
+        self.requests.is_empty() && !self.unsynced && self.status == b'I'
     }
 
-    /// True when the last ReadyForQuery said idle and every request is answered,
-    /// but ignoring transaction status (used to tell an idle-in-transaction server).
+    /// True when every request is answered (whatever the transaction status).
     pub fn nothing_outstanding(&self) -> bool {
-        self.awaiting_ready == 0 && !self.unsynced
-    }
-
-    /// Forgets everything (a fresh link).
-    pub fn reset(&mut self) {
-        *self = Tracker::default();
+        self.requests.is_empty() && !self.unsynced
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn query(t: &mut Tracker, sql: &str) {
+        t.client_message(b'Q');
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        t.client_body(b'Q', &body);
+    }
 
     #[test]
     fn simple_query_releases_on_idle_ready() {
@@ -126,5 +283,80 @@ mod tests {
         assert!(!t.is_idle());
         t.ready_for_query(b'I');
         assert!(t.is_idle());
+    }
+
+    #[test]
+    fn successful_set_outside_transaction_is_reported() {
+        let mut t = Tracker::default();
+        query(&mut t, "SET statement_timeout = '5s'");
+        t.command_complete(b"SET\0");
+        t.ready_for_query(b'I');
+        assert_eq!(
+            t.changes,
+            vec![SettingChange::Set {
+                name: "statement_timeout".into(),
+                sql: "SET statement_timeout = '5s';".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn failed_set_is_not_reported() {
+        let mut t = Tracker::default();
+        query(&mut t, "SET no_such_param = 1");
+        t.server_error();
+        t.ready_for_query(b'I');
+        assert!(t.changes.is_empty());
+    }
+
+    #[test]
+    fn set_in_transaction_counts_only_after_commit() {
+        let mut t = Tracker::default();
+        query(&mut t, "BEGIN");
+        t.ready_for_query(b'T');
+        query(&mut t, "SET work_mem = '8MB'");
+        t.ready_for_query(b'T');
+        query(&mut t, "ROLLBACK");
+        t.command_complete(b"ROLLBACK\0");
+        t.ready_for_query(b'I');
+        assert!(t.changes.is_empty(), "rolled back");
+        query(&mut t, "BEGIN");
+        t.ready_for_query(b'T');
+        query(&mut t, "SET work_mem = '8MB'");
+        t.ready_for_query(b'T');
+        query(&mut t, "COMMIT");
+        t.command_complete(b"COMMIT\0");
+        t.ready_for_query(b'I');
+        assert_eq!(t.changes.len(), 1, "committed");
+    }
+
+    #[test]
+    fn extended_protocol_set_is_tracked_through_named_statements() {
+        let mut t = Tracker::default();
+        t.client_message(b'P');
+        t.client_body(b'P', b"s1\0SET search_path = app\0\0\0");
+        t.client_message(b'D');
+        t.client_message(b'S');
+        t.ready_for_query(b'I');
+        t.client_message(b'B');
+        t.client_body(b'B', b"\0s1\0\0\0\0\0\0\0");
+        t.client_message(b'E');
+        t.client_body(b'E', b"\0\0\0\0\0");
+        t.client_message(b'S');
+        t.ready_for_query(b'I');
+        assert_eq!(
+            t.changes,
+            vec![SettingChange::Set {
+                name: "search_path".into(),
+                sql: "SET search_path = app;".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn pins_are_noticed_when_sent() {
+        let mut t = Tracker::default();
+        query(&mut t, "CREATE TEMP TABLE x(a int)");
+        assert_eq!(t.pin, Some(PinReason::TempTable));
     }
 }
