@@ -18,8 +18,9 @@ use tracing::info;
 use crate::auth::{AuthFile, Secret};
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::config::ServerCheckQuery;
 use crate::net::listener;
-use crate::pool::{Pool, PoolKey, PoolSettings};
+use crate::pool::{LimitGroup, Pool, PoolKey, PoolSettings};
 use crate::server::{ServerCredential, ServerTarget};
 
 /// Users pgfunnel can authenticate clients against: auth_file entries plus, in URL
@@ -66,6 +67,9 @@ pub struct App {
     users: ArcSwap<Users>,
     /// Server pools by (database, user).
     pub pools: DashMap<PoolKey, Arc<Pool>>,
+    db_limits: DashMap<String, Arc<LimitGroup>>,
+    user_limits: DashMap<String, Arc<LimitGroup>>,
+    client_counts: DashMap<(u8, String), usize>,
     /// Cancel keys of connected clients.
     pub cancel: Arc<CancelRegistry>,
     /// Connected clients (for max_client_conn).
@@ -86,6 +90,9 @@ impl App {
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             pools: DashMap::new(),
+            db_limits: DashMap::new(),
+            user_limits: DashMap::new(),
+            client_counts: DashMap::new(),
             cancel: Arc::new(CancelRegistry::default()),
             client_count: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
@@ -125,6 +132,53 @@ impl App {
             idle_transaction: config.effective_idle_transaction_timeout(u),
             transaction: config.effective_transaction_timeout(u),
         }
+    }
+
+    /// Counts a client against max_db_client_connections and max_user_client_connections.
+    /// Returns the name of the limit that is full, or a guard that uncounts on drop.
+    pub fn admit_client(
+        self: &Arc<Self>,
+        database: &str,
+        user: &str,
+    ) -> Result<ClientSlot, &'static str> {
+        let config = self.config();
+        let db_max = config
+            .database(database)
+            .map(|e| config.effective_max_db_client_connections(&e))
+            .unwrap_or(0);
+        let user_max = config.effective_max_user_client_connections(config.user(user));
+        let keys = [
+            (
+                0u8,
+                database.to_owned(),
+                db_max,
+                "max_db_client_connections",
+            ),
+            (
+                1u8,
+                user.to_owned(),
+                user_max,
+                "max_user_client_connections",
+            ),
+        ];
+        let mut taken = Vec::new();
+        for (kind, name, max, label) in keys {
+            let mut count = self.client_counts.entry((kind, name.clone())).or_insert(0);
+            if max > 0 && *count >= max as usize {
+                drop(count);
+                drop(ClientSlot {
+                    app: self.clone(),
+                    keys: taken,
+                });
+                return Err(label);
+            }
+            *count += 1;
+            taken.push((kind, name));
+        }
+        Ok(ClientSlot {
+            app: self.clone(),
+            keys: taken,
+        })
     }
 
     /// The pool mode for a client of `database` logging in as `user` (user > database > global).
@@ -193,13 +247,65 @@ impl App {
             connect_timeout: s.server_connect_timeout,
             server_lifetime: config.effective_server_lifetime(&entry),
             server_idle_timeout: s.server_idle_timeout,
+            min_pool_size: config.effective_min_pool_size(&entry) as usize,
+            server_check_delay: s.server_check_delay,
+            server_check_query: match &s.server_check_query {
+                ServerCheckQuery::EmptyQuery => Some(String::new()),
+                ServerCheckQuery::Disabled => None,
+                ServerCheckQuery::Sql(q) => Some(q.clone()),
+            },
+            limits: Vec::new(),
         };
+        let mut groups = Vec::new();
+        let max_db = config.effective_max_db_connections(&entry) as usize;
+        if max_db > 0 {
+            groups.push(
+                self.db_limits
+                    .entry(database.to_owned())
+                    .or_insert_with(|| LimitGroup::new(max_db))
+                    .clone(),
+            );
+        }
+        let max_user = config.effective_max_user_connections(user_entry) as usize;
+        if max_user > 0 {
+            groups.push(
+                self.user_limits
+                    .entry(server_user.clone())
+                    .or_insert_with(|| LimitGroup::new(max_user))
+                    .clone(),
+            );
+        }
+        let mut settings = settings;
+        settings.limits = groups.clone();
         let pool = self
             .pools
             .entry(key.clone())
-            .or_insert_with(|| Pool::new(key, target, settings))
+            .or_insert_with(|| {
+                let p = Pool::new(key, target, settings);
+                for g in &groups {
+                    g.join(&p);
+                }
+                p
+            })
             .clone();
         Some(pool)
+    }
+}
+
+/// A client counted against per-database and per-user client limits.
+#[derive(Debug)]
+pub struct ClientSlot {
+    app: Arc<App>,
+    keys: Vec<(u8, String)>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        for k in self.keys.drain(..) {
+            if let Some(mut c) = self.app.client_counts.get_mut(&k) {
+                *c = c.saturating_sub(1);
+            }
+        }
     }
 }
 
@@ -250,8 +356,12 @@ fn spawn_janitor(app: &Arc<App>) {
                 _ = app2.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            for pool in app2.pools.iter() {
+            let pools: Vec<Arc<Pool>> = app2.pools.iter().map(|p| p.clone()).collect();
+            for pool in pools {
                 pool.reap();
+                if pool.settings.min_pool_size > 0 {
+                    tokio::spawn(async move { pool.fill_min().await });
+                }
             }
         }
         for pool in app2.pools.iter() {

@@ -55,6 +55,21 @@ pub struct LinkClock {
     epoch: u64,
 }
 
+impl LinkClock {
+    /// Updates the clock after a ReadyForQuery with `status`.
+    fn tick(&mut self, status: u8, nothing_outstanding: bool) {
+        self.epoch += 1;
+        if nothing_outstanding {
+            self.busy_since = None;
+        }
+        match (status, self.txn_since) {
+            (b'I', _) => self.txn_since = None,
+            (_, None) => self.txn_since = Some(Instant::now()),
+            _ => {}
+        }
+    }
+}
+
 /// How long a link lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayMode {
@@ -209,29 +224,45 @@ impl Relay {
         seen: &mut HashMap<String, String>,
     ) -> Result<(), FrameError> {
         let tracker = &mut self.tracker;
+        let statement_mode = self.mode == RelayMode::Statement;
+        let violation = &mut self.statement_violation;
+        let timed = self.timed;
+        let clock = &mut self.clock;
+        if timed {
+            clock.last_activity = Instant::now();
+        }
         self.server_scan.feed(
             &self.s2c[start..start + n],
-            |t, _| match t {
-                tag::READY_FOR_QUERY | tag::PARAMETER_STATUS => Capture::Body,
-                _ => Capture::Skip,
+            |t, _| {
+                if Tracker::wants_server_body(t) {
+                    Capture::Body
+                } else {
+                    Capture::Skip
+                }
             },
             |ev| {
-                match ev {
-                    ScanEvent::Message {
-                        tag: tag::READY_FOR_QUERY,
-                        body,
-                    } => {
-                        tracker.ready_for_query(body.first().copied().unwrap_or(b'I'));
+                let ScanEvent::Message { tag, body } = ev else {
+                    return true;
+                };
+                match tag {
+                    tag::READY_FOR_QUERY => {
+                        let status = body.first().copied().unwrap_or(b'I');
+                        if statement_mode && status != b'I' {
+                            *violation = true;
+                        }
+                        tracker.ready_for_query(status);
+                        if timed {
+                            clock.tick(status, tracker.nothing_outstanding());
+                        }
                     }
-                    ScanEvent::Message {
-                        tag: tag::PARAMETER_STATUS,
-                        body,
-                    } => {
+                    tag::PARAMETER_STATUS => {
                         if let Some((k, v)) = parse_parameter_status(body) {
                             seen.insert(k.clone(), v.clone());
                             params.insert(k, v);
                         }
                     }
+                    tag::ERROR_RESPONSE => tracker.server_error(),
+                    b'C' => tracker.command_complete(body),
                     _ => {}
                 }
                 true

@@ -163,6 +163,14 @@ impl Session {
                 return send_fatal(&mut self.stream, ErrorKind::UnknownDatabase, &msg).await;
             }
         };
+        let _slot = match self.app.admit_client(&self.database, &self.user) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                warn!(limit, "client limit reached");
+                let msg = format!("no more connections allowed ({limit})");
+                return send_fatal(&mut self.stream, ErrorKind::TooManyClients, &msg).await;
+            }
+        };
         let mode = self.app.pool_mode_for(&self.database, &self.user);
         drop(config);
         if config_logs_connections(&self.app) {
@@ -206,7 +214,27 @@ impl Session {
     }
 
     async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
-        match pool.checkout().await {
+        let notify = self.app.config().settings.query_wait_notify;
+        let wait = pool.checkout();
+        tokio::pin!(wait);
+        let result = if notify.is_zero() {
+            wait.await
+        } else {
+            tokio::select! {
+                r = &mut wait => r,
+                _ = tokio::time::sleep(notify) => {
+                    let mut buf = BytesMut::new();
+                    let msg = format!(
+                        "no server connection available in pool {}/{} yet, waiting (query_wait_notify)",
+                        pool.key.database, pool.key.user
+                    );
+                    messages::put_notice(&mut buf, &msg);
+                    let _ = self.stream.write_all(&buf).await;
+                    wait.await
+                }
+            }
+        };
+        match result {
             Ok(s) => Some(s),
             Err(PoolError::Timeout) => {
                 let msg = "query_wait_timeout: no server connection became free in time";

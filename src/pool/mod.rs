@@ -14,6 +14,9 @@ use tracing::debug;
 
 use crate::server::{self, ServerConnection, ServerError, ServerTarget};
 
+pub mod limits;
+pub use limits::LimitGroup;
+
 /// Identifies a pool: the client-facing database name and the server-side user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
@@ -40,6 +43,14 @@ pub struct PoolSettings {
     pub server_lifetime: Duration,
     /// Close connections idle longer than this (0 = never).
     pub server_idle_timeout: Duration,
+    /// Keep at least this many connections open (min_pool_size).
+    pub min_pool_size: usize,
+    /// Run `server_check_query` on a connection idle longer than this before reuse.
+    pub server_check_delay: Duration,
+    /// Health check query (empty string: an empty query; None: no check).
+    pub server_check_query: Option<String>,
+    /// Shared limits this pool's connections count against (max_db/user_connections).
+    pub limits: Vec<Arc<LimitGroup>>,
 }
 
 /// Why a checkout failed.
@@ -107,6 +118,7 @@ pub struct Pool {
     permits: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
     welcome: Mutex<Option<Arc<HashMap<String, String>>>>,
+    returned: tokio::sync::Notify,
     /// Live counters.
     pub stats: Arc<PoolStats>,
 }
@@ -127,6 +139,7 @@ impl Pool {
             settings,
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
+            returned: tokio::sync::Notify::new(),
             stats: Arc::new(PoolStats::default()),
         })
     }
@@ -150,23 +163,115 @@ impl Pool {
         let permit = self.acquire_slot().await;
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         let permit = permit?;
-        while let Some(mut conn) = self.pop_idle() {
-            if conn.is_usable() && !self.expired(&conn) {
-                return Ok(self.lend(conn, permit));
+        let wait = self.settings.query_wait_timeout;
+        let deadline = (!wait.is_zero()).then(|| Instant::now() + wait);
+        let slots = loop {
+            while let Some(mut conn) = self.pop_idle() {
+                if conn.is_usable() && !self.expired(&conn) && self.passes_check(&mut conn).await {
+                    return Ok(self.lend(conn, permit));
+                }
+                debug!(server = conn.id, "dropping stale idle server");
+                tokio::spawn(conn.close());
             }
-            debug!(server = conn.id, "dropping stale idle server");
-            tokio::spawn(conn.close());
-        }
-        let conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+            if let Some(slots) = self.try_limit_slots() {
+                break slots;
+            }
+            // A shared limit is full: wait for one of our connections to come back or a
+            // slot to free elsewhere (checked again after a short pause).
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(PoolError::Timeout);
+            }
+            tokio::select! {
+                _ = self.returned.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        };
+        let mut conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+        conn.slots = slots;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut w = self.welcome.lock().expect("welcome lock poisoned");
-            if w.is_none() {
-                *w = Some(Arc::new(conn.params.clone()));
-            }
-        }
+        self.note_welcome(&conn);
         debug!(server = conn.id, db = %self.key.database, user = %self.key.user, "server connected");
         Ok(self.lend(conn, permit))
+    }
+
+    /// Takes one slot of every shared limit without waiting (closing idle connections of
+    /// sibling pools to make room); `None` when some limit stays full.
+    fn try_limit_slots(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+        let mut slots = Vec::with_capacity(self.settings.limits.len());
+        for group in &self.settings.limits {
+            slots.push(group.try_acquire()?);
+        }
+        Some(slots)
+    }
+
+    /// Opens a new connection for min_pool_size when every shared limit has room.
+    async fn connect_new(&self) -> Result<ServerConnection, PoolError> {
+        let slots = self.try_limit_slots().ok_or(PoolError::Timeout)?;
+        let mut conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+        conn.slots = slots;
+        Ok(conn)
+    }
+
+    /// Runs server_check_query on a connection that sat idle longer than
+    /// server_check_delay; false when it fails (the connection is then dropped).
+    async fn passes_check(&self, conn: &mut ServerConnection) -> bool {
+        let Some(query) = &self.settings.server_check_query else {
+            return true;
+        };
+        if conn.last_used.elapsed() < self.settings.server_check_delay {
+            return true;
+        }
+        let check = conn.run_internal(query);
+        matches!(
+            tokio::time::timeout(self.settings.connect_timeout, check).await,
+            Ok(Ok(b'I'))
+        )
+    }
+
+    /// Closes one idle connection (to free a shared-limit slot); false when none is idle.
+    pub fn close_one_idle(&self) -> bool {
+        let conn = {
+            let mut idle = self.idle.lock().expect("idle lock poisoned");
+            if idle.is_empty() {
+                return false;
+            }
+            // the least recently used one
+            idle.remove(0)
+        };
+        let mut conn = conn;
+        // Free the shared-limit slots now, not after the goodbye round trip.
+        conn.slots.clear();
+        tokio::spawn(conn.close());
+        true
+    }
+
+    /// Opens connections until min_pool_size is reached (called by the janitor).
+    pub async fn fill_min(&self) {
+        let want = self.settings.min_pool_size;
+        while want > 0 && self.idle_count() + self.stats.active.load(Ordering::Relaxed) < want {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                return;
+            };
+            match self.connect_new().await {
+                Ok(mut conn) => {
+                    conn.last_used = Instant::now();
+                    self.note_welcome(&conn);
+                    self.idle.lock().expect("idle lock poisoned").push(conn);
+                    drop(permit);
+                }
+                Err(e) => {
+                    debug!(error = %e, "min_pool_size connect failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn note_welcome(&self, conn: &ServerConnection) {
+        let mut w = self.welcome.lock().expect("welcome lock poisoned");
+        if w.is_none() {
+            *w = Some(Arc::new(conn.params.clone()));
+        }
     }
 
     fn lend(&self, conn: ServerConnection, permit: OwnedSemaphorePermit) -> PooledServer {
@@ -224,6 +329,7 @@ impl Pool {
         } else {
             conn.last_used = Instant::now();
             self.idle.lock().expect("idle lock poisoned").push(conn);
+            self.returned.notify_one();
         }
         // The slot frees only after the connection is back in the idle list, so the next
         // waiter finds it there instead of opening a new one.

@@ -74,6 +74,9 @@ pub struct ServerConnection {
     pub created: Instant,
     /// When the connection last went back to the pool.
     pub last_used: Instant,
+    /// Slots of shared limits (max_db_connections, max_user_connections) this connection
+    /// holds until it closes.
+    pub slots: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ServerConnection {

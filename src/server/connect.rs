@@ -113,6 +113,7 @@ async fn login(
         id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
         created: now,
         last_used: now,
+        slots: Vec::new(),
     };
     let mut out = BytesMut::new();
     let mut params: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.dbname)];

@@ -9,3 +9,4 @@ mod auth;
 mod bad_input;
 mod cli;
 mod session_pool;
+mod transaction_pool;

@@ -26,7 +26,7 @@ async fn max_client_conn_refuses_with_53300() {
     assert_eq!(sqlstate(&e), "53300");
     assert_eq!(message(&e), "sorry, too many clients already");
     drop(_a);
-    wait_until_async(Duration::from_secs(10), || async {
+    wait_until_async(Duration::from_secs(10), "a slot frees", || async {
         proxy
             .try_connect("plain_user", "plain_pass", "app")
             .await
@@ -285,7 +285,7 @@ async fn idle_server_closed_by_postgres_is_never_handed_out() {
         .expect("pid")
         .get(0);
     drop(a);
-    wait_until_async(Duration::from_secs(5), || async {
+    wait_until_async(Duration::from_secs(5), "the server is idle", || async {
         pg.admin_sql(&format!(
             "select count(*) from pg_stat_activity where pid = {pid} and state = 'idle'"
         ))
@@ -331,22 +331,6 @@ async fn unix_socket_listener_serves_clients() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-}
-
-/// Polls an async condition every 50 ms until it holds; panics after `timeout`.
-pub async fn wait_until_async<F, Fut>(timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !f().await {
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// True when the client's session is inside a transaction block: with the simple protocol

@@ -196,3 +196,31 @@ pub(super) fn child_pids(parent: i32) -> Vec<i32> {
         .filter(|&pid| proc_stat(pid).is_some_and(|(_, ppid)| ppid == parent))
         .collect()
 }
+
+/// Spawns a watchdog that outlives this process: it blocks reading the returned child's stdin
+/// and, once that reaches EOF (this process exited, crashed or was killed, or the handle was
+/// dropped), stops the cluster in `dir/data` (`immediate`) and removes `dir`. It ignores
+/// SIGINT/SIGTERM/SIGHUP so that a Ctrl-C aimed at `cargo test` does not take it down first.
+pub(super) fn spawn_watchdog(
+    bindir: &Path,
+    dir: &Path,
+    as_postgres_user: bool,
+) -> std::io::Result<std::process::Child> {
+    let mut stop = pg_tool_command(bindir, "pg_ctl", as_postgres_user, dir);
+    stop.arg("-D")
+        .arg(dir.join("data"))
+        .args(["-m", "immediate", "-w", "-t", "30", "-s", "stop"]);
+    let script = r#"trap '' INT TERM HUP
+read -r _ || true
+if [ -f "$WATCHDOG_DIR/data/postmaster.pid" ]; then "$@" >/dev/null 2>&1; fi
+rm -rf -- "$WATCHDOG_DIR""#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).arg("pgfunnel-pg-watchdog");
+    cmd.arg(stop.get_program()).args(stop.get_args());
+    strip_pg_env(&mut cmd);
+    cmd.env("WATCHDOG_DIR", dir).current_dir("/");
+    cmd.stdin(std::process::Stdio::piped());
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd.spawn()
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::os::{
     append, child_pids, find_bindir, pg_tool_command, pid_alive, postgres_os_user, proc_stat,
-    reap_stale_servers, run, stop_cluster_quietly, strip_pg_env, temp_base, TEMP_PREFIX,
+    reap_stale_servers, run, spawn_watchdog, stop_cluster_quietly, strip_pg_env, temp_base,
+    TEMP_PREFIX,
 };
 use super::util::{free_port, tail_file, wait_until_msg};
 
@@ -51,12 +52,15 @@ host all all 127.0.0.1/32 scram-sha-256
 ";
 
 /// A running (or deliberately stopped) PostgreSQL cluster in its own temp dir. Dropping a private
-/// instance stops it (`immediate`) and removes the dir; the shared one is stopped at process exit.
+/// instance stops it (`immediate`) and removes the dir; the shared one is stopped at process exit
+/// (atexit). If the process is killed instead, a watchdog child does the same.
 pub struct PgServer {
     dir: tempfile::TempDir,
     bindir: PathBuf,
     port: u16,
     as_postgres_user: bool,
+    /// Stops the cluster and removes `dir` when its stdin closes, even if this process is killed.
+    watchdog: Option<std::process::Child>,
 }
 
 static SHARED: OnceLock<Result<PgServer, String>> = OnceLock::new();
@@ -115,11 +119,14 @@ impl PgServer {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", dir.path().display()));
         }
+        let watchdog = spawn_watchdog(&bindir, dir.path(), as_postgres_user)
+            .unwrap_or_else(|e| panic!("spawn watchdog shell (sh): {e}"));
         let mut server = PgServer {
             dir,
             bindir,
             port: free_port(),
             as_postgres_user,
+            watchdog: Some(watchdog),
         };
         server.init_cluster();
         server.start_on_free_port();
@@ -446,5 +453,9 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         self.shutdown_quietly();
+        if let Some(mut watchdog) = self.watchdog.take() {
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        }
     }
 }

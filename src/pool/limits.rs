@@ -1,0 +1,56 @@
+//! Connection limits shared by several pools: max_db_connections (all users of one
+//! database) and max_user_connections (one user across databases). A server connection
+//! holds one slot of each group it belongs to for its whole life, idle or not; when a
+//! group is full, idle connections of sibling pools are closed to make room, as PgBouncer.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Pool;
+
+/// One shared limit.
+#[derive(Debug)]
+pub struct LimitGroup {
+    slots: Arc<Semaphore>,
+    members: Mutex<Vec<Weak<Pool>>>,
+}
+
+impl LimitGroup {
+    /// A group allowing `max` server connections in total.
+    pub fn new(max: usize) -> Arc<LimitGroup> {
+        Arc::new(LimitGroup {
+            slots: Arc::new(Semaphore::new(max)),
+            members: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Registers a pool whose idle connections may be closed to free slots.
+    pub fn join(&self, pool: &Arc<Pool>) {
+        let mut m = self.members.lock().expect("limit lock poisoned");
+        m.retain(|w| w.strong_count() > 0);
+        m.push(Arc::downgrade(pool));
+    }
+
+    /// Takes a slot if one is free, else closes an idle connection of a member pool and
+    /// tries once more. Never waits: the caller retries (it may get an idle connection of
+    /// its own pool back meanwhile, which needs no new slot).
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        let members: Vec<Arc<Pool>> = {
+            let m = self.members.lock().expect("limit lock poisoned");
+            m.iter().filter_map(Weak::upgrade).collect()
+        };
+        if members.iter().any(|p| p.close_one_idle()) {
+            return self.slots.clone().try_acquire_owned().ok();
+        }
+        None
+    }
+
+    /// Free slots right now.
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+}
