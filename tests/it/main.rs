@@ -8,4 +8,5 @@ mod proxy;
 mod auth;
 mod bad_input;
 mod cli;
+mod migrate;
 mod session_pool;
