@@ -11,6 +11,14 @@ use super::plan::Drift;
 /// migration involved; none carries a password.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// The config's database entry has no user and PGUSER is not set.
+    #[error("{config}: database {name:?} has no user= and PGUSER is not set; add user= or use --database-url", config = .config.display())]
+    NoUser {
+        /// The database name.
+        name: String,
+        /// The config file.
+        config: PathBuf,
+    },
     /// Neither --database-url/DATABASE_URL nor --database was given.
     #[error(
         "no database given: use --database-url URL, DATABASE_URL, or --database NAME --config FILE"
@@ -28,13 +36,13 @@ pub enum MigrateError {
         config: PathBuf,
     },
     /// The database URL does not parse.
-    #[error("invalid database URL: {source}")]
+    #[error("invalid database URL: {}", describe(.source))]
     BadUrl {
         /// tokio-postgres's parse error (it never echoes the password).
         source: tokio_postgres::Error,
     },
     /// Connecting or logging in failed.
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}: {}", describe(.source))]
     Connect {
         /// `host:port/dbname as user`.
         target: String,
@@ -71,6 +79,14 @@ pub enum MigrateError {
         /// The file.
         path: PathBuf,
     },
+    /// A transactional file with its own BEGIN/COMMIT/ROLLBACK.
+    #[error("{}:{line}: the file controls its own transaction; remove BEGIN/COMMIT (each migration already runs in one transaction with its history row) or mark it {}", path.display(), super::files::NO_TRANSACTION_MARKER)]
+    OwnTransaction {
+        /// The file.
+        path: PathBuf,
+        /// Line of the offending statement.
+        line: usize,
+    },
     /// Two files carry the same version number.
     #[error("duplicate migration version {version}: {} and {}", first.display(), second.display())]
     DuplicateVersion {
@@ -102,7 +118,7 @@ pub enum MigrateError {
         source: tokio_postgres::Error,
     },
     /// The connection broke while a migration ran.
-    #[error("{}: connection lost {}: {source}", path.display(), if *.during_commit { "during COMMIT: the migration may or may not be applied, `pgfunnel migrate status` tells" } else { "before COMMIT: the migration was rolled back by the server" })]
+    #[error("{}: connection lost {}: {}", path.display(), if *.during_commit { "during COMMIT: the migration may or may not be applied, `pgfunnel migrate status` tells" } else { "before COMMIT: the migration was rolled back by the server" }, describe(.source))]
     ConnectionLost {
         /// The file being applied.
         path: PathBuf,
@@ -112,7 +128,7 @@ pub enum MigrateError {
         source: tokio_postgres::Error,
     },
     /// A history-table or lock query failed.
-    #[error("{step} failed: {source}")]
+    #[error("{step} failed: {}", describe(.source))]
     Database {
         /// What pgfunnel was doing.
         step: &'static str,
@@ -138,6 +154,7 @@ impl MigrateError {
             | MigrateError::ReadFile { .. }
             | MigrateError::NotUtf8 { .. }
             | MigrateError::BadFileName { .. }
+            | MigrateError::OwnTransaction { .. }
             | MigrateError::DuplicateVersion { .. } => 4,
             MigrateError::NeedsSession { .. } => 5,
             _ => 1,
@@ -145,8 +162,31 @@ impl MigrateError {
     }
 }
 
+/// At most this many drift lines in one message; `migrate status` lists them all.
+const MAX_DRIFT_LINES: usize = 20;
+
 fn list_drift(problems: &[Drift]) -> String {
-    problems.iter().map(|p| format!("\n  {p}")).collect()
+    let mut text: String = problems
+        .iter()
+        .take(MAX_DRIFT_LINES)
+        .map(|p| format!("\n  {p}"))
+        .collect();
+    if problems.len() > MAX_DRIFT_LINES {
+        let more = problems.len() - MAX_DRIFT_LINES;
+        text.push_str(&format!(
+            "\n  ... and {more} more (`pgfunnel migrate status` lists all)"
+        ));
+    }
+    text
+}
+
+/// The driver's error with the server's message when there is one (tokio-postgres's own
+/// Display says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(_) => format!("{} ({})", server_message(e), sqlstate(e)),
+        None => e.to_string(),
+    }
 }
 
 fn server_message(e: &tokio_postgres::Error) -> String {
@@ -171,5 +211,29 @@ fn rollback_note(no_transaction: bool) -> &'static str {
         "; no-transaction file: the statements before this one stay applied, no history row was written, later migrations were not attempted"
     } else {
         "; rolled back, later migrations were not attempted"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_drift_lists_are_cut_with_a_count() {
+        let problems: Vec<Drift> = (1..=25)
+            .map(|version| Drift::MissingFile {
+                version,
+                name: format!("m{version}"),
+            })
+            .collect();
+        let text = MigrateError::Drift { problems }.to_string();
+        assert!(
+            text.contains("version 20 (m20)") && !text.contains("version 21 (m21)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("... and 5 more (`pgfunnel migrate status` lists all)"),
+            "{text}"
+        );
     }
 }

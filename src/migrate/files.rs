@@ -53,11 +53,17 @@ impl MigrationFile {
         })?;
         let no_transaction = text.lines().any(|l| l.trim() == NO_TRANSACTION_MARKER);
         let chunks = split::breakpoint_chunks(text);
-        let pieces = if no_transaction {
-            chunks.iter().flat_map(split::statements).collect()
-        } else {
-            chunks
-        };
+        let statements: Vec<Piece> = chunks.iter().flat_map(split::statements).collect();
+        if !no_transaction {
+            // A COMMIT in the file would end pgfunnel's transaction, its lock with it, early.
+            if let Some(st) = statements.iter().find(|st| controls_transaction(&st.sql)) {
+                return Err(MigrateError::OwnTransaction {
+                    path,
+                    line: st.first_code_line(),
+                });
+            }
+        }
+        let pieces = if no_transaction { statements } else { chunks };
         Ok(MigrationFile {
             version,
             name,
@@ -66,6 +72,22 @@ impl MigrationFile {
             no_transaction,
             pieces,
         })
+    }
+}
+
+/// Whether a statement begins or ends a transaction (BEGIN, START TRANSACTION, COMMIT,
+/// ABORT, ROLLBACK without TO, COMMIT/ROLLBACK PREPARED). `END` is not checked: it also
+/// closes `BEGIN ATOMIC` function bodies, which the statement splitter cuts apart.
+fn controls_transaction(statement: &str) -> bool {
+    let code = statement[split::code_start(statement)..].to_ascii_lowercase();
+    let mut words = code
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty());
+    match (words.next(), words.next()) {
+        (Some("begin" | "commit" | "abort"), _) => true,
+        (Some("start"), Some("transaction")) => true,
+        (Some("rollback"), second) => second != Some("to"),
+        _ => false,
     }
 }
 
@@ -254,6 +276,19 @@ mod tests {
         .expect("parses");
         assert!(!plain.no_transaction);
         assert_eq!(plain.pieces.len(), 1, "a transactional file is sent whole");
+    }
+
+    #[test]
+    fn transactional_file_with_its_own_commit_is_refused_with_its_line() {
+        let text = "BEGIN;\nCREATE TABLE t (id int);\nCOMMIT;\n";
+        let err = MigrationFile::parse("0001_x.sql".into(), 1, "x".into(), text.as_bytes())
+            .expect_err("own transaction");
+        assert!(err.to_string().starts_with("0001_x.sql:1: "), "{err}");
+        assert_eq!(err.exit_code(), 4);
+        let body = "DO $$ BEGIN PERFORM 1; END $$;\nSAVEPOINT a;\nROLLBACK TO SAVEPOINT a;\n\
+                    CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n";
+        MigrationFile::parse("0002_y.sql".into(), 2, "y".into(), body.as_bytes())
+            .expect("plpgsql BEGIN, savepoints and BEGIN ATOMIC are not transaction control");
     }
 
     #[test]

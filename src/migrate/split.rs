@@ -26,10 +26,7 @@ impl Piece {
     /// The file line of the piece's first byte of SQL (past leading comments and blank
     /// lines): where an error without a position is reported.
     pub fn first_code_line(&self) -> usize {
-        let at = Lexer::new(&self.sql)
-            .next_semicolon_or_code(true)
-            .unwrap_or(0);
-        self.first_line + line_at(&self.sql, at) - 1
+        self.first_line + line_at(&self.sql, code_start(&self.sql)) - 1
     }
 }
 
@@ -77,6 +74,13 @@ fn push_statement(out: &mut Vec<Piece>, piece: &Piece, start: usize, end: usize)
             first_line: piece.first_line + line_at(&piece.sql, start) - 1,
         });
     }
+}
+
+/// Byte offset of the first SQL in `text` past whitespace and comments (its length when none).
+pub fn code_start(text: &str) -> usize {
+    Lexer::new(text)
+        .next_semicolon_or_code(true)
+        .unwrap_or(text.len())
 }
 
 /// 1-based line of byte offset `at` in `text`.

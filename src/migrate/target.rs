@@ -54,9 +54,14 @@ impl Target {
             config.host(host);
         }
         config.port(entry.port).dbname(entry.server_dbname());
-        if let Some(user) = entry.user.clone().or_else(|| std::env::var("PGUSER").ok()) {
-            config.user(&user);
-        }
+        let user = entry.user.clone().or_else(|| std::env::var("PGUSER").ok());
+        let Some(user) = user else {
+            return Err(MigrateError::NoUser {
+                name: name.to_owned(),
+                config: path.to_path_buf(),
+            });
+        };
+        config.user(&user);
         match (&entry.password, std::env::var("PGPASSWORD")) {
             (Some(pw), _) => config.password(pw.expose()),
             (None, Ok(pw)) => config.password(pw),
