@@ -2,8 +2,9 @@
 //! scripts written for `pgbouncer [-q] [-v] [-d] [-u user] pgbouncer.ini` keep working.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// pgfunnel: a PostgreSQL connection pooler, drop-in for PgBouncer.
 #[derive(Debug, Parser)]
@@ -46,6 +47,9 @@ pub enum Command {
         /// Config file to check.
         config: PathBuf,
     },
+    /// Apply numbered SQL migrations (NNNN_name.sql, Drizzle's layout too) safely, also
+    /// through pgfunnel in transaction mode; or show their status, or verify them.
+    Migrate(MigrateArgs),
 }
 
 /// Arguments of `serve`.
@@ -68,4 +72,118 @@ pub struct ServeArgs {
     /// Override listen_port (default 6432).
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
+}
+
+/// What `migrate` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum MigrateAction {
+    /// Apply pending migrations in numeric order (refuses when the history has drifted).
+    #[default]
+    Up,
+    /// List applied, pending and drifted migrations.
+    Status,
+    /// Exit 3 when the history has drifted from the files, 0 otherwise.
+    Verify,
+}
+
+/// Arguments of `migrate`. Exit codes: 0 done, 1 a migration or the database failed,
+/// 2 bad command line, 3 drift, 4 bad migration files, 5 no-transaction file behind a
+/// transaction pooler.
+#[derive(Debug, Args, Clone)]
+pub struct MigrateArgs {
+    /// up (default), status or verify.
+    #[arg(value_enum, default_value_t = MigrateAction::Up)]
+    pub action: MigrateAction,
+    /// Database to migrate: postgres://user:password@host:port/dbname (directly or through pgfunnel).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Migrate this database of the pgfunnel config given with --config (its host, port,
+    /// dbname, user and password are used; wins over DATABASE_URL).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub database: Option<String>,
+    /// pgfunnel (PgBouncer-format) config file that --database refers to.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder holding the migration files.
+    #[arg(long, value_name = "DIR", default_value = "migrations")]
+    pub dir: PathBuf,
+    /// Schema of the history table pgfunnel_migrations (created when missing).
+    #[arg(long, value_name = "SCHEMA", default_value = "public")]
+    pub schema: String,
+    /// Print what would run, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop after version N (inclusive).
+    #[arg(long, value_name = "N")]
+    pub target: Option<u64>,
+    /// lock_timeout inside each migration (e.g. 5s, 500ms): fail fast on a busy table.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Option<Duration>,
+    /// statement_timeout inside each migration (e.g. 10min).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub statement_timeout: Option<Duration>,
+    /// Admin console of a running pgfunnel (postgres://user:pass@host:port/pgbouncer): sent
+    /// RECONNECT after migrations so no client hits stale cached plans; tolerated when unreachable.
+    #[arg(long, value_name = "URL")]
+    pub pgfunnel_admin: Option<String>,
+}
+
+/// Parses `500ms`, `5s`, `2min`, `1h` or a bare number of milliseconds (Postgres's units).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with ms, s, min, h or d"))?;
+    let ms = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (ms, s, min, h, d)"
+            ))
+        }
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_duration_accepts_postgres_units_and_rejects_others() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn migrate_defaults_to_up_in_migrations_dir() {
+        let cli =
+            Cli::try_parse_from(["pgfunnel", "migrate", "--database-url", "postgres://a@h/d"])
+                .expect("parses");
+        let Some(Command::Migrate(args)) = cli.command else {
+            panic!("not migrate: {cli:?}");
+        };
+        assert_eq!(args.action, MigrateAction::Up);
+        assert_eq!(args.dir, PathBuf::from("migrations"));
+        let cli = Cli::try_parse_from(["pgfunnel", "migrate", "status", "--target", "3"])
+            .expect("parses");
+        let Some(Command::Migrate(args)) = cli.command else {
+            panic!("not migrate: {cli:?}");
+        };
+        assert_eq!((args.action, args.target), (MigrateAction::Status, Some(3)));
+    }
 }

@@ -13,6 +13,8 @@
 //!   `server_reset_query` (session mode). A server is never returned dirty.
 //! - `server` opens and logs in server connections; `pool` bounds and reuses them.
 //! - `config` reads PgBouncer-format ini files (and URL mode); `cli` and `main` wire it up.
+//! - `migrate` is the `pgfunnel migrate` subcommand: numbered SQL migrations applied once,
+//!   each in its own transaction behind a transaction-level lock (safe through the pooler).
 //!
 //! Lint policy: no `unwrap()` outside tests; `expect` only where failure is a bug.
 
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod migrate;
 pub mod net;
 pub mod pool;
 pub mod protocol;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pgfunnel::cli::{Cli, Command, ProcessFlags, ServeArgs};
+use pgfunnel::cli::{Cli, Command, MigrateArgs, ProcessFlags, ServeArgs};
 use pgfunnel::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Serve(args)) => serve(args, &cli.process),
+        Some(Command::Migrate(args)) => return migrate(&args, &cli.process),
         None => match cli.config {
             Some(config) => serve(ServeArgs { config: Some(config), ..Default::default() }, &cli.process),
             None => Err(anyhow::anyhow!("no config file given: run `pgfunnel CONFIG`, `pgfunnel serve --upstream URL` or see --help")),
@@ -70,6 +71,35 @@ fn check(path: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `migrate`: exit codes come from `MigrateError::exit_code`.
+fn migrate(args: &MigrateArgs, flags: &ProcessFlags) -> ExitCode {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let level = ["warn", "info", "debug", "trace"][usize::from(flags.verbose.min(3))];
+    let filter = EnvFilter::try_from_env("PGFUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgfunnel migrate: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(pgfunnel::migrate::run(args, &mut stdout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgfunnel migrate: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn serve(args: ServeArgs, flags: &ProcessFlags) -> anyhow::Result<()> {

@@ -8,5 +8,6 @@ mod proxy;
 mod auth;
 mod bad_input;
 mod cli;
+mod migrate;
 mod session_pool;
 mod transaction_pool;
