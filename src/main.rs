@@ -55,14 +55,18 @@ fn check(path: &Path) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     pgfunnel::app::Users::load(&config)?;
-    println!("# {}: valid", path.display());
-    println!("[pgbouncer]");
+    // write! instead of println!: `pgfunnel check | head` must not panic on a closed pipe.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "# {}: valid", path.display());
+    let _ = writeln!(out, "[pgbouncer]");
     for (k, v) in config.effective_settings() {
-        println!("{k} = {v}");
+        let _ = writeln!(out, "{k} = {v}");
     }
-    println!("[databases]");
+    let _ = writeln!(out, "[databases]");
     for db in &config.databases {
-        println!(
+        let _ = writeln!(
+            out,
             "{} = host={} port={} dbname={}",
             db.name,
             db.hosts.join(","),

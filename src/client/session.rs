@@ -125,20 +125,30 @@ impl Session {
             AuthType::Trust | AuthType::Any => ClientAuthMethod::Trust,
             other => auth::choose_method(other.as_str(), secret.as_ref()),
         };
-        let login =
-            if method == ClientAuthMethod::Trust && secret.is_none() && self.app.has_auth_file() {
+        let login_timeout = config.settings.client_login_timeout;
+        let key = self.app.scram_mock_key;
+        let must_exist = self.app.has_auth_file();
+        let stream = &mut self.stream;
+        let user = &self.user;
+        let login = async {
+            if method == ClientAuthMethod::Trust && secret.is_none() && must_exist {
                 // trust still requires the user to exist in the auth_file, as PgBouncer
-                Err(LoginError::Failed(self.user.clone()))
+                Err(LoginError::Failed(user.clone()))
             } else {
-                login::authenticate(
-                    &mut self.stream,
-                    &self.user,
-                    method,
-                    secret.as_ref(),
-                    &self.app.scram_mock_key,
-                )
-                .await
-            };
+                login::authenticate(stream, user, method, secret.as_ref(), &key).await
+            }
+        };
+        let login = if login_timeout.is_zero() {
+            login.await
+        } else {
+            match tokio::time::timeout(login_timeout, login).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!("client_login_timeout during authentication");
+                    return;
+                }
+            }
+        };
         match login {
             Ok(_) => {}
             Err(LoginError::Failed(_)) => {
