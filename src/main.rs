@@ -16,8 +16,16 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args, &cli.process),
         Some(Command::Migrate(args)) => return migrate(&args, &cli.process),
         None => match cli.config {
-            Some(config) => serve(ServeArgs { config: Some(config), ..Default::default() }, &cli.process),
-            None => Err(anyhow::anyhow!("no config file given: run `pgfunnel CONFIG`, `pgfunnel serve --upstream URL` or see --help")),
+            Some(config) => serve(
+                ServeArgs {
+                    config: Some(config),
+                    ..Default::default()
+                },
+                &cli.process,
+            ),
+            None => Err(anyhow::anyhow!(
+                "no config file given: run `pgfunnel CONFIG`, `pgfunnel serve --upstream URL` or see --help"
+            )),
         },
     };
     match result {

@@ -4,7 +4,9 @@
 pub mod handshake;
 pub mod login;
 pub mod params;
+pub mod prepared;
 pub mod relay;
+pub mod rewrite;
 pub mod session;
 pub mod statement;
 pub mod timeouts;

@@ -13,6 +13,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
+use super::prepared::ServerStatements;
+use super::rewrite::Rewriter;
 use super::tracker::Tracker;
 use crate::protocol::messages::{parse_parameter_status, tag};
 use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
@@ -113,6 +115,11 @@ pub struct Relay {
     pub timed: bool,
     /// Timestamps for timeouts.
     pub clock: LinkClock,
+    /// Prepared-statement rewriting (transaction/statement mode); client bytes then land in
+    /// `cin` and server bytes in `sin` before being rewritten into `c2s`/`s2c`.
+    pub rewriter: Option<Rewriter>,
+    cin: BytesMut,
+    sin: BytesMut,
 }
 
 impl Relay {
@@ -134,6 +141,9 @@ impl Relay {
                 last_activity: Instant::now(),
                 epoch: 0,
             },
+            rewriter: None,
+            cin: BytesMut::new(),
+            sin: BytesMut::new(),
         }
     }
 
@@ -151,17 +161,21 @@ impl Relay {
     /// Cancel safe: bytes read are kept in `c2s` and already accounted.
     pub async fn wait_for_request<C: AsyncRead + Unpin>(&mut self, client: &mut C) -> IdleEnd {
         loop {
-            if !self.c2s.is_empty() {
+            if !self.c2s.is_empty() || !self.cin.is_empty() {
                 return IdleEnd::Request;
             }
             if self.client_terminated {
                 return IdleEnd::ClientGone;
             }
-            let before = self.c2s.len();
-            self.c2s.reserve(READ_CHUNK);
-            let n = match poll_fn(|cx| poll_read_buf(Pin::new(&mut *client), cx, &mut self.c2s))
-                .await
-            {
+            let rewriting = self.rewriter.is_some();
+            let buf = if rewriting {
+                &mut self.cin
+            } else {
+                &mut self.c2s
+            };
+            let before = buf.len();
+            buf.reserve(READ_CHUNK);
+            let n = match poll_fn(|cx| poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)).await {
                 Ok(0) => return IdleEnd::ClientGone,
                 Ok(n) => n,
                 Err(e) => return IdleEnd::ClientIo(e),
@@ -173,6 +187,11 @@ impl Relay {
     }
 
     fn scan_client(&mut self, start: usize, n: usize) -> Result<(), FrameError> {
+        let buf = if self.rewriter.is_some() {
+            &mut self.cin
+        } else {
+            &mut self.c2s
+        };
         let tracker = &mut self.tracker;
         let timed = self.timed;
         let clock = &mut self.clock;
@@ -181,7 +200,7 @@ impl Relay {
         }
         let mut terminate_at = None;
         let consumed = self.client_scan.feed(
-            &self.c2s[start..start + n],
+            &buf[start..start + n],
             |tag, len| {
                 if Tracker::wants_client_body(tag, len) {
                     Capture::Body
@@ -210,7 +229,7 @@ impl Relay {
         )?;
         if terminate_at.is_some() {
             // Terminate is for pgfunnel, never for the server; drop it and what follows.
-            self.c2s.truncate(start + consumed - 5);
+            buf.truncate(start + consumed - 5);
             self.client_terminated = true;
         }
         Ok(())
@@ -223,6 +242,11 @@ impl Relay {
         params: &mut HashMap<String, String>,
         seen: &mut HashMap<String, String>,
     ) -> Result<(), FrameError> {
+        let buf = if self.rewriter.is_some() {
+            &self.sin
+        } else {
+            &self.s2c
+        };
         let tracker = &mut self.tracker;
         let statement_mode = self.mode == RelayMode::Statement;
         let violation = &mut self.statement_violation;
@@ -232,7 +256,7 @@ impl Relay {
             clock.last_activity = Instant::now();
         }
         self.server_scan.feed(
-            &self.s2c[start..start + n],
+            &buf[start..start + n],
             |t, _| {
                 if Tracker::wants_server_body(t) {
                     Capture::Body
@@ -274,15 +298,14 @@ impl Relay {
     /// Relays until the link must end. In transaction and statement mode (`self.mode`) it
     /// returns `Released` as soon as the server is idle, owes nothing and every byte has
     /// been delivered; `release_when_idle = false` keeps the link (a pinned client).
-    /// `params` is the server's reported-parameter map and `seen` the client's; both are
-    /// updated from ParameterStatus messages. Cancel safe: all state lives in `self`.
+    /// `link` holds the server's reported parameters, the client's, and the server's
+    /// prepared statements; all are kept current. Cancel safe: all state lives in `self`.
     pub async fn run<C, S>(
         &mut self,
         client: &mut C,
         server: &mut S,
         release_when_idle: bool,
-        params: &mut HashMap<String, String>,
-        seen: &mut HashMap<String, String>,
+        link: &mut LinkState<'_>,
     ) -> RelayEnd
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -290,10 +313,17 @@ impl Relay {
     {
         let release = release_when_idle && self.mode != RelayMode::Session;
         let epoch = self.clock.epoch;
-        poll_fn(|cx| self.poll_relay(cx, client, server, release, epoch, params, seen)).await
+        poll_fn(|cx| self.poll_relay(cx, client, server, release, epoch, link)).await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    fn settled(&self) -> bool {
+        self.c2s.is_empty()
+            && self.s2c.is_empty()
+            && self.cin.is_empty()
+            && self.sin.is_empty()
+            && self.rewriter.as_ref().is_none_or(Rewriter::is_settled)
+    }
+
     fn poll_relay<C, S>(
         &mut self,
         cx: &mut Context<'_>,
@@ -301,8 +331,7 @@ impl Relay {
         server: &mut S,
         release_when_idle: bool,
         epoch: u64,
-        params: &mut HashMap<String, String>,
-        seen: &mut HashMap<String, String>,
+        link: &mut LinkState<'_>,
     ) -> Poll<RelayEnd>
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -310,6 +339,11 @@ impl Relay {
     {
         loop {
             let mut progress = false;
+            if let Some(rw) = self.rewriter.as_mut() {
+                if !self.cin.is_empty() {
+                    rw.client_to_server(&mut self.cin, &mut self.c2s, link.prepared, &mut self.s2c);
+                }
+            }
             // client -> server
             if !self.c2s.is_empty() {
                 match Pin::new(&mut *server).poll_write(cx, &self.c2s) {
@@ -344,44 +378,41 @@ impl Relay {
             }
             if release_when_idle
                 && self.tracker.is_idle()
-                && self.c2s.is_empty()
-                && self.s2c.is_empty()
+                && self.settled()
                 && self.client_scan.at_boundary()
                 && self.server_scan.at_boundary()
             {
                 return Poll::Ready(RelayEnd::Released);
             }
-            if self.client_terminated && self.c2s.is_empty() && self.s2c.is_empty() {
+            if self.client_terminated
+                && self.c2s.is_empty()
+                && self.s2c.is_empty()
+                && self.cin.is_empty()
+            {
                 return Poll::Ready(RelayEnd::ClientGone);
             }
             if self.timed && self.clock.epoch != epoch {
                 return Poll::Ready(RelayEnd::Tick);
             }
             // read server
-            if self.s2c.len() < MAX_PENDING {
-                let before = self.s2c.len();
-                self.s2c.reserve(READ_CHUNK);
-                match poll_read_buf(Pin::new(&mut *server), cx, &mut self.s2c) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(RelayEnd::ServerGone(
-                            io::ErrorKind::UnexpectedEof.into(),
-                        ))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        if let Err(e) = self.scan_server(before, n, params, seen) {
-                            return Poll::Ready(RelayEnd::ServerProtocol(e));
-                        }
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e)),
+            if self.s2c.len() + self.sin.len() < MAX_PENDING {
+                match self.read_server(cx, server, link) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(end)) => return Poll::Ready(end),
                     Poll::Pending => {}
                 }
             }
             // read client
-            if self.c2s.len() < MAX_PENDING && !self.client_terminated {
-                let before = self.c2s.len();
-                self.c2s.reserve(READ_CHUNK);
-                match poll_read_buf(Pin::new(&mut *client), cx, &mut self.c2s) {
+            if self.c2s.len() + self.cin.len() < MAX_PENDING && !self.client_terminated {
+                let rewriting = self.rewriter.is_some();
+                let buf = if rewriting {
+                    &mut self.cin
+                } else {
+                    &mut self.c2s
+                };
+                let before = buf.len();
+                buf.reserve(READ_CHUNK);
+                match poll_read_buf(Pin::new(&mut *client), cx, buf) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ClientGone),
                     Poll::Ready(Ok(n)) => {
                         if let Err(e) = self.scan_client(before, n) {
@@ -398,12 +429,67 @@ impl Relay {
             }
         }
     }
+
+    fn read_server<S: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        server: &mut S,
+        link: &mut LinkState<'_>,
+    ) -> Poll<Result<(), RelayEnd>> {
+        let rewriting = self.rewriter.is_some();
+        let buf = if rewriting {
+            &mut self.sin
+        } else {
+            &mut self.s2c
+        };
+        let before = buf.len();
+        buf.reserve(READ_CHUNK);
+        match poll_read_buf(Pin::new(&mut *server), cx, buf) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(RelayEnd::ServerGone(
+                io::ErrorKind::UnexpectedEof.into(),
+            ))),
+            Poll::Ready(Ok(n)) => {
+                if let Err(e) = self.scan_server(before, n, link.params, link.seen) {
+                    return Poll::Ready(Err(RelayEnd::ServerProtocol(e)));
+                }
+                if let Some(rw) = self.rewriter.as_mut() {
+                    rw.server_to_client(&mut self.sin, &mut self.s2c, link.prepared);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(RelayEnd::ServerGone(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What a link updates besides the byte buffers.
+#[derive(Debug)]
+pub struct LinkState<'a> {
+    /// The server's reported parameters.
+    pub params: &'a mut HashMap<String, String>,
+    /// The reported parameters as the client has seen them.
+    pub seen: &'a mut HashMap<String, String>,
+    /// The server's prepared statements.
+    pub prepared: &'a mut ServerStatements,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn link<'a>(
+        params: &'a mut HashMap<String, String>,
+        seen: &'a mut HashMap<String, String>,
+        prepared: &'a mut ServerStatements,
+    ) -> LinkState<'a> {
+        LinkState {
+            params,
+            seen,
+            prepared,
+        }
+    }
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];
@@ -437,8 +523,14 @@ mod tests {
             server_far
         });
         let (mut p, mut s) = (HashMap::new(), HashMap::new());
+        let mut ps = ServerStatements::default();
         let end = relay
-            .run(&mut client, &mut server, true, &mut p, &mut s)
+            .run(
+                &mut client,
+                &mut server,
+                true,
+                &mut link(&mut p, &mut s, &mut ps),
+            )
             .await;
         assert!(matches!(end, RelayEnd::Released), "{end:?}");
         let mut got = vec![0u8; 7 + 14 + 6];
@@ -462,9 +554,15 @@ mod tests {
         reply.extend(msg(b'Z', b"T"));
         server_far.write_all(&reply).await.unwrap();
         let (mut p, mut s) = (HashMap::new(), HashMap::new());
+        let mut ps = ServerStatements::default();
         let end = tokio::time::timeout(
             std::time::Duration::from_millis(200),
-            relay.run(&mut client, &mut server, true, &mut p, &mut s),
+            relay.run(
+                &mut client,
+                &mut server,
+                true,
+                &mut link(&mut p, &mut s, &mut ps),
+            ),
         )
         .await;
         assert!(end.is_err(), "must stay linked inside a transaction");
@@ -473,7 +571,12 @@ mod tests {
         // the client leaves mid-transaction: reported as ClientGone, tracker not idle
         client_far.write_all(&msg(b'X', b"")).await.unwrap();
         let end = relay
-            .run(&mut client, &mut server, true, &mut p, &mut s)
+            .run(
+                &mut client,
+                &mut server,
+                true,
+                &mut link(&mut p, &mut s, &mut ps),
+            )
             .await;
         assert!(matches!(end, RelayEnd::ClientGone), "{end:?}");
         assert!(!relay.tracker.is_idle());

@@ -12,7 +12,8 @@ use tracing::{debug, info, warn};
 
 use super::login::{self, LoginError};
 use super::params::ClientParams;
-use super::relay::{IdleEnd, Relay, RelayEnd, RelayMode};
+use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
+use super::rewrite::Rewriter;
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::app::App;
 use crate::auth::{self, ClientAuthMethod};
@@ -253,7 +254,9 @@ impl Session {
                     Severity::Fatal,
                     ErrorKind::PoolTimeout.sqlstate(),
                     msg,
-                    Some("raise pool_size or query_wait_timeout, or find what holds the servers (SHOW POOLS)"),
+                    Some(
+                        "raise pool_size or query_wait_timeout, or find what holds the servers (SHOW POOLS)",
+                    ),
                 )
                 .await;
                 None
@@ -292,6 +295,10 @@ impl Session {
             PoolMode::Statement => RelayMode::Statement,
         };
         relay.timed = timers.any_linked();
+        let max_prepared = self.app.config().settings.max_prepared_statements as usize;
+        if mode != PoolMode::Session && max_prepared > 0 {
+            relay.rewriter = Some(Rewriter::new(pool.statements.clone(), max_prepared));
+        }
         loop {
             let mut server = match linked.take() {
                 Some(s) => s,
@@ -433,15 +440,14 @@ impl Session {
             );
         }
         let conn = &mut server.conn;
+        let mut link = LinkState {
+            params: &mut conn.params,
+            seen: expected,
+            prepared: &mut conn.prepared,
+        };
         if !relay.timed {
             let end = relay
-                .run(
-                    &mut self.stream,
-                    &mut conn.stream,
-                    release,
-                    &mut conn.params,
-                    expected,
-                )
+                .run(&mut self.stream, &mut conn.stream, release, &mut link)
                 .await;
             return (end, None);
         }
@@ -454,7 +460,7 @@ impl Session {
                 }
             };
             tokio::select! {
-                end = relay.run(&mut self.stream, &mut conn.stream, release, &mut conn.params, expected) => return (end, None),
+                end = relay.run(&mut self.stream, &mut conn.stream, release, &mut link) => return (end, None),
                 _ = sleep => {}
             }
             match timers.expired(&relay.clock, &relay.tracker) {
@@ -508,7 +514,10 @@ impl Session {
         drop(config);
         if let (true, Some(q)) = (must_reset, reset) {
             match server.conn.run_internal(&q).await {
-                Ok(b'I') => server.conn.applied.clear(),
+                Ok(b'I') => {
+                    server.conn.applied.clear();
+                    server.conn.prepared.clear();
+                }
                 _ => return pool.discard(server),
             }
         }

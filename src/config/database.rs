@@ -382,11 +382,13 @@ mod tests {
 
     #[test]
     fn every_database_option_is_applied() {
-        let (e, w) = db("host=a,b port=6000 dbname=real user=u password='p w' auth_user=au \
+        let (e, w) = db(
+            "host=a,b port=6000 dbname=real user=u password='p w' auth_user=au \
              auth_query='SELECT 1' auth_dbname=adb pool_size=3 min_pool_size=1 reserve_pool_size=2 \
              connect_query='SET x=1' pool_mode=transaction load_balance_hosts=disable max_db_connections=9 \
              max_db_client_connections=8 server_lifetime=0.5 query_wait_timeout=2min client_encoding=UTF8 \
-             datestyle=ISO timezone=UTC application_name=app1");
+             datestyle=ISO timezone=UTC application_name=app1",
+        );
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(e.hosts, vec!["a", "b"]);
         assert_eq!(e.port, 6000);

@@ -246,7 +246,9 @@ mod tests {
 
     #[test]
     fn reads_sections_keys_and_values_with_lines() {
-        let got = items("; comment\n# other\n[databases]\nfoo = host=a\n\n[PgBouncer]\nlisten_port=6432\nlogfile =\n");
+        let got = items(
+            "; comment\n# other\n[databases]\nfoo = host=a\n\n[PgBouncer]\nlisten_port=6432\nlogfile =\n",
+        );
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].section, Section::Databases);
         assert_eq!(

@@ -34,9 +34,9 @@ impl fmt::Display for Expected {
             Self::Duration => f.write_str(
                 "a time: seconds (fractions allowed, e.g. 0.5) or a number with unit us, ms, s, min, h or d",
             ),
-            Self::Milliseconds => f.write_str(
-                "a time: milliseconds, or a number with unit us, ms, s, min, h or d",
-            ),
+            Self::Milliseconds => {
+                f.write_str("a time: milliseconds, or a number with unit us, ms, s, min, h or d")
+            }
             Self::OctalMode => f.write_str("an octal file mode from 0 to 0777, e.g. 0770"),
         }
     }

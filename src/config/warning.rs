@@ -85,7 +85,10 @@ impl fmt::Display for WarningMessage {
                 f.write_str("[peers] entry accepted but has no effect in pgfunnel (no peering)")
             }
             Self::ExtraPortsIgnored { entry, used } => {
-                write!(f, "entry \"{entry}\": one port serves all hosts, using {used} (as PgBouncer does)")
+                write!(
+                    f,
+                    "entry \"{entry}\": one port serves all hosts, using {used} (as PgBouncer does)"
+                )
             }
             Self::MinPoolAbovePoolSize { entry } => {
                 write!(

@@ -78,9 +78,7 @@ impl HistoryTable {
     /// One row: the recorded checksum of `version` (NULL when absent) and the latest version.
     pub fn recheck_sql(&self, version: u64) -> String {
         let t = self.qualified();
-        format!(
-            "SELECT (SELECT checksum FROM {t} WHERE version = {version}), (SELECT max(version) FROM {t})"
-        )
+        format!("SELECT (SELECT checksum FROM {t} WHERE version = {version}), (SELECT max(version) FROM {t})")
     }
 
     /// Interprets the last row of [`HistoryTable::recheck_sql`]'s answer for `file`.

@@ -119,6 +119,8 @@ pub struct Pool {
     reserve: Arc<Semaphore>,
     welcome: Mutex<Option<Arc<HashMap<String, String>>>>,
     returned: tokio::sync::Notify,
+    /// Prepared statements of this pool's clients, de-duplicated by text and types.
+    pub statements: Arc<crate::client::prepared::StatementRegistry>,
     /// Live counters.
     pub stats: Arc<PoolStats>,
 }
@@ -140,6 +142,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             returned: tokio::sync::Notify::new(),
+            statements: Arc::default(),
             stats: Arc::new(PoolStats::default()),
         })
     }

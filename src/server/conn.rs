@@ -77,6 +77,8 @@ pub struct ServerConnection {
     /// Slots of shared limits (max_db_connections, max_user_connections) this connection
     /// holds until it closes.
     pub slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+    /// Statements pgfunnel prepared on this connection (transaction/statement mode).
+    pub prepared: crate::client::prepared::ServerStatements,
 }
 
 impl ServerConnection {

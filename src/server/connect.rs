@@ -114,6 +114,7 @@ async fn login(
         created: now,
         last_used: now,
         slots: Vec::new(),
+        prepared: Default::default(),
     };
     let mut out = BytesMut::new();
     let mut params: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.dbname)];

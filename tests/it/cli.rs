@@ -23,7 +23,11 @@ fn testdata() -> std::path::PathBuf {
 fn check_reports_bad_values_with_file_line_key_and_allowed_values() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ini = dir.path().join("bad.ini");
-    std::fs::write(&ini, "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nlisten_port = 6432\npool_mode = sessionx\n").expect("write");
+    std::fs::write(
+        &ini,
+        "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nlisten_port = 6432\npool_mode = sessionx\n",
+    )
+    .expect("write");
     let out = bin().arg("check").arg(&ini).output().expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

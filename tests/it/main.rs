@@ -9,5 +9,6 @@ mod auth;
 mod bad_input;
 mod cli;
 mod migrate;
+mod prepared;
 mod session_pool;
 mod transaction_pool;

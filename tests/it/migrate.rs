@@ -41,7 +41,9 @@ impl Case {
 
     /// Applied versions, comma separated, in order.
     fn versions(&self) -> String {
-        self.sql("SELECT coalesce(string_agg(version::text, ',' ORDER BY version), '') FROM pgfunnel_migrations")
+        self.sql(
+            "SELECT coalesce(string_agg(version::text, ',' ORDER BY version), '') FROM pgfunnel_migrations",
+        )
     }
 
     fn table_exists(&self, name: &str) -> bool {

@@ -35,8 +35,9 @@ async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
 async fn two_hundred_clients_on_five_servers_lose_and_double_no_write() {
     let pg = PgServer::shared();
     let t = table(pg, "many", "client int, seq int, primary key (client, seq)");
+    let marker = unique_name("many");
     let proxy = txn_proxy(
-        "pool_size=5",
+        &format!("pool_size=5 application_name={marker}"),
         "max_client_conn = 400\nquery_wait_timeout = 60",
     )
     .await;
@@ -98,10 +99,10 @@ async fn two_hundred_clients_on_five_servers_lose_and_double_no_write() {
         "rolled back rows absent"
     );
     let servers = pg.admin_sql(&format!(
-        "select count(*) from pg_stat_activity where usename = '{SCRAM_USER}' and datname = 'app'"
+        "select count(*) from pg_stat_activity where application_name = '{marker}'"
     ));
     assert!(
-        servers.trim().parse::<i64>().expect("number") <= 5 + 2,
+        servers.trim().parse::<i64>().expect("number") <= 5,
         "pool bounded: {servers}"
     );
 }
@@ -413,7 +414,9 @@ async fn min_pool_size_keeps_servers_warm() {
             "select count(*) from pg_stat_activity where application_name = '{marker}'"
         ))
         .trim()
-            == "3"
+        .parse::<i64>()
+        .expect("n")
+            >= 3
     })
     .await;
 }

@@ -1,0 +1,555 @@
+//! Rewrites a client's extended-protocol traffic for shared servers (transaction and
+//! statement mode): client statement names become pool-wide server names, missing
+//! statements are prepared on the fly, evicted ones closed, and the replies are put back
+//! in the order the client expects (synthetic ParseComplete/CloseComplete, errors that
+//! Postgres itself would give, injected replies dropped). Bytes of other messages are
+//! moved unchanged; large messages stream through without being buffered whole.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::prepared::{ServerStatements, Statement, StatementRegistry};
+use crate::protocol::messages::{
+    self, parse_error_fields, put_cstr, put_message, take_cstr, Severity,
+};
+
+/// Messages up to this size are handled whole; larger ones of other types stream through.
+const WHOLE_LIMIT: usize = 64 * 1024;
+
+/// What answers a request (and so completes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Parse,
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    Sync,
+    Query,
+}
+
+/// Bookkeeping to reverse when a request is skipped or fails on the server.
+#[derive(Debug, Clone)]
+enum Undo {
+    None,
+    /// A Parse did not happen: the server lacks the statement (and the client its name).
+    Parse {
+        id: u64,
+        client_name: Option<Bytes>,
+    },
+    /// An injected Close did not happen: the server still has the statement.
+    Close(Arc<Statement>),
+}
+
+#[derive(Debug)]
+enum Expect {
+    /// A client request; its replies go to the client.
+    Forward {
+        kind: Kind,
+        undo: Undo,
+        stmt: Option<Arc<Statement>>,
+    },
+    /// A request pgfunnel injected; its replies are dropped.
+    Skip { kind: Kind, undo: Undo },
+    /// A reply pgfunnel makes up, sent when it reaches the head.
+    Fake(Bytes),
+    /// An injected failing Parse whose error is replaced by this one (so the server
+    /// aborts the pipeline exactly as Postgres would for the client's own mistake).
+    Replace(Bytes),
+}
+
+/// Per-client rewriting state.
+#[derive(Debug)]
+pub struct Rewriter {
+    registry: Arc<StatementRegistry>,
+    capacity: usize,
+    statements: HashMap<Bytes, Arc<Statement>>,
+    portals: HashMap<Bytes, Arc<Statement>>,
+    expect: VecDeque<Expect>,
+    client_streaming: usize,
+    server_streaming: usize,
+    /// The server reported an error and ignores everything up to the next Sync; client
+    /// messages in that stretch pass unchanged and change no bookkeeping (as in Postgres,
+    /// where they have no effect).
+    aborted: bool,
+}
+
+impl Rewriter {
+    /// Creates the state for one client of a pool.
+    pub fn new(registry: Arc<StatementRegistry>, capacity: usize) -> Self {
+        Rewriter {
+            registry,
+            capacity,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            expect: VecDeque::new(),
+            client_streaming: 0,
+            server_streaming: 0,
+            aborted: false,
+        }
+    }
+
+    /// True when every reply the client expects has been delivered or made up.
+    pub fn is_settled(&self) -> bool {
+        self.expect.is_empty() && self.client_streaming == 0 && self.server_streaming == 0
+    }
+
+    /// Moves whole client messages from `input` to `out` (rewritten where needed).
+    /// Incomplete messages stay in `input`. Framing was validated by the scanner already.
+    pub fn client_to_server(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+        s2c: &mut BytesMut,
+    ) {
+        for stmt in std::mem::take(&mut server.pending_close) {
+            self.inject_close(out, stmt);
+        }
+        loop {
+            if self.client_streaming > 0 {
+                let n = self.client_streaming.min(input.len());
+                out.extend_from_slice(&input.split_to(n));
+                self.client_streaming -= n;
+                if self.client_streaming > 0 {
+                    break;
+                }
+                continue;
+            }
+            if input.len() < 5 {
+                break;
+            }
+            let tag = input[0];
+            let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
+            let whole = matches!(tag, b'P' | b'B' | b'D' | b'C') || len <= WHOLE_LIMIT;
+            if !whole {
+                self.note_plain(tag);
+                out.extend_from_slice(&input.split_to(5));
+                self.client_streaming = len - 4;
+                continue;
+            }
+            if input.len() < len + 1 {
+                break;
+            }
+            let msg = input.split_to(len + 1).freeze();
+            if self.aborted {
+                if tag == b'S' {
+                    self.aborted = false;
+                    self.note_plain(tag);
+                }
+                out.extend_from_slice(&msg);
+                continue;
+            }
+            let body = msg.slice(5..);
+            match tag {
+                b'P' => self.parse(&msg, &body, out, server),
+                b'B' => self.bind(&msg, &body, out, server),
+                b'D' => self.describe(&msg, &body, out, server),
+                b'C' => self.close(&msg, &body, out),
+                _ => {
+                    self.note_plain(tag);
+                    if tag == b'E' {
+                        let mut rest = &body[..];
+                        let portal = take_cstr(&mut rest).unwrap_or_default();
+                        if let Some(Expect::Forward { stmt, .. }) = self.expect.back_mut() {
+                            *stmt = self.portals.get(portal).cloned();
+                        }
+                    }
+                    out.extend_from_slice(&msg);
+                }
+            }
+        }
+        self.flush_fakes(s2c);
+    }
+
+    fn note_plain(&mut self, tag: u8) {
+        let kind = match tag {
+            b'E' => Kind::Execute,
+            b'S' => Kind::Sync,
+            b'Q' | b'F' => Kind::Query,
+            _ => return,
+        };
+        self.expect.push_back(Expect::Forward {
+            kind,
+            undo: Undo::None,
+            stmt: None,
+        });
+    }
+
+    fn parse(
+        &mut self,
+        msg: &Bytes,
+        body: &Bytes,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let mut rest = &body[..];
+        let name = take_cstr(&mut rest).unwrap_or_default();
+        if name.is_empty() {
+            self.expect.push_back(Expect::Forward {
+                kind: Kind::Parse,
+                undo: Undo::None,
+                stmt: None,
+            });
+            out.extend_from_slice(msg);
+            return;
+        }
+        if self.statements.contains_key(name) {
+            let text = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
+            return self.inject_error(out, "42P05", &text);
+        }
+        let stmt = self.registry.get_or_insert(rest);
+        let name = Bytes::copy_from_slice(name);
+        self.statements.insert(name.clone(), stmt.clone());
+        if server.touch(stmt.id) {
+            self.expect
+                .push_back(Expect::Fake(Bytes::from_static(b"1\0\0\0\x04")));
+            return;
+        }
+        self.make_room(out, server, stmt.id);
+        server.insert(stmt.clone());
+        put_parse(out, &stmt);
+        let undo = Undo::Parse {
+            id: stmt.id,
+            client_name: Some(name),
+        };
+        self.expect.push_back(Expect::Forward {
+            kind: Kind::Parse,
+            undo,
+            stmt: Some(stmt),
+        });
+    }
+
+    fn bind(
+        &mut self,
+        msg: &Bytes,
+        body: &Bytes,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let mut rest = &body[..];
+        let (Some(portal), Some(name)) = (take_cstr(&mut rest), take_cstr(&mut rest)) else {
+            return self.forward(out, msg, Kind::Bind);
+        };
+        let portal = Bytes::copy_from_slice(portal);
+        if name.is_empty() {
+            self.portals.remove(&portal);
+            return self.forward(out, msg, Kind::Bind);
+        }
+        let Some(stmt) = self.lookup(out, name, server) else {
+            return;
+        };
+        self.portals.insert(portal.clone(), stmt.clone());
+        put_message(out, b'B', |b| {
+            put_bytes_cstr(b, &portal);
+            put_cstr(b, &stmt.server_name);
+            b.put_slice(rest);
+        });
+        self.expect.push_back(Expect::Forward {
+            kind: Kind::Bind,
+            undo: Undo::None,
+            stmt: Some(stmt),
+        });
+    }
+
+    fn describe(
+        &mut self,
+        msg: &Bytes,
+        body: &Bytes,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let mut rest = &body[1.min(body.len())..];
+        let name = take_cstr(&mut rest).unwrap_or_default();
+        if body.first() != Some(&b'S') || name.is_empty() {
+            return self.forward(out, msg, Kind::Describe);
+        }
+        let Some(stmt) = self.lookup(out, name, server) else {
+            return;
+        };
+        put_message(out, b'D', |b| {
+            b.put_u8(b'S');
+            put_cstr(b, &stmt.server_name);
+        });
+        self.expect.push_back(Expect::Forward {
+            kind: Kind::Describe,
+            undo: Undo::None,
+            stmt: Some(stmt),
+        });
+    }
+
+    fn close(&mut self, msg: &Bytes, body: &Bytes, out: &mut BytesMut) {
+        let mut rest = &body[1.min(body.len())..];
+        let name = take_cstr(&mut rest).unwrap_or_default();
+        if body.first() != Some(&b'S') || name.is_empty() {
+            return self.forward(out, msg, Kind::Close);
+        }
+        // Closing is local: other clients may use the same server statement.
+        self.statements.remove(name);
+        self.expect
+            .push_back(Expect::Fake(Bytes::from_static(b"3\0\0\0\x04")));
+    }
+
+    fn forward(&mut self, out: &mut BytesMut, msg: &Bytes, kind: Kind) {
+        self.expect.push_back(Expect::Forward {
+            kind,
+            undo: Undo::None,
+            stmt: None,
+        });
+        out.extend_from_slice(msg);
+    }
+
+    /// The client's statement `name`, prepared on this server (injecting a Parse when the
+    /// server lacks it). An unknown name injects Postgres's own 26000 error.
+    fn lookup(
+        &mut self,
+        out: &mut BytesMut,
+        name: &[u8],
+        server: &mut ServerStatements,
+    ) -> Option<Arc<Statement>> {
+        let Some(stmt) = self.statements.get(name).cloned() else {
+            let text = format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            );
+            self.inject_error(out, "26000", &text);
+            return None;
+        };
+        if !server.touch(stmt.id) {
+            self.make_room(out, server, stmt.id);
+            server.insert(stmt.clone());
+            put_parse(out, &stmt);
+            let undo = Undo::Parse {
+                id: stmt.id,
+                client_name: None,
+            };
+            self.expect.push_back(Expect::Skip {
+                kind: Kind::Parse,
+                undo,
+            });
+        }
+        Some(stmt)
+    }
+
+    fn make_room(&mut self, out: &mut BytesMut, server: &mut ServerStatements, keep: u64) {
+        while let Some(victim) = server.evict_for(self.capacity, keep) {
+            self.inject_close(out, victim);
+        }
+    }
+
+    fn inject_close(&mut self, out: &mut BytesMut, stmt: Arc<Statement>) {
+        put_message(out, b'C', |b| {
+            b.put_u8(b'S');
+            put_cstr(b, &stmt.server_name);
+        });
+        self.expect.push_back(Expect::Skip {
+            kind: Kind::Close,
+            undo: Undo::Close(stmt),
+        });
+    }
+
+    /// Makes the server fail the pipeline here (so it skips to Sync, as Postgres would for
+    /// the client's own error) and shows the client `code`/`text` instead of that failure.
+    fn inject_error(&mut self, out: &mut BytesMut, code: &str, text: &str) {
+        put_message(out, b'P', |b| {
+            put_cstr(b, "");
+            put_cstr(b, "pgfunnel: statement refused");
+            b.put_i16(0);
+        });
+        let mut err = BytesMut::new();
+        messages::put_error(&mut err, Severity::Error, code, text, None);
+        self.expect.push_back(Expect::Replace(err.freeze()));
+    }
+
+    fn flush_fakes(&mut self, s2c: &mut BytesMut) {
+        while let Some(Expect::Fake(bytes)) = self.expect.front() {
+            s2c.extend_from_slice(bytes);
+            self.expect.pop_front();
+        }
+    }
+
+    /// Moves server messages from `input` to `out`, dropping replies to injected requests,
+    /// replacing injected errors and inserting made-up replies in order.
+    pub fn server_to_client(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        loop {
+            self.flush_fakes(out);
+            if self.server_streaming > 0 {
+                let n = self.server_streaming.min(input.len());
+                out.extend_from_slice(&input.split_to(n));
+                self.server_streaming -= n;
+                if self.server_streaming > 0 {
+                    break;
+                }
+                continue;
+            }
+            if input.len() < 5 {
+                break;
+            }
+            let tag = input[0];
+            let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
+            if len > WHOLE_LIMIT && !matches!(tag, b'E' | b'1' | b'3') {
+                // Rows and copy data: they never complete a request except by their end.
+                out.extend_from_slice(&input.split_to(5));
+                self.server_streaming = len - 4;
+                continue;
+            }
+            if input.len() < len + 1 {
+                break;
+            }
+            let msg = input.split_to(len + 1);
+            self.server_message(tag, &msg, out, server);
+        }
+        self.flush_fakes(out);
+    }
+
+    fn server_message(
+        &mut self,
+        tag: u8,
+        msg: &[u8],
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        self.flush_fakes(out);
+        if tag == b'C' {
+            let body = &msg[5..];
+            if body.starts_with(b"DISCARD ALL") || body.starts_with(b"DEALLOCATE ALL") {
+                server.clear();
+                self.statements.clear();
+            }
+        }
+        if tag == b'E' {
+            return self.server_error(msg, out, server);
+        }
+        let Some(head) = self.expect.front() else {
+            out.extend_from_slice(msg);
+            return;
+        };
+        let (kind, forward) = match head {
+            Expect::Forward { kind, .. } => (*kind, true),
+            Expect::Skip { kind, .. } => (*kind, false),
+            Expect::Replace(_) => (Kind::Parse, false),
+            // flush_fakes ran just above, so no made-up reply is at the head
+            Expect::Fake(_) => (Kind::Sync, true),
+        };
+        if forward || !completes(kind, tag) && is_async(tag) {
+            out.extend_from_slice(msg);
+        }
+        if completes(kind, tag) {
+            self.expect.pop_front();
+        }
+    }
+
+    fn server_error(&mut self, msg: &[u8], out: &mut BytesMut, server: &mut ServerStatements) {
+        self.flush_fakes(out);
+        let Some(head) = self.expect.pop_front() else {
+            out.extend_from_slice(msg);
+            return;
+        };
+        match head {
+            // Query, FunctionCall and Sync are completed by their ReadyForQuery.
+            Expect::Forward {
+                kind: Kind::Query | Kind::Sync,
+                ..
+            } => {
+                self.expect.push_front(head);
+                out.extend_from_slice(msg);
+                return;
+            }
+            Expect::Forward { undo, stmt, .. } => {
+                self.undo(undo, server);
+                if let Some(stmt) = stmt {
+                    let f = parse_error_fields(&msg[5..]);
+                    if f.code == "0A000"
+                        && f.message
+                            .contains("cached plan must not change result type")
+                    {
+                        // The statement's plan is stale after DDL: re-prepare it next time.
+                        if server.remove(stmt.id).is_some() {
+                            server.pending_close.push(stmt);
+                        }
+                    }
+                }
+                out.extend_from_slice(msg);
+            }
+            Expect::Skip { undo, .. } => {
+                self.undo(undo, server);
+                out.extend_from_slice(msg);
+            }
+            Expect::Replace(err) => out.extend_from_slice(&err),
+            Expect::Fake(bytes) => {
+                out.extend_from_slice(&bytes);
+                out.extend_from_slice(msg);
+            }
+        }
+        // After an error the server ignores everything up to the next Sync.
+        while let Some(next) = self.expect.front() {
+            if matches!(
+                next,
+                Expect::Forward {
+                    kind: Kind::Sync,
+                    ..
+                }
+            ) {
+                break;
+            }
+            if let Some(Expect::Forward { undo, .. } | Expect::Skip { undo, .. }) =
+                self.expect.pop_front()
+            {
+                self.undo(undo, server);
+            }
+        }
+        self.aborted = self.expect.is_empty();
+    }
+
+    fn undo(&mut self, undo: Undo, server: &mut ServerStatements) {
+        match undo {
+            Undo::None => {}
+            Undo::Parse { id, client_name } => {
+                server.remove(id);
+                if let Some(n) = client_name {
+                    self.statements.remove(&n);
+                }
+            }
+            Undo::Close(stmt) => server.insert(stmt),
+        }
+    }
+}
+
+/// Whether a server message with `tag` completes a request of `kind`.
+fn completes(kind: Kind, tag: u8) -> bool {
+    match kind {
+        Kind::Parse => tag == b'1',
+        Kind::Bind => tag == b'2',
+        Kind::Close => tag == b'3',
+        Kind::Describe => matches!(tag, b'T' | b'n'),
+        Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
+        Kind::Sync | Kind::Query => tag == b'Z',
+    }
+}
+
+/// Messages a server may send at any time; they always reach the client.
+fn is_async(tag: u8) -> bool {
+    matches!(tag, b'N' | b'A' | b'S')
+}
+
+fn put_parse(out: &mut BytesMut, stmt: &Statement) {
+    put_message(out, b'P', |b| {
+        put_cstr(b, &stmt.server_name);
+        b.put_slice(&stmt.rest);
+    });
+}
+
+fn put_bytes_cstr(b: &mut BytesMut, s: &[u8]) {
+    b.put_slice(s);
+    b.put_u8(0);
+}
