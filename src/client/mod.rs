@@ -77,7 +77,7 @@ pub async fn handle(app: Arc<App>, mut stream: Stream, peer: String) {
             )
             .await;
         }
-        match Session::new(app.clone(), stream, params) {
+        match Session::new(id, app.clone(), stream, params) {
             Ok(session) => session.run().await,
             Err((mut stream, msg)) => {
                 send_error(&mut stream, Severity::Fatal, "28000", msg, None).await

@@ -157,6 +157,29 @@ impl Relay {
         }
     }
 
+    /// The body of the client's pending request when it is exactly one complete simple
+    /// Query (nothing else buffered), for statements pgfunnel answers itself.
+    pub fn lone_query(&self) -> Option<&[u8]> {
+        let buf = if self.rewriter.is_some() {
+            &self.cin
+        } else {
+            &self.c2s
+        };
+        if buf.len() < 5 || buf[0] != b'Q' || !self.client_scan.at_boundary() {
+            return None;
+        }
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        (buf.len() == len + 1).then(|| &buf[5..])
+    }
+
+    /// Drops the lone query returned by `lone_query` (pgfunnel answered it).
+    pub fn consume_lone_query(&mut self) {
+        self.cin.clear();
+        self.c2s.clear();
+        self.tracker.forget_last_request();
+        self.clock.busy_since = None;
+    }
+
     /// Waits until the client sends something that needs a server.
     /// Cancel safe: bytes read are kept in `c2s` and already accounted.
     pub async fn wait_for_request<C: AsyncRead + Unpin>(&mut self, client: &mut C) -> IdleEnd {

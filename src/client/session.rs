@@ -14,6 +14,7 @@ use super::login::{self, LoginError};
 use super::params::ClientParams;
 use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
 use super::rewrite::Rewriter;
+use super::statement::{recognise, Recognised};
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::app::App;
 use crate::auth::{self, ClientAuthMethod};
@@ -21,12 +22,14 @@ use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::{AuthType, PoolMode};
 use crate::error::ErrorKind;
 use crate::net::Stream;
+use crate::pool::listen::Subscription;
 use crate::pool::{Pool, PoolError, PooledServer};
 use crate::protocol::messages::{self, Severity};
 use crate::server::ServerError;
 
 /// A client that finished the handshake.
 pub struct Session {
+    id: u64,
     app: Arc<App>,
     stream: Stream,
     user: String,
@@ -81,6 +84,7 @@ async fn send_server_error(stream: &mut Stream, e: &ServerError) {
 impl Session {
     /// Creates a session for a client whose startup parameters were read.
     pub fn new(
+        id: u64,
         app: Arc<App>,
         stream: Stream,
         mut startup: Vec<(String, String)>,
@@ -110,6 +114,7 @@ impl Session {
         let ignored = app.config().settings.ignore_startup_parameters.clone();
         startup.retain(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)));
         Ok(Session {
+            id,
             app,
             stream,
             user,
@@ -295,6 +300,7 @@ impl Session {
             PoolMode::Statement => RelayMode::Statement,
         };
         relay.timed = timers.any_linked();
+        let mut listener: Option<Subscription> = None;
         let max_prepared = self.app.config().settings.max_prepared_statements as usize;
         if mode != PoolMode::Session && max_prepared > 0 {
             relay.rewriter = Some(Rewriter::new(pool.statements.clone(), max_prepared));
@@ -303,8 +309,22 @@ impl Session {
             let mut server = match linked.take() {
                 Some(s) => s,
                 None => {
-                    match self.wait_idle(&mut relay, timers.client_idle).await {
-                        Some(IdleEnd::Request) => {}
+                    let was_pinned = relay.tracker.pin.is_some();
+                    match self
+                        .wait_idle(&mut relay, timers.client_idle, &mut listener)
+                        .await
+                    {
+                        Some(IdleEnd::Request) => {
+                            // A LISTEN seen while reading marks a pin; a lone one outside a
+                            // transaction is served by the shared listener instead.
+                            if mode != PoolMode::Session
+                                && !was_pinned
+                                && self.serve_listen(pool, &mut relay, &mut listener).await
+                            {
+                                relay.tracker.pin = None;
+                                continue;
+                            }
+                        }
                         Some(IdleEnd::ClientGone) | Some(IdleEnd::ClientIo(_)) => return,
                         Some(IdleEnd::ClientProtocol(e)) => {
                             warn!(error = %e, "client protocol violation");
@@ -412,14 +432,72 @@ impl Session {
         }
     }
 
-    /// Waits for the client's next request; `None` when client_idle_timeout passed.
-    async fn wait_idle(&mut self, relay: &mut Relay, client_idle: Duration) -> Option<IdleEnd> {
-        if client_idle.is_zero() {
-            return Some(relay.wait_for_request(&mut self.stream).await);
+    /// Waits for the client's next request, delivering notifications meanwhile; `None`
+    /// when client_idle_timeout passed.
+    async fn wait_idle(
+        &mut self,
+        relay: &mut Relay,
+        client_idle: Duration,
+        listener: &mut Option<Subscription>,
+    ) -> Option<IdleEnd> {
+        let deadline = (!client_idle.is_zero()).then(|| tokio::time::Instant::now() + client_idle);
+        loop {
+            let idle_timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let note = async {
+                match listener.as_mut() {
+                    Some(l) => l.rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                end = relay.wait_for_request(&mut self.stream) => return Some(end),
+                _ = idle_timer => return None,
+                Some(msg) = note => {
+                    if self.stream.write_all(&msg).await.is_err() {
+                        return Some(IdleEnd::ClientGone);
+                    }
+                }
+            }
         }
-        tokio::time::timeout(client_idle, relay.wait_for_request(&mut self.stream))
-            .await
-            .ok()
+    }
+
+    /// Answers a lone `LISTEN`/`UNLISTEN` outside a transaction through the pool's shared
+    /// listener. Returns false when the request is something else.
+    async fn serve_listen(
+        &mut self,
+        pool: &Pool,
+        relay: &mut Relay,
+        listener: &mut Option<Subscription>,
+    ) -> bool {
+        let (tag, action) = match relay.lone_query().and_then(recognise) {
+            Some(Recognised::Listen(ch)) => ("LISTEN", Ok(ch)),
+            Some(Recognised::Unlisten(ch)) => ("UNLISTEN", Err(ch)),
+            _ => return false,
+        };
+        relay.consume_lone_query();
+        let sub = listener.get_or_insert_with(|| pool.listen_hub().subscribe(self.id));
+        let confirmed = match action {
+            Ok(ch) => sub.listen(ch, pool.settings.connect_timeout).await,
+            Err(ch) => {
+                sub.unlisten(ch.as_deref());
+                true
+            }
+        };
+        let mut buf = BytesMut::new();
+        if confirmed {
+            messages::put_message(&mut buf, b'C', |b| messages::put_cstr(b, tag));
+        } else {
+            let msg = "could not LISTEN: the shared listener connection is not available";
+            messages::put_error(&mut buf, Severity::Error, "08006", msg, None);
+        }
+        messages::put_ready(&mut buf, b'I');
+        let _ = self.stream.write_all(&buf).await;
+        true
     }
 
     /// Relays one link, enforcing query_timeout (cancel), idle_transaction_timeout and

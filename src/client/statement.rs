@@ -17,6 +17,10 @@ pub enum Recognised {
     Reset(String),
     /// `RESET ALL` (or `DISCARD ALL`, which also resets parameters).
     ResetAll,
+    /// `LISTEN channel` as a single statement (served by the pool's shared listener).
+    Listen(String),
+    /// `UNLISTEN channel` (`None`: `UNLISTEN *`).
+    Unlisten(Option<String>),
     /// Creates state that lives on this server connection only.
     Pins(PinReason),
 }
@@ -74,7 +78,32 @@ pub fn recognise(sql: &[u8]) -> Option<Recognised> {
             .eq_ignore_ascii_case("all")
             .then_some(Recognised::ResetAll);
     }
+    if first.eq_ignore_ascii_case("listen") {
+        if let Some(ch) = single_statement(trimmed[6..].trim()).and_then(channel_name) {
+            return Some(Recognised::Listen(ch));
+        }
+    }
+    if first.eq_ignore_ascii_case("unlisten") {
+        let rest = single_statement(trimmed[8..].trim())?;
+        if rest == "*" {
+            return Some(Recognised::Unlisten(None));
+        }
+        return channel_name(rest).map(|c| Recognised::Unlisten(Some(c)));
+    }
     pin_reason(text).map(Recognised::Pins)
+}
+
+/// A channel identifier as Postgres stores it: unquoted names fold to lower case,
+/// `"Quoted"` ones keep their case. Anything else is not recognised.
+fn channel_name(s: &str) -> Option<String> {
+    if let Some(inner) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        let name = inner.replace("\"\"", "\"");
+        return (!name.is_empty() && !inner.replace("\"\"", "").contains('"')).then_some(name);
+    }
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$');
+    ok.then(|| s.to_ascii_lowercase())
 }
 
 fn recognise_set(stmt: &str) -> Option<Recognised> {
@@ -240,6 +269,27 @@ mod tests {
     }
 
     #[test]
+    fn recognises_listen_and_unlisten() {
+        assert_eq!(
+            recognise(b"LISTEN Jobs"),
+            Some(Recognised::Listen("jobs".into()))
+        );
+        assert_eq!(
+            recognise(b"listen \"Mixed\";"),
+            Some(Recognised::Listen("Mixed".into()))
+        );
+        assert_eq!(recognise(b"UNLISTEN *"), Some(Recognised::Unlisten(None)));
+        assert_eq!(
+            recognise(b"unlisten jobs"),
+            Some(Recognised::Unlisten(Some("jobs".into())))
+        );
+        assert_eq!(
+            recognise(b"LISTEN a; select 1"),
+            Some(Recognised::Pins(PinReason::Listen))
+        );
+    }
+
+    #[test]
     fn recognises_pins() {
         assert_eq!(
             recognise(b"CREATE TEMP TABLE t(x int)"),
@@ -264,7 +314,7 @@ mod tests {
         );
         assert_eq!(
             recognise(b"LISTEN ch"),
-            Some(Recognised::Pins(PinReason::Listen))
+            Some(Recognised::Listen("ch".into()))
         );
         assert_eq!(
             recognise(b"PREPARE p AS select 1"),

@@ -150,9 +150,22 @@ impl Tracker {
     }
 
     fn note_pin(&mut self, action: &Option<Recognised>) {
-        if let Some(Recognised::Pins(reason)) = action {
-            self.pin.get_or_insert(*reason);
+        match action {
+            Some(Recognised::Pins(reason)) => {
+                self.pin.get_or_insert(*reason);
+            }
+            // LISTEN that reaches a server (inside a transaction, extended protocol) lives
+            // on that server: keep the client there.
+            Some(Recognised::Listen(_)) => {
+                self.pin.get_or_insert(PinReason::Listen);
+            }
+            _ => {}
         }
+    }
+
+    /// Forgets the most recent request (a statement pgfunnel answered itself).
+    pub fn forget_last_request(&mut self) {
+        self.requests.pop_back();
     }
 
     /// Whether the body of a server message must be captured.

@@ -15,6 +15,7 @@ use tracing::debug;
 use crate::server::{self, ServerConnection, ServerError, ServerTarget};
 
 pub mod limits;
+pub mod listen;
 pub use limits::LimitGroup;
 
 /// Identifies a pool: the client-facing database name and the server-side user.
@@ -123,6 +124,7 @@ pub struct Pool {
     pub statements: Arc<crate::client::prepared::StatementRegistry>,
     /// Live counters.
     pub stats: Arc<PoolStats>,
+    listen_hub: std::sync::OnceLock<Arc<listen::ListenHub>>,
 }
 
 impl Pool {
@@ -143,6 +145,7 @@ impl Pool {
             welcome: Mutex::new(None),
             returned: tokio::sync::Notify::new(),
             statements: Arc::default(),
+            listen_hub: std::sync::OnceLock::new(),
             stats: Arc::new(PoolStats::default()),
         })
     }
@@ -151,6 +154,16 @@ impl Pool {
     /// are shown at their own login. `None` until a server has logged in.
     pub fn welcome(&self) -> Option<Arc<HashMap<String, String>>> {
         self.welcome.lock().expect("welcome lock poisoned").clone()
+    }
+
+    /// The pool's shared LISTEN connection (started on first use; it does not count
+    /// against pool_size).
+    pub fn listen_hub(&self) -> Arc<listen::ListenHub> {
+        self.listen_hub
+            .get_or_init(|| {
+                listen::ListenHub::start(self.target.clone(), self.settings.connect_timeout)
+            })
+            .clone()
     }
 
     /// Number of idle connections.

@@ -1,0 +1,346 @@
+//! LISTEN/NOTIFY in transaction mode: one shared listening server connection per pool
+//! (opened on the first LISTEN) issues LISTEN/UNLISTEN for the union of its clients'
+//! channels and fans NotificationResponse messages out to every subscribed client, even
+//! while those clients hold no server. Reconnects and re-listens when its server goes away.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::client::params::quote_ident;
+use crate::protocol::messages::{self, take_cstr};
+use crate::server::{self, ServerConnection, ServerTarget};
+
+/// Notifications queued per client before new ones are dropped (a client that never
+/// reads must not grow pgfunnel's memory).
+pub const CLIENT_QUEUE: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Subscribers {
+    by_channel: HashMap<String, HashMap<u64, mpsc::Sender<Bytes>>>,
+}
+
+/// The shared listener of one pool.
+#[derive(Debug)]
+pub struct ListenHub {
+    subs: Mutex<Subscribers>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Work for the hub's task.
+#[derive(Debug)]
+enum Command {
+    /// Subscribe a client once the server is listening (acknowledged on `ack`).
+    Listen {
+        channel: String,
+        client: u64,
+        tx: mpsc::Sender<Bytes>,
+        ack: oneshot::Sender<()>,
+    },
+    /// The subscribed set shrank; UNLISTEN what nobody wants.
+    Changed,
+}
+
+/// A client's subscription handle; dropping it unsubscribes from every channel.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<ListenHub>,
+    client: u64,
+    /// Notifications for this client, as complete NotificationResponse messages.
+    pub rx: mpsc::Receiver<Bytes>,
+    tx: mpsc::Sender<Bytes>,
+    channels: HashSet<String>,
+}
+
+impl ListenHub {
+    /// Creates the hub and its background task (which connects on the first LISTEN).
+    pub fn start(target: ServerTarget, connect_timeout: Duration) -> Arc<ListenHub> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(ListenHub {
+            subs: Mutex::new(Subscribers::default()),
+            commands: tx,
+        });
+        tokio::spawn(run(Arc::downgrade(&hub), target, connect_timeout, rx));
+        hub
+    }
+
+    /// A new, empty subscription for client `client`.
+    pub fn subscribe(self: &Arc<Self>, client: u64) -> Subscription {
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        Subscription {
+            hub: self.clone(),
+            client,
+            rx,
+            tx,
+            channels: HashSet::new(),
+        }
+    }
+
+    fn channels(&self) -> HashSet<String> {
+        let subs = self.subs.lock().expect("listen lock poisoned");
+        subs.by_channel.keys().cloned().collect()
+    }
+
+    fn fan_out(&self, channel: &str, msg: Bytes) {
+        let subs = self.subs.lock().expect("listen lock poisoned");
+        if let Some(clients) = subs.by_channel.get(channel) {
+            for tx in clients.values() {
+                if tx.try_send(msg.clone()).is_err() {
+                    debug!(
+                        channel,
+                        "client notification queue full: notification dropped"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Subscription {
+    /// Subscribes to `channel` (LISTEN) and waits until the shared connection listens on
+    /// it, so a NOTIFY committed after this returns is delivered (Postgres's guarantee).
+    /// False when the listener could not confirm within `wait`.
+    pub async fn listen(&mut self, channel: String, wait: Duration) -> bool {
+        self.channels.insert(channel.clone());
+        let (ack, done) = oneshot::channel();
+        let cmd = Command::Listen {
+            channel,
+            client: self.client,
+            tx: self.tx.clone(),
+            ack,
+        };
+        if self.hub.commands.send(cmd).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(wait, done).await, Ok(Ok(())))
+    }
+
+    /// Unsubscribes from `channel`, or from all with `None` (UNLISTEN *).
+    pub fn unlisten(&mut self, channel: Option<&str>) {
+        let gone: Vec<String> = match channel {
+            Some(c) => self.channels.take(c).into_iter().collect(),
+            None => self.channels.drain().collect(),
+        };
+        let mut subs = self.hub.subs.lock().expect("listen lock poisoned");
+        for c in gone {
+            if let Some(clients) = subs.by_channel.get_mut(&c) {
+                clients.remove(&self.client);
+                if clients.is_empty() {
+                    subs.by_channel.remove(&c);
+                }
+            }
+        }
+        drop(subs);
+        let _ = self.hub.commands.send(Command::Changed);
+    }
+
+    /// True when the client listens on at least one channel.
+    pub fn is_listening(&self) -> bool {
+        !self.channels.is_empty()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.unlisten(None);
+    }
+}
+
+/// The hub's task: keeps the server's LISTEN set equal to the subscribed channels and
+/// forwards notifications. A new subscriber joins only after a LISTEN round trip on the
+/// shared connection, so it gets exactly the notifications committed after its LISTEN.
+/// Ends when the hub is dropped.
+async fn run(
+    hub: Weak<ListenHub>,
+    target: ServerTarget,
+    timeout: Duration,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut conn: Option<ServerConnection> = None;
+    let mut pending: Vec<Command> = Vec::new();
+    let mut listening: HashSet<String> = HashSet::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(h) = hub.upgrade() else { return };
+        let mut wanted = h.channels();
+        drop(h);
+        for cmd in &pending {
+            if let Command::Listen { channel, .. } = cmd {
+                wanted.insert(channel.clone());
+            }
+        }
+        if wanted.is_empty() && conn.is_none() {
+            match commands.recv().await {
+                None => return,
+                Some(cmd) => pending.push(cmd),
+            }
+            continue;
+        }
+        if conn.is_none() {
+            match server::connect(&target, timeout).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    listening.clear();
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    warn!(error = %e, "listener connection failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let joining: HashSet<String> = pending
+            .iter()
+            .filter_map(|cmd| match cmd {
+                Command::Listen { channel, .. } => Some(channel.clone()),
+                Command::Changed => None,
+            })
+            .collect();
+        if let Err(e) = sync_channels(c, &hub, &wanted, &joining, &mut listening).await {
+            debug!(error = %e, "listener connection lost");
+            conn = None;
+            continue;
+        }
+        join(&hub, pending.drain(..));
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None => return,
+                Some(cmd) => pending.push(cmd),
+            },
+            r = c.read_message() => match r {
+                Ok((b'A', body)) => deliver(&hub, body),
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "listener connection lost; reconnecting");
+                    conn = None;
+                }
+            },
+        }
+    }
+}
+
+/// Adds confirmed subscribers to the routing table and acknowledges them.
+fn join(hub: &Weak<ListenHub>, cmds: impl Iterator<Item = Command>) {
+    let Some(h) = hub.upgrade() else { return };
+    for cmd in cmds {
+        if let Command::Listen {
+            channel,
+            client,
+            tx,
+            ack,
+        } = cmd
+        {
+            let mut subs = h.subs.lock().expect("listen lock poisoned");
+            subs.by_channel
+                .entry(channel)
+                .or_default()
+                .insert(client, tx);
+            drop(subs);
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Issues LISTEN/UNLISTEN so the server listens on exactly `wanted`, delivering
+/// notifications that arrive meanwhile.
+async fn sync_channels(
+    c: &mut ServerConnection,
+    hub: &Weak<ListenHub>,
+    wanted: &HashSet<String>,
+    joining: &HashSet<String>,
+    listening: &mut HashSet<String>,
+) -> Result<(), server::ServerError> {
+    let mut sql = String::new();
+    // Channels with a new subscriber get LISTEN again even when already listened: the
+    // round trip orders the subscription after every notification committed before it.
+    for ch in wanted.difference(listening).chain(joining.iter()) {
+        sql.push_str(&format!("LISTEN {};", quote_ident(ch)));
+    }
+    for ch in listening.difference(wanted) {
+        sql.push_str(&format!("UNLISTEN {};", quote_ident(ch)));
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    let mut out = BytesMut::new();
+    messages::put_query(&mut out, &sql);
+    c.stream.write_all(&out).await?;
+    loop {
+        match c.read_message().await? {
+            (b'A', body) => deliver(hub, body),
+            (b'Z', _) => break,
+            (b'E', body) => {
+                warn!(error = %messages::parse_error_fields(&body).message, "LISTEN failed")
+            }
+            _ => {}
+        }
+    }
+    *listening = wanted.clone();
+    Ok(())
+}
+
+fn deliver(hub: &Weak<ListenHub>, body: BytesMut) {
+    let Some(h) = hub.upgrade() else { return };
+    let mut rest = &body[4.min(body.len())..];
+    let Some(channel) = take_cstr(&mut rest) else {
+        return;
+    };
+    let channel = String::from_utf8_lossy(channel).into_owned();
+    let mut msg = BytesMut::with_capacity(body.len() + 5);
+    messages::put_message(&mut msg, b'A', |b| b.extend_from_slice(&body));
+    h.fan_out(&channel, msg.freeze());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscriptions_route_by_channel_and_clean_up_on_drop() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(ListenHub {
+            subs: Mutex::new(Subscribers::default()),
+            commands: tx,
+        });
+        let mut a = hub.subscribe(1);
+        let mut b = hub.subscribe(2);
+        let (atx, btx) = (a.tx.clone(), b.tx.clone());
+        join(
+            &Arc::downgrade(&hub),
+            [
+                ("jobs", 1, atx),
+                ("jobs", 2, btx.clone()),
+                ("other", 2, btx),
+            ]
+            .into_iter()
+            .map(|(c, id, tx)| Command::Listen {
+                channel: c.into(),
+                client: id,
+                tx,
+                ack: oneshot::channel().0,
+            }),
+        );
+        a.channels.insert("jobs".into());
+        b.channels.extend(["jobs".to_owned(), "other".to_owned()]);
+        hub.fan_out("jobs", Bytes::from_static(b"n1"));
+        hub.fan_out("other", Bytes::from_static(b"n2"));
+        assert_eq!(a.rx.try_recv().ok(), Some(Bytes::from_static(b"n1")));
+        assert!(a.rx.try_recv().is_err(), "a does not listen on other");
+        assert_eq!(b.rx.try_recv().ok(), Some(Bytes::from_static(b"n1")));
+        assert_eq!(b.rx.try_recv().ok(), Some(Bytes::from_static(b"n2")));
+        a.unlisten(Some("jobs"));
+        drop(b);
+        assert!(
+            hub.channels().is_empty(),
+            "no listener left: nothing to LISTEN on"
+        );
+    }
+}
