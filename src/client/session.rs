@@ -8,13 +8,12 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
-use super::login::{self, LoginError};
+use super::access::{self, Denied};
 use super::params::ClientParams;
 use super::relay::{IdleEnd, Relay, RelayEnd};
 use crate::app::App;
-use crate::auth::{self, ClientAuthMethod};
 use crate::cancel::{CancelHandle, CancelTarget};
-use crate::config::{AuthType, PoolMode};
+use crate::config::PoolMode;
 use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::pool::{Pool, PoolError, PooledServer};
@@ -117,42 +116,21 @@ impl Session {
     /// Runs the session to its end.
     pub async fn run(mut self) {
         let config = self.app.config();
-        let secret = self.app.secret_for(&self.user);
-        let method = match config.settings.auth_type {
-            AuthType::Trust | AuthType::Any => ClientAuthMethod::Trust,
-            other => auth::choose_method(other.as_str(), secret.as_ref()),
-        };
-        let login =
-            if method == ClientAuthMethod::Trust && secret.is_none() && self.app.has_auth_file() {
-                // trust still requires the user to exist in the auth_file, as PgBouncer
-                Err(LoginError::Failed(self.user.clone()))
-            } else {
-                login::authenticate(
-                    &mut self.stream,
-                    &self.user,
-                    method,
-                    secret.as_ref(),
-                    &self.app.scram_mock_key,
-                )
-                .await
-            };
-        match login {
-            Ok(_) => {}
-            Err(LoginError::Failed(_)) => {
-                warn!(user = %self.user, "client authentication failed");
-                let msg = format!("password authentication failed for user \"{}\"", self.user);
-                return send_fatal(&mut self.stream, ErrorKind::Auth, &msg).await;
-            }
-            Err(e) => {
+        let admitted = access::admit(&self.app, &mut self.stream, &self.user, &self.database);
+        let (secret, outcome) = match admitted.await {
+            Ok(a) => (a.secret, a.outcome),
+            Err(Denied::Protocol(e)) => {
                 debug!(error = %e, "client left or misbehaved during authentication");
-                return send_fatal(
-                    &mut self.stream,
-                    ErrorKind::Protocol,
-                    "invalid authentication exchange",
-                )
-                .await;
+                let msg = "invalid authentication exchange";
+                return send_fatal(&mut self.stream, ErrorKind::Protocol, msg).await;
             }
-        }
+            Err(denied) => {
+                warn!(user = %self.user, reason = %denied, "client authentication failed");
+                let code = denied.sqlstate();
+                let msg = denied.to_string();
+                return send_error(&mut self.stream, Severity::Fatal, code, &msg, None).await;
+            }
+        };
         let pool = match self.app.pool_for(&self.database, &self.user) {
             Some(p) => p,
             None => {
@@ -160,6 +138,11 @@ impl Session {
                 return send_fatal(&mut self.stream, ErrorKind::UnknownDatabase, &msg).await;
             }
         };
+        if pool.key.user == self.user {
+            // SCRAM pass-through: the pool logs in with what this client just proved.
+            let key = outcome.scram_client_key;
+            pool.target.credential.learn(secret.as_ref(), key);
+        }
         let mode = self.app.pool_mode_for(&self.database, &self.user);
         drop(config);
         if config_logs_connections(&self.app) {

@@ -1,5 +1,5 @@
-//! A byte stream that is TCP or a Unix socket (TLS variants join here later), so the
-//! client and server code is written once for both.
+//! A byte stream that is TCP, a Unix socket, or TLS over TCP toward a client or a server,
+//! so the client and server code is written once for all of them.
 
 use std::io;
 use std::pin::Pin;
@@ -7,6 +7,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::{client, server};
 
 /// A connected stream to a client or a server.
 #[derive(Debug)]
@@ -15,12 +16,53 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Unix-domain socket.
     Unix(UnixStream),
+    /// TLS with a client: pgfunnel is the TLS server (`client_tls_*`).
+    ClientTls(Box<server::TlsStream<TcpStream>>),
+    /// TLS with a Postgres server: pgfunnel is the TLS client (`server_tls_*`).
+    ServerTls(Box<client::TlsStream<TcpStream>>),
+}
+
+/// Dispatches one expression over every variant (each binds `$s` to its inner stream).
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
+            Stream::ClientTls($s) => $e,
+            Stream::ServerTls($s) => $e,
+        }
+    };
 }
 
 impl Stream {
     /// True for a Unix-domain socket (used for `local` HBA rules and peer auth).
     pub fn is_unix(&self) -> bool {
         matches!(self, Stream::Unix(_))
+    }
+
+    /// The peer's IP address (IPv4-mapped IPv6 shown as IPv4); `None` on a Unix socket.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        let addr = match self {
+            Stream::Tcp(s) => s.peer_addr(),
+            Stream::ClientTls(s) => s.get_ref().0.peer_addr(),
+            Stream::ServerTls(s) => s.get_ref().0.peer_addr(),
+            Stream::Unix(_) => return None,
+        };
+        addr.ok().map(|a| a.ip().to_canonical())
+    }
+
+    /// True when the stream is encrypted (either side).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::ClientTls(_) | Stream::ServerTls(_))
+    }
+
+    /// The verified certificate chain a TLS client presented, leaf first (`None` without
+    /// TLS or without a client certificate).
+    pub fn client_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match self {
+            Stream::ClientTls(s) => s.get_ref().1.peer_certificates(),
+            _ => None,
+        }
     }
 
     /// Checks without blocking whether the peer closed the stream or sent something
@@ -40,10 +82,7 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -53,24 +92,15 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -78,10 +108,7 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -12,7 +12,9 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::server::{self, ServerConnection, ServerError, ServerTarget};
+mod retry;
+
+use crate::server::{ServerConnection, ServerError, ServerTarget};
 
 /// Identifies a pool: the client-facing database name and the server-side user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,6 +42,8 @@ pub struct PoolSettings {
     pub server_lifetime: Duration,
     /// Close connections idle longer than this (0 = never).
     pub server_idle_timeout: Duration,
+    /// After a real login failure (wrong password), fail new connects at once for this long.
+    pub server_login_retry: Duration,
 }
 
 /// Why a checkout failed.
@@ -109,6 +113,7 @@ pub struct Pool {
     welcome: Mutex<Option<Arc<HashMap<String, String>>>>,
     /// Live counters.
     pub stats: Arc<PoolStats>,
+    login_failure: retry::LoginFailure,
 }
 
 impl Pool {
@@ -128,6 +133,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             stats: Arc::new(PoolStats::default()),
+            login_failure: retry::LoginFailure::default(),
         })
     }
 
@@ -146,6 +152,8 @@ impl Pool {
     /// connection that is still open or opens a new one. Cancel safe: dropping the
     /// future gives the slot back.
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
+        let wait = self.settings.query_wait_timeout;
+        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         let permit = self.acquire_slot().await;
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -157,7 +165,8 @@ impl Pool {
             debug!(server = conn.id, "dropping stale idle server");
             tokio::spawn(conn.close());
         }
-        let conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+        let conn =
+            retry::connect(&self.target, &self.settings, &self.login_failure, deadline).await?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         {
             let mut w = self.welcome.lock().expect("welcome lock poisoned");

@@ -8,4 +8,6 @@ mod proxy;
 mod auth;
 mod bad_input;
 mod cli;
+mod server_tls;
 mod session_pool;
+mod tls;
