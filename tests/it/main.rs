@@ -6,8 +6,10 @@ mod harness_selftest;
 mod proxy;
 
 mod auth;
+mod auth_stored;
 mod bad_input;
 mod cli;
 mod server_tls;
 mod session_pool;
 mod tls;
+mod upstream;
