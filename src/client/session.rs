@@ -186,7 +186,20 @@ impl Session {
     }
 
     async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
-        match pool.checkout().await {
+        let notify = self.app.config().settings.query_wait_notify;
+        let waiting = pool.checkout();
+        tokio::pin!(waiting);
+        let result = tokio::select! {
+            r = &mut waiting => r,
+            _ = tokio::time::sleep(notify), if !notify.is_zero() => {
+                // query_wait_notify: tell a queued client why it waits, then keep waiting.
+                let mut buf = BytesMut::new();
+                messages::put_notice(&mut buf, "no server connection available yet, client being queued");
+                let _ = self.stream.write_all(&buf).await;
+                waiting.await
+            }
+        };
+        match result {
             Ok(s) => Some(s),
             Err(PoolError::Timeout) => {
                 let msg = "query_wait_timeout: no server connection became free in time";

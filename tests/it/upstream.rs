@@ -16,9 +16,10 @@ async fn query_waits_while_postgres_restarts_and_then_succeeds() {
             .expect("start Postgres"),
     );
     let db = format!("app = host=localhost port={} dbname=app", pg.port());
-    let extra = "pool_mode = transaction\nquery_wait_timeout = 60\nserver_tls_sslmode = disable";
+    let extra = "pool_mode = transaction\nquery_wait_timeout = 60\nquery_wait_notify = 1\n\
+                 server_tls_sslmode = disable";
     let proxy = Proxy::start(&ini(&db, extra), &userlist("")).await;
-    let c = proxy.connect(SCRAM_USER, SCRAM_PASSWORD, "app").await;
+    let (c, mut notices) = connect_with_notices(&proxy).await;
     c.simple_query("select 1").await.expect("first query");
     let pg2 = pg.clone();
     tokio::task::spawn_blocking(move || pg2.stop("fast"))
@@ -41,6 +42,33 @@ async fn query_waits_while_postgres_restarts_and_then_succeeds() {
         "the answer came from the restarted server"
     );
     starter.await.expect("restart");
+    let notice = notices
+        .try_recv()
+        .expect("a NOTICE after query_wait_notify");
+    assert!(notice.contains("client being queued"), "{notice}");
+}
+
+/// Connects and forwards every NOTICE's message into the returned channel.
+async fn connect_with_notices(
+    proxy: &Proxy,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let conn_str = proxy.conn_str(SCRAM_USER, SCRAM_PASSWORD, "app");
+    let (client, mut conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(msg)) = futures::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = msg {
+                let _ = tx.send(n.message().to_owned());
+            }
+        }
+    });
+    (client, rx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
