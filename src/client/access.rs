@@ -65,21 +65,8 @@ pub async fn admit(
     user: &str,
     database: &str,
 ) -> Result<Admitted, Denied> {
-    let config = app.config();
-    let auth_type = config.settings.auth_type;
-    let rule = match (auth_type, app.hba()) {
-        (AuthType::Hba, Some(hba)) => Some(hba.lookup(&HbaRequest {
-            database,
-            user,
-            addr: stream.peer_ip(),
-            tls: stream.is_tls(),
-            replication: false,
-        })),
-        // Validation guarantees a file; fail closed if it could not be loaded.
-        (AuthType::Hba, None) => Some(HbaMethod::Reject),
-        _ => None,
-    };
-    drop(config);
+    let auth_type = app.config().settings.auth_type;
+    let rule = (auth_type == AuthType::Hba).then(|| hba_rule(app, stream, user, database));
     let admitted = |secret| Admitted {
         secret,
         outcome: LoginOutcome::default(),
@@ -121,6 +108,21 @@ pub async fn admit(
         Err(LoginError::Failed(_)) => Err(Denied::Password(user.to_owned())),
         Err(e) => Err(Denied::Protocol(e)),
     }
+}
+
+/// The method of the first `auth_hba_file` rule matching this connection; reject when none
+/// does or the file could not be loaded.
+fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMethod {
+    let Some(hba) = app.hba() else {
+        return HbaMethod::Reject;
+    };
+    hba.lookup(&HbaRequest {
+        database,
+        user,
+        addr: stream.peer_ip(),
+        tls: stream.is_tls(),
+        replication: false,
+    })
 }
 
 /// The stored secret of `user`: auth_file (or URL) first, then `auth_query` as
@@ -214,5 +216,16 @@ fn os_user_name(uid: u32) -> Option<String> {
         }
         let name = std::ffi::CStr::from_ptr(pwd.pw_name);
         name.to_str().ok().map(str::to_owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_user_names_come_from_the_password_database() {
+        assert_eq!(os_user_name(0).as_deref(), Some("root"));
+        assert_eq!(os_user_name(u32::MAX - 7), None);
     }
 }

@@ -144,6 +144,29 @@ async fn host_name_checks_unknown_ca_and_client_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_server_connections_closed_by_postgres_are_replaced_silently() {
+    let tpg = tokio::task::spawn_blocking(TlsPg::start)
+        .await
+        .expect("start Postgres");
+    let extra = "server_tls_sslmode = require\npool_mode = transaction";
+    let proxy = tpg.proxy("localhost", extra).await;
+    let c = proxy.connect(SCRAM_USER, SCRAM_PASSWORD, "app").await;
+    let pid = |row: tokio_postgres::Row| row.get::<_, i32>(0);
+    let first = pid(c
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("q1"));
+    // Postgres ends the idle pooled backend (as a restart or idle_session_timeout would).
+    tpg.pg
+        .admin_sql(&format!("SELECT pg_terminate_backend({first}, 10000)"));
+    let second = pid(c
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("the client never sees the dead connection"));
+    assert_ne!(first, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_mode_follows_libpq_sslmode_rules_and_direct_tls() {
     let tpg = tokio::task::spawn_blocking(TlsPg::start)
         .await

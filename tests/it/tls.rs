@@ -186,42 +186,75 @@ async fn every_client_sslmode_with_tokio_postgres() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_connects_with_verify_full_and_a_client_certificate() {
-    let pki = Pki::new();
-    let proxy = proxy_with(&pki.client_tls_lines("verify-full")).await;
-    let (cert, key) = pki.client.write(pki.dir.path(), "client");
-    let (port, ca_file) = (proxy.addr.port(), pki.ca_file.clone());
-    let run = move |sslmode: &str, with_cert: bool| {
-        let mut conn = format!(
-            "host=localhost hostaddr=127.0.0.1 port={} user={PLAIN_USER} dbname=app sslmode={sslmode} sslrootcert={}",
-            port,
-            ca_file.display()
-        );
-        if with_cert {
-            conn.push_str(&format!(
-                " sslcert={} sslkey={}",
-                cert.display(),
-                key.display()
-            ));
-        }
-        std::process::Command::new(PgServer::shared().bindir().join("psql"))
-            .env_clear()
-            .env("PGPASSWORD", PLAIN_PASSWORD)
-            .args(["-X", "-A", "-t", "-c", "select 42"])
-            .arg(conn)
-            .output()
-            .expect("run psql")
-    };
-    let ok = tokio::task::spawn_blocking(move || (run("verify-full", true), run("require", false)));
-    let (ok, refused) = ok.await.expect("psql task");
-    assert!(
-        ok.status.success(),
-        "psql verify-full: {}",
-        String::from_utf8_lossy(&ok.stderr)
+/// Runs `select 42` with psql against `port` (server name `localhost`); returns stdout or
+/// stderr. `cert` is the client certificate and key files to present.
+fn psql(
+    port: u16,
+    sslmode: &str,
+    ca: &std::path::Path,
+    cert: Option<&(PathBuf, PathBuf)>,
+) -> Result<String, String> {
+    let mut conn = format!(
+        "host=localhost hostaddr=127.0.0.1 port={port} user={PLAIN_USER} dbname=app sslmode={sslmode} sslrootcert={}",
+        ca.display()
     );
-    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "42");
-    assert!(!refused.status.success(), "no client certificate must fail");
+    if let Some((c, k)) = cert {
+        conn.push_str(&format!(" sslcert={} sslkey={}", c.display(), k.display()));
+    }
+    let out = std::process::Command::new(PgServer::shared().bindir().join("psql"))
+        .env_clear()
+        .env("PGPASSWORD", PLAIN_PASSWORD)
+        .args(["-X", "-A", "-t", "-c", "select 42"])
+        .arg(conn)
+        .output()
+        .expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_sslmode_with_psql() {
+    let pki = Pki::new();
+    let cert = pki.client.write(pki.dir.path(), "client");
+    for mode in [
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ] {
+        let proxy = proxy_with(&pki.client_tls_lines(mode)).await;
+        let (port, ca, cert) = (proxy.addr.port(), pki.ca_file.clone(), cert.clone());
+        let (full, plain, no_cert) = tokio::task::spawn_blocking(move || {
+            (
+                psql(port, "verify-full", &ca, Some(&cert)),
+                psql(port, "disable", &ca, None),
+                psql(port, "require", &ca, None),
+            )
+        })
+        .await
+        .expect("psql task");
+        let tls_ok = mode != "disable";
+        let plain_ok = matches!(mode, "disable" | "allow" | "prefer");
+        let no_cert_ok = tls_ok && !mode.starts_with("verify");
+        assert_eq!(full.is_ok(), tls_ok, "{mode}: psql verify-full: {full:?}");
+        assert_eq!(plain.is_ok(), plain_ok, "{mode}: psql disable: {plain:?}");
+        assert_eq!(
+            no_cert.is_ok(),
+            no_cert_ok,
+            "{mode}: psql without cert: {no_cert:?}"
+        );
+        if let Ok(out) = full {
+            assert_eq!(out, "42");
+        }
+        if !plain_ok && tls_ok {
+            assert!(plain.unwrap_err().contains("SSL required"), "{mode}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
