@@ -129,6 +129,21 @@ async fn host_name_checks_unknown_ca_and_client_certificate() {
     );
     let p = tpg.proxy("localhost", &unknown).await;
     assert!(login(&p).await.is_err(), "unknown CA must fail");
+    // An expired certificate (on a pgfunnel standing in for the server) fails verify-full.
+    let (cert, key) = tpg
+        .ca
+        .issue_expired("front", &["localhost"])
+        .write(tpg.dir.path(), "expired");
+    let front_ini = format!(
+        "client_tls_sslmode = require\nclient_tls_cert_file = {}\nclient_tls_key_file = {}\nserver_tls_sslmode = disable",
+        cert.display(),
+        key.display()
+    );
+    let front = tpg.proxy("127.0.0.1", &front_ini).await;
+    let db = format!("app = host=localhost port={} dbname=app", front.addr.port());
+    let back = Proxy::start(&ini(&db, &full), &userlist("")).await;
+    let e = login(&back).await.expect_err("expired certificate");
+    assert!(e.contains("could not reach"), "{e}");
     // Client certificate toward Postgres (hostssl ... cert): CN = the role.
     let (cert, key) = tpg
         .ca

@@ -177,6 +177,18 @@ async fn every_client_sslmode_with_tokio_postgres() {
             assert_eq!(message(&e), "SSL required", "{mode}");
             assert_eq!(sqlstate(&e), "28000", "{mode}");
         }
+        let expired = pki.ca.issue_expired(PLAIN_USER, &[]);
+        let with_expired = ClientTls {
+            ca_pem: Some(&ca),
+            cert: Some(&expired),
+        };
+        if mode.starts_with("verify") {
+            let e = connect(SslMode::Require, &with_expired).await;
+            assert!(
+                e.is_err(),
+                "{mode}: an expired client certificate is refused"
+            );
+        }
         let without_cert = connect(SslMode::Require, &no_cert).await;
         assert_eq!(
             without_cert.is_ok(),

@@ -35,9 +35,27 @@ impl TestCa {
 
     /// A certificate with subject CN `cn` valid for the host names / IPs in `sans`.
     pub fn issue(&self, cn: &str, sans: &[&str]) -> Leaf {
+        self.issue_with(cn, sans, |_| {})
+    }
+
+    /// Like `issue`, but valid only in the year 2000.
+    pub fn issue_expired(&self, cn: &str, sans: &[&str]) -> Leaf {
+        self.issue_with(cn, sans, |p| {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2000, 12, 31);
+        })
+    }
+
+    fn issue_with(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(sans).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, cn);
+        adjust(&mut params);
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         Leaf {
