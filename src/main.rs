@@ -54,6 +54,8 @@ fn check(path: &Path) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     pgfunnel::app::Users::load(&config)?;
+    // Certificate, key and CA files must load, as at startup.
+    pgfunnel::net::TlsConfigs::load(&config.settings).context("TLS setup")?;
     println!("# {}: valid", path.display());
     println!("[pgbouncer]");
     for (k, v) in config.effective_settings() {

@@ -431,3 +431,26 @@ async fn ssl_request_followed_by_plaintext_or_silence_ends_cleanly() {
     .expect("still serving");
     assert_eq!(query_one(&c).await, PLAIN_USER);
 }
+
+#[test]
+fn check_reports_an_unreadable_certificate_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = dir.path().join("tls.ini");
+    std::fs::write(
+        &ini,
+        "[databases]\n[pgbouncer]\nclient_tls_sslmode = require\n\
+         client_tls_cert_file = /nonexistent/pgfunnel.crt\nclient_tls_key_file = /nonexistent/pgfunnel.key\n",
+    )
+    .expect("write ini");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgfunnel"))
+        .arg("check")
+        .arg(&ini)
+        .output()
+        .expect("run pgfunnel check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("client_tls_cert_file /nonexistent/pgfunnel.crt"),
+        "{err}"
+    );
+}
