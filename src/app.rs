@@ -9,17 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::auth::{AuthFile, Secret};
+use crate::auth::{AuthFile, Hba, HbaError, Secret};
 use crate::cancel::CancelRegistry;
-use crate::config::Config;
-use crate::config::ServerCheckQuery;
+use crate::config::{AuthType, Config, ServerCheckQuery, SslNegotiation};
+use crate::net::dns::DnsCache;
 use crate::net::listener;
+use crate::net::tls::{TlsConfigs, TlsError};
 use crate::pool::{LimitGroup, Pool, PoolKey, PoolSettings};
 use crate::server::{ServerCredential, ServerTarget};
 
@@ -81,12 +82,35 @@ pub struct App {
     next_client_id: AtomicU64,
     /// Per-process key that makes unknown users' fake SCRAM salts stable.
     pub scram_mock_key: [u8; 32],
+    /// TLS toward clients and toward servers; swapped by [`App::reload_tls`].
+    pub tls: Arc<TlsConfigs>,
+    /// Server host names resolved, kept up to dns_max_ttl.
+    pub dns: Arc<DnsCache>,
+    /// Secrets found by `auth_query`, for server logins of those users.
+    looked_up: DashMap<String, Secret>,
+    hba: ArcSwapOption<Hba>,
+}
+
+/// Loads `auth_hba_file` (relative to the config file's directory) when `auth_type = hba`.
+fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
+    let s = &config.settings;
+    let (AuthType::Hba, Some(file)) = (s.auth_type, &s.auth_hba_file) else {
+        return Ok(None);
+    };
+    let dir = config.path.as_deref().and_then(|p| p.parent());
+    let path = dir.map_or_else(|| file.clone(), |d| d.join(file));
+    Hba::load(&path).map(Some)
 }
 
 impl App {
-    /// Builds the state from a validated config and its users.
-    pub fn new(config: Config, users: Users) -> Arc<App> {
+    /// Builds the state from a validated config, its users, and the TLS configs and HBA
+    /// rules loaded from the files it names.
+    pub fn new(config: Config, users: Users, tls: TlsConfigs, hba: Option<Hba>) -> Arc<App> {
         Arc::new(App {
+            tls: Arc::new(tls),
+            dns: Arc::new(DnsCache::new(config.settings.dns_max_ttl)),
+            looked_up: DashMap::new(),
+            hba: ArcSwapOption::from(hba.map(Arc::new)),
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             pools: DashMap::new(),
@@ -107,14 +131,52 @@ impl App {
         self.config.load_full()
     }
 
+    /// Re-reads the certificate, key and CA files named by the current config (RELOAD,
+    /// SIGHUP). New connections use them; open ones keep theirs. On error the old
+    /// configs stay in force and the error names the file.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.reload(&self.config().settings)?;
+        info!("tls certificates reloaded");
+        Ok(())
+    }
+
     /// A fresh client id.
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The stored secret of `user`, if pgfunnel knows the user.
-    pub fn secret_for(&self, user: &str) -> Option<Secret> {
+    /// The secret of `user` from the auth_file (or URL), if listed there.
+    pub fn stored_secret(&self, user: &str) -> Option<Secret> {
         self.users.load().secrets.get(user).cloned()
+    }
+
+    /// The secret of `user`: auth_file first, then the last `auth_query` answer.
+    pub fn secret_for(&self, user: &str) -> Option<Secret> {
+        self.stored_secret(user)
+            .or_else(|| self.looked_up.get(user).map(|s| s.clone()))
+    }
+
+    /// Records an `auth_query` answer (`None` forgets the user: expired or removed).
+    pub fn remember_looked_up(&self, user: &str, secret: Option<Secret>) {
+        match secret {
+            Some(s) => {
+                self.looked_up.insert(user.to_owned(), s);
+            }
+            None => {
+                self.looked_up.remove(user);
+            }
+        }
+    }
+
+    /// The parsed `auth_hba_file`, when one is loaded.
+    pub fn hba(&self) -> Option<Arc<Hba>> {
+        self.hba.load_full()
+    }
+
+    /// Re-reads `auth_hba_file` (RELOAD, SIGHUP); on error the old rules stay in force.
+    pub fn reload_hba(&self) -> Result<(), HbaError> {
+        self.hba.store(load_hba(&self.config())?.map(Arc::new));
+        Ok(())
     }
 
     /// True when users come from an auth_file (trust then still requires the user to exist).
@@ -199,19 +261,29 @@ impl App {
         let config = self.config();
         let entry = config.database(database)?;
         let server_user = entry.user.clone().unwrap_or_else(|| client_user.to_owned());
+        self.pool_as(database, &server_user)
+    }
+
+    /// The pool of `database` logging in to the server as `server_user` (a forced user, the
+    /// client's own name, or `auth_user` for auth_query), created on first use.
+    pub fn pool_as(&self, database: &str, server_user: &str) -> Option<Arc<Pool>> {
+        let config = self.config();
+        let entry = config.database(database)?;
         let key = PoolKey {
             database: database.to_owned(),
-            user: server_user.clone(),
+            user: server_user.to_owned(),
         };
         if let Some(p) = self.pools.get(&key) {
             return Some(p.clone());
         }
-        let credential = match (&entry.user, &entry.password) {
-            (_, Some(pw)) => ServerCredential::Secret(Secret::Plain(pw.expose().to_owned())),
-            _ => match self.secret_for(&server_user) {
-                Some(s) => ServerCredential::Secret(s),
-                None => ServerCredential::None,
-            },
+        let server_user = server_user.to_owned();
+        let forced_password = entry
+            .password
+            .as_ref()
+            .filter(|_| entry.user.as_deref().is_none_or(|u| u == server_user));
+        let credential = match forced_password {
+            Some(pw) => ServerCredential::Secret(Secret::Plain(pw.expose().to_owned())),
+            None => ServerCredential::for_secret(self.secret_for(&server_user)),
         };
         let s = &config.settings;
         let hosts = if entry.hosts.is_empty() {
@@ -237,6 +309,12 @@ impl App {
             user: server_user.clone(),
             credential,
             startup_params,
+            tls: self.tls.clone(),
+            dns: self.dns.clone(),
+            direct_tls: entry
+                .url_tls
+                .as_ref()
+                .is_some_and(|t| t.sslnegotiation == Some(SslNegotiation::Direct)),
         };
         let user_entry = config.user(&server_user);
         let settings = PoolSettings {
@@ -255,6 +333,7 @@ impl App {
                 ServerCheckQuery::Sql(q) => Some(q.clone()),
             },
             limits: Vec::new(),
+            server_login_retry: s.server_login_retry,
         };
         let mut groups = Vec::new();
         let max_db = config.effective_max_db_connections(&entry) as usize;
@@ -323,6 +402,8 @@ pub struct Running {
 /// Binds listeners and starts serving in the current tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let users = Users::load(&config)?;
+    let tls = TlsConfigs::load(&config.settings).context("cannot set up TLS")?;
+    let hba = load_hba(&config)?;
     let s = &config.settings;
     let listeners = listener::bind(
         &s.listen_addr,
@@ -337,7 +418,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let unix_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
-    let app = App::new(config, users);
+    let app = App::new(config, users, tls, hba);
     listener::spawn_accept_loops(&app, listeners);
     spawn_janitor(&app);
     Ok(Running {

@@ -63,6 +63,8 @@ fn check(path: &Path) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     pgfunnel::app::Users::load(&config)?;
+    // Certificate, key and CA files must load, as at startup.
+    pgfunnel::net::TlsConfigs::load(&config.settings).context("TLS setup")?;
     // write! instead of println!: `pgfunnel check | head` must not panic on a closed pipe.
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -154,10 +156,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
-    let grace = tokio::select! {
-        _ = term.recv() => Duration::from_secs(3600),
-        _ = int.recv() => Duration::from_secs(3600),
-        _ = quit.recv() => Duration::ZERO,
+    let mut hup = signal(SignalKind::hangup())?;
+    let grace = loop {
+        tokio::select! {
+            _ = term.recv() => break Duration::from_secs(3600),
+            _ = int.recv() => break Duration::from_secs(3600),
+            _ = quit.recv() => break Duration::ZERO,
+            _ = hup.recv() => {
+                // SIGHUP = RELOAD: changed certificate and key files apply to new connections.
+                if let Err(e) = running.app.reload_tls() {
+                    tracing::error!(error = %e, "reload failed; keeping the previous TLS setup");
+                }
+                if let Err(e) = running.app.reload_hba() {
+                    tracing::error!(error = %e, "reload failed; keeping the previous HBA rules");
+                }
+            }
+        }
     };
     tracing::info!("shutdown requested; a second signal exits at once");
     tokio::select! {

@@ -8,6 +8,7 @@
 
 mod auth_file;
 mod crypto;
+mod hba;
 mod md5;
 mod scram;
 mod scram_client;
@@ -16,6 +17,7 @@ mod secret;
 
 pub use self::md5::{md5_response, md5_secret, verify_md5_response, MD5_PASSWORD_LEN};
 pub use auth_file::{AuthFile, AuthFileError, AuthFileSyntax};
+pub use hba::{Hba, HbaError, HbaMethod, HbaRequest};
 pub use scram::{ScramOutcome, ScramServer};
 pub use scram_client::{ScramClient, MAX_CLIENT_ITERATIONS};
 pub use scram_wire::{ScramError, MAX_SCRAM_MESSAGE_LEN, SCRAM_SHA_256};

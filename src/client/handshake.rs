@@ -1,13 +1,23 @@
-//! From accept to a StartupMessage: answers SSLRequest and GSSENCRequest with `N`,
-//! serves CancelRequests, negotiates the protocol version down to 3.0.
+//! From accept to a StartupMessage: TLS per `client_tls_sslmode` (after an SSLRequest, or
+//! direct TLS with ALPN `postgresql` as PostgreSQL 17 clients do), `N` to GSSENCRequest,
+//! CancelRequests, and the protocol version negotiated down to 3.0. Authentication is not
+//! done here.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use crate::app::App;
+use crate::config::SslMode;
+use crate::net::tls::{ClientSideTls, ALPN_POSTGRESQL};
+use crate::net::Stream;
 use crate::protocol::messages;
 use crate::protocol::startup::{read_startup, StartupError, StartupPacket};
+
+/// First byte of a TLS record carrying a handshake (a ClientHello when a client starts
+/// with direct TLS); no StartupMessage length can start with it below 10,000 bytes.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// What the handshake produced.
 #[derive(Debug)]
@@ -18,36 +28,136 @@ pub enum Handshake {
     Cancelled,
 }
 
-/// Runs the pre-authentication exchange.
-pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
+/// Why the handshake ended without a session.
+#[derive(Debug, Error)]
+pub enum HandshakeError {
+    /// A bad first packet.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// The TLS handshake failed (bad record, unknown CA, missing client certificate...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// Direct TLS without the `postgresql` ALPN protocol (PostgreSQL refuses it too).
+    #[error("received direct SSL connection request without ALPN protocol negotiation extension")]
+    NoAlpn,
+    /// A second SSLRequest inside TLS.
+    #[error("SSL negotiation packet received twice")]
+    SslRequestTwice,
+    /// A plaintext StartupMessage while `client_tls_sslmode` requires TLS.
+    #[error("SSL required")]
+    SslRequired,
+}
+
+/// A failed handshake: the error and, when it is still usable, the stream to report on.
+#[derive(Debug)]
+pub struct HandshakeFailure {
+    /// The stream, unless a TLS handshake consumed it.
+    pub stream: Option<Stream>,
+    /// What went wrong.
+    pub error: HandshakeError,
+}
+
+impl HandshakeFailure {
+    fn on(stream: Stream, error: impl Into<HandshakeError>) -> Self {
+        HandshakeFailure {
+            stream: Some(stream),
+            error: error.into(),
+        }
+    }
+}
+
+/// Runs the pre-authentication exchange and returns the (possibly now TLS) stream.
+pub async fn handshake(
+    mut stream: Stream,
     app: &App,
-) -> Result<Handshake, StartupError> {
+) -> Result<(Stream, Handshake), HandshakeFailure> {
+    let tls = app.tls.client();
+    if tls.acceptor.is_some() && starts_with_tls_record(&stream).await {
+        stream = accept_tls(stream, &tls, true).await?;
+    }
     loop {
-        match read_startup(stream).await? {
-            // TLS toward clients is not configured: refuse it, the client may go on in
-            // plaintext (or give up, as sslmode=require does).
+        let packet = match read_startup(&mut stream).await {
+            Ok(p) => p,
+            Err(e) => return Err(HandshakeFailure::on(stream, e)),
+        };
+        match packet {
+            StartupPacket::SslRequest if stream.is_tls() => {
+                return Err(HandshakeFailure::on(
+                    stream,
+                    HandshakeError::SslRequestTwice,
+                ));
+            }
+            StartupPacket::SslRequest if tls.acceptor.is_some() && !stream.is_unix() => {
+                if let Err(e) = stream.write_all(b"S").await {
+                    return Err(HandshakeFailure::on(stream, StartupError::Io(e)));
+                }
+                stream = accept_tls(stream, &tls, false).await?;
+            }
+            // No TLS configured (or a Unix socket, as PgBouncer): the client may go on in
+            // plaintext or give up, as sslmode=require does.
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                stream.write_all(b"N").await?;
+                if let Err(e) = stream.write_all(b"N").await {
+                    return Err(HandshakeFailure::on(stream, StartupError::Io(e)));
+                }
             }
             StartupPacket::Cancel { pid, secret } => {
                 if !app.cancel.cancel(pid, &secret).await {
                     debug!(pid, "cancel request for unknown or idle key ignored");
                 }
-                return Ok(Handshake::Cancelled);
+                return Ok((stream, Handshake::Cancelled));
             }
             StartupPacket::Startup {
                 minor,
                 params,
                 protocol_options,
             } => {
+                if tls.mode >= SslMode::Require && !stream.is_tls() && !stream.is_unix() {
+                    return Err(HandshakeFailure::on(stream, HandshakeError::SslRequired));
+                }
                 if minor > 0 || !protocol_options.is_empty() {
                     let mut buf = BytesMut::new();
                     messages::put_negotiate_protocol(&mut buf, 0, &protocol_options);
-                    stream.write_all(&buf).await?;
+                    if let Err(e) = stream.write_all(&buf).await {
+                        return Err(HandshakeFailure::on(stream, StartupError::Io(e)));
+                    }
                 }
-                return Ok(Handshake::Startup(params));
+                return Ok((stream, Handshake::Startup(params)));
             }
         }
     }
+}
+
+/// Peeks (without consuming) whether a TCP client opened with a TLS handshake record.
+async fn starts_with_tls_record(stream: &Stream) -> bool {
+    let Stream::Tcp(tcp) = stream else {
+        return false;
+    };
+    let mut first = [0u8; 1];
+    matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE_RECORD)
+}
+
+/// Runs the TLS handshake as server. `direct` connections must have negotiated ALPN
+/// `postgresql`; after an SSLRequest ALPN is optional (older clients do not send it).
+async fn accept_tls(
+    stream: Stream,
+    tls: &ClientSideTls,
+    direct: bool,
+) -> Result<Stream, HandshakeFailure> {
+    let (Stream::Tcp(tcp), Some(acceptor)) = (stream, &tls.acceptor) else {
+        // Callers only get here with TCP and an acceptor.
+        return Err(HandshakeFailure {
+            stream: None,
+            error: HandshakeError::Tls(std::io::ErrorKind::Unsupported.into()),
+        });
+    };
+    let tls_stream = acceptor.accept(tcp).await.map_err(|e| HandshakeFailure {
+        stream: None,
+        error: HandshakeError::Tls(e),
+    })?;
+    let alpn_ok = tls_stream.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL);
+    let stream = Stream::ClientTls(Box::new(tls_stream));
+    if direct && !alpn_ok {
+        return Err(HandshakeFailure::on(stream, HandshakeError::NoAlpn));
+    }
+    Ok(stream)
 }

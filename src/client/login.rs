@@ -75,6 +75,11 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(outcome)
 }
 
+/// Sends AuthenticationOk (for methods decided without a password exchange).
+pub async fn send_ok<S: AsyncWrite + Unpin>(stream: &mut S) -> Result<(), LoginError> {
+    Ok(send_auth(stream, auth_code::OK, &[]).await?)
+}
+
 async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     user: &str,

@@ -1,6 +1,7 @@
 //! Everything on the client side of a connection: the handshake, authentication, the
 //! session state machine, parameter tracking and the relay hot loop.
 
+pub mod access;
 pub mod handshake;
 pub mod login;
 pub mod params;
@@ -21,19 +22,19 @@ use crate::app::App;
 use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::protocol::messages::Severity;
-use handshake::Handshake;
+use handshake::{Handshake, HandshakeError, HandshakeFailure};
 use session::{send_error, Session};
 
 /// Serves one accepted connection to completion. Never panics on client input; every
 /// refusal is a Postgres error message followed by close.
-pub async fn handle(app: Arc<App>, mut stream: Stream, peer: String) {
+pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
     let id = app.next_client_id();
     let span = tracing::info_span!("client", id, peer = %peer);
     async move {
         let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
         let _guard = ClientCountGuard(app.clone());
         let login_timeout = app.config().settings.client_login_timeout;
-        let hs = handshake::handshake(&mut stream, &app);
+        let hs = handshake::handshake(stream, &app);
         let hs = if login_timeout.is_zero() {
             hs.await
         } else {
@@ -45,23 +46,10 @@ pub async fn handle(app: Arc<App>, mut stream: Stream, peer: String) {
                 }
             }
         };
-        let params = match hs {
-            Ok(Handshake::Startup(p)) => p,
-            Ok(Handshake::Cancelled) => return,
-            Err(e) => {
-                debug!(error = %e, "bad startup packet");
-                if !matches!(e, crate::protocol::startup::StartupError::Io(_)) {
-                    send_error(
-                        &mut stream,
-                        Severity::Fatal,
-                        ErrorKind::Protocol.sqlstate(),
-                        &e.to_string(),
-                        None,
-                    )
-                    .await;
-                }
-                return;
-            }
+        let (mut stream, params) = match hs {
+            Ok((stream, Handshake::Startup(p))) => (stream, p),
+            Ok((_, Handshake::Cancelled)) => return,
+            Err(failure) => return report_handshake_failure(failure).await,
         };
         if count > app.config().settings.max_client_conn as usize {
             warn!(
@@ -86,6 +74,25 @@ pub async fn handle(app: Arc<App>, mut stream: Stream, peer: String) {
     }
     .instrument(span)
     .await
+}
+
+/// Tells the client why the handshake failed, when it can still be told: protocol errors
+/// as 08P01, a missing TLS as 28000 (as Postgres), nothing after a failed TLS handshake.
+async fn report_handshake_failure(failure: HandshakeFailure) {
+    let HandshakeFailure { stream, error } = failure;
+    let code = match &error {
+        HandshakeError::Startup(crate::protocol::startup::StartupError::Io(_))
+        | HandshakeError::Tls(_) => {
+            debug!(error = %error, "client handshake failed");
+            return;
+        }
+        HandshakeError::SslRequired => "28000",
+        _ => ErrorKind::Protocol.sqlstate(),
+    };
+    warn!(error = %error, "client handshake refused");
+    if let Some(mut stream) = stream {
+        send_error(&mut stream, Severity::Fatal, code, &error.to_string(), None).await;
+    }
 }
 
 struct ClientCountGuard(Arc<App>);

@@ -10,16 +10,15 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
-use super::login::{self, LoginError};
+use super::access::{self, Denied};
 use super::params::ClientParams;
 use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
 use super::rewrite::Rewriter;
 use super::statement::{recognise, Recognised};
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::app::App;
-use crate::auth::{self, ClientAuthMethod};
 use crate::cancel::{CancelHandle, CancelTarget};
-use crate::config::{AuthType, PoolMode};
+use crate::config::PoolMode;
 use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::pool::listen::Subscription;
@@ -126,28 +125,12 @@ impl Session {
     /// Runs the session to its end.
     pub async fn run(mut self) {
         let config = self.app.config();
-        let secret = self.app.secret_for(&self.user);
-        let method = match config.settings.auth_type {
-            AuthType::Trust | AuthType::Any => ClientAuthMethod::Trust,
-            other => auth::choose_method(other.as_str(), secret.as_ref()),
-        };
         let login_timeout = config.settings.client_login_timeout;
-        let key = self.app.scram_mock_key;
-        let must_exist = self.app.has_auth_file();
-        let stream = &mut self.stream;
-        let user = &self.user;
-        let login = async {
-            if method == ClientAuthMethod::Trust && secret.is_none() && must_exist {
-                // trust still requires the user to exist in the auth_file, as PgBouncer
-                Err(LoginError::Failed(user.clone()))
-            } else {
-                login::authenticate(stream, user, method, secret.as_ref(), &key).await
-            }
-        };
-        let login = if login_timeout.is_zero() {
-            login.await
+        let admitted = access::admit(&self.app, &mut self.stream, &self.user, &self.database);
+        let admitted = if login_timeout.is_zero() {
+            admitted.await
         } else {
-            match tokio::time::timeout(login_timeout, login).await {
+            match tokio::time::timeout(login_timeout, admitted).await {
                 Ok(r) => r,
                 Err(_) => {
                     warn!("client_login_timeout during authentication");
@@ -155,23 +138,20 @@ impl Session {
                 }
             }
         };
-        match login {
-            Ok(_) => {}
-            Err(LoginError::Failed(_)) => {
-                warn!(user = %self.user, "client authentication failed");
-                let msg = format!("password authentication failed for user \"{}\"", self.user);
-                return send_fatal(&mut self.stream, ErrorKind::Auth, &msg).await;
-            }
-            Err(e) => {
+        let (secret, outcome) = match admitted {
+            Ok(a) => (a.secret, a.outcome),
+            Err(Denied::Protocol(e)) => {
                 debug!(error = %e, "client left or misbehaved during authentication");
-                return send_fatal(
-                    &mut self.stream,
-                    ErrorKind::Protocol,
-                    "invalid authentication exchange",
-                )
-                .await;
+                let msg = "invalid authentication exchange";
+                return send_fatal(&mut self.stream, ErrorKind::Protocol, msg).await;
             }
-        }
+            Err(denied) => {
+                warn!(user = %self.user, reason = %denied, "client authentication failed");
+                let code = denied.sqlstate();
+                let msg = denied.to_string();
+                return send_error(&mut self.stream, Severity::Fatal, code, &msg, None).await;
+            }
+        };
         let pool = match self.app.pool_for(&self.database, &self.user) {
             Some(p) => p,
             None => {
@@ -179,6 +159,11 @@ impl Session {
                 return send_fatal(&mut self.stream, ErrorKind::UnknownDatabase, &msg).await;
             }
         };
+        if pool.key.user == self.user {
+            // SCRAM pass-through: the pool logs in with what this client just proved.
+            let key = outcome.scram_client_key;
+            pool.target.credential.learn(secret.as_ref(), key);
+        }
         let _slot = match self.app.admit_client(&self.database, &self.user) {
             Ok(slot) => slot,
             Err(limit) => {
@@ -231,23 +216,16 @@ impl Session {
 
     async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
         let notify = self.app.config().settings.query_wait_notify;
-        let wait = pool.checkout();
-        tokio::pin!(wait);
-        let result = if notify.is_zero() {
-            wait.await
-        } else {
-            tokio::select! {
-                r = &mut wait => r,
-                _ = tokio::time::sleep(notify) => {
-                    let mut buf = BytesMut::new();
-                    let msg = format!(
-                        "no server connection available in pool {}/{} yet, waiting (query_wait_notify)",
-                        pool.key.database, pool.key.user
-                    );
-                    messages::put_notice(&mut buf, &msg);
-                    let _ = self.stream.write_all(&buf).await;
-                    wait.await
-                }
+        let waiting = pool.checkout();
+        tokio::pin!(waiting);
+        let result = tokio::select! {
+            r = &mut waiting => r,
+            _ = tokio::time::sleep(notify), if !notify.is_zero() => {
+                // query_wait_notify: tell a queued client why it waits, then keep waiting.
+                let mut buf = BytesMut::new();
+                messages::put_notice(&mut buf, "no server connection available yet, client being queued");
+                let _ = self.stream.write_all(&buf).await;
+                waiting.await
             }
         };
         match result {

@@ -138,6 +138,14 @@ fn apply_params(url: &Url, entry: &mut DatabaseEntry) -> Result<UrlTls, UrlProbl
             }
         }
     }
+    let weak = tls.sslmode.is_some_and(|m| m < SslMode::Require);
+    if tls.sslnegotiation == Some(SslNegotiation::Direct) && weak {
+        // libpq refuses direct TLS with a mode that could fall back to plaintext.
+        return Err(UrlProblem::MissingParameter {
+            name: "sslmode=require (or stronger)",
+            with: "sslnegotiation=direct",
+        });
+    }
     match (&tls.sslcert, &tls.sslkey) {
         (Some(_), None) => Err(UrlProblem::MissingParameter {
             name: "sslkey",
@@ -151,11 +159,21 @@ fn apply_params(url: &Url, entry: &mut DatabaseEntry) -> Result<UrlTls, UrlProbl
     }
 }
 
+/// libpq's meaning of the URL's TLS parameters: `sslmode` defaults to `prefer`
+/// (`verify-full` with `sslrootcert=system`); `require` with an explicit `sslrootcert` acts
+/// as `verify-ca`; `sslrootcert=system` means the system roots (no CA file).
 fn apply_tls(settings: &mut Settings, tls: &UrlTls) {
-    if let Some(mode) = tls.sslmode {
-        settings.server_tls_sslmode = mode;
+    let system = tls.sslrootcert.as_deref() == Some(Path::new("system"));
+    let mut mode = tls.sslmode.unwrap_or(if system {
+        SslMode::VerifyFull
+    } else {
+        SslMode::Prefer
+    });
+    if mode == SslMode::Require && tls.sslrootcert.is_some() {
+        mode = SslMode::VerifyCa;
     }
-    settings.server_tls_ca_file.clone_from(&tls.sslrootcert);
+    settings.server_tls_sslmode = mode;
+    settings.server_tls_ca_file = tls.sslrootcert.clone().filter(|_| !system);
     settings.server_tls_cert_file.clone_from(&tls.sslcert);
     settings.server_tls_key_file.clone_from(&tls.sslkey);
 }
@@ -296,6 +314,24 @@ mod tests {
             Some(PathBuf::from("/k.pem"))
         );
         assert_eq!(only_db(&c).application_name.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn libpq_sslmode_defaults_and_rootcert_rules() {
+        let mode = |url: &str| Config::from_url(url).expect(url).settings;
+        assert_eq!(
+            mode("postgres://u@h/db").server_tls_sslmode,
+            SslMode::Prefer
+        );
+        let s = mode("postgres://u@h/db?sslmode=require&sslrootcert=/ca.pem");
+        assert_eq!(s.server_tls_sslmode, SslMode::VerifyCa);
+        let s = mode("postgres://u@h/db?sslrootcert=system");
+        assert_eq!(s.server_tls_sslmode, SslMode::VerifyFull);
+        assert_eq!(s.server_tls_ca_file, None, "system = the system roots");
+        assert!(
+            url_error("postgres://u@h/db?sslmode=prefer&sslnegotiation=direct")
+                .contains("sslnegotiation=direct")
+        );
     }
 
     #[test]

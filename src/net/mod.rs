@@ -1,6 +1,11 @@
-//! Sockets: listeners (TCP and Unix) and the stream type shared by clients and servers.
+//! Sockets: listeners (TCP and Unix), the stream type shared by clients and servers, and
+//! the TLS configs for both sides (`tls`, with the verifiers in `tls_verify`).
 
+pub mod dns;
 pub mod listener;
 pub mod stream;
+pub mod tls;
+pub mod tls_verify;
 
 pub use stream::Stream;
+pub use tls::TlsConfigs;

@@ -1,12 +1,14 @@
-//! A byte stream that is TCP or a Unix socket (TLS variants join here later), so the
-//! client and server code is written once for both.
+//! A byte stream that is TCP, a Unix socket, or TLS over TCP toward a client or a server,
+//! so the client and server code is written once for all of them.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::{client, server};
 
 /// A connected stream to a client or a server.
 #[derive(Debug)]
@@ -15,6 +17,22 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Unix-domain socket.
     Unix(UnixStream),
+    /// TLS with a client: pgfunnel is the TLS server (`client_tls_*`).
+    ClientTls(Box<server::TlsStream<TcpStream>>),
+    /// TLS with a Postgres server: pgfunnel is the TLS client (`server_tls_*`).
+    ServerTls(Box<client::TlsStream<TcpStream>>),
+}
+
+/// Dispatches one expression over every variant (each binds `$s` to its inner stream).
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
+            Stream::ClientTls($s) => $e,
+            Stream::ServerTls($s) => $e,
+        }
+    };
 }
 
 impl Stream {
@@ -23,12 +41,65 @@ impl Stream {
         matches!(self, Stream::Unix(_))
     }
 
+    /// The peer's IP address (IPv4-mapped IPv6 shown as IPv4); `None` on a Unix socket.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        let addr = match self {
+            Stream::Tcp(s) => s.peer_addr(),
+            Stream::ClientTls(s) => s.get_ref().0.peer_addr(),
+            Stream::ServerTls(s) => s.get_ref().0.peer_addr(),
+            Stream::Unix(_) => return None,
+        };
+        addr.ok().map(|a| a.ip().to_canonical())
+    }
+
+    /// True when the stream is encrypted (either side).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::ClientTls(_) | Stream::ServerTls(_))
+    }
+
+    /// The verified certificate chain a TLS client presented, leaf first (`None` without
+    /// TLS or without a client certificate).
+    pub fn client_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match self {
+            Stream::ClientTls(s) => s.get_ref().1.peer_certificates(),
+            _ => None,
+        }
+    }
+
     /// Checks without blocking whether the peer closed the stream or sent something
     /// unexpected. An idle server must have nothing to say: any byte (say, a FATAL from
     /// `idle_session_timeout`) or EOF means it is no longer usable.
     pub fn is_idle_and_open(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        let mut rb = ReadBuf::new(&mut byte);
+        // Ask the kernel directly: tokio's readiness flag may lag behind when the reactor
+        // has not processed the socket's event yet, which would let a closed connection
+        // look idle.
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::ClientTls(s) => s.get_ref().0.as_raw_fd(),
+            Stream::ServerTls(s) => s.get_ref().0.as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        // SAFETY: fd is a socket owned by self and open for the duration of the call; the
+        // buffer is one valid byte; MSG_PEEK leaves any data in place.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n != -1 {
+            return false; // EOF (0) or unexpected bytes (>0)
+        }
+        let err = std::io::Error::last_os_error().kind();
+        if err != std::io::ErrorKind::WouldBlock {
+            return false;
+        }
+        // Plaintext the TLS layer may already hold counts as unexpected too.
+        let mut probe = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut probe);
         let mut cx = Context::from_waker(Waker::noop());
         matches!(Pin::new(self).poll_read(&mut cx, &mut rb), Poll::Pending)
     }
@@ -40,10 +111,7 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -53,24 +121,15 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -78,10 +137,7 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -12,7 +12,9 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::server::{self, ServerConnection, ServerError, ServerTarget};
+mod retry;
+
+use crate::server::{ServerConnection, ServerError, ServerTarget};
 
 pub mod limits;
 pub mod listen;
@@ -52,6 +54,8 @@ pub struct PoolSettings {
     pub server_check_query: Option<String>,
     /// Shared limits this pool's connections count against (max_db/user_connections).
     pub limits: Vec<Arc<LimitGroup>>,
+    /// After a real login failure (wrong password), fail new connects at once for this long.
+    pub server_login_retry: Duration,
 }
 
 /// Why a checkout failed.
@@ -125,6 +129,7 @@ pub struct Pool {
     /// Live counters.
     pub stats: Arc<PoolStats>,
     listen_hub: std::sync::OnceLock<Arc<listen::ListenHub>>,
+    login_failure: retry::LoginFailure,
 }
 
 impl Pool {
@@ -147,6 +152,7 @@ impl Pool {
             statements: Arc::default(),
             listen_hub: std::sync::OnceLock::new(),
             stats: Arc::new(PoolStats::default()),
+            login_failure: retry::LoginFailure::default(),
         })
     }
 
@@ -175,12 +181,12 @@ impl Pool {
     /// connection that is still open or opens a new one. Cancel safe: dropping the
     /// future gives the slot back.
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
+        let wait = self.settings.query_wait_timeout;
+        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         let permit = self.acquire_slot().await;
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         let permit = permit?;
-        let wait = self.settings.query_wait_timeout;
-        let deadline = (!wait.is_zero()).then(|| Instant::now() + wait);
         let slots = loop {
             while let Some(mut conn) = self.pop_idle() {
                 if conn.is_usable() && !self.expired(&conn) && self.passes_check(&mut conn).await {
@@ -194,7 +200,7 @@ impl Pool {
             }
             // A shared limit is full: wait for one of our connections to come back or a
             // slot to free elsewhere (checked again after a short pause).
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return Err(PoolError::Timeout);
             }
             tokio::select! {
@@ -202,7 +208,8 @@ impl Pool {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         };
-        let mut conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+        let mut conn =
+            retry::connect(&self.target, &self.settings, &self.login_failure, deadline).await?;
         conn.slots = slots;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.note_welcome(&conn);
@@ -223,7 +230,7 @@ impl Pool {
     /// Opens a new connection for min_pool_size when every shared limit has room.
     async fn connect_new(&self) -> Result<ServerConnection, PoolError> {
         let slots = self.try_limit_slots().ok_or(PoolError::Timeout)?;
-        let mut conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+        let mut conn = crate::server::connect(&self.target, self.settings.connect_timeout).await?;
         conn.slots = slots;
         Ok(conn)
     }

@@ -30,6 +30,12 @@ pub enum ServerError {
     /// The server asked for an authentication method pgfunnel cannot perform with what it has.
     #[error("server login failed: {0}")]
     Auth(&'static str),
+    /// The server answered `N` to SSLRequest but the sslmode requires TLS.
+    #[error("server does not support TLS, but server_tls_sslmode requires it")]
+    TlsRefused,
+    /// The TLS handshake with the server failed (certificate check, protocol, ...).
+    #[error("TLS handshake with server failed: {0}")]
+    Tls(std::io::Error),
     /// The server sent something the protocol does not allow here.
     #[error("server protocol violation: {0}")]
     Protocol(&'static str),

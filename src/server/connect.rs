@@ -1,8 +1,11 @@
-//! Opening a server connection: TCP or Unix connect, StartupMessage, authentication
-//! (SCRAM-SHA-256, md5, cleartext) and the login replies, all under one deadline.
+//! Opening a server connection: every address of every host in turn (DNS answers cached),
+//! TLS per `server_tls_sslmode` with libpq's allow/prefer fallbacks, StartupMessage, the
+//! authentication exchange (`login`) and the login replies, all under one deadline.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -10,29 +13,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
 use super::conn::{BackendKey, CancelAddr, ServerConnection, ServerError};
-use crate::auth::{md5_response, md5_secret, ScramClient, Secret};
-use crate::net::Stream;
-use crate::protocol::messages::{self, auth_code, tag};
+use super::credential::ServerCredential;
+use super::login::authenticate;
+use super::tls::{self, TlsAttempt};
+use crate::config::SslMode;
+use crate::net::dns::DnsCache;
+use crate::net::tls::ServerSideTls;
+use crate::net::{Stream, TlsConfigs};
+use crate::protocol::messages::{self, tag};
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
-
-/// What pgfunnel logs in to the server with.
-#[derive(Clone)]
-pub enum ServerCredential {
-    /// A stored secret (plain password or md5 hash) from the config or auth_file.
-    Secret(Secret),
-    /// No password known: only trust (or peer) authentication can work.
-    None,
-}
-
-impl std::fmt::Debug for ServerCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ServerCredential::Secret(_) => "Secret(<redacted>)",
-            ServerCredential::None => "None",
-        })
-    }
-}
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -49,6 +39,12 @@ pub struct ServerTarget {
     pub credential: ServerCredential,
     /// Startup parameters sent with every new server connection (besides user/database).
     pub startup_params: Vec<(String, String)>,
+    /// TLS toward servers (shared with the app, swapped on reload).
+    pub tls: Arc<TlsConfigs>,
+    /// Start TLS without SSLRequest (libpq's `sslnegotiation=direct`).
+    pub direct_tls: bool,
+    /// Resolved host names (shared with the app).
+    pub dns: Arc<DnsCache>,
 }
 
 /// Connects and logs in within `timeout` (server_connect_timeout), trying each host in turn.
@@ -63,38 +59,79 @@ pub async fn connect(
 }
 
 async fn connect_inner(target: &ServerTarget) -> Result<ServerConnection, ServerError> {
+    let tls = target.tls.server();
     let mut last_err = None;
     for host in &target.hosts {
-        match open_socket(host, target.port).await {
-            Ok((stream, addr)) => return login(stream, addr, target).await,
-            Err(e) => last_err = Some(e),
+        if host.starts_with('/') {
+            // TLS over a Unix socket makes no sense and Postgres refuses it.
+            let path = std::path::Path::new(host).join(format!(".s.PGSQL.{}", target.port));
+            match UnixStream::connect(&path).await {
+                Ok(s) => return login(Stream::Unix(s), CancelAddr::Unix(path), target).await,
+                Err(e) => last_err = Some(e),
+            }
+            continue;
         }
+        let addrs = match target.dns.resolve(host, target.port).await {
+            Ok(a) => a,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        for &addr in addrs.iter() {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => return connect_tcp(tcp, addr, host, target, &tls).await,
+                Err(e) => last_err = Some(e),
+            }
+        }
+        target.dns.forget(host, target.port);
     }
-    Err(last_err.unwrap_or(ServerError::Protocol("no server host configured")))
+    Err(match last_err {
+        Some(e) => ServerError::Io(e),
+        None => ServerError::Protocol("no server host configured"),
+    })
 }
 
-async fn open_socket(host: &str, port: u16) -> Result<(Stream, CancelAddr), ServerError> {
-    if host.starts_with('/') {
-        let path = std::path::Path::new(host).join(format!(".s.PGSQL.{port}"));
-        let s = UnixStream::connect(&path).await?;
-        return Ok((Stream::Unix(s), CancelAddr::Unix(path)));
-    }
-    let mut last = None;
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                s.set_nodelay(true)?;
-                return Ok((Stream::Tcp(s), CancelAddr::Tcp(addr)));
-            }
-            Err(e) => last = Some(e),
+/// TLS and login on a connected socket, with libpq's second attempts: `allow` retries with
+/// TLS when the plaintext login was refused, `prefer` retries in plaintext when the TLS
+/// handshake failed.
+async fn connect_tcp(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    host: &str,
+    target: &ServerTarget,
+    tls: &ServerSideTls,
+) -> Result<ServerConnection, ServerError> {
+    let first = match tls.mode {
+        SslMode::Disable | SslMode::Allow => TlsAttempt::Off,
+        _ if target.direct_tls => TlsAttempt::Direct,
+        SslMode::Prefer => TlsAttempt::IfOffered,
+        _ => TlsAttempt::Required,
+    };
+    match (tls.mode, attempt(tcp, addr, host, target, tls, first).await) {
+        (SslMode::Allow, Err(ServerError::Rejected(f))) if f.code == "28000" => {
+            let tcp = TcpStream::connect(addr).await?;
+            attempt(tcp, addr, host, target, tls, TlsAttempt::Required).await
         }
+        (SslMode::Prefer, Err(ServerError::Tls(_))) => {
+            let tcp = TcpStream::connect(addr).await?;
+            attempt(tcp, addr, host, target, tls, TlsAttempt::Off).await
+        }
+        (_, result) => result,
     }
-    Err(ServerError::Io(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "host name resolved to no address",
-        )
-    })))
+}
+
+async fn attempt(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    host: &str,
+    target: &ServerTarget,
+    tls: &ServerSideTls,
+    how: TlsAttempt,
+) -> Result<ServerConnection, ServerError> {
+    tcp.set_nodelay(true)?;
+    let stream = tls::start(tcp, host, tls.connector.as_ref(), how).await?;
+    login(stream, CancelAddr::Tcp(addr), target).await
 }
 
 async fn login(
@@ -144,105 +181,5 @@ async fn login(
             tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
             _ => return Err(ServerError::Protocol("unexpected message during login")),
         }
-    }
-}
-
-/// Runs the authentication exchange up to AuthenticationOk.
-async fn authenticate(
-    conn: &mut ServerConnection,
-    target: &ServerTarget,
-) -> Result<(), ServerError> {
-    let mut scram: Option<ScramClient> = None;
-    loop {
-        let (t, body) = conn.read_message().await?;
-        if t == tag::ERROR_RESPONSE {
-            return Err(ServerError::Rejected(messages::parse_error_fields(&body)));
-        }
-        if t != tag::AUTHENTICATION || body.len() < 4 {
-            return Err(ServerError::Protocol("expected an authentication request"));
-        }
-        let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-        let payload = &body[4..];
-        let mut out = BytesMut::new();
-        match code {
-            auth_code::OK => return Ok(()),
-            auth_code::CLEARTEXT => {
-                let Some(pw) = plain_password(&target.credential) else {
-                    return Err(ServerError::Auth(
-                        "server wants a cleartext password but only a hash is known",
-                    ));
-                };
-                let mut p = pw.as_bytes().to_vec();
-                p.push(0);
-                messages::put_password(&mut out, &p);
-            }
-            auth_code::MD5 => {
-                let salt: [u8; 4] = payload
-                    .get(..4)
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or(ServerError::Protocol("short md5 salt"))?;
-                let ServerCredential::Secret(secret) = &target.credential else {
-                    return Err(ServerError::Auth(
-                        "server wants a password but none is configured",
-                    ));
-                };
-                let response = match secret {
-                    Secret::Plain(pw) => {
-                        md5_response(&md5_secret(&target.user, pw.as_bytes()), salt)
-                    }
-                    Secret::Md5(hash) => md5_response(hash, salt),
-                    Secret::Scram(_) => {
-                        return Err(ServerError::Auth(
-                            "server wants md5 but only a SCRAM secret is known",
-                        ))
-                    }
-                };
-                let mut p = response.into_bytes();
-                p.push(0);
-                messages::put_password(&mut out, &p);
-            }
-            auth_code::SASL => {
-                let offers_scram = payload.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
-                let Some(pw) = plain_password(&target.credential).filter(|_| offers_scram) else {
-                    return Err(ServerError::Auth(
-                        "server wants SCRAM but no plain password is known",
-                    ));
-                };
-                let mut client = ScramClient::with_password(pw.as_bytes());
-                messages::put_sasl_initial(&mut out, "SCRAM-SHA-256", &client.client_first());
-                scram = Some(client);
-            }
-            auth_code::SASL_CONTINUE => {
-                let client = scram
-                    .as_mut()
-                    .ok_or(ServerError::Protocol("SASL continue without SASL"))?;
-                let reply = client
-                    .server_first(payload)
-                    .map_err(|_| ServerError::Auth("invalid SCRAM server-first-message"))?;
-                messages::put_password(&mut out, &reply);
-            }
-            auth_code::SASL_FINAL => {
-                let client = scram
-                    .as_mut()
-                    .ok_or(ServerError::Protocol("SASL final without SASL"))?;
-                client
-                    .server_final(payload)
-                    .map_err(|_| ServerError::Auth("server SCRAM signature did not verify"))?;
-                continue;
-            }
-            _ => {
-                return Err(ServerError::Auth(
-                    "server asked for an unsupported authentication method",
-                ))
-            }
-        }
-        conn.stream.write_all(&out).await?;
-    }
-}
-
-fn plain_password(c: &ServerCredential) -> Option<&str> {
-    match c {
-        ServerCredential::Secret(Secret::Plain(p)) => Some(p),
-        _ => None,
     }
 }

@@ -1,9 +1,15 @@
-//! Server connections: connecting and logging in to Postgres (`connect`), the connection
-//! type with its reported parameters and cancel key (`conn`), and the internal queries
-//! pgfunnel runs on it (parameter sync, reset). Pooling policy lives in `pool`.
+//! Server connections: connecting and logging in to Postgres (`connect`, with TLS in
+//! `tls` and the authentication exchange in `login`), what pgfunnel logs in with
+//! (`credential`), and the connection type with its reported parameters and cancel key
+//! (`conn`). Pooling policy lives in `pool`.
 
+pub mod auth_query;
 pub mod conn;
 pub mod connect;
+pub mod credential;
+mod login;
+pub mod tls;
 
 pub use conn::{BackendKey, CancelAddr, ServerConnection, ServerError};
-pub use connect::{connect, ServerCredential, ServerTarget};
+pub use connect::{connect, ServerTarget};
+pub use credential::{PassThrough, ServerCredential};

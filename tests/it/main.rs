@@ -6,10 +6,14 @@ mod harness_selftest;
 mod proxy;
 
 mod auth;
+mod auth_stored;
 mod bad_input;
 mod cli;
 mod listen;
 mod migrate;
 mod prepared;
+mod server_tls;
 mod session_pool;
+mod tls;
 mod transaction_pool;
+mod upstream;

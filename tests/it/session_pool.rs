@@ -293,7 +293,8 @@ async fn idle_server_closed_by_postgres_is_never_handed_out() {
             == "1"
     })
     .await;
-    pg.admin_sql(&format!("select pg_terminate_backend({pid})"));
+    // Wait until the backend is gone: without a timeout pg_terminate_backend only signals it.
+    pg.admin_sql(&format!("select pg_terminate_backend({pid}, 10000)"));
     let b = proxy.connect("plain_user", "plain_pass", "app").await;
     let pid_b: i32 = b
         .query_one("select pg_backend_pid()", &[])

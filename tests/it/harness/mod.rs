@@ -3,9 +3,11 @@
 //! It does not start pgfunnel itself; tests do that with the crate's own API.
 #![allow(dead_code)] // every test module uses a different subset of the harness
 
+pub mod certs;
 mod os;
 pub mod pg;
 pub mod util;
 
+pub use certs::*;
 pub use pg::*;
 pub use util::*;

@@ -339,6 +339,39 @@ impl PgServer {
         name
     }
 
+    /// Turns TLS on: writes `cert_pem`/`key_pem` (and `ca_pem`, which makes Postgres ask for
+    /// client certificates it can check) into the data dir, sets `ssl = on`, puts `hba_lines`
+    /// before the harness's rules, reloads, and waits until new sessions see `ssl = on`.
+    pub fn enable_ssl(&self, cert_pem: &str, key_pem: &str, ca_pem: Option<&str>, hba_lines: &str) {
+        let data = self.data_dir();
+        let mut files = vec![("server.crt", cert_pem), ("server.key", key_pem)];
+        let mut conf =
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n".to_string();
+        if let Some(ca) = ca_pem {
+            files.push(("root.crt", ca));
+            conf.push_str("ssl_ca_file = 'root.crt'\n");
+        }
+        for (name, text) in files {
+            let path = data.join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600");
+            if self.as_postgres_user {
+                let (uid, gid) = postgres_os_user();
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown to postgres");
+            }
+        }
+        append(&data.join("postgresql.conf"), &conf);
+        std::fs::write(data.join("pg_hba.conf"), format!("{hba_lines}\n{HBA}"))
+            .expect("write pg_hba.conf");
+        self.admin_sql("SELECT pg_reload_conf()");
+        wait_until_msg(Duration::from_secs(30), "ssl = on after reload", || {
+            self.try_admin_sql_in("postgres", "SHOW ssl")
+                .is_ok_and(|v| v == "on")
+        });
+    }
+
     /// Number of client backends (server connections, as a pooler sees them) of `user` on `db`,
     /// from `pg_stat_activity`. Pair with `wait_until` to await a pool growing or shrinking.
     pub fn backend_count(&self, user: &str, db: &str) -> usize {

@@ -1,0 +1,375 @@
+//! PgBouncer's subset of pg_hba.conf (`auth_hba_file`): `local`/`host`/`hostssl`/
+//! `hostnossl`; databases `all`/`sameuser`/`replication`/lists; users `all`/lists; addresses
+//! `all`, CIDR or address + mask; methods trust/reject/md5/password/scram-sha-256/cert/peer.
+//! Parsing and first-match lookup only; applying the method is the login's business.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The method the first matching rule names (no match = [`HbaMethod::Reject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HbaMethod {
+    /// No password.
+    Trust,
+    /// Refuse.
+    Reject,
+    /// md5 (or SCRAM when the stored secret is SCRAM, as `auth_type = md5`).
+    Md5,
+    /// Cleartext password.
+    Password,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+    /// TLS client certificate whose CN is the user name.
+    Cert,
+    /// Unix socket peer credentials (OS user name = user name).
+    Peer,
+}
+
+impl HbaMethod {
+    fn parse(s: &str) -> Option<HbaMethod> {
+        Some(match s {
+            "trust" => HbaMethod::Trust,
+            "reject" => HbaMethod::Reject,
+            "md5" => HbaMethod::Md5,
+            "password" => HbaMethod::Password,
+            "scram-sha-256" => HbaMethod::ScramSha256,
+            "cert" => HbaMethod::Cert,
+            "peer" => HbaMethod::Peer,
+            _ => return None,
+        })
+    }
+
+    /// The spelling used in pg_hba.conf.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HbaMethod::Trust => "trust",
+            HbaMethod::Reject => "reject",
+            HbaMethod::Md5 => "md5",
+            HbaMethod::Password => "password",
+            HbaMethod::ScramSha256 => "scram-sha-256",
+            HbaMethod::Cert => "cert",
+            HbaMethod::Peer => "peer",
+        }
+    }
+}
+
+/// Why an HBA file was refused; names the file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum HbaError {
+    /// The file could not be read.
+    #[error("cannot read auth_hba_file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A line pgfunnel cannot use.
+    #[error("auth_hba_file {}, line {line}: {problem}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+/// One connection as HBA sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct HbaRequest<'a> {
+    /// Database asked for.
+    pub database: &'a str,
+    /// User name from the startup packet.
+    pub user: &'a str,
+    /// Client address; `None` for a Unix socket.
+    pub addr: Option<IpAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// Whether the client asked for replication.
+    pub replication: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnType {
+    Local,
+    Host,
+    HostSsl,
+    HostNoSsl,
+}
+
+/// A database or user name item: quoted names never act as keywords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Item {
+    text: String,
+    quoted: bool,
+}
+
+impl Item {
+    fn is_keyword(&self, k: &str) -> bool {
+        !self.quoted && self.text == k
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Address {
+    All,
+    Net { ip: IpAddr, prefix: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    conn: ConnType,
+    databases: Vec<Item>,
+    users: Vec<Item>,
+    address: Option<Address>,
+    method: HbaMethod,
+}
+
+/// A parsed HBA file.
+#[derive(Debug, Clone, Default)]
+pub struct Hba {
+    rules: Vec<Rule>,
+}
+
+impl Hba {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Hba, HbaError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HbaError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Hba::parse(&text).map_err(|(line, problem)| HbaError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            problem,
+        })
+    }
+
+    /// Parses file text; errors carry the 1-based line number.
+    pub fn parse(text: &str) -> Result<Hba, (usize, &'static str)> {
+        let mut rules = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let fields = tokenize(line).map_err(|p| (n + 1, p))?;
+            if !fields.is_empty() {
+                rules.push(parse_rule(fields).map_err(|p| (n + 1, p))?);
+            }
+        }
+        Ok(Hba { rules })
+    }
+
+    /// The method of the first rule matching `req`; `Reject` when none does.
+    pub fn lookup(&self, req: &HbaRequest<'_>) -> HbaMethod {
+        self.rules
+            .iter()
+            .find(|r| r.matches(req))
+            .map_or(HbaMethod::Reject, |r| r.method)
+    }
+}
+
+impl Rule {
+    fn matches(&self, req: &HbaRequest<'_>) -> bool {
+        let type_ok = match (self.conn, req.addr) {
+            (ConnType::Local, None) => true,
+            (ConnType::Host, Some(_)) => true,
+            (ConnType::HostSsl, Some(_)) => req.tls,
+            (ConnType::HostNoSsl, Some(_)) => !req.tls,
+            _ => false,
+        };
+        type_ok && self.address_matches(req.addr) && self.db_matches(req) && self.user_matches(req)
+    }
+
+    fn address_matches(&self, addr: Option<IpAddr>) -> bool {
+        match (&self.address, addr) {
+            (None, None) | (Some(Address::All), Some(_)) => true,
+            (Some(Address::Net { ip, prefix }), Some(a)) => in_network(a, *ip, *prefix),
+            _ => false,
+        }
+    }
+
+    fn db_matches(&self, req: &HbaRequest<'_>) -> bool {
+        self.databases.iter().any(|d| {
+            if d.is_keyword("replication") {
+                req.replication
+            } else if req.replication {
+                false
+            } else if d.is_keyword("all") {
+                true
+            } else if d.is_keyword("sameuser") {
+                req.database == req.user
+            } else {
+                d.text == req.database
+            }
+        })
+    }
+
+    fn user_matches(&self, req: &HbaRequest<'_>) -> bool {
+        self.users
+            .iter()
+            .any(|u| u.is_keyword("all") || u.text == req.user)
+    }
+}
+
+fn in_network(addr: IpAddr, net: IpAddr, prefix: u32) -> bool {
+    let canon = |a: IpAddr| match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    };
+    match (canon(addr), net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Splits a line into fields; a field is a comma-separated list of items (whitespace
+/// around commas allowed). `#` outside quotes starts a comment; `""` inside quotes is `"`.
+fn tokenize(line: &str) -> Result<Vec<Vec<Item>>, &'static str> {
+    let mut fields: Vec<Vec<Item>> = Vec::new();
+    let mut chars = line.chars().peekable();
+    let mut continue_field = false;
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        match chars.peek() {
+            None | Some('#') => break,
+            Some(',') if continue_field => return Err("empty item in a list"),
+            Some(',') => return Err("list starts with a comma"),
+            _ => {}
+        }
+        let mut item = Item {
+            text: String::new(),
+            quoted: false,
+        };
+        while let Some(&c) = chars.peek() {
+            if c == '"' {
+                chars.next();
+                item.quoted = true;
+                loop {
+                    match chars.next() {
+                        None => return Err("unterminated quoted string"),
+                        Some('"') if chars.next_if_eq(&'"').is_some() => item.text.push('"'),
+                        Some('"') => break,
+                        Some(c) => item.text.push(c),
+                    }
+                }
+            } else if c.is_whitespace() || c == ',' || c == '#' {
+                break;
+            } else {
+                item.text.push(c);
+                chars.next();
+            }
+        }
+        match fields.last_mut() {
+            Some(last) if continue_field => last.push(item),
+            _ => fields.push(vec![item]),
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        continue_field = chars.next_if_eq(&',').is_some();
+    }
+    if continue_field {
+        return Err("list ends with a comma");
+    }
+    Ok(fields)
+}
+
+fn single(field: Vec<Item>) -> Result<String, &'static str> {
+    match <[Item; 1]>::try_from(field) {
+        Ok([item]) => Ok(item.text),
+        Err(_) => Err("a list where a single value is expected"),
+    }
+}
+
+fn parse_rule(fields: Vec<Vec<Item>>) -> Result<Rule, &'static str> {
+    let mut fields = fields.into_iter();
+    let mut next = |what| fields.next().ok_or(what);
+    let conn = match single(next("missing connection type")?)?.as_str() {
+        "local" => ConnType::Local,
+        "host" => ConnType::Host,
+        "hostssl" => ConnType::HostSsl,
+        "hostnossl" => ConnType::HostNoSsl,
+        _ => return Err("unknown connection type (local, host, hostssl, hostnossl)"),
+    };
+    let databases = next("missing database")?;
+    let users = next("missing user")?;
+    if users.iter().any(|u| !u.quoted && u.text.starts_with('+')) {
+        return Err("+group user names are not supported");
+    }
+    if databases
+        .iter()
+        .chain(&users)
+        .any(|i| !i.quoted && i.text.starts_with('@'))
+    {
+        return Err("@file includes are not supported");
+    }
+    if databases
+        .iter()
+        .any(|d| d.is_keyword("samerole") || d.is_keyword("samegroup"))
+    {
+        return Err("samerole is not supported");
+    }
+    let address = if conn == ConnType::Local {
+        None
+    } else {
+        let text = single(next("missing address")?)?;
+        Some(parse_address(&text, &mut next)?)
+    };
+    let method_text = single(next("missing method")?)?;
+    let method = HbaMethod::parse(&method_text).ok_or("unsupported authentication method")?;
+    // Options (`map=...`) may follow; user-name maps are not applied.
+    Ok(Rule {
+        conn,
+        databases,
+        users,
+        address,
+        method,
+    })
+}
+
+fn parse_address(
+    text: &str,
+    next: &mut impl FnMut(&'static str) -> Result<Vec<Item>, &'static str>,
+) -> Result<Address, &'static str> {
+    if text == "all" {
+        return Ok(Address::All);
+    }
+    if let Some((ip, bits)) = text.split_once('/') {
+        let ip: IpAddr = ip.parse().map_err(|_| "address is not an IP address")?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = bits
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or("bad CIDR prefix length")?;
+        return Ok(Address::Net { ip, prefix });
+    }
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| "host names, samehost and samenet are not supported")?;
+    let mask: IpAddr = single(next("an address without /prefix needs a netmask")?)?
+        .parse()
+        .map_err(|_| "bad netmask")?;
+    let (bits, ones) = match mask {
+        IpAddr::V4(m) => (u32::from(m) as u128, 32),
+        IpAddr::V6(m) => (u128::from(m), 128),
+    };
+    if ip.is_ipv4() != mask.is_ipv4() {
+        return Err("address and netmask are of different families");
+    }
+    let prefix = bits.count_ones();
+    let width = if ones == 32 { bits << 96 } else { bits };
+    if width.leading_ones() != prefix {
+        return Err("netmask is not contiguous");
+    }
+    Ok(Address::Net { ip, prefix })
+}
+
+#[cfg(test)]
+#[path = "hba_tests.rs"]
+mod tests;

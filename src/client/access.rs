@@ -1,0 +1,231 @@
+//! Who may log in and how: `auth_type` (or the matching `auth_hba_file` rule) picks the
+//! method; the secret comes from the auth_file or, for users not in it, from `auth_query`
+//! run as `auth_user`; certificate and peer checks happen here, password exchanges in
+//! `login`. Unknown users and wrong passwords are refused alike.
+
+use tracing::warn;
+
+use super::login::{self, LoginError, LoginOutcome};
+use crate::app::App;
+use crate::auth::{self, ClientAuthMethod, HbaMethod, HbaRequest, Secret};
+use crate::config::AuthType;
+use crate::net::tls_verify::subject_common_name;
+use crate::net::Stream;
+use crate::server::auth_query;
+
+/// A client that may go on, with the secret it was checked against.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The user's stored secret (`None` for trust without one, cert, peer).
+    pub secret: Option<Secret>,
+    /// What the password exchange produced (the SCRAM ClientKey for pass-through).
+    pub outcome: LoginOutcome,
+}
+
+/// Why a client was refused; each maps to Postgres's message and SQLSTATE.
+#[derive(Debug, thiserror::Error)]
+pub enum Denied {
+    /// Wrong password or unknown user (28P01).
+    #[error("password authentication failed for user \"{0}\"")]
+    Password(String),
+    /// No certificate, or its CN is not the user name (28000).
+    #[error("certificate authentication failed for user \"{0}\"")]
+    Certificate(String),
+    /// Peer credentials do not match the user name (28000).
+    #[error("Peer authentication failed for user \"{0}\"")]
+    Peer(String),
+    /// The HBA file rejects this connection (28000).
+    #[error("no pg_hba.conf entry for user \"{user}\", database \"{database}\"")]
+    Rejected {
+        /// User name asked for.
+        user: String,
+        /// Database asked for.
+        database: String,
+    },
+    /// The client broke the authentication exchange (08P01).
+    #[error("invalid authentication exchange")]
+    Protocol(#[source] LoginError),
+}
+
+impl Denied {
+    /// The SQLSTATE sent to the client.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Denied::Password(_) => "28P01",
+            Denied::Protocol(_) => "08P01",
+            _ => "28000",
+        }
+    }
+}
+
+/// Authenticates `user` for `database` on `stream`; sends AuthenticationOk on success.
+pub async fn admit(
+    app: &App,
+    stream: &mut Stream,
+    user: &str,
+    database: &str,
+) -> Result<Admitted, Denied> {
+    let auth_type = app.config().settings.auth_type;
+    let rule = (auth_type == AuthType::Hba).then(|| hba_rule(app, stream, user, database));
+    let admitted = |secret| Admitted {
+        secret,
+        outcome: LoginOutcome::default(),
+    };
+    let method = match (auth_type, rule) {
+        (_, Some(HbaMethod::Reject)) => {
+            return Err(Denied::Rejected {
+                user: user.to_owned(),
+                database: database.to_owned(),
+            })
+        }
+        (_, Some(HbaMethod::Cert)) | (AuthType::Cert, None) => {
+            check_certificate(stream, user)?;
+            login::send_ok(stream).await.map_err(Denied::Protocol)?;
+            return Ok(admitted(find_secret(app, database, user).await));
+        }
+        (_, Some(HbaMethod::Peer)) => {
+            check_peer(stream, user)?;
+            login::send_ok(stream).await.map_err(Denied::Protocol)?;
+            return Ok(admitted(find_secret(app, database, user).await));
+        }
+        (_, Some(HbaMethod::Trust)) | (AuthType::Trust | AuthType::Any, None) => None,
+        (_, Some(HbaMethod::Md5)) => Some("md5"),
+        (_, Some(HbaMethod::Password)) => Some("plain"),
+        (_, Some(HbaMethod::ScramSha256)) => Some("scram-sha-256"),
+        (other, None) => Some(other.as_str()),
+    };
+    let secret = find_secret(app, database, user).await;
+    let method = match method {
+        Some(name) => auth::choose_method(name, secret.as_ref()),
+        None => ClientAuthMethod::Trust,
+    };
+    if method == ClientAuthMethod::Trust && secret.is_none() && app.has_auth_file() {
+        // trust still requires the user to exist in the auth_file, as PgBouncer.
+        return Err(Denied::Password(user.to_owned()));
+    }
+    match login::authenticate(stream, user, method, secret.as_ref(), &app.scram_mock_key).await {
+        Ok(outcome) => Ok(Admitted { secret, outcome }),
+        Err(LoginError::Failed(_)) => Err(Denied::Password(user.to_owned())),
+        Err(e) => Err(Denied::Protocol(e)),
+    }
+}
+
+/// The method of the first `auth_hba_file` rule matching this connection; reject when none
+/// does or the file could not be loaded.
+fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMethod {
+    let Some(hba) = app.hba() else {
+        return HbaMethod::Reject;
+    };
+    hba.lookup(&HbaRequest {
+        database,
+        user,
+        addr: stream.peer_ip(),
+        tls: stream.is_tls(),
+        replication: false,
+    })
+}
+
+/// The stored secret of `user`: auth_file (or URL) first, then `auth_query` as
+/// `auth_user` when one is configured for `database`. Errors are logged and count as
+/// "unknown user", so the client sees the ordinary authentication failure.
+async fn find_secret(app: &App, database: &str, user: &str) -> Option<Secret> {
+    if let Some(secret) = app.stored_secret(user) {
+        return Some(secret);
+    }
+    let config = app.config();
+    let entry = config.database(database)?;
+    let s = &config.settings;
+    let auth_user = entry.auth_user.clone().or_else(|| s.auth_user.clone())?;
+    let query = entry
+        .auth_query
+        .clone()
+        .unwrap_or_else(|| s.auth_query.clone());
+    let auth_db = entry
+        .auth_dbname
+        .clone()
+        .or_else(|| s.auth_dbname.clone())
+        .unwrap_or_else(|| database.to_owned());
+    drop(config);
+    let pool = app.pool_as(&auth_db, &auth_user)?;
+    let mut server = match pool.checkout().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, auth_user = %auth_user, "auth_query: no server connection");
+            return None;
+        }
+    };
+    match auth_query::lookup_secret(&mut server.conn, &query, user).await {
+        Ok(secret) => {
+            pool.checkin(server);
+            app.remember_looked_up(user, secret.clone());
+            secret
+        }
+        Err(e) => {
+            warn!(error = %e, "auth_query failed");
+            match e {
+                crate::server::ServerError::Rejected(_) => pool.checkin(server),
+                _ => pool.discard(server),
+            }
+            None
+        }
+    }
+}
+
+/// `auth_type = cert` / HBA `cert`: a verified client certificate whose subject CN is the
+/// user name (TLS verification already checked the chain against client_tls_ca_file).
+fn check_certificate(stream: &Stream, user: &str) -> Result<(), Denied> {
+    let cn = stream
+        .client_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| subject_common_name(leaf));
+    match cn {
+        Some(cn) if cn == user => Ok(()),
+        _ => Err(Denied::Certificate(user.to_owned())),
+    }
+}
+
+/// HBA `peer`: the OS user at the other end of the Unix socket must have this name.
+fn check_peer(stream: &Stream, user: &str) -> Result<(), Denied> {
+    let fail = || Denied::Peer(user.to_owned());
+    let Stream::Unix(unix) = stream else {
+        return Err(fail());
+    };
+    let uid = unix.peer_cred().map_err(|_| fail())?.uid();
+    match os_user_name(uid) {
+        Some(name) if name == user => Ok(()),
+        _ => Err(fail()),
+    }
+}
+
+fn os_user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length we pass) and
+    // sets `result` to null or to `&pwd`; pw_name then points into `buf`.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(pwd.pw_name);
+        name.to_str().ok().map(str::to_owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_user_names_come_from_the_password_database() {
+        assert_eq!(os_user_name(0).as_deref(), Some("root"));
+        assert_eq!(os_user_name(u32::MAX - 7), None);
+    }
+}
