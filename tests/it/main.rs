@@ -7,5 +7,6 @@ mod proxy;
 
 mod auth;
 mod bad_input;
+mod bench_compare;
 mod cli;
 mod session_pool;
