@@ -149,8 +149,9 @@ fn compare_script_produces_every_row_in_smoke_mode() {
             );
         }
         if c[4] != "n/a" && c[3] != "n/a" {
+            // A CPU ratio needs PgBouncer's CPU above zero, which tiny runs may not reach.
             assert!(
-                is_number(&c[5]) && is_number(&c[12]),
+                is_number(&c[5]) && (is_number(&c[12]) || c[12] == "—"),
                 "ratios in {line}\n{context}"
             );
         }
