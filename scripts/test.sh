@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: unit, component and end-to-end tests (against a real PostgreSQL that the
 # test harness starts itself from the OS package). On a fresh Debian 12 machine it first installs
-# what is missing: the postgresql packages (as root, or through sudo) and the rustfmt/clippy
-# components. Idempotent; a second run installs nothing.
+# what is missing: the postgresql packages (as root, or through sudo), what the benches/compare
+# smoke test runs (pgbouncer, python3, openssl; pgbench comes with the server package) and the
+# rustfmt/clippy components. Idempotent; a second run installs nothing.
 #
 #   scripts/test.sh                  # everything: cargo test --all-targets
 #   scripts/test.sh -- --nocapture   # extra arguments go to cargo test
@@ -51,7 +52,7 @@ apt_install() {
     ! as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install \
       -y --no-install-recommends "$@" </dev/null >>"$log" 2>&1; then
     tail -n 30 "$log" >&2
-    say "apt-get install $* failed; install PostgreSQL by hand: apt-get update && apt-get install -y postgresql"
+    say "apt-get install $* failed; install by hand: apt-get update && apt-get install -y $*"
     exit 1
   fi
   rm -f "$log"
@@ -68,6 +69,19 @@ ensure_postgres() {
   fi
 }
 
+# benches/compare (and its smoke test in tests/it/bench_compare.rs) runs PgBouncer from the
+# Debian package beside pgfunnel, pgbench against both, and generates a TLS certificate.
+# pgbench ships in the server package on Debian 12 (postgresql-15), so ensure_postgres covers it.
+ensure_bench_tools() {
+  local pkgs=()
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || pkgs+=(pgbouncer)
+  command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+  command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+  [ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}"
+  compgen -G '/usr/lib/postgresql/*/bin/pgbench' >/dev/null || command -v pgbench >/dev/null 2>&1 ||
+    { say "pgbench not found beside initdb: apt-get install -y postgresql-contrib"; exit 1; }
+}
+
 ensure_rust_components() {
   local missing=()
   cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
@@ -82,6 +96,7 @@ ensure_rust_components() {
 
 command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 ensure_postgres
+ensure_bench_tools
 ensure_rust_components
 
 if [ "${1:-}" = "--setup-only" ]; then
