@@ -13,15 +13,19 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::{AuthFile, Secret};
 use crate::cancel::CancelRegistry;
+use crate::client::registry::ClientRegistry;
 use crate::config::Config;
 use crate::config::ServerCheckQuery;
+use crate::control::ControlState;
+use crate::metrics::Metrics;
 use crate::net::listener;
 use crate::pool::{LimitGroup, Pool, PoolKey, PoolSettings};
 use crate::server::{ServerCredential, ServerTarget};
+use crate::shutdown::ShutdownCtl;
 
 /// Users pgfunnel can authenticate clients against: auth_file entries plus, in URL
 /// mode, the upstream's user.
@@ -81,6 +85,16 @@ pub struct App {
     next_client_id: AtomicU64,
     /// Per-process key that makes unknown users' fake SCRAM salts stable.
     pub scram_mock_key: [u8; 32],
+    /// Connected clients (SHOW CLIENTS, KILL).
+    pub clients: Arc<ClientRegistry>,
+    /// Paused and disabled databases.
+    pub control: ControlState,
+    /// Prometheus registry and metric handles.
+    pub metrics: Arc<Metrics>,
+    /// Shutdown requests (signals, SHUTDOWN) and their completion.
+    pub stopping: ShutdownCtl,
+    /// When pgfunnel started.
+    pub started_at: std::time::SystemTime,
 }
 
 impl App {
@@ -99,6 +113,11 @@ impl App {
             tasks: TaskTracker::new(),
             next_client_id: AtomicU64::new(1),
             scram_mock_key: crate::auth::ScramServer::generate_mock_key(),
+            clients: Arc::new(ClientRegistry::default()),
+            control: ControlState::default(),
+            metrics: Arc::new(Metrics::new()),
+            stopping: ShutdownCtl::default(),
+            started_at: std::time::SystemTime::now(),
         })
     }
 
@@ -115,6 +134,11 @@ impl App {
     /// The stored secret of `user`, if pgfunnel knows the user.
     pub fn secret_for(&self, user: &str) -> Option<Secret> {
         self.users.load().secrets.get(user).cloned()
+    }
+
+    /// Names of the users pgfunnel can authenticate (SHOW USERS, SHOW LISTS).
+    pub fn user_names(&self) -> Vec<String> {
+        self.users.load().secrets.keys().cloned().collect()
     }
 
     /// True when users come from an auth_file (trust then still requires the user to exist).
@@ -197,15 +221,65 @@ impl App {
     /// database is not configured and there is no `*` fallback.
     pub fn pool_for(&self, database: &str, client_user: &str) -> Option<Arc<Pool>> {
         let config = self.config();
+        let (key, target, settings) = self.plan_pool(&config, database, client_user)?;
+        if let Some(p) = self.pools.get(&key) {
+            return Some(p.clone());
+        }
+        let entry = config.database(database)?;
+        let user_entry = config.user(&key.user);
+        let mut groups = Vec::new();
+        let max_db = config.effective_max_db_connections(&entry) as usize;
+        if max_db > 0 {
+            groups.push(
+                self.db_limits
+                    .entry(database.to_owned())
+                    .or_insert_with(|| LimitGroup::new(max_db))
+                    .clone(),
+            );
+        }
+        let max_user = config.effective_max_user_connections(user_entry) as usize;
+        if max_user > 0 {
+            groups.push(
+                self.user_limits
+                    .entry(key.user.clone())
+                    .or_insert_with(|| LimitGroup::new(max_user))
+                    .clone(),
+            );
+        }
+        let mut settings = settings;
+        settings.limits = groups.clone();
+        let pool = self
+            .pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let timers = self.metrics.timers_for(&key.database, &key.user);
+                let p = Pool::new(key, target, settings, timers);
+                if self.control.is_paused(database) {
+                    p.gate.set_paused(true);
+                }
+                for g in &groups {
+                    g.join(&p);
+                }
+                p
+            })
+            .clone();
+        Some(pool)
+    }
+
+    /// What a pool for `client_user` on `database` looks like under `config`: its key,
+    /// server target and settings (shared limits not yet attached).
+    pub fn plan_pool(
+        &self,
+        config: &Config,
+        database: &str,
+        client_user: &str,
+    ) -> Option<(PoolKey, ServerTarget, PoolSettings)> {
         let entry = config.database(database)?;
         let server_user = entry.user.clone().unwrap_or_else(|| client_user.to_owned());
         let key = PoolKey {
             database: database.to_owned(),
             user: server_user.clone(),
         };
-        if let Some(p) = self.pools.get(&key) {
-            return Some(p.clone());
-        }
         let credential = match (&entry.user, &entry.password) {
             (_, Some(pw)) => ServerCredential::Secret(Secret::Plain(pw.expose().to_owned())),
             _ => match self.secret_for(&server_user) {
@@ -256,39 +330,30 @@ impl App {
             },
             limits: Vec::new(),
         };
-        let mut groups = Vec::new();
-        let max_db = config.effective_max_db_connections(&entry) as usize;
-        if max_db > 0 {
-            groups.push(
-                self.db_limits
-                    .entry(database.to_owned())
-                    .or_insert_with(|| LimitGroup::new(max_db))
-                    .clone(),
-            );
+        Some((key, target, settings))
+    }
+
+    /// Replaces the config and users (RELOAD, SET) and applies what can change live:
+    /// pool sizes and server targets (host, port, dbname, password) of existing pools.
+    pub fn install_config(&self, config: Config, users: Users) {
+        self.users.store(Arc::new(users));
+        self.config.store(Arc::new(config));
+        let config = self.config();
+        let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.clone()).collect();
+        for pool in pools {
+            let Some((_, target, settings)) =
+                self.plan_pool(&config, &pool.key.database, &pool.key.user)
+            else {
+                continue;
+            };
+            if !pool.resize(settings.pool_size) {
+                warn!(db = %pool.key.database, user = %pool.key.user, "pool_size change to or from 0 needs a restart");
+            }
+            if *pool.target() != target {
+                info!(db = %pool.key.database, user = %pool.key.user, "server target changed: reconnecting");
+                pool.retarget(target);
+            }
         }
-        let max_user = config.effective_max_user_connections(user_entry) as usize;
-        if max_user > 0 {
-            groups.push(
-                self.user_limits
-                    .entry(server_user.clone())
-                    .or_insert_with(|| LimitGroup::new(max_user))
-                    .clone(),
-            );
-        }
-        let mut settings = settings;
-        settings.limits = groups.clone();
-        let pool = self
-            .pools
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let p = Pool::new(key, target, settings);
-                for g in &groups {
-                    g.join(&p);
-                }
-                p
-            })
-            .clone();
-        Some(pool)
     }
 }
 
@@ -318,6 +383,8 @@ pub struct Running {
     pub tcp_addrs: Vec<SocketAddr>,
     /// The Unix socket path, if any.
     pub unix_path: Option<PathBuf>,
+    /// The bound metrics_listen address, if any.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Binds listeners and starts serving in the current tokio runtime.
@@ -338,12 +405,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .collect();
     let unix_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
     let app = App::new(config, users);
+    let mut metrics_addr = None;
     listener::spawn_accept_loops(&app, listeners);
     spawn_janitor(&app);
+    crate::shutdown::spawn_driver(&app);
+    crate::metrics::period::spawn_stats_period(&app);
+    if let Some(addr) = app.config().settings.metrics_listen.clone() {
+        let bound = crate::metrics::http::serve(&app, &addr).await?;
+        info!(addr = %bound, "metrics listening");
+        metrics_addr = Some(bound);
+    }
     Ok(Running {
         app,
         tcp_addrs,
         unix_path,
+        metrics_addr,
     })
 }
 

@@ -13,6 +13,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
+use super::link_stats::LinkStats;
 use super::tracker::Tracker;
 use crate::protocol::messages::{parse_parameter_status, tag};
 use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
@@ -113,6 +114,8 @@ pub struct Relay {
     pub timed: bool,
     /// Timestamps for timeouts.
     pub clock: LinkClock,
+    /// Query/transaction/bytes accounting (SHOW STATS, histograms).
+    pub stats: LinkStats,
 }
 
 impl Relay {
@@ -134,6 +137,7 @@ impl Relay {
                 last_activity: Instant::now(),
                 epoch: 0,
             },
+            stats: LinkStats::default(),
         }
     }
 
@@ -179,6 +183,8 @@ impl Relay {
         if timed {
             clock.last_activity = Instant::now();
         }
+        let stats = &mut self.stats;
+        stats.client_bytes(n);
         let mut terminate_at = None;
         let consumed = self.client_scan.feed(
             &self.c2s[start..start + n],
@@ -196,6 +202,9 @@ impl Relay {
                         return false;
                     }
                     ScanEvent::Header { tag, .. } => {
+                        if matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F') {
+                            stats.request();
+                        }
                         if timed && matches!(tag, b'Q' | b'S' | b'F') && clock.busy_since.is_none()
                         {
                             clock.busy_since = Some(Instant::now());
@@ -231,6 +240,8 @@ impl Relay {
         if timed {
             clock.last_activity = Instant::now();
         }
+        let stats = &mut self.stats;
+        stats.server_bytes(n);
         self.server_scan.feed(
             &self.s2c[start..start + n],
             |t, _| {
@@ -251,6 +262,7 @@ impl Relay {
                             *violation = true;
                         }
                         tracker.ready_for_query(status);
+                        stats.ready(status);
                         if timed {
                             clock.tick(status, tracker.nothing_outstanding());
                         }

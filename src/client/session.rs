@@ -10,8 +10,10 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
+use super::link_stats::LinkStats;
 use super::login::{self, LoginError};
 use super::params::ClientParams;
+use super::registry::{ClientEntry, ClientState};
 use super::relay::{IdleEnd, Relay, RelayEnd, RelayMode};
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::app::App;
@@ -31,6 +33,8 @@ pub struct Session {
     user: String,
     database: String,
     startup: Vec<(String, String)>,
+    /// This client's registry entry (SHOW CLIENTS state), set by `client::handle`.
+    pub entry: Option<Arc<ClientEntry>>,
 }
 
 /// Sends an error to the client; write failures are ignored (the client may be gone).
@@ -114,6 +118,7 @@ impl Session {
             user,
             database,
             startup,
+            entry: None,
         })
     }
 
@@ -171,6 +176,7 @@ impl Session {
                 return send_fatal(&mut self.stream, ErrorKind::TooManyClients, &msg).await;
             }
         };
+        pool.stats.client_logged_in();
         let mode = self.app.pool_mode_for(&self.database, &self.user);
         drop(config);
         if config_logs_connections(&self.app) {
@@ -213,7 +219,14 @@ impl Session {
         self.serve(&pool, mode, &mut params, &cancel, held).await;
     }
 
+    fn mark(&self, state: ClientState) {
+        if let Some(e) = &self.entry {
+            e.set_state(state);
+        }
+    }
+
     async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
+        self.mark(ClientState::Waiting);
         let notify = self.app.config().settings.query_wait_notify;
         let wait = pool.checkout();
         tokio::pin!(wait);
@@ -235,7 +248,10 @@ impl Session {
             }
         };
         match result {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                self.mark(ClientState::Active);
+                Some(s)
+            }
             Err(PoolError::Timeout) => {
                 let msg = "query_wait_timeout: no server connection became free in time";
                 send_error(
@@ -282,10 +298,12 @@ impl Session {
             PoolMode::Statement => RelayMode::Statement,
         };
         relay.timed = timers.any_linked();
+        relay.stats = LinkStats::for_pool(&pool.stats);
         loop {
             let mut server = match linked.take() {
                 Some(s) => s,
                 None => {
+                    self.mark(ClientState::Idle);
                     match self.wait_idle(&mut relay, timers.client_idle).await {
                         Some(IdleEnd::Request) => {}
                         Some(IdleEnd::ClientGone) | Some(IdleEnd::ClientIo(_)) => return,

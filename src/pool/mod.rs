@@ -12,10 +12,15 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::server::{self, ServerConnection, ServerError, ServerTarget};
+use crate::server::{self, ServerConnection, ServerError, ServerInfo, ServerTarget};
 
+mod control;
+pub mod gate;
 pub mod limits;
+pub mod stats;
+pub use gate::Gate;
 pub use limits::LimitGroup;
+pub use stats::{PoolStats, StatsTotals, Timers};
 
 /// Identifies a pool: the client-facing database name and the server-side user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,17 +72,6 @@ pub enum PoolError {
     Closed,
 }
 
-/// Live counters for SHOW POOLS and metrics.
-#[derive(Debug, Default)]
-pub struct PoolStats {
-    /// Clients waiting for a server right now.
-    pub waiting: AtomicUsize,
-    /// Server connections handed out right now.
-    pub active: AtomicUsize,
-    /// Server connections opened in total.
-    pub connects: AtomicU64,
-}
-
 /// A server connection on loan from a pool; return it with [`Pool::checkin`] or drop it
 /// (which closes the connection and frees the slot).
 #[derive(Debug)]
@@ -88,20 +82,20 @@ pub struct PooledServer {
     _active: ActiveGuard,
 }
 
-/// Counts a connection as active for as long as it is on loan.
+/// Counts a connection as active (and lists it for SHOW SERVERS) while it is on loan.
 #[derive(Debug)]
-struct ActiveGuard(Arc<PoolStats>);
+struct ActiveGuard(Arc<PoolStats>, u64);
 
 impl ActiveGuard {
-    fn new(stats: &Arc<PoolStats>) -> Self {
-        stats.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(stats.clone())
+    fn new(stats: &Arc<PoolStats>, info: &Arc<ServerInfo>, waited: Duration) -> Self {
+        stats.lent(info, waited);
+        ActiveGuard(stats.clone(), info.id)
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.returned(self.1);
     }
 }
 
@@ -110,8 +104,7 @@ impl Drop for ActiveGuard {
 pub struct Pool {
     /// This pool's identity.
     pub key: PoolKey,
-    /// Where its connections go.
-    pub target: ServerTarget,
+    target: arc_swap::ArcSwap<ServerTarget>,
     /// Limits and timeouts.
     pub settings: PoolSettings,
     idle: Mutex<Vec<ServerConnection>>,
@@ -121,11 +114,23 @@ pub struct Pool {
     returned: tokio::sync::Notify,
     /// Live counters.
     pub stats: Arc<PoolStats>,
+    /// Closed while the pool (or its database, or pgfunnel) is paused.
+    pub gate: Gate,
+    born: Instant,
+    /// Connections created before `born` + this many microseconds (+1) must close when idle
+    /// (RECONNECT, config change); 0 = none.
+    close_before_us: AtomicU64,
+    size: AtomicUsize,
 }
 
 impl Pool {
     /// Creates an empty pool. Connections are opened on demand.
-    pub fn new(key: PoolKey, target: ServerTarget, settings: PoolSettings) -> Arc<Pool> {
+    pub fn new(
+        key: PoolKey,
+        target: ServerTarget,
+        settings: PoolSettings,
+        timers: Timers,
+    ) -> Arc<Pool> {
         let size = if settings.pool_size == 0 {
             Semaphore::MAX_PERMITS
         } else {
@@ -133,14 +138,18 @@ impl Pool {
         };
         Arc::new(Pool {
             key,
-            target,
+            target: arc_swap::ArcSwap::from_pointee(target),
             permits: Arc::new(Semaphore::new(size)),
             reserve: Arc::new(Semaphore::new(settings.reserve_pool_size)),
-            settings,
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             returned: tokio::sync::Notify::new(),
-            stats: Arc::new(PoolStats::default()),
+            stats: Arc::new(PoolStats::new(timers)),
+            gate: Gate::default(),
+            born: Instant::now(),
+            close_before_us: AtomicU64::new(0),
+            size: AtomicUsize::new(settings.pool_size),
+            settings,
         })
     }
 
@@ -159,16 +168,32 @@ impl Pool {
     /// connection that is still open or opens a new one. Cancel safe: dropping the
     /// future gives the slot back.
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = self.acquire_slot().await;
-        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
-        let permit = permit?;
+        let started = Instant::now();
+        let fast = if self.gate.is_paused() {
+            None
+        } else {
+            self.permits.clone().try_acquire_owned().ok()
+        };
+        let permit = match fast {
+            Some(p) => p,
+            None => {
+                // Slow path: counted as waiting (cl_waiting, maxwait) until a slot is ours.
+                let token = self.stats.wait_started();
+                let slot = async {
+                    self.gate.wait_open().await;
+                    self.acquire_slot().await
+                }
+                .await;
+                self.stats.wait_ended(token);
+                slot?
+            }
+        };
         let wait = self.settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| Instant::now() + wait);
         let slots = loop {
             while let Some(mut conn) = self.pop_idle() {
                 if conn.is_usable() && !self.expired(&conn) && self.passes_check(&mut conn).await {
-                    return Ok(self.lend(conn, permit));
+                    return Ok(self.lend(conn, permit, started.elapsed()));
                 }
                 debug!(server = conn.id, "dropping stale idle server");
                 tokio::spawn(conn.close());
@@ -186,12 +211,29 @@ impl Pool {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         };
-        let mut conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+        let mut conn = self.open().await?;
         conn.slots = slots;
-        self.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.note_welcome(&conn);
         debug!(server = conn.id, db = %self.key.database, user = %self.key.user, "server connected");
-        Ok(self.lend(conn, permit))
+        Ok(self.lend(conn, permit, started.elapsed()))
+    }
+
+    /// Connects and logs in, counting the attempt (sv_login, connect histogram, failures).
+    async fn open(&self) -> Result<ServerConnection, ServerError> {
+        self.stats.logging_in.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let target = self.target.load_full();
+        let result = server::connect(&target, self.settings.connect_timeout).await;
+        self.stats.logging_in.fetch_sub(1, Ordering::Relaxed);
+        match &result {
+            Ok(_) => {
+                self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                let took = started.elapsed().as_secs_f64();
+                self.stats.timers.connect.observe(took);
+            }
+            Err(_) => self.stats.timers.connect_failures.inc(),
+        }
+        result
     }
 
     /// Takes one slot of every shared limit without waiting (closing idle connections of
@@ -207,7 +249,7 @@ impl Pool {
     /// Opens a new connection for min_pool_size when every shared limit has room.
     async fn connect_new(&self) -> Result<ServerConnection, PoolError> {
         let slots = self.try_limit_slots().ok_or(PoolError::Timeout)?;
-        let mut conn = server::connect(&self.target, self.settings.connect_timeout).await?;
+        let mut conn = self.open().await?;
         conn.slots = slots;
         Ok(conn)
     }
@@ -274,11 +316,17 @@ impl Pool {
         }
     }
 
-    fn lend(&self, conn: ServerConnection, permit: OwnedSemaphorePermit) -> PooledServer {
+    fn lend(
+        &self,
+        conn: ServerConnection,
+        permit: OwnedSemaphorePermit,
+        waited: Duration,
+    ) -> PooledServer {
+        let active = ActiveGuard::new(&self.stats, &conn.info, waited);
         PooledServer {
             conn,
             _permit: permit,
-            _active: ActiveGuard::new(&self.stats),
+            _active: active,
         }
     }
 
@@ -312,7 +360,7 @@ impl Pool {
 
     fn expired(&self, conn: &ServerConnection) -> bool {
         let life = self.settings.server_lifetime;
-        !life.is_zero() && conn.created.elapsed() >= life
+        (!life.is_zero() && conn.created.elapsed() >= life) || self.close_needed(conn.created)
     }
 
     /// Returns a clean, idle connection to the pool (or closes it when past its lifetime).

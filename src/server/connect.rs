@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
-use super::conn::{BackendKey, CancelAddr, ServerConnection, ServerError};
+use super::conn::{BackendKey, CancelAddr, ServerConnection, ServerError, ServerInfo};
 use crate::auth::{md5_response, md5_secret, ScramClient, Secret};
 use crate::net::Stream;
 use crate::protocol::messages::{self, auth_code, tag};
@@ -17,7 +18,7 @@ use crate::protocol::messages::{self, auth_code, tag};
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What pgfunnel logs in to the server with.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ServerCredential {
     /// A stored secret (plain password or md5 hash) from the config or auth_file.
     Secret(Secret),
@@ -35,7 +36,7 @@ impl std::fmt::Debug for ServerCredential {
 }
 
 /// Where and as whom to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTarget {
     /// Host names or addresses; a value starting with `/` is a Unix socket directory.
     pub hosts: Vec<String>,
@@ -114,6 +115,16 @@ async fn login(
         created: now,
         last_used: now,
         slots: Vec::new(),
+        info: Arc::new(ServerInfo {
+            id: 0,
+            addr: String::new(),
+            port: 0,
+            local_addr: String::new(),
+            local_port: 0,
+            connect_time: std::time::SystemTime::now(),
+            pid: 0,
+            created: now,
+        }),
     };
     let mut out = BytesMut::new();
     let mut params: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.dbname)];
@@ -136,13 +147,38 @@ async fn login(
                     secret: body[4..].to_vec(),
                 };
             }
-            tag::READY_FOR_QUERY => return Ok(conn),
+            tag::READY_FOR_QUERY => {
+                conn.info = Arc::new(describe(&conn));
+                return Ok(conn);
+            }
             tag::ERROR_RESPONSE => {
                 return Err(ServerError::Rejected(messages::parse_error_fields(&body)))
             }
             tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
             _ => return Err(ServerError::Protocol("unexpected message during login")),
         }
+    }
+}
+
+/// The SHOW SERVERS identity of a freshly logged-in connection.
+fn describe(conn: &ServerConnection) -> ServerInfo {
+    let (addr, port) = match &conn.cancel_addr {
+        CancelAddr::Tcp(a) => (a.ip().to_string(), a.port()),
+        CancelAddr::Unix(p) => (p.display().to_string(), 0),
+    };
+    let local = match &conn.stream {
+        Stream::Tcp(s) => s.local_addr().ok(),
+        _ => None,
+    };
+    ServerInfo {
+        id: conn.id,
+        addr,
+        port,
+        local_addr: local.map(|a| a.ip().to_string()).unwrap_or_default(),
+        local_port: local.map(|a| a.port()).unwrap_or(0),
+        connect_time: conn.info.connect_time,
+        pid: conn.key.pid,
+        created: conn.created,
     }
 }
 

@@ -5,5 +5,5 @@
 pub mod conn;
 pub mod connect;
 
-pub use conn::{BackendKey, CancelAddr, ServerConnection, ServerError};
+pub use conn::{BackendKey, CancelAddr, ServerConnection, ServerError, ServerInfo};
 pub use connect::{connect, ServerCredential, ServerTarget};
