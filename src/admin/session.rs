@@ -13,6 +13,7 @@ use super::auth::{self, Access};
 use super::command;
 use super::{execute, AdminError, Reply};
 use crate::app::App;
+use crate::client::registry::{ClientEntry, ClientState};
 use crate::net::Stream;
 use crate::protocol::messages::{self, put_cstr, put_message, take_cstr, Severity};
 
@@ -47,13 +48,14 @@ struct Extended {
 }
 
 /// Serves a console client from authentication to disconnect.
-pub async fn run(app: Arc<App>, mut stream: Stream, user: String) {
+pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<ClientEntry>) {
     let access = match auth::login(&app, &mut stream, &user).await {
         Ok(a) => a,
         Err(e) => {
             let code = match e {
                 auth::ConsoleLoginError::Protocol => "08P01",
-                _ => "28000",
+                auth::ConsoleLoginError::Failed(_) => "28P01",
+                auth::ConsoleLoginError::NotAllowed => "28000",
             };
             let mut buf = BytesMut::new();
             messages::put_error(&mut buf, Severity::Fatal, code, &e.to_string(), None);
@@ -61,6 +63,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String) {
             return;
         }
     };
+    entry.set_state(ClientState::Active);
     if app.config().settings.log_connections {
         tracing::info!(user, ?access, "console login");
     }

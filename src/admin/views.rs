@@ -205,7 +205,7 @@ pub fn pools(app: &App) -> ResultSet {
         })
         .collect();
     let mut console_row = vec!["pgbouncer".into(), "pgbouncer".into(), console.into()];
-    console_row.extend((0..11).map(|_| Value::Int(0)));
+    console_row.extend((0..12).map(|_| Value::Int(0)));
     console_row.extend(["statement".into(), Value::Null]);
     rows.push(("pgbouncer".into(), "pgbouncer".into(), console_row));
     rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));

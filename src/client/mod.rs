@@ -76,7 +76,8 @@ pub async fn handle(app: Arc<App>, mut stream: Stream, peer: String) {
         registered.entry.identify(identity);
         // The console is exempt from max_client_conn, as in PgBouncer.
         if crate::control::is_console(&database) {
-            return crate::admin::session::run(app, stream, user).await;
+            let entry = registered.entry.clone();
+            return crate::admin::session::run(app, stream, user, entry).await;
         }
         if count > app.config().settings.max_client_conn as usize {
             warn!(

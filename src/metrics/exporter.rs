@@ -3,6 +3,8 @@
 //! the exporter work unchanged). Handles are registered once; each scrape resets and refills
 //! them under a lock.
 
+use std::cell::RefCell;
+
 use prometheus::{CounterVec, GaugeVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::admin::result::{ResultSet, Value};
@@ -91,19 +93,28 @@ pub struct Exporter {
     clients: IntGaugeVec,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+/// Registers `c` in `r` and records its metric names.
+pub(super) fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    names: &RefCell<Vec<String>>,
+    c: T,
+) -> T {
+    for d in c.desc() {
+        names.borrow_mut().push(d.fq_name.clone());
+    }
     r.register(Box::new(c.clone()))
-        .expect("exporter metric names are unique and valid");
+        .expect("metric names are unique and valid");
     c
 }
 
 impl Exporter {
     /// Registers every exporter metric in `r`.
-    pub fn register(r: &Registry) -> Exporter {
+    pub fn register(r: &Registry, names: &RefCell<Vec<String>>) -> Exporter {
         let opts = |name: &str, help: &str| Opts::new(format!("pgbouncer_{name}"), help.to_owned());
         let counter = |name: &str, col: &str, labels: &[&str]| {
             reg(
                 r,
+                names,
                 CounterVec::new(opts(name, &format!("SHOW STATS_TOTALS {col}")), labels)
                     .expect("valid"),
             )
@@ -119,7 +130,11 @@ impl Exporter {
             .map(|(i, (n, c, _))| (counter(&format!("stats_{n}"), c, &["database"]), i))
             .collect();
         let gauge = |name: &str, help: &str, labels: &[&str]| {
-            reg(r, GaugeVec::new(opts(name, help), labels).expect("valid"))
+            reg(
+                r,
+                names,
+                GaugeVec::new(opts(name, help), labels).expect("valid"),
+            )
         };
         let pools = POOLS
             .iter()
@@ -149,12 +164,18 @@ impl Exporter {
                 )
             })
             .collect();
-        let int =
-            |name: &str, help: &str| reg(r, IntGauge::with_opts(opts(name, help)).expect("valid"));
+        let int = |name: &str, help: &str| {
+            reg(
+                r,
+                names,
+                IntGauge::with_opts(opts(name, help)).expect("valid"),
+            )
+        };
         Exporter {
             up: int("up", "1: pgfunnel answers (it serves this endpoint itself)"),
             version: reg(
                 r,
+                names,
                 IntGaugeVec::new(opts("version_info", "SHOW VERSION"), &["version"])
                     .expect("valid"),
             ),
@@ -175,6 +196,7 @@ impl Exporter {
             max_user_connections: int("config_max_user_connections", "max_user_connections"),
             clients: reg(
                 r,
+                names,
                 IntGaugeVec::new(
                     opts(
                         "client_connections",

@@ -8,6 +8,7 @@ pub mod health;
 pub mod http;
 pub mod period;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -47,14 +48,19 @@ pub struct Metrics {
     window: Mutex<(Instant, Instant)>,
     /// Cached readiness result.
     pub health: health::HealthCache,
+    names: Vec<String>,
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
+fn histogram(
+    r: &Registry,
+    names: &RefCell<Vec<String>>,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     let h = HistogramVec::new(opts, &["database", "user"]).expect("valid histogram");
-    r.register(Box::new(h.clone()))
-        .expect("histogram names are unique");
-    h
+    exporter::reg(r, names, h)
 }
 
 impl Default for Metrics {
@@ -67,26 +73,31 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Metrics {
         let r = Registry::new();
+        let names = RefCell::new(Vec::new());
         let query = histogram(
             &r,
+            &names,
             "pgfunnel_query_duration_seconds",
             "Query duration from the first request message to ReadyForQuery",
             &QUERY_BUCKETS,
         );
         let xact = histogram(
             &r,
+            &names,
             "pgfunnel_transaction_duration_seconds",
             "Transaction duration from the first request to ReadyForQuery idle",
             &QUERY_BUCKETS,
         );
         let wait = histogram(
             &r,
+            &names,
             "pgfunnel_client_wait_seconds",
             "Time a client waited for a server connection",
             &WAIT_BUCKETS,
         );
         let connect = histogram(
             &r,
+            &names,
             "pgfunnel_server_connect_seconds",
             "Server connect plus login time",
             &CONNECT_BUCKETS,
@@ -99,9 +110,8 @@ impl Metrics {
             &["database", "user"],
         )
         .expect("valid counter");
-        r.register(Box::new(connect_failures.clone()))
-            .expect("counter name is unique");
-        let exporter = exporter::Exporter::register(&r);
+        let connect_failures = exporter::reg(&r, &names, connect_failures);
+        let exporter = exporter::Exporter::register(&r, &names);
         let now = Instant::now();
         Metrics {
             registry: r,
@@ -115,7 +125,13 @@ impl Metrics {
             scrape: Mutex::new(()),
             window: Mutex::new((now, now)),
             health: health::HealthCache::default(),
+            names: names.into_inner(),
         }
+    }
+
+    /// Every metric family name this registry can expose.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.names.clone()
     }
 
     /// Histogram handles for a new pool; past [`MAX_POOL_LABEL_SETS`] pools share the

@@ -5,9 +5,12 @@ mod harness;
 mod harness_selftest;
 mod proxy;
 
+mod admin;
 mod auth;
 mod bad_input;
 mod cli;
+mod metrics;
 mod migrate;
 mod session_pool;
+mod signals;
 mod transaction_pool;
