@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: unit, component and end-to-end tests (against a real PostgreSQL that the
 # test harness starts itself from the OS package). On a fresh Debian 12 machine it first installs
-# what is missing: the postgresql packages (as root, or through sudo) and the rustfmt/clippy
-# components. Idempotent; a second run installs nothing.
+# what is missing: the postgresql packages, prometheus (for promtool) and
+# prometheus-pgbouncer-exporter (as root, or through sudo), and the rustfmt/clippy components. Idempotent; a second run installs nothing.
 #
 #   scripts/test.sh                  # everything: cargo test --all-targets
 #   scripts/test.sh -- --nocapture   # extra arguments go to cargo test
@@ -51,7 +51,7 @@ apt_install() {
     ! as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install \
       -y --no-install-recommends "$@" </dev/null >>"$log" 2>&1; then
     tail -n 30 "$log" >&2
-    say "apt-get install $* failed; install PostgreSQL by hand: apt-get update && apt-get install -y postgresql"
+    say "apt-get install $* failed; install by hand: apt-get update && apt-get install -y $*"
     exit 1
   fi
   rm -f "$log"
@@ -65,6 +65,21 @@ ensure_postgres() {
     pkgs+=(postgresql-client) # the harness runs psql from the server's bindir
     apt_install "${pkgs[@]}"
     have_pg_server || { say "postgresql installed but initdb still not found"; exit 1; }
+  fi
+}
+
+# promtool (Debian's prometheus package) checks config/pgfunnel-alerts.yml; Debian's
+# prometheus-pgbouncer-exporter is pointed at the admin console by tests/it/admin.rs.
+have_exporter() {
+  /usr/bin/python3 -c 'import prometheus_pgbouncer_exporter' >/dev/null 2>&1
+}
+
+ensure_ops_tools() {
+  local pkgs=()
+  command -v promtool >/dev/null 2>&1 || pkgs+=(prometheus)
+  have_exporter || pkgs+=(prometheus-pgbouncer-exporter)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    apt_install "${pkgs[@]}"
   fi
 }
 
@@ -82,6 +97,7 @@ ensure_rust_components() {
 
 command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 ensure_postgres
+ensure_ops_tools
 ensure_rust_components
 
 if [ "${1:-}" = "--setup-only" ]; then

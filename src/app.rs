@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::auth::{AuthFile, Secret};
 use crate::cancel::CancelRegistry;
@@ -134,6 +134,12 @@ impl App {
     /// The stored secret of `user`, if pgfunnel knows the user.
     pub fn secret_for(&self, user: &str) -> Option<Secret> {
         self.users.load().secrets.get(user).cloned()
+    }
+
+    /// Swaps in a new config and users with one store each (readers see old or new).
+    pub(crate) fn store_config(&self, config: Config, users: Users) {
+        self.users.store(Arc::new(users));
+        self.config.store(Arc::new(config));
     }
 
     /// Names of the users pgfunnel can authenticate (SHOW USERS, SHOW LISTS).
@@ -331,29 +337,6 @@ impl App {
             limits: Vec::new(),
         };
         Some((key, target, settings))
-    }
-
-    /// Replaces the config and users (RELOAD, SET) and applies what can change live:
-    /// pool sizes and server targets (host, port, dbname, password) of existing pools.
-    pub fn install_config(&self, config: Config, users: Users) {
-        self.users.store(Arc::new(users));
-        self.config.store(Arc::new(config));
-        let config = self.config();
-        let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.clone()).collect();
-        for pool in pools {
-            let Some((_, target, settings)) =
-                self.plan_pool(&config, &pool.key.database, &pool.key.user)
-            else {
-                continue;
-            };
-            if !pool.resize(settings.pool_size) {
-                warn!(db = %pool.key.database, user = %pool.key.user, "pool_size change to or from 0 needs a restart");
-            }
-            if *pool.target() != target {
-                info!(db = %pool.key.database, user = %pool.key.user, "server target changed: reconnecting");
-                pool.retarget(target);
-            }
-        }
     }
 }
 

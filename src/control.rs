@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tracing::info;
 
-use crate::app::{App, Users};
-use crate::config::{find_key, Config, ConfigError, Expected};
+use crate::app::App;
+use crate::config::{ConfigError, Expected};
 use crate::pool::Pool;
 
 /// Names the admin console answers to; they are never pooled databases.
@@ -246,49 +246,6 @@ impl App {
         }
         Ok(())
     }
-
-    /// RELOAD (SIGHUP): rereads the config file and the auth_file. Keys that need a
-    /// restart keep their running values. On error nothing changes.
-    pub fn reload(&self) -> Result<(), ControlError> {
-        let old = self.config();
-        let path = old.path.clone().ok_or(ControlError::NoConfigFile)?;
-        let mut new = Config::load(&path).map_err(Box::new)?;
-        keep_restart_only(&old, &mut new);
-        let users = Users::load(&new).map_err(ControlError::Users)?;
-        new.log_warnings();
-        self.install_config(new, users);
-        info!(path = %path.display(), "config reloaded");
-        Ok(())
-    }
-
-    /// SET key = value: changes one reloadable setting of the running config.
-    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), ControlError> {
-        let k = find_key(key).ok_or_else(|| ControlError::UnknownKey(key.to_owned()))?;
-        if !k.reloadable {
-            return Err(ControlError::NotChangeable(k.name));
-        }
-        let mut new = (*self.config()).clone();
-        k.apply(&mut new.settings, value)
-            .map_err(|expected| ControlError::BadValue {
-                key: k.name,
-                expected,
-            })?;
-        let users = Users::load(&new).map_err(ControlError::Users)?;
-        self.install_config(new, users);
-        info!(key = k.name, value, "setting changed");
-        Ok(())
-    }
-}
-
-/// Copies every key PgBouncer marks not reloadable from the running config, plus the
-/// listen port (which tests and `--port` may have overridden).
-fn keep_restart_only(old: &Config, new: &mut Config) {
-    for key in crate::config::SETTING_KEYS.iter().filter(|k| !k.reloadable) {
-        let _ = key.apply(&mut new.settings, &key.value_in(&old.settings));
-    }
-    new.settings.listen_port = old.settings.listen_port;
-    new.settings.listen_addr = old.settings.listen_addr.clone();
-    new.settings.unix_socket_dir = old.settings.unix_socket_dir.clone();
 }
 
 #[cfg(test)]

@@ -40,5 +40,6 @@ pub mod migrate;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod shutdown;

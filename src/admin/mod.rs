@@ -7,6 +7,7 @@ pub mod auth;
 pub mod command;
 pub mod result;
 pub mod session;
+pub mod socket_views;
 pub mod stats_views;
 pub mod views;
 
@@ -86,8 +87,8 @@ pub fn show(app: &App, view: View) -> Reply {
         View::Config => views::config(app),
         View::Databases => views::databases(app),
         View::Pools => views::pools(app),
-        View::Clients => views::clients(app),
-        View::Servers => views::servers(app),
+        View::Clients => socket_views::clients(app),
+        View::Servers => socket_views::servers(app),
         View::Stats => stats_views::stats(app),
         View::StatsTotals => stats_views::stats_totals(app),
         View::StatsAverages => stats_views::stats_averages(app),

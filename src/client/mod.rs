@@ -15,7 +15,7 @@ pub mod tracker;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::app::App;
 use crate::error::ErrorKind;
@@ -36,6 +36,8 @@ pub async fn handle(app: Arc<App>, mut stream: Stream, peer: String) {
     };
     let registered = app.clients.register(id, &peer, local);
     let kill = registered.entry.kill.clone();
+    let entry = registered.entry.clone();
+    let app2 = app.clone();
     let serve = async move {
         let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
         let _guard = ClientCountGuard(app.clone());
@@ -110,9 +112,12 @@ pub async fn handle(app: Arc<App>, mut stream: Stream, peer: String) {
     // KILL / KILL_CLIENT / shutdown end the client by dropping its task's future: its
     // sockets close and a linked server is discarded, never returned to the pool.
     async move {
-        tokio::select! {
-            _ = serve => {}
-            _ = kill.cancelled() => debug!("client killed by admin or shutdown"),
+        let reason = tokio::select! {
+            _ = serve => "client close request",
+            _ = kill.cancelled() => "killed by admin or shutdown",
+        };
+        if entry.identity().is_some() && app2.config().settings.log_disconnections {
+            info!(reason, "closing client");
         }
     }
     .instrument(span)

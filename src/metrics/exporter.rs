@@ -232,7 +232,7 @@ impl Exporter {
         self.max_client_conn.set(i64::from(s.max_client_conn));
         self.max_user_connections
             .set(i64::from(s.max_user_connections));
-        self.update_clients(&views::clients(app));
+        self.update_clients(&crate::admin::socket_views::clients(app));
     }
 
     fn update_stats(&self, rs: &ResultSet) {

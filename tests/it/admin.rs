@@ -423,7 +423,25 @@ async fn disable_refuses_new_clients_and_kill_drops_existing() {
 
 #[tokio::test]
 async fn set_and_reload_change_the_running_config() {
-    let p = txn_proxy("").await;
+    // the database has no pool_size of its own, so default_pool_size applies
+    let opts = format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction");
+    let p = Proxy::simple(&opts, CONSOLE_INI).await;
+    let app = p.connect(SCRAM_USER, SCRAM_PASSWORD, "app").await;
+    app.simple_query("select 1")
+        .await
+        .expect("creates the pool");
+    let pool_size = || {
+        let running = p.running.as_ref().expect("running");
+        let pool = running
+            .app
+            .pools
+            .iter()
+            .next()
+            .map(|e| e.value().clone())
+            .expect("pool");
+        pool.pool_size()
+    };
+    assert_eq!(pool_size(), 20);
     let c = console(&p, ADMIN).await;
     let get = |rs: &[Vec<(String, Option<String>)>], k: &str| {
         rs.iter()
