@@ -2,8 +2,9 @@
 # The one test command: unit, component and end-to-end tests (against a real PostgreSQL that the
 # test harness starts itself from the OS package). On a fresh Debian 12 machine it first installs
 # what is missing: the postgresql packages (as root, or through sudo), what the benches/compare
-# smoke test runs (pgbouncer, python3, openssl; pgbench comes with the server package) and the
-# rustfmt/clippy components. Idempotent; a second run installs nothing.
+# smoke test runs (pgbouncer, python3, openssl; pgbench comes with the server package),
+# prometheus (for promtool), prometheus-pgbouncer-exporter and the rustfmt/clippy components.
+# Idempotent; a second run installs nothing.
 #
 #   scripts/test.sh                  # everything: cargo test --all-targets
 #   scripts/test.sh -- --nocapture   # extra arguments go to cargo test
@@ -82,6 +83,21 @@ ensure_bench_tools() {
     { say "pgbench not found beside initdb: apt-get install -y postgresql-contrib"; exit 1; }
 }
 
+# promtool (Debian's prometheus package) checks config/pgfunnel-alerts.yml; Debian's
+# prometheus-pgbouncer-exporter is pointed at the admin console by tests/it/admin.rs.
+have_exporter() {
+  /usr/bin/python3 -c 'import prometheus_pgbouncer_exporter' >/dev/null 2>&1
+}
+
+ensure_ops_tools() {
+  local pkgs=()
+  command -v promtool >/dev/null 2>&1 || pkgs+=(prometheus)
+  have_exporter || pkgs+=(prometheus-pgbouncer-exporter)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    apt_install "${pkgs[@]}"
+  fi
+}
+
 ensure_rust_components() {
   local missing=()
   cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
@@ -97,6 +113,7 @@ ensure_rust_components() {
 command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 ensure_postgres
 ensure_bench_tools
+ensure_ops_tools
 ensure_rust_components
 
 if [ "${1:-}" = "--setup-only" ]; then

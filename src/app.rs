@@ -17,12 +17,16 @@ use tracing::info;
 
 use crate::auth::{AuthFile, Hba, HbaError, Secret};
 use crate::cancel::CancelRegistry;
+use crate::client::registry::ClientRegistry;
 use crate::config::{AuthType, Config, ServerCheckQuery, SslNegotiation};
+use crate::control::ControlState;
+use crate::metrics::Metrics;
 use crate::net::dns::DnsCache;
 use crate::net::listener;
 use crate::net::tls::{TlsConfigs, TlsError};
 use crate::pool::{LimitGroup, Pool, PoolKey, PoolSettings};
 use crate::server::{ServerCredential, ServerTarget};
+use crate::shutdown::ShutdownCtl;
 
 /// Users pgfunnel can authenticate clients against: auth_file entries plus, in URL
 /// mode, the upstream's user.
@@ -82,6 +86,16 @@ pub struct App {
     next_client_id: AtomicU64,
     /// Per-process key that makes unknown users' fake SCRAM salts stable.
     pub scram_mock_key: [u8; 32],
+    /// Connected clients (SHOW CLIENTS, KILL).
+    pub clients: Arc<ClientRegistry>,
+    /// Paused and disabled databases.
+    pub control: ControlState,
+    /// Prometheus registry and metric handles.
+    pub metrics: Arc<Metrics>,
+    /// Shutdown requests (signals, SHUTDOWN) and their completion.
+    pub stopping: ShutdownCtl,
+    /// When pgfunnel started.
+    pub started_at: std::time::SystemTime,
     /// TLS toward clients and toward servers; swapped by [`App::reload_tls`].
     pub tls: Arc<TlsConfigs>,
     /// Server host names resolved, kept up to dns_max_ttl.
@@ -123,6 +137,11 @@ impl App {
             tasks: TaskTracker::new(),
             next_client_id: AtomicU64::new(1),
             scram_mock_key: crate::auth::ScramServer::generate_mock_key(),
+            clients: Arc::new(ClientRegistry::default()),
+            control: ControlState::default(),
+            metrics: Arc::new(Metrics::new()),
+            stopping: ShutdownCtl::default(),
+            started_at: std::time::SystemTime::now(),
         })
     }
 
@@ -177,6 +196,17 @@ impl App {
     pub fn reload_hba(&self) -> Result<(), HbaError> {
         self.hba.store(load_hba(&self.config())?.map(Arc::new));
         Ok(())
+    }
+
+    /// Swaps in a new config and users with one store each (readers see old or new).
+    pub(crate) fn store_config(&self, config: Config, users: Users) {
+        self.users.store(Arc::new(users));
+        self.config.store(Arc::new(config));
+    }
+
+    /// Names of the users pgfunnel can authenticate (SHOW USERS, SHOW LISTS).
+    pub fn user_names(&self) -> Vec<String> {
+        self.users.load().secrets.keys().cloned().collect()
     }
 
     /// True when users come from an auth_file (trust then still requires the user to exist).
@@ -267,8 +297,6 @@ impl App {
     /// The pool of `database` logging in to the server as `server_user` (a forced user, the
     /// client's own name, or `auth_user` for auth_query), created on first use.
     pub fn pool_as(&self, database: &str, server_user: &str) -> Option<Arc<Pool>> {
-        let config = self.config();
-        let entry = config.database(database)?;
         let key = PoolKey {
             database: database.to_owned(),
             user: server_user.to_owned(),
@@ -276,6 +304,74 @@ impl App {
         if let Some(p) = self.pools.get(&key) {
             return Some(p.clone());
         }
+        let config = self.config();
+        let (key, target, settings) = self.plan_pool_as(&config, database, server_user)?;
+        let entry = config.database(database)?;
+        let user_entry = config.user(&key.user);
+        let mut groups = Vec::new();
+        let max_db = config.effective_max_db_connections(&entry) as usize;
+        if max_db > 0 {
+            groups.push(
+                self.db_limits
+                    .entry(database.to_owned())
+                    .or_insert_with(|| LimitGroup::new(max_db))
+                    .clone(),
+            );
+        }
+        let max_user = config.effective_max_user_connections(user_entry) as usize;
+        if max_user > 0 {
+            groups.push(
+                self.user_limits
+                    .entry(key.user.clone())
+                    .or_insert_with(|| LimitGroup::new(max_user))
+                    .clone(),
+            );
+        }
+        let mut settings = settings;
+        settings.limits = groups.clone();
+        let pool = self
+            .pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let timers = self.metrics.timers_for(&key.database, &key.user);
+                let p = Pool::new(key, target, settings, timers);
+                if self.control.is_paused(database) {
+                    p.gate.set_paused(true);
+                }
+                for g in &groups {
+                    g.join(&p);
+                }
+                p
+            })
+            .clone();
+        Some(pool)
+    }
+
+    /// What a pool for `client_user` on `database` looks like under `config`: its key,
+    /// server target and settings (shared limits not yet attached).
+    pub fn plan_pool(
+        &self,
+        config: &Config,
+        database: &str,
+        client_user: &str,
+    ) -> Option<(PoolKey, ServerTarget, PoolSettings)> {
+        let entry = config.database(database)?;
+        let server_user = entry.user.clone().unwrap_or_else(|| client_user.to_owned());
+        self.plan_pool_as(config, database, &server_user)
+    }
+
+    /// What the pool of `database` logging in as `server_user` looks like under `config`.
+    fn plan_pool_as(
+        &self,
+        config: &Config,
+        database: &str,
+        server_user: &str,
+    ) -> Option<(PoolKey, ServerTarget, PoolSettings)> {
+        let entry = config.database(database)?;
+        let key = PoolKey {
+            database: database.to_owned(),
+            user: server_user.to_owned(),
+        };
         let server_user = server_user.to_owned();
         let forced_password = entry
             .password
@@ -335,39 +431,7 @@ impl App {
             limits: Vec::new(),
             server_login_retry: s.server_login_retry,
         };
-        let mut groups = Vec::new();
-        let max_db = config.effective_max_db_connections(&entry) as usize;
-        if max_db > 0 {
-            groups.push(
-                self.db_limits
-                    .entry(database.to_owned())
-                    .or_insert_with(|| LimitGroup::new(max_db))
-                    .clone(),
-            );
-        }
-        let max_user = config.effective_max_user_connections(user_entry) as usize;
-        if max_user > 0 {
-            groups.push(
-                self.user_limits
-                    .entry(server_user.clone())
-                    .or_insert_with(|| LimitGroup::new(max_user))
-                    .clone(),
-            );
-        }
-        let mut settings = settings;
-        settings.limits = groups.clone();
-        let pool = self
-            .pools
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let p = Pool::new(key, target, settings);
-                for g in &groups {
-                    g.join(&p);
-                }
-                p
-            })
-            .clone();
-        Some(pool)
+        Some((key, target, settings))
     }
 }
 
@@ -397,6 +461,8 @@ pub struct Running {
     pub tcp_addrs: Vec<SocketAddr>,
     /// The Unix socket path, if any.
     pub unix_path: Option<PathBuf>,
+    /// The bound metrics_listen address, if any.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Binds listeners and starts serving in the current tokio runtime.
@@ -419,12 +485,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .collect();
     let unix_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
     let app = App::new(config, users, tls, hba);
+    let mut metrics_addr = None;
     listener::spawn_accept_loops(&app, listeners);
     spawn_janitor(&app);
+    crate::shutdown::spawn_driver(&app);
+    crate::metrics::period::spawn_stats_period(&app);
+    if let Some(addr) = app.config().settings.metrics_listen.clone() {
+        let bound = crate::metrics::http::serve(&app, &addr).await?;
+        info!(addr = %bound, "metrics listening");
+        metrics_addr = Some(bound);
+    }
     Ok(Running {
         app,
         tcp_addrs,
         unix_path,
+        metrics_addr,
     })
 }
 

@@ -13,6 +13,12 @@
 //!   `server_reset_query` (session mode). A server is never returned dirty.
 //! - `server` opens and logs in server connections; `pool` bounds and reuses them.
 //! - `config` reads PgBouncer-format ini files (and URL mode); `cli` and `main` wire it up.
+//! - `admin` is the console on the virtual database `pgbouncer`/`pgfunnel` (SHOW views,
+//!   control commands over the simple and extended protocol); `control` holds the actions it
+//!   shares with the signal handlers (pause, reload, kill...) and `shutdown` the three
+//!   shutdown modes. `client::registry` lists connected clients for SHOW CLIENTS and KILL.
+//! - `metrics` serves /metrics (pgbouncer_exporter names plus per-pool histograms) and
+//!   /health/live, /health/ready on `metrics_listen`.
 //! - `migrate` is the `pgfunnel migrate` subcommand: numbered SQL migrations applied once,
 //!   each in its own transaction behind a transaction-level lock (safe through the pooler).
 //!
@@ -20,15 +26,20 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cancel;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod error;
+pub mod metrics;
 pub mod migrate;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod server;
+pub mod shutdown;

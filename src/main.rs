@@ -142,10 +142,17 @@ fn serve(args: ServeArgs, flags: &ProcessFlags) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(run(config))
+    let result = runtime.block_on(run(config));
+    // Do not wait for stray tasks (a DNS lookup, a draining socket): exit means exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
 }
 
+/// Serves until shutdown. Signals keep PgBouncer 1.23+ meanings: SIGHUP reload, SIGINT
+/// WAIT_FOR_SERVERS, SIGTERM WAIT_FOR_CLIENTS, SIGQUIT immediate, SIGUSR1 pause, SIGUSR2
+/// resume; a second SIGINT/SIGTERM during shutdown exits at once.
 async fn run(config: Config) -> anyhow::Result<()> {
+    use pgfunnel::shutdown::ShutdownMode;
     use tokio::signal::unix::{signal, SignalKind};
     let pidfile = config.settings.pidfile.clone();
     if let Some(p) = &pidfile {
@@ -153,34 +160,54 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write pidfile {}", p.display()))?;
     }
     let running = pgfunnel::app::start(config).await?;
+    let app = running.app.clone();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let grace = loop {
-        tokio::select! {
-            _ = term.recv() => break Duration::from_secs(3600),
-            _ = int.recv() => break Duration::from_secs(3600),
-            _ = quit.recv() => break Duration::ZERO,
-            _ = hup.recv() => {
-                // SIGHUP = RELOAD: changed certificate and key files apply to new connections.
-                if let Err(e) = running.app.reload_tls() {
-                    tracing::error!(error = %e, "reload failed; keeping the previous TLS setup");
-                }
-                if let Err(e) = running.app.reload_hba() {
-                    tracing::error!(error = %e, "reload failed; keeping the previous HBA rules");
-                }
-            }
-        }
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let stop = |mode: ShutdownMode| {
+        let now = app.stopping.request(mode);
+        tracing::info!(?now, "shutdown signal");
+        now == ShutdownMode::Immediate
     };
-    tracing::info!("shutdown requested; a second signal exits at once");
-    tokio::select! {
-        _ = running.shutdown(grace) => {}
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = quit.recv() => {}
+    loop {
+        let exit_now = tokio::select! {
+            _ = app.stopping.finished.cancelled() => true,
+            _ = int.recv() => stop(ShutdownMode::WaitForServers),
+            _ = term.recv() => stop(ShutdownMode::WaitForClients),
+            _ = quit.recv() => stop(ShutdownMode::Immediate),
+            _ = hup.recv() => {
+                if let Err(e) = app.reload() {
+                    tracing::error!(error = %e, "reload failed; keeping the running config");
+                }
+                false
+            }
+            _ = usr1.recv() => {
+                let app2 = app.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = app2.pause(None).await {
+                        tracing::warn!(error = %e, "SIGUSR1 pause");
+                    }
+                });
+                false
+            }
+            _ = usr2.recv() => {
+                if let Err(e) = app.resume(None) {
+                    tracing::warn!(error = %e, "SIGUSR2 resume");
+                }
+                false
+            }
+        };
+        if exit_now {
+            break;
+        }
     }
     if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(p) = &running.unix_path {
         let _ = std::fs::remove_file(p);
     }
     tracing::info!("exit");

@@ -3,9 +3,11 @@
 
 pub mod access;
 pub mod handshake;
+pub mod link_stats;
 pub mod login;
 pub mod params;
 pub mod prepared;
+pub mod registry;
 pub mod relay;
 pub mod rewrite;
 pub mod session;
@@ -16,13 +18,14 @@ pub mod tracker;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::app::App;
 use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::protocol::messages::Severity;
 use handshake::{Handshake, HandshakeError, HandshakeFailure};
+use registry::ClientIdentity;
 use session::{send_error, Session};
 
 /// Serves one accepted connection to completion. Never panics on client input; every
@@ -30,7 +33,15 @@ use session::{send_error, Session};
 pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
     let id = app.next_client_id();
     let span = tracing::info_span!("client", id, peer = %peer);
-    async move {
+    let local = match &stream {
+        Stream::Tcp(s) => s.local_addr().ok(),
+        _ => None,
+    };
+    let registered = app.clients.register(id, &peer, local);
+    let kill = registered.entry.kill.clone();
+    let entry = registered.entry.clone();
+    let app2 = app.clone();
+    let serve = async move {
         let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
         let _guard = ClientCountGuard(app.clone());
         let login_timeout = app.config().settings.client_login_timeout;
@@ -51,6 +62,15 @@ pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
             Ok((_, Handshake::Cancelled)) => return,
             Err(failure) => return report_handshake_failure(failure).await,
         };
+        let identity = identity_of(&params);
+        let database = identity.database.clone();
+        let user = identity.user.clone();
+        registered.entry.identify(identity);
+        // The console is exempt from max_client_conn, as in PgBouncer.
+        if crate::control::is_console(&database) {
+            let entry = registered.entry.clone();
+            return crate::admin::session::run(app, stream, user, entry).await;
+        }
         if count > app.config().settings.max_client_conn as usize {
             warn!(
                 max_client_conn = app.config().settings.max_client_conn,
@@ -65,11 +85,29 @@ pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
             )
             .await;
         }
+        if app.control.is_disabled(&database) {
+            let msg = format!("database does not allow connections: {database}");
+            return send_error(&mut stream, Severity::Fatal, "08P01", &msg, None).await;
+        }
         match Session::new(id, app.clone(), stream, params) {
-            Ok(session) => session.run().await,
+            Ok(mut session) => {
+                session.entry = Some(registered.entry.clone());
+                session.run().await
+            }
             Err((mut stream, msg)) => {
                 send_error(&mut stream, Severity::Fatal, "28000", msg, None).await
             }
+        }
+    };
+    // KILL / KILL_CLIENT / shutdown end the client by dropping its task's future: its
+    // sockets close and a linked server is discarded, never returned to the pool.
+    async move {
+        let reason = tokio::select! {
+            _ = serve => "client close request",
+            _ = kill.cancelled() => "killed by admin or shutdown",
+        };
+        if entry.identity().is_some() && app2.config().settings.log_disconnections {
+            info!(reason, "closing client");
         }
     }
     .instrument(span)
@@ -92,6 +130,28 @@ async fn report_handshake_failure(failure: HandshakeFailure) {
     warn!(error = %error, "client handshake refused");
     if let Some(mut stream) = stream {
         send_error(&mut stream, Severity::Fatal, code, &error.to_string(), None).await;
+    }
+}
+
+/// User, database (defaulting to the user, as Postgres) and application_name from the
+/// startup parameters.
+fn identity_of(params: &[(String, String)]) -> ClientIdentity {
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let user = get("user");
+    let database = match get("database") {
+        d if d.is_empty() => user.clone(),
+        d => d,
+    };
+    ClientIdentity {
+        user,
+        database,
+        application_name: get("application_name"),
     }
 }
 

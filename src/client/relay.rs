@@ -13,6 +13,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
+use super::link_stats::LinkStats;
 use super::prepared::ServerStatements;
 use super::rewrite::Rewriter;
 use super::tracker::Tracker;
@@ -120,6 +121,8 @@ pub struct Relay {
     pub rewriter: Option<Rewriter>,
     cin: BytesMut,
     sin: BytesMut,
+    /// Query/transaction/bytes accounting (SHOW STATS, histograms).
+    pub stats: LinkStats,
 }
 
 impl Relay {
@@ -144,6 +147,7 @@ impl Relay {
             rewriter: None,
             cin: BytesMut::new(),
             sin: BytesMut::new(),
+            stats: LinkStats::default(),
         }
     }
 
@@ -221,6 +225,8 @@ impl Relay {
         if timed {
             clock.last_activity = Instant::now();
         }
+        let stats = &mut self.stats;
+        stats.client_bytes(n);
         let mut terminate_at = None;
         let consumed = self.client_scan.feed(
             &buf[start..start + n],
@@ -238,6 +244,9 @@ impl Relay {
                         return false;
                     }
                     ScanEvent::Header { tag, .. } => {
+                        if matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F') {
+                            stats.request();
+                        }
                         if timed && matches!(tag, b'Q' | b'S' | b'F') && clock.busy_since.is_none()
                         {
                             clock.busy_since = Some(Instant::now());
@@ -278,6 +287,8 @@ impl Relay {
         if timed {
             clock.last_activity = Instant::now();
         }
+        let stats = &mut self.stats;
+        stats.server_bytes(n);
         self.server_scan.feed(
             &buf[start..start + n],
             |t, _| {
@@ -298,6 +309,7 @@ impl Relay {
                             *violation = true;
                         }
                         tracker.ready_for_query(status);
+                        stats.ready(status);
                         if timed {
                             clock.tick(status, tracker.nothing_outstanding());
                         }

@@ -11,7 +11,9 @@ use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
 use super::access::{self, Denied};
+use super::link_stats::LinkStats;
 use super::params::ClientParams;
+use super::registry::{ClientEntry, ClientState};
 use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
 use super::rewrite::Rewriter;
 use super::statement::{recognise, Recognised};
@@ -34,6 +36,8 @@ pub struct Session {
     user: String,
     database: String,
     startup: Vec<(String, String)>,
+    /// This client's registry entry (SHOW CLIENTS state), set by `client::handle`.
+    pub entry: Option<Arc<ClientEntry>>,
 }
 
 /// Sends an error to the client; write failures are ignored (the client may be gone).
@@ -119,6 +123,7 @@ impl Session {
             user,
             database,
             startup,
+            entry: None,
         })
     }
 
@@ -162,7 +167,7 @@ impl Session {
         if pool.key.user == self.user {
             // SCRAM pass-through: the pool logs in with what this client just proved.
             let key = outcome.scram_client_key;
-            pool.target.credential.learn(secret.as_ref(), key);
+            pool.target().credential.learn(secret.as_ref(), key);
         }
         let _slot = match self.app.admit_client(&self.database, &self.user) {
             Ok(slot) => slot,
@@ -172,6 +177,7 @@ impl Session {
                 return send_fatal(&mut self.stream, ErrorKind::TooManyClients, &msg).await;
             }
         };
+        pool.stats.client_logged_in();
         let mode = self.app.pool_mode_for(&self.database, &self.user);
         drop(config);
         if config_logs_connections(&self.app) {
@@ -214,7 +220,14 @@ impl Session {
         self.serve(&pool, mode, &mut params, &cancel, held).await;
     }
 
+    fn mark(&self, state: ClientState) {
+        if let Some(e) = &self.entry {
+            e.set_state(state);
+        }
+    }
+
     async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
+        self.mark(ClientState::Waiting);
         let notify = self.app.config().settings.query_wait_notify;
         let waiting = pool.checkout();
         tokio::pin!(waiting);
@@ -229,7 +242,10 @@ impl Session {
             }
         };
         match result {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                self.mark(ClientState::Active);
+                Some(s)
+            }
             Err(PoolError::Timeout) => {
                 let msg = "query_wait_timeout: no server connection became free in time";
                 send_error(
@@ -283,10 +299,12 @@ impl Session {
         if mode != PoolMode::Session && max_prepared > 0 {
             relay.rewriter = Some(Rewriter::new(pool.statements.clone(), max_prepared));
         }
+        relay.stats = LinkStats::for_pool(&pool.stats);
         loop {
             let mut server = match linked.take() {
                 Some(s) => s,
                 None => {
+                    self.mark(ClientState::Idle);
                     let was_pinned = relay.tracker.pin.is_some();
                     match self
                         .wait_idle(&mut relay, timers.client_idle, &mut listener)

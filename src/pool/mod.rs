@@ -14,11 +14,16 @@ use tracing::debug;
 
 mod retry;
 
-use crate::server::{ServerConnection, ServerError, ServerTarget};
+use crate::server::{ServerConnection, ServerError, ServerInfo, ServerTarget};
 
+mod control;
+pub mod gate;
 pub mod limits;
 pub mod listen;
+pub mod stats;
+pub use gate::Gate;
 pub use limits::LimitGroup;
+pub use stats::{PoolStats, StatsTotals, Timers};
 
 /// Identifies a pool: the client-facing database name and the server-side user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,17 +77,6 @@ pub enum PoolError {
     Closed,
 }
 
-/// Live counters for SHOW POOLS and metrics.
-#[derive(Debug, Default)]
-pub struct PoolStats {
-    /// Clients waiting for a server right now.
-    pub waiting: AtomicUsize,
-    /// Server connections handed out right now.
-    pub active: AtomicUsize,
-    /// Server connections opened in total.
-    pub connects: AtomicU64,
-}
-
 /// A server connection on loan from a pool; return it with [`Pool::checkin`] or drop it
 /// (which closes the connection and frees the slot).
 #[derive(Debug)]
@@ -93,20 +87,20 @@ pub struct PooledServer {
     _active: ActiveGuard,
 }
 
-/// Counts a connection as active for as long as it is on loan.
+/// Counts a connection as active (and lists it for SHOW SERVERS) while it is on loan.
 #[derive(Debug)]
-struct ActiveGuard(Arc<PoolStats>);
+struct ActiveGuard(Arc<PoolStats>, u64);
 
 impl ActiveGuard {
-    fn new(stats: &Arc<PoolStats>) -> Self {
-        stats.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(stats.clone())
+    fn new(stats: &Arc<PoolStats>, info: &Arc<ServerInfo>, waited: Duration) -> Self {
+        stats.lent(info, waited);
+        ActiveGuard(stats.clone(), info.id)
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.returned(self.1);
     }
 }
 
@@ -115,8 +109,7 @@ impl Drop for ActiveGuard {
 pub struct Pool {
     /// This pool's identity.
     pub key: PoolKey,
-    /// Where its connections go.
-    pub target: ServerTarget,
+    target: arc_swap::ArcSwap<ServerTarget>,
     /// Limits and timeouts.
     pub settings: PoolSettings,
     idle: Mutex<Vec<ServerConnection>>,
@@ -130,11 +123,23 @@ pub struct Pool {
     pub stats: Arc<PoolStats>,
     listen_hub: std::sync::OnceLock<Arc<listen::ListenHub>>,
     login_failure: retry::LoginFailure,
+    /// Closed while the pool (or its database, or pgfunnel) is paused.
+    pub gate: Gate,
+    born: Instant,
+    /// Connections created before `born` + this many microseconds (+1) must close when idle
+    /// (RECONNECT, config change); 0 = none.
+    close_before_us: AtomicU64,
+    size: AtomicUsize,
 }
 
 impl Pool {
     /// Creates an empty pool. Connections are opened on demand.
-    pub fn new(key: PoolKey, target: ServerTarget, settings: PoolSettings) -> Arc<Pool> {
+    pub fn new(
+        key: PoolKey,
+        target: ServerTarget,
+        settings: PoolSettings,
+        timers: Timers,
+    ) -> Arc<Pool> {
         let size = if settings.pool_size == 0 {
             Semaphore::MAX_PERMITS
         } else {
@@ -142,17 +147,21 @@ impl Pool {
         };
         Arc::new(Pool {
             key,
-            target,
+            target: arc_swap::ArcSwap::from_pointee(target),
             permits: Arc::new(Semaphore::new(size)),
             reserve: Arc::new(Semaphore::new(settings.reserve_pool_size)),
-            settings,
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             returned: tokio::sync::Notify::new(),
             statements: Arc::default(),
             listen_hub: std::sync::OnceLock::new(),
-            stats: Arc::new(PoolStats::default()),
             login_failure: retry::LoginFailure::default(),
+            stats: Arc::new(PoolStats::new(timers)),
+            gate: Gate::default(),
+            born: Instant::now(),
+            close_before_us: AtomicU64::new(0),
+            size: AtomicUsize::new(settings.pool_size),
+            settings,
         })
     }
 
@@ -167,7 +176,7 @@ impl Pool {
     pub fn listen_hub(&self) -> Arc<listen::ListenHub> {
         self.listen_hub
             .get_or_init(|| {
-                listen::ListenHub::start(self.target.clone(), self.settings.connect_timeout)
+                listen::ListenHub::start((*self.target()).clone(), self.settings.connect_timeout)
             })
             .clone()
     }
@@ -183,14 +192,30 @@ impl Pool {
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
         let wait = self.settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = self.acquire_slot().await;
-        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
-        let permit = permit?;
+        let started = Instant::now();
+        let fast = if self.gate.is_paused() {
+            None
+        } else {
+            self.permits.clone().try_acquire_owned().ok()
+        };
+        let permit = match fast {
+            Some(p) => p,
+            None => {
+                // Slow path: counted as waiting (cl_waiting, maxwait) until a slot is ours.
+                let token = self.stats.wait_started();
+                let slot = async {
+                    self.gate.wait_open().await;
+                    self.acquire_slot().await
+                }
+                .await;
+                self.stats.wait_ended(token);
+                slot?
+            }
+        };
         let slots = loop {
             while let Some(mut conn) = self.pop_idle() {
                 if conn.is_usable() && !self.expired(&conn) && self.passes_check(&mut conn).await {
-                    return Ok(self.lend(conn, permit));
+                    return Ok(self.lend(conn, permit, started.elapsed()));
                 }
                 debug!(server = conn.id, "dropping stale idle server");
                 tokio::spawn(conn.close());
@@ -208,13 +233,33 @@ impl Pool {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         };
-        let mut conn =
-            retry::connect(&self.target, &self.settings, &self.login_failure, deadline).await?;
+        let mut conn = self.open(deadline).await?;
         conn.slots = slots;
-        self.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.note_welcome(&conn);
         debug!(server = conn.id, db = %self.key.database, user = %self.key.user, "server connected");
-        Ok(self.lend(conn, permit))
+        Ok(self.lend(conn, permit, started.elapsed()))
+    }
+
+    /// Connects and logs in, counting the attempt (sv_login, connect histogram, failures).
+    /// Transient failures (server asleep or restarting) are retried until `deadline`.
+    async fn open(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<ServerConnection, ServerError> {
+        self.stats.logging_in.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let target = self.target.load_full();
+        let result = retry::connect(&target, &self.settings, &self.login_failure, deadline).await;
+        self.stats.logging_in.fetch_sub(1, Ordering::Relaxed);
+        match &result {
+            Ok(_) => {
+                self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                let took = started.elapsed().as_secs_f64();
+                self.stats.timers.connect.observe(took);
+            }
+            Err(_) => self.stats.timers.connect_failures.inc(),
+        }
+        result
     }
 
     /// Takes one slot of every shared limit without waiting (closing idle connections of
@@ -230,7 +275,7 @@ impl Pool {
     /// Opens a new connection for min_pool_size when every shared limit has room.
     async fn connect_new(&self) -> Result<ServerConnection, PoolError> {
         let slots = self.try_limit_slots().ok_or(PoolError::Timeout)?;
-        let mut conn = crate::server::connect(&self.target, self.settings.connect_timeout).await?;
+        let mut conn = self.open(None).await?;
         conn.slots = slots;
         Ok(conn)
     }
@@ -297,11 +342,17 @@ impl Pool {
         }
     }
 
-    fn lend(&self, conn: ServerConnection, permit: OwnedSemaphorePermit) -> PooledServer {
+    fn lend(
+        &self,
+        conn: ServerConnection,
+        permit: OwnedSemaphorePermit,
+        waited: Duration,
+    ) -> PooledServer {
+        let active = ActiveGuard::new(&self.stats, &conn.info, waited);
         PooledServer {
             conn,
             _permit: permit,
-            _active: ActiveGuard::new(&self.stats),
+            _active: active,
         }
     }
 
@@ -335,7 +386,7 @@ impl Pool {
 
     fn expired(&self, conn: &ServerConnection) -> bool {
         let life = self.settings.server_lifetime;
-        !life.is_zero() && conn.created.elapsed() >= life
+        (!life.is_zero() && conn.created.elapsed() >= life) || self.close_needed(conn.created)
     }
 
     /// Returns a clean, idle connection to the pool (or closes it when past its lifetime).

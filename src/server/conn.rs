@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use thiserror::Error;
@@ -59,6 +60,27 @@ pub struct BackendKey {
     pub secret: Vec<u8>,
 }
 
+/// What SHOW SERVERS tells about a connection; fixed once the login finished.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Same as [`ServerConnection::id`].
+    pub id: u64,
+    /// Server address (IP or Unix socket path).
+    pub addr: String,
+    /// Server port.
+    pub port: u16,
+    /// pgfunnel's end of the socket (empty for Unix sockets).
+    pub local_addr: String,
+    /// Local port (0 for Unix sockets).
+    pub local_port: u16,
+    /// Wall-clock time the connection was opened.
+    pub connect_time: SystemTime,
+    /// The server backend's process id (from BackendKeyData).
+    pub pid: i32,
+    /// Same as [`ServerConnection::created`].
+    pub created: Instant,
+}
+
 /// A logged-in server connection. Owned by exactly one pool slot or one client at a time.
 #[derive(Debug)]
 pub struct ServerConnection {
@@ -85,6 +107,8 @@ pub struct ServerConnection {
     pub slots: Vec<tokio::sync::OwnedSemaphorePermit>,
     /// Statements pgfunnel prepared on this connection (transaction/statement mode).
     pub prepared: crate::client::prepared::ServerStatements,
+    /// Identity for SHOW SERVERS.
+    pub info: Arc<ServerInfo>,
 }
 
 impl ServerConnection {

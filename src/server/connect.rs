@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
-use super::conn::{BackendKey, CancelAddr, ServerConnection, ServerError};
+use super::conn::{BackendKey, CancelAddr, ServerConnection, ServerError, ServerInfo};
 use super::credential::ServerCredential;
 use super::login::authenticate;
 use super::tls::{self, TlsAttempt};
@@ -45,6 +45,20 @@ pub struct ServerTarget {
     pub direct_tls: bool,
     /// Resolved host names (shared with the app).
     pub dns: Arc<DnsCache>,
+}
+
+impl PartialEq for ServerTarget {
+    /// Same destination and login (RELOAD reconnects a pool only when this changes). TLS
+    /// and DNS state are shared handles, not part of the identity.
+    fn eq(&self, other: &Self) -> bool {
+        self.hosts == other.hosts
+            && self.port == other.port
+            && self.dbname == other.dbname
+            && self.user == other.user
+            && self.startup_params == other.startup_params
+            && self.direct_tls == other.direct_tls
+            && self.credential.same_login(&other.credential)
+    }
 }
 
 /// Connects and logs in within `timeout` (server_connect_timeout), trying each host in turn.
@@ -152,6 +166,16 @@ async fn login(
         last_used: now,
         slots: Vec::new(),
         prepared: Default::default(),
+        info: Arc::new(ServerInfo {
+            id: 0,
+            addr: String::new(),
+            port: 0,
+            local_addr: String::new(),
+            local_port: 0,
+            connect_time: std::time::SystemTime::now(),
+            pid: 0,
+            created: now,
+        }),
     };
     let mut out = BytesMut::new();
     let mut params: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.dbname)];
@@ -174,12 +198,37 @@ async fn login(
                     secret: body[4..].to_vec(),
                 };
             }
-            tag::READY_FOR_QUERY => return Ok(conn),
+            tag::READY_FOR_QUERY => {
+                conn.info = Arc::new(describe(&conn));
+                return Ok(conn);
+            }
             tag::ERROR_RESPONSE => {
                 return Err(ServerError::Rejected(messages::parse_error_fields(&body)))
             }
             tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
             _ => return Err(ServerError::Protocol("unexpected message during login")),
         }
+    }
+}
+
+/// The SHOW SERVERS identity of a freshly logged-in connection.
+fn describe(conn: &ServerConnection) -> ServerInfo {
+    let (addr, port) = match &conn.cancel_addr {
+        CancelAddr::Tcp(a) => (a.ip().to_string(), a.port()),
+        CancelAddr::Unix(p) => (p.display().to_string(), 0),
+    };
+    let local = match &conn.stream {
+        Stream::Tcp(s) => s.local_addr().ok(),
+        _ => None,
+    };
+    ServerInfo {
+        id: conn.id,
+        addr,
+        port,
+        local_addr: local.map(|a| a.ip().to_string()).unwrap_or_default(),
+        local_port: local.map(|a| a.port()).unwrap_or(0),
+        connect_time: conn.info.connect_time,
+        pid: conn.key.pid,
+        created: conn.created,
     }
 }

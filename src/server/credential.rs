@@ -62,6 +62,18 @@ pub enum ServerCredential {
     None,
 }
 
+impl ServerCredential {
+    /// True when both log in the same way (same stored secret, or both pass-through).
+    pub fn same_login(&self, other: &ServerCredential) -> bool {
+        match (self, other) {
+            (ServerCredential::Secret(a), ServerCredential::Secret(b)) => a == b,
+            (ServerCredential::PassThrough(_), ServerCredential::PassThrough(_)) => true,
+            (ServerCredential::None, ServerCredential::None) => true,
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Debug for ServerCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -10,6 +10,6 @@ pub mod credential;
 mod login;
 pub mod tls;
 
-pub use conn::{BackendKey, CancelAddr, ServerConnection, ServerError};
+pub use conn::{BackendKey, CancelAddr, ServerConnection, ServerError, ServerInfo};
 pub use connect::{connect, ServerTarget};
 pub use credential::{PassThrough, ServerCredential};

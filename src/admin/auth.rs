@@ -1,0 +1,91 @@
+//! Who may use the console: `admin_users` (everything), `stats_users` (read-only SHOW), and
+//! the OS user running pgfunnel logging in as `pgbouncer` over the Unix socket without a
+//! password (peer credentials, as PgBouncer's getpeereid check).
+
+use tracing::warn;
+
+use crate::app::App;
+use crate::auth::{self, ClientAuthMethod};
+use crate::client::login::{self, LoginError};
+use crate::config::AuthType;
+use crate::net::Stream;
+use crate::protocol::messages::{self, auth_code};
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Every command.
+    Admin,
+    /// SHOW only.
+    Stats,
+}
+
+/// Why a console login was refused (the client gets the message).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleLoginError {
+    /// Password check failed.
+    #[error("password authentication failed for user \"{0}\"")]
+    Failed(String),
+    /// Authenticated, but neither in admin_users nor in stats_users.
+    #[error("not allowed")]
+    NotAllowed,
+    /// The client broke the authentication exchange or left.
+    #[error("invalid authentication exchange")]
+    Protocol,
+}
+
+/// Whether the peer of a Unix socket runs as the same OS user as pgfunnel.
+fn same_os_user(stream: &Stream) -> bool {
+    let Stream::Unix(s) = stream else {
+        return false;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    s.peer_cred().is_ok_and(|c| c.uid() == me)
+}
+
+/// Authenticates a console client and decides its access. Sends AuthenticationOk on
+/// success; the caller sends the error otherwise.
+pub async fn login(
+    app: &App,
+    stream: &mut Stream,
+    user: &str,
+) -> Result<Access, ConsoleLoginError> {
+    if user == "pgbouncer" && same_os_user(stream) {
+        let mut buf = bytes::BytesMut::new();
+        messages::put_auth(&mut buf, auth_code::OK, &[]);
+        tokio::io::AsyncWriteExt::write_all(stream, &buf)
+            .await
+            .map_err(|_| ConsoleLoginError::Protocol)?;
+        return Ok(Access::Admin);
+    }
+    let config = app.config();
+    let secret = app.secret_for(user);
+    let method = match config.settings.auth_type {
+        AuthType::Trust | AuthType::Any => ClientAuthMethod::Trust,
+        other => auth::choose_method(other.as_str(), secret.as_ref()),
+    };
+    if method == ClientAuthMethod::Trust && secret.is_none() && app.has_auth_file() {
+        return Err(ConsoleLoginError::Failed(user.to_owned()));
+    }
+    match login::authenticate(stream, user, method, secret.as_ref(), &app.scram_mock_key).await {
+        Ok(_) => {}
+        Err(LoginError::Failed(_)) => {
+            warn!(user, "console authentication failed");
+            return Err(ConsoleLoginError::Failed(user.to_owned()));
+        }
+        Err(_) => return Err(ConsoleLoginError::Protocol),
+    }
+    let s = &config.settings;
+    if s.admin_users.iter().any(|u| u == user) {
+        Ok(Access::Admin)
+    } else if s.stats_users.iter().any(|u| u == user) {
+        Ok(Access::Stats)
+    } else {
+        warn!(
+            user,
+            "console login by a user in neither admin_users nor stats_users"
+        );
+        Err(ConsoleLoginError::NotAllowed)
+    }
+}

@@ -1,0 +1,380 @@
+//! The console's wire loop after the startup packet: login, fake server parameters, then
+//! simple Query and extended Parse/Bind/Describe/Execute/Sync (so drivers that always
+//! prepare, like tokio-postgres, work; PgBouncer's console refuses them, #718).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::debug;
+
+use super::auth::{self, Access};
+use super::command;
+use super::{execute, AdminError, Reply};
+use crate::app::App;
+use crate::client::registry::{ClientEntry, ClientState};
+use crate::net::Stream;
+use crate::protocol::messages::{self, put_cstr, put_message, take_cstr, Severity};
+
+/// Largest message the console accepts from a client.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// Parameters the console reports at login (as PgBouncer's `admin.c` fakes them).
+const WELCOME: [(&str, &str); 7] = [
+    ("server_version", "1.25.2/bouncer"),
+    ("client_encoding", "UTF8"),
+    ("server_encoding", "UTF8"),
+    ("DateStyle", "ISO"),
+    ("TimeZone", "GMT"),
+    ("standard_conforming_strings", "on"),
+    ("integer_datetimes", "on"),
+];
+
+#[derive(Debug, Default)]
+struct Portal {
+    query: String,
+    formats: Vec<i16>,
+    described: Option<Reply>,
+}
+
+/// Extended-protocol state of one console connection.
+#[derive(Debug, Default)]
+struct Extended {
+    statements: HashMap<String, String>,
+    portals: HashMap<String, Portal>,
+    /// After an error, messages are ignored until Sync.
+    failed: bool,
+}
+
+/// Serves a console client from authentication to disconnect.
+pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<ClientEntry>) {
+    let access = match auth::login(&app, &mut stream, &user).await {
+        Ok(a) => a,
+        Err(e) => {
+            let code = match e {
+                auth::ConsoleLoginError::Protocol => "08P01",
+                auth::ConsoleLoginError::Failed(_) => "28P01",
+                auth::ConsoleLoginError::NotAllowed => "28000",
+            };
+            let mut buf = BytesMut::new();
+            messages::put_error(&mut buf, Severity::Fatal, code, &e.to_string(), None);
+            let _ = stream.write_all(&buf).await;
+            return;
+        }
+    };
+    entry.set_state(ClientState::Active);
+    if app.config().settings.log_connections {
+        tracing::info!(user, ?access, "console login");
+    }
+    let mut out = BytesMut::new();
+    for (k, v) in WELCOME {
+        messages::put_parameter_status(&mut out, k, v);
+    }
+    messages::put_backend_key(&mut out, 0, 0);
+    messages::put_ready(&mut out, b'I');
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    let mut conn = Console {
+        app,
+        access,
+        ext: Extended::default(),
+    };
+    let mut inbuf = BytesMut::with_capacity(1024);
+    loop {
+        let (tag, body) = match read_message(&mut stream, &mut inbuf).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(msg) => {
+                let mut buf = BytesMut::new();
+                messages::put_error(&mut buf, Severity::Fatal, "08P01", msg, None);
+                let _ = stream.write_all(&buf).await;
+                return;
+            }
+        };
+        let mut out = BytesMut::new();
+        let keep = conn.handle(tag, &body, &mut out).await;
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            return;
+        }
+        if !keep {
+            return;
+        }
+    }
+}
+
+/// Reads one whole message; `Ok(None)` on EOF or Terminate.
+async fn read_message(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<Option<(u8, BytesMut)>, &'static str> {
+    loop {
+        if buf.len() >= 5 {
+            let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            if !(4..=MAX_MESSAGE as i32).contains(&len) {
+                return Err("invalid message length");
+            }
+            let total = len as usize + 1;
+            if buf.len() >= total {
+                let tag = buf[0];
+                let mut msg = buf.split_to(total);
+                msg.advance(5);
+                return Ok((tag != b'X').then_some((tag, msg)));
+            }
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+struct Console {
+    app: Arc<App>,
+    access: Access,
+    ext: Extended,
+}
+
+impl Console {
+    /// Handles one message; false when the connection must close.
+    async fn handle(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
+        if self.ext.failed && !matches!(tag, b'S' | b'Q') {
+            return true;
+        }
+        match tag {
+            b'Q' => {
+                let mut rest = body;
+                let query = cstring(&mut rest).unwrap_or_default();
+                debug!(query, "console query");
+                match self.run(&query).await {
+                    Ok(reply) => put_reply(out, &reply, &[], true),
+                    Err(e) => put_admin_error(out, &e),
+                }
+                messages::put_ready(out, b'I');
+                self.ext.failed = false;
+            }
+            b'S' => {
+                self.ext.failed = false;
+                messages::put_ready(out, b'I');
+            }
+            b'H' => {}
+            b'P' | b'B' | b'D' | b'E' | b'C' => {
+                if let Err(e) = self.extended(tag, body, out).await {
+                    put_admin_error(out, &e);
+                    self.ext.failed = true;
+                }
+            }
+            other => {
+                let msg = format!(
+                    "unsupported packet type for admin console: {}",
+                    other as char
+                );
+                messages::put_error(out, Severity::Fatal, "08P01", &msg, None);
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn run(&self, query: &str) -> Result<Reply, AdminError> {
+        let cmd = command::parse(query)?;
+        execute(&self.app, cmd, self.access).await
+    }
+
+    async fn extended(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), AdminError> {
+        let mut rest = body;
+        let malformed = || AdminError::Parse(command::ParseError::BadArgument("malformed message"));
+        match tag {
+            b'P' => {
+                let name = cstring(&mut rest).ok_or_else(malformed)?;
+                let query = cstring(&mut rest).ok_or_else(malformed)?;
+                command::parse(&query)?;
+                self.ext.statements.insert(name, query);
+                put_message(out, b'1', |_| {});
+            }
+            b'B' => {
+                let portal = cstring(&mut rest).ok_or_else(malformed)?;
+                let stmt = cstring(&mut rest).ok_or_else(malformed)?;
+                let formats = parse_bind_formats(rest).ok_or_else(malformed)?;
+                let query = self
+                    .ext
+                    .statements
+                    .get(&stmt)
+                    .cloned()
+                    .ok_or_else(malformed)?;
+                self.ext.portals.insert(
+                    portal,
+                    Portal {
+                        query,
+                        formats,
+                        described: None,
+                    },
+                );
+                put_message(out, b'2', |_| {});
+            }
+            b'D' => {
+                let kind = rest.first().copied().ok_or_else(malformed)?;
+                rest = &rest[1..];
+                let name = cstring(&mut rest).ok_or_else(malformed)?;
+                self.describe(kind, &name, out).await?;
+            }
+            b'E' => {
+                let name = cstring(&mut rest).ok_or_else(malformed)?;
+                let portal = self.ext.portals.get_mut(&name).ok_or_else(malformed)?;
+                let formats = portal.formats.clone();
+                let reply = match portal.described.take() {
+                    Some(r) => r,
+                    None => {
+                        let q = portal.query.clone();
+                        self.run(&q).await?
+                    }
+                };
+                put_reply(out, &reply, &formats, false);
+            }
+            _ => {
+                let kind = rest.first().copied().ok_or_else(malformed)?;
+                rest = &rest[1..];
+                let name = cstring(&mut rest).ok_or_else(malformed)?;
+                match kind {
+                    b'S' => self.ext.statements.remove(&name),
+                    _ => self.ext.portals.remove(&name).map(|p| p.query),
+                };
+                put_message(out, b'3', |_| {});
+            }
+        }
+        Ok(())
+    }
+
+    /// Describe: read-only commands run now (their rows are kept for Execute of a portal);
+    /// commands with effects are only described as NoData.
+    async fn describe(
+        &mut self,
+        kind: u8,
+        name: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), AdminError> {
+        let malformed = || AdminError::Parse(command::ParseError::BadArgument("malformed message"));
+        let (query, formats) = if kind == b'S' {
+            let q = self
+                .ext
+                .statements
+                .get(name)
+                .cloned()
+                .ok_or_else(malformed)?;
+            put_message(out, b't', |b| b.put_i16(0));
+            (q, Vec::new())
+        } else {
+            let p = self.ext.portals.get(name).ok_or_else(malformed)?;
+            (p.query.clone(), p.formats.clone())
+        };
+        let cmd = command::parse(&query)?;
+        if !cmd.is_read_only() {
+            put_message(out, b'n', |_| {});
+            return Ok(());
+        }
+        let reply = execute(&self.app, cmd, self.access).await?;
+        match &reply {
+            Reply::Rows(rs) => rs.put_row_description(out, &formats),
+            _ => put_message(out, b'n', |_| {}),
+        }
+        if kind != b'S' {
+            if let Some(p) = self.ext.portals.get_mut(name) {
+                p.described = Some(reply);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a NUL-terminated string (lossy UTF-8).
+fn cstring(rest: &mut &[u8]) -> Option<String> {
+    take_cstr(rest).map(|s| String::from_utf8_lossy(s).into_owned())
+}
+
+/// The result format codes at the end of a Bind body (after portal and statement names).
+fn parse_bind_formats(mut b: &[u8]) -> Option<Vec<i16>> {
+    let take_i16 = |b: &mut &[u8]| -> Option<i16> {
+        let v = i16::from_be_bytes(b.get(..2)?.try_into().ok()?);
+        *b = &b[2..];
+        Some(v)
+    };
+    let n_param_formats = take_i16(&mut b)?.max(0) as usize;
+    b = b.get(n_param_formats * 2..)?;
+    let n_params = take_i16(&mut b)?.max(0);
+    for _ in 0..n_params {
+        let len = i32::from_be_bytes(b.get(..4)?.try_into().ok()?);
+        b = &b[4..];
+        if len > 0 {
+            b = b.get(len as usize..)?;
+        }
+    }
+    let n = take_i16(&mut b)?.max(0);
+    (0..n).map(|_| take_i16(&mut b)).collect()
+}
+
+/// Writes a reply; `with_description` for the simple protocol (Execute never sends one).
+fn put_reply(out: &mut BytesMut, reply: &Reply, formats: &[i16], with_description: bool) {
+    match reply {
+        Reply::Rows(rs) => {
+            if with_description {
+                rs.put_row_description(out, formats);
+            }
+            rs.put_data_rows(out, formats);
+            put_command_complete(out, "SHOW");
+        }
+        Reply::Notice {
+            message,
+            detail,
+            tag,
+        } => {
+            put_message(out, b'N', |b| {
+                for (f, v) in [
+                    (b'S', "NOTICE"),
+                    (b'V', "NOTICE"),
+                    (b'C', "00000"),
+                    (b'M', message),
+                    (b'D', detail),
+                ] {
+                    if !v.is_empty() {
+                        b.put_u8(f);
+                        put_cstr(b, v);
+                    }
+                }
+                b.put_u8(0);
+            });
+            put_command_complete(out, tag);
+        }
+        Reply::Done(tag) => put_command_complete(out, tag),
+        Reply::Empty => put_message(out, b'I', |_| {}),
+    }
+}
+
+fn put_command_complete(out: &mut BytesMut, tag: &str) {
+    put_message(out, b'C', |b| put_cstr(b, tag));
+}
+
+fn put_admin_error(out: &mut BytesMut, e: &AdminError) {
+    debug!(error = %e, "console command failed");
+    // PgBouncer reports console errors with SQLSTATE 08P01 (send_pooler_error).
+    messages::put_error(out, Severity::Error, "08P01", &e.to_string(), None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_formats_are_found_after_parameters() {
+        // 1 param format (text), 1 param of 2 bytes, 2 result formats (binary, text)
+        let body = [0, 1, 0, 0, 0, 1, 0, 0, 0, 2, b'h', b'i', 0, 2, 0, 1, 0, 0];
+        assert_eq!(parse_bind_formats(&body), Some(vec![1, 0]));
+        assert_eq!(parse_bind_formats(&[0, 0, 0, 0, 0, 0]), Some(vec![]));
+        assert_eq!(parse_bind_formats(&[0, 1]), None);
+    }
+}

@@ -1,0 +1,262 @@
+//! Connected clients by id: what SHOW CLIENTS lists and what KILL / KILL_CLIENT / shutdown
+//! end. Each client task registers on accept and is removed when its entry guard drops.
+//! The registry never touches sockets: ending a client means firing its kill token, which
+//! `client::handle` watches.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+
+/// Where a client is in its life (SHOW CLIENTS `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Handshake or authentication not finished.
+    Login = 0,
+    /// Logged in, holding no server.
+    Idle = 1,
+    /// Waiting for a server.
+    Waiting = 2,
+    /// Linked to a server.
+    Active = 3,
+}
+
+impl ClientState {
+    /// PgBouncer's word for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Login => "login",
+            ClientState::Idle => "idle",
+            ClientState::Waiting => "waiting",
+            ClientState::Active => "active",
+        }
+    }
+
+    fn from_u8(v: u8) -> ClientState {
+        match v {
+            1 => ClientState::Idle,
+            2 => ClientState::Waiting,
+            3 => ClientState::Active,
+            _ => ClientState::Login,
+        }
+    }
+}
+
+/// Who a client is, set once the startup packet was read.
+#[derive(Debug, Clone, Default)]
+pub struct ClientIdentity {
+    /// Login user.
+    pub user: String,
+    /// Requested database.
+    pub database: String,
+    /// `application_name` from the startup packet.
+    pub application_name: String,
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub struct ClientEntry {
+    /// Stable id (SHOW CLIENTS `id`, KILL_CLIENT argument).
+    pub id: u64,
+    /// Peer address (`unix` for the Unix socket).
+    pub addr: String,
+    /// Peer port (0 for the Unix socket).
+    pub port: u16,
+    /// pgfunnel's end of a TCP connection (empty for the Unix socket).
+    pub local_addr: String,
+    /// Local port (0 for the Unix socket).
+    pub local_port: u16,
+    /// Wall-clock accept time.
+    pub connect_time: SystemTime,
+    /// Fired to end the client (KILL, KILL_CLIENT, shutdown).
+    pub kill: CancellationToken,
+    identity: OnceLock<ClientIdentity>,
+    state: AtomicU8,
+    request_us: AtomicU64,
+}
+
+impl ClientEntry {
+    /// Records user, database and application_name (first call wins).
+    pub fn identify(&self, identity: ClientIdentity) {
+        let _ = self.identity.set(identity);
+    }
+
+    /// User, database and application_name, once known.
+    pub fn identity(&self) -> Option<&ClientIdentity> {
+        self.identity.get()
+    }
+
+    /// Moves the client to `state`; Waiting and Active also stamp the request time.
+    pub fn set_state(&self, state: ClientState) {
+        if matches!(state, ClientState::Waiting) {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0);
+            self.request_us.store(now, Ordering::Relaxed);
+        }
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// When the client last asked for a server (the connect time before that).
+    pub fn request_time(&self) -> SystemTime {
+        match self.request_us.load(Ordering::Relaxed) {
+            0 => self.connect_time,
+            us => UNIX_EPOCH + std::time::Duration::from_micros(us),
+        }
+    }
+}
+
+/// All connected clients.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    clients: DashMap<u64, Arc<ClientEntry>>,
+    left: tokio::sync::Notify,
+}
+
+/// Removes its client from the registry when dropped.
+#[derive(Debug)]
+pub struct Registered {
+    registry: Arc<ClientRegistry>,
+    /// The entry.
+    pub entry: Arc<ClientEntry>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.clients.remove(&self.entry.id);
+        self.registry.left.notify_waiters();
+    }
+}
+
+impl ClientRegistry {
+    /// Registers client `id` connected from `peer` (`ip:port` or `unix`) to `local`.
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        peer: &str,
+        local: Option<std::net::SocketAddr>,
+    ) -> Registered {
+        let (addr, port) = match peer.parse::<std::net::SocketAddr>() {
+            Ok(a) => (a.ip().to_string(), a.port()),
+            Err(_) => (peer.to_owned(), 0),
+        };
+        let entry = Arc::new(ClientEntry {
+            id,
+            addr,
+            port,
+            local_addr: local.map(|a| a.ip().to_string()).unwrap_or_default(),
+            local_port: local.map(|a| a.port()).unwrap_or(0),
+            connect_time: SystemTime::now(),
+            kill: CancellationToken::new(),
+            identity: OnceLock::new(),
+            state: AtomicU8::new(ClientState::Login as u8),
+            request_us: AtomicU64::new(0),
+        });
+        self.clients.insert(id, entry.clone());
+        Registered {
+            registry: self.clone(),
+            entry,
+        }
+    }
+
+    /// Every client, ordered by id.
+    pub fn list(&self) -> Vec<Arc<ClientEntry>> {
+        let mut v: Vec<_> = self.clients.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|e| e.id);
+        v
+    }
+
+    /// The client with this id.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
+        self.clients.get(&id).map(|e| e.value().clone())
+    }
+
+    /// Number of connected clients.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// True when no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// Ends every client `select` picks; returns how many.
+    pub fn kill_where(&self, select: impl Fn(&ClientEntry) -> bool) -> usize {
+        let mut n = 0;
+        for e in self.clients.iter() {
+            if select(e.value()) {
+                e.value().kill.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Waits until no connected client matches `counted`. Cancel safe.
+    pub async fn wait_until_none(&self, counted: impl Fn(&ClientEntry) -> bool) {
+        loop {
+            let left = self.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if !self.clients.iter().any(|e| counted(e.value())) {
+                return;
+            }
+            left.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_list_kill_and_drop() {
+        let reg = Arc::new(ClientRegistry::default());
+        let a = reg.register(1, "127.0.0.1:5000", None);
+        let b = reg.register(2, "unix", None);
+        assert_eq!((a.entry.addr.as_str(), a.entry.port), ("127.0.0.1", 5000));
+        assert_eq!((b.entry.addr.as_str(), b.entry.port), ("unix", 0));
+        b.entry.identify(ClientIdentity {
+            user: "u".into(),
+            database: "d".into(),
+            application_name: String::new(),
+        });
+        assert_eq!(a.entry.state(), ClientState::Login);
+        a.entry.set_state(ClientState::Waiting);
+        assert_eq!(a.entry.state(), ClientState::Waiting);
+        assert!(a.entry.request_time() >= a.entry.connect_time);
+        let killed = reg.kill_where(|e| e.identity().is_some_and(|i| i.database == "d"));
+        assert_eq!(killed, 1);
+        assert!(b.entry.kill.is_cancelled() && !a.entry.kill.is_cancelled());
+        assert_eq!(reg.list().iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+        drop(b);
+        assert_eq!(reg.len(), 1);
+        assert!(reg.get(2).is_none());
+    }
+
+    #[tokio::test]
+    async fn waits_for_clients_to_leave() {
+        let reg = Arc::new(ClientRegistry::default());
+        let a = reg.register(1, "unix", None);
+        let r2 = reg.clone();
+        let waiter = tokio::spawn(async move { r2.wait_until_none(|_| true).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(a);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("wakes when the last client leaves")
+            .expect("task");
+    }
+}

@@ -1,0 +1,179 @@
+//! Prometheus metrics: typed handles registered once in a per-process registry (no global
+//! state), latency histograms per (database, user) pool that no PgBouncer exporter has, the
+//! exporter-compatible gauges and counters (`exporter`), the HTTP endpoint with /metrics and
+//! health checks (`http`, `health`) and the stats_period summary (`period`).
+
+pub mod exporter;
+pub mod health;
+pub mod http;
+pub mod period;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::app::App;
+use crate::pool::Timers;
+
+/// Pools that get their own histogram labels; later ones share `_other` (bounded series).
+pub const MAX_POOL_LABEL_SETS: usize = 500;
+
+const QUERY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const WAIT_BUCKETS: [f64; 14] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0,
+];
+const CONNECT_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0,
+];
+
+/// The registry and every metric handle of one pgfunnel.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    query: HistogramVec,
+    xact: HistogramVec,
+    wait: HistogramVec,
+    connect: HistogramVec,
+    connect_failures: IntCounterVec,
+    label_sets: AtomicUsize,
+    exporter: exporter::Exporter,
+    scrape: Mutex<()>,
+    window: Mutex<(Instant, Instant)>,
+    /// Cached readiness result.
+    pub health: health::HealthCache,
+    names: Vec<String>,
+}
+
+fn histogram(
+    r: &Registry,
+    names: &RefCell<Vec<String>>,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let h = HistogramVec::new(opts, &["database", "user"]).expect("valid histogram");
+    exporter::reg(r, names, h)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let names = RefCell::new(Vec::new());
+        let query = histogram(
+            &r,
+            &names,
+            "pgfunnel_query_duration_seconds",
+            "Query duration from the first request message to ReadyForQuery",
+            &QUERY_BUCKETS,
+        );
+        let xact = histogram(
+            &r,
+            &names,
+            "pgfunnel_transaction_duration_seconds",
+            "Transaction duration from the first request to ReadyForQuery idle",
+            &QUERY_BUCKETS,
+        );
+        let wait = histogram(
+            &r,
+            &names,
+            "pgfunnel_client_wait_seconds",
+            "Time a client waited for a server connection",
+            &WAIT_BUCKETS,
+        );
+        let connect = histogram(
+            &r,
+            &names,
+            "pgfunnel_server_connect_seconds",
+            "Server connect plus login time",
+            &CONNECT_BUCKETS,
+        );
+        let connect_failures = IntCounterVec::new(
+            Opts::new(
+                "pgfunnel_server_connect_failures_total",
+                "Failed server connects or logins",
+            ),
+            &["database", "user"],
+        )
+        .expect("valid counter");
+        let connect_failures = exporter::reg(&r, &names, connect_failures);
+        let exporter = exporter::Exporter::register(&r, &names);
+        let now = Instant::now();
+        Metrics {
+            registry: r,
+            query,
+            xact,
+            wait,
+            connect,
+            connect_failures,
+            label_sets: AtomicUsize::new(0),
+            exporter,
+            scrape: Mutex::new(()),
+            window: Mutex::new((now, now)),
+            health: health::HealthCache::default(),
+            names: names.into_inner(),
+        }
+    }
+
+    /// Every metric family name this registry can expose.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// Histogram handles for a new pool; past [`MAX_POOL_LABEL_SETS`] pools share the
+    /// `_other` labels.
+    pub fn timers_for(&self, database: &str, user: &str) -> Timers {
+        let n = self.label_sets.fetch_add(1, Ordering::Relaxed);
+        let labels = if n < MAX_POOL_LABEL_SETS {
+            [database, user]
+        } else {
+            ["_other", "_other"]
+        };
+        Timers {
+            query: self.query.with_label_values(&labels),
+            xact: self.xact.with_label_values(&labels),
+            wait: self.wait.with_label_values(&labels),
+            connect: self.connect.with_label_values(&labels),
+            connect_failures: self.connect_failures.with_label_values(&labels),
+        }
+    }
+
+    /// The /metrics body in Prometheus text format.
+    pub fn render(&self, app: &App) -> String {
+        let _one_scrape_at_a_time = self.scrape.lock().expect("scrape lock poisoned");
+        self.exporter.update(app);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The averaging window of SHOW STATS: from the older snapshot until now.
+    pub fn window(&self) -> Duration {
+        self.window
+            .lock()
+            .expect("window lock poisoned")
+            .0
+            .elapsed()
+    }
+
+    /// Starts a new stats_period window (called when the pools' snapshots rotate).
+    pub fn rotate_window(&self) {
+        let mut w = self.window.lock().expect("window lock poisoned");
+        w.0 = w.1;
+        w.1 = Instant::now();
+    }
+}

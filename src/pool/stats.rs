@@ -1,0 +1,379 @@
+//! Per-pool counters and timing histograms behind SHOW POOLS/SERVERS/STATS and /metrics,
+//! plus the stats_period snapshots averages are computed from. The hot path only does
+//! relaxed atomic adds and histogram observations; readers take consistent-enough copies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{Histogram, HistogramOpts, IntCounter};
+
+use crate::server::ServerInfo;
+
+/// Timing histograms and failure counters of one pool (labelled `database`, `user`).
+#[derive(Debug, Clone)]
+pub struct Timers {
+    /// Query duration (request to ReadyForQuery), seconds.
+    pub query: Histogram,
+    /// Transaction duration (first request to ReadyForQuery `I`), seconds.
+    pub xact: Histogram,
+    /// Time a client waited for a server, seconds.
+    pub wait: Histogram,
+    /// Server connect plus login time, seconds.
+    pub connect: Histogram,
+    /// Failed server connects or logins.
+    pub connect_failures: IntCounter,
+}
+
+impl Timers {
+    /// Handles registered nowhere: observations are kept but never exported. For tests
+    /// and for pools past the metrics label cap.
+    pub fn detached() -> Timers {
+        let h = |name: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, "detached"))
+                .expect("static histogram options are valid")
+        };
+        Timers {
+            query: h("query"),
+            xact: h("xact"),
+            wait: h("wait"),
+            connect: h("connect"),
+            connect_failures: IntCounter::new("failures", "detached")
+                .expect("static counter options are valid"),
+        }
+    }
+}
+
+/// The cumulative figures of SHOW STATS_TOTALS (times in microseconds).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // one field per SHOW STATS_TOTALS column of the same name
+pub struct StatsTotals {
+    pub server_assignment_count: u64,
+    pub xact_count: u64,
+    pub query_count: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub xact_time: u64,
+    pub query_time: u64,
+    pub wait_time: u64,
+    pub client_parse_count: u64,
+    pub server_parse_count: u64,
+    pub bind_count: u64,
+    pub client_login_count: u64,
+}
+
+impl StatsTotals {
+    /// Adds `other` field by field.
+    pub fn add(&mut self, other: &StatsTotals) {
+        let pairs = self.fields_mut().into_iter().zip(other.fields());
+        for (mine, theirs) in pairs {
+            *mine = mine.wrapping_add(theirs);
+        }
+    }
+
+    /// The fields in SHOW STATS_TOTALS column order.
+    pub fn fields(&self) -> [u64; 12] {
+        [
+            self.server_assignment_count,
+            self.xact_count,
+            self.query_count,
+            self.bytes_received,
+            self.bytes_sent,
+            self.xact_time,
+            self.query_time,
+            self.wait_time,
+            self.client_parse_count,
+            self.server_parse_count,
+            self.bind_count,
+            self.client_login_count,
+        ]
+    }
+
+    fn fields_mut(&mut self) -> [&mut u64; 12] {
+        [
+            &mut self.server_assignment_count,
+            &mut self.xact_count,
+            &mut self.query_count,
+            &mut self.bytes_received,
+            &mut self.bytes_sent,
+            &mut self.xact_time,
+            &mut self.query_time,
+            &mut self.wait_time,
+            &mut self.client_parse_count,
+            &mut self.server_parse_count,
+            &mut self.bind_count,
+            &mut self.client_login_count,
+        ]
+    }
+
+    /// PgBouncer's averages between `older` and `self` over `period`: counts and bytes per
+    /// second, times per query / transaction / assignment (stats.c `calc_average`).
+    pub fn averages(&self, older: &StatsTotals, period: Duration) -> StatsTotals {
+        let us = period.as_micros() as u64;
+        if us == 0 {
+            return StatsTotals::default();
+        }
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        let rate = |now: u64, then: u64| d(now, then).saturating_mul(1_000_000) / us;
+        let per = |t_now: u64, t_then: u64, n: u64| d(t_now, t_then).checked_div(n).unwrap_or(0);
+        let queries = d(self.query_count, older.query_count);
+        let xacts = d(self.xact_count, older.xact_count);
+        let assigns = d(self.server_assignment_count, older.server_assignment_count);
+        StatsTotals {
+            server_assignment_count: rate(
+                self.server_assignment_count,
+                older.server_assignment_count,
+            ),
+            xact_count: rate(self.xact_count, older.xact_count),
+            query_count: rate(self.query_count, older.query_count),
+            bytes_received: rate(self.bytes_received, older.bytes_received),
+            bytes_sent: rate(self.bytes_sent, older.bytes_sent),
+            xact_time: per(self.xact_time, older.xact_time, xacts),
+            query_time: per(self.query_time, older.query_time, queries),
+            wait_time: per(self.wait_time, older.wait_time, assigns),
+            client_parse_count: rate(self.client_parse_count, older.client_parse_count),
+            server_parse_count: rate(self.server_parse_count, older.server_parse_count),
+            bind_count: rate(self.bind_count, older.bind_count),
+            client_login_count: rate(self.client_login_count, older.client_login_count),
+        }
+    }
+}
+
+/// Live counters of one pool.
+#[derive(Debug)]
+pub struct PoolStats {
+    /// Clients waiting for a server right now (paused ones included).
+    pub waiting: AtomicUsize,
+    /// Server connections handed out right now.
+    pub active: AtomicUsize,
+    /// Server connections being opened right now (SHOW POOLS sv_login).
+    pub logging_in: AtomicUsize,
+    /// Server connections opened in total.
+    pub connects: AtomicU64,
+    /// Times a server was handed to a client.
+    pub assignments: AtomicU64,
+    /// Transactions finished (ReadyForQuery `I`).
+    pub xacts: AtomicU64,
+    /// Queries finished (ReadyForQuery).
+    pub queries: AtomicU64,
+    /// Bytes read from clients.
+    pub received: AtomicU64,
+    /// Bytes read from servers (sent on to clients).
+    pub sent: AtomicU64,
+    /// Microseconds spent in transactions.
+    pub xact_us: AtomicU64,
+    /// Microseconds spent in queries.
+    pub query_us: AtomicU64,
+    /// Microseconds clients waited for a server.
+    pub wait_us: AtomicU64,
+    /// Successful client logins to this pool.
+    pub logins: AtomicU64,
+    /// Histograms and failure counters.
+    pub timers: Timers,
+    waiters: Mutex<HashMap<u64, Instant>>,
+    next_waiter: AtomicU64,
+    on_loan: Mutex<HashMap<u64, Arc<ServerInfo>>>,
+    released: tokio::sync::Notify,
+    snapshots: Mutex<(StatsTotals, StatsTotals)>,
+}
+
+impl PoolStats {
+    /// Zeroed counters using `timers`.
+    pub fn new(timers: Timers) -> PoolStats {
+        PoolStats {
+            waiting: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            logging_in: AtomicUsize::new(0),
+            connects: AtomicU64::new(0),
+            assignments: AtomicU64::new(0),
+            xacts: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            xact_us: AtomicU64::new(0),
+            query_us: AtomicU64::new(0),
+            wait_us: AtomicU64::new(0),
+            logins: AtomicU64::new(0),
+            timers,
+            waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(0),
+            on_loan: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
+            snapshots: Mutex::new((StatsTotals::default(), StatsTotals::default())),
+        }
+    }
+
+    /// Counts a client login.
+    pub fn client_logged_in(&self) {
+        self.logins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The cumulative figures now.
+    pub fn totals(&self) -> StatsTotals {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsTotals {
+            server_assignment_count: get(&self.assignments),
+            xact_count: get(&self.xacts),
+            query_count: get(&self.queries),
+            bytes_received: get(&self.received),
+            bytes_sent: get(&self.sent),
+            xact_time: get(&self.xact_us),
+            query_time: get(&self.query_us),
+            wait_time: get(&self.wait_us),
+            client_parse_count: 0,
+            server_parse_count: 0,
+            bind_count: 0,
+            client_login_count: get(&self.logins),
+        }
+    }
+
+    /// Moves the stats_period window: the previous snapshot becomes the older one.
+    pub fn rotate(&self) {
+        let now = self.totals();
+        let mut s = self.snapshots.lock().expect("snapshot lock poisoned");
+        s.0 = s.1;
+        s.1 = now;
+    }
+
+    /// The snapshot taken one stats_period ago (averages are computed against it).
+    pub fn older(&self) -> StatsTotals {
+        self.snapshots.lock().expect("snapshot lock poisoned").0
+    }
+
+    /// Records that a client started waiting; returns a token for [`PoolStats::wait_ended`].
+    pub fn wait_started(&self) -> u64 {
+        let token = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.waiters
+            .lock()
+            .expect("waiters lock poisoned")
+            .insert(token, Instant::now());
+        token
+    }
+
+    /// Ends a wait begun with [`PoolStats::wait_started`].
+    pub fn wait_ended(&self, token: u64) {
+        self.waiters
+            .lock()
+            .expect("waiters lock poisoned")
+            .remove(&token);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How long the oldest waiting client has waited (SHOW POOLS maxwait).
+    pub fn max_wait(&self) -> Duration {
+        let waiters = self.waiters.lock().expect("waiters lock poisoned");
+        waiters
+            .values()
+            .min()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// Records a server handed out after `waited`.
+    pub fn lent(&self, info: &Arc<ServerInfo>, waited: Duration) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.assignments.fetch_add(1, Ordering::Relaxed);
+        self.wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        self.timers.wait.observe(waited.as_secs_f64());
+        self.on_loan
+            .lock()
+            .expect("loan lock poisoned")
+            .insert(info.id, info.clone());
+    }
+
+    /// Records a server coming back (or being closed) after a loan.
+    pub fn returned(&self, id: u64) {
+        self.on_loan.lock().expect("loan lock poisoned").remove(&id);
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.released.notify_waiters();
+    }
+
+    /// The servers on loan to clients right now.
+    pub fn on_loan(&self) -> Vec<Arc<ServerInfo>> {
+        let mut v: Vec<_> = self
+            .on_loan
+            .lock()
+            .expect("loan lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    /// A future that completes at the next server return (enable it before checking state).
+    pub fn released_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
+    }
+
+    /// Waits until no server of this pool is on loan. Cancel safe.
+    pub async fn wait_all_returned(&self) {
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_follow_pgbouncer_rules() {
+        let older = StatsTotals {
+            query_count: 10,
+            query_time: 1000,
+            xact_count: 5,
+            xact_time: 500,
+            ..Default::default()
+        };
+        let now = StatsTotals {
+            query_count: 30,
+            query_time: 5000,
+            xact_count: 5,
+            xact_time: 900,
+            bytes_received: 2000,
+            ..Default::default()
+        };
+        let avg = now.averages(&older, Duration::from_secs(2));
+        assert_eq!(avg.query_count, 10, "20 queries in 2 s");
+        assert_eq!(avg.query_time, 200, "4000 us over 20 queries");
+        assert_eq!(avg.xact_time, 0, "no transaction finished: no average");
+        assert_eq!(avg.bytes_received, 1000);
+        assert_eq!(now.averages(&older, Duration::ZERO), StatsTotals::default());
+    }
+
+    #[test]
+    fn waiters_and_loans_are_tracked() {
+        let stats = PoolStats::new(Timers::detached());
+        let t = stats.wait_started();
+        assert_eq!(stats.waiting.load(Ordering::Relaxed), 1);
+        stats.wait_ended(t);
+        assert_eq!(stats.max_wait(), Duration::ZERO);
+        let info = Arc::new(ServerInfo {
+            id: 7,
+            addr: "127.0.0.1".into(),
+            port: 5432,
+            local_addr: String::new(),
+            local_port: 0,
+            connect_time: std::time::SystemTime::now(),
+            pid: 1,
+            created: Instant::now(),
+        });
+        stats.lent(&info, Duration::from_millis(3));
+        assert_eq!(stats.on_loan().len(), 1);
+        assert_eq!(stats.totals().wait_time, 3000);
+        stats.returned(7);
+        assert!(stats.on_loan().is_empty());
+        assert_eq!(stats.active.load(Ordering::Relaxed), 0);
+    }
+}
