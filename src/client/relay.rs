@@ -22,6 +22,8 @@ use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
 
 /// Bytes read per read call at most (and the unit buffers grow by).
 const READ_CHUNK: usize = 16 * 1024;
+/// Buffer for an idle client's next request (grown when a bigger one arrives).
+const IDLE_READ: usize = 1024;
 /// A direction stops reading once this much awaits writing (back-pressure).
 const MAX_PENDING: usize = 64 * 1024;
 
@@ -152,13 +154,14 @@ impl Relay {
     }
 
     /// Drops buffer memory while the client holds no server (idle clients stay small).
-    pub fn shrink(&mut self) {
-        if self.c2s.is_empty() && self.c2s.capacity() > 0 {
-            self.c2s = BytesMut::new();
+    fn release_idle_memory(&mut self) {
+        for buf in [&mut self.c2s, &mut self.s2c, &mut self.cin, &mut self.sin] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
         }
-        if self.s2c.is_empty() && self.s2c.capacity() > 0 {
-            self.s2c = BytesMut::new();
-        }
+        self.client_scan.release_idle_memory();
+        self.server_scan.release_idle_memory();
     }
 
     /// The body of the client's pending request when it is exactly one complete simple
@@ -201,8 +204,28 @@ impl Relay {
                 &mut self.c2s
             };
             let before = buf.len();
-            buf.reserve(READ_CHUNK);
-            let n = match poll_fn(|cx| poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)).await {
+            if buf.capacity() - buf.len() < 64 {
+                buf.reserve(IDLE_READ);
+            }
+            // A busy client's next request is often already there; otherwise it is idle:
+            // give the relay buffers back before waiting (idle clients stay small).
+            let first =
+                poll_fn(|cx| Poll::Ready(poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)))
+                    .await;
+            let read = match first {
+                Poll::Ready(r) => r,
+                Poll::Pending => {
+                    self.release_idle_memory();
+                    let buf = if rewriting {
+                        &mut self.cin
+                    } else {
+                        &mut self.c2s
+                    };
+                    buf.reserve(IDLE_READ);
+                    poll_fn(|cx| poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)).await
+                }
+            };
+            let n = match read {
                 Ok(0) => return IdleEnd::ClientGone,
                 Ok(n) => n,
                 Err(e) => return IdleEnd::ClientIo(e),

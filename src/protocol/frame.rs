@@ -85,6 +85,13 @@ impl Scanner {
         }
     }
 
+    /// Frees the capture buffer when between messages (idle connections stay small).
+    pub fn release_idle_memory(&mut self) {
+        if self.at_boundary() {
+            self.capture = Vec::new();
+        }
+    }
+
     /// True when the scanner sits exactly between two messages.
     pub fn at_boundary(&self) -> bool {
         self.header_len == 0 && self.body_remaining == 0
