@@ -8,6 +8,7 @@ mod proxy;
 mod auth;
 mod bad_input;
 mod cli;
+mod drivers;
 mod migrate;
 mod prepared;
 mod session_pool;
