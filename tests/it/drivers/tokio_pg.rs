@@ -373,3 +373,36 @@ async fn copy_in_with_a_sync_before_the_data_releases_the_server_and_keeps_repli
         .await
         .expect("no hang after COPY FROM (a server left linked to its client)");
 }
+
+/// Parse and Bind messages are rewritten whole; one larger than the relay's 64 KiB read limit
+/// used to stop the relay for good (client and server stuck, even after the client left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_and_bind_larger_than_64_kib_go_through() {
+    PgServer::shared();
+    let opts =
+        format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction pool_size=1");
+    let proxy = Proxy::simple(&opts, "").await;
+    let a = connect(&proxy).await.client;
+    let b = connect(&proxy).await.client;
+    let work = async {
+        let long_text = format!("select length($1::text) /* {} */", "x".repeat(200_000));
+        let stmt = a.prepare(&long_text).await.expect("200 kB Parse");
+        let param = "y".repeat(1_000_000);
+        let n: i32 = a
+            .query_one(&stmt, &[&param])
+            .await
+            .expect("1 MB Bind")
+            .get(0);
+        assert_eq!(n, 1_000_000);
+        // b prepares the same text: it must run on the one server (prepared once there).
+        let n: i32 = b
+            .query_one(&long_text, &[&"zz"])
+            .await
+            .expect("the server went back to the pool")
+            .get(0);
+        assert_eq!(n, 2);
+    };
+    tokio::time::timeout(Duration::from_secs(20), work)
+        .await
+        .expect("large Parse/Bind finish within 20 s");
+}
