@@ -132,19 +132,6 @@ fn relay(c: &mut Criterion) {
                 })
             });
         });
-        // Transaction mode drops the buffers between transactions; measure that too.
-        group.bench_function(BenchmarkId::new("round_trip_then_shrink", rows), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        link.round_trip().await;
-                        link.relay.shrink();
-                    }
-                    start.elapsed()
-                })
-            });
-        });
     }
     group.finish();
 }

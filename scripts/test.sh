@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The one test command: unit, component and end-to-end tests (against a real PostgreSQL that the
-# test harness starts itself from the OS package). On a fresh Debian 12 machine it first installs
-# what is missing: the postgresql packages (as root, or through sudo), what the benches/compare
-# smoke test runs (pgbouncer, python3, openssl; pgbench comes with the server package),
-# prometheus (for promtool), prometheus-pgbouncer-exporter and the rustfmt/clippy components.
-# Idempotent; a second run installs nothing.
+# test harness starts itself from the OS package), and the driver suite (tests/drivers: Python,
+# Node and Java drivers through pgfunnel). On a fresh Debian 12 machine it first installs what is
+# missing: the postgresql packages, what the benches/compare smoke test runs (pgbouncer, python3,
+# openssl; pgbench comes with the server package), prometheus (for promtool),
+# prometheus-pgbouncer-exporter, python3-venv, nodejs/npm, a JDK and Debian's pgjdbc (as root, or
+# through sudo), the rustfmt/clippy components, then the drivers' own packages from PyPI and npm
+# (tests/drivers/setup.sh). Idempotent; a second run installs nothing.
 #
 #   scripts/test.sh                  # everything: cargo test --all-targets
 #   scripts/test.sh -- --nocapture   # extra arguments go to cargo test
@@ -39,7 +41,7 @@ have_psql() {
 }
 
 apt_install() {
-  local log
+  local log hint=${APT_HINT:-"install by hand: apt-get update && apt-get install -y $*"}
   log=$(mktemp)
   say "installing $* with apt-get (log: $log)"
   if [ -n "${CI:-}" ] && [ ! -e /etc/postgresql-common/createcluster.d/pgfunnel-ci.conf ]; then
@@ -53,7 +55,7 @@ apt_install() {
     ! as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install \
       -y --no-install-recommends "$@" </dev/null >>"$log" 2>&1; then
     tail -n 30 "$log" >&2
-    say "apt-get install $* failed; install by hand: apt-get update && apt-get install -y $*"
+    say "apt-get install $* failed; $hint"
     exit 1
   fi
   rm -f "$log"
@@ -110,11 +112,28 @@ ensure_rust_components() {
   fi
 }
 
+# What the driver suite runs its programs with (tests/it/drivers); the drivers' packages come
+# from their own registries through tests/drivers/setup.sh.
+ensure_driver_prerequisites() {
+  local pkgs=()
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || pkgs+=(python3 python3-venv)
+  command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+  command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+  command -v javac >/dev/null 2>&1 || pkgs+=(default-jdk-headless)
+  [ -f "${PGJDBC_JAR:-/usr/share/java/postgresql.jar}" ] || pkgs+=(libpostgresql-jdbc-java)
+  [ ${#pkgs[@]} -eq 0 ] && return 0
+  APT_HINT="install the driver suite's prerequisites by hand: apt-get install -y ${pkgs[*]}" \
+    apt_install "${pkgs[@]}"
+}
+
 command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 ensure_postgres
 ensure_bench_tools
 ensure_ops_tools
 ensure_rust_components
+ensure_driver_prerequisites
+# Failing here fails the run: the driver tests would fail the same way, later.
+tests/drivers/setup.sh all
 
 if [ "${1:-}" = "--setup-only" ]; then
   exit 0

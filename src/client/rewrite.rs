@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::prepared::{ServerStatements, Statement, StatementRegistry};
+use super::tracker::{CopyInWatch, CopyStep};
 use crate::protocol::messages::{
     self, parse_error_fields, put_cstr, put_message, take_cstr, Severity,
 };
@@ -70,6 +71,18 @@ pub struct Rewriter {
     expect: VecDeque<Expect>,
     client_streaming: usize,
     server_streaming: usize,
+    /// A message that must be handled whole (Parse/Bind/Describe/Close of any size, others up
+    /// to WHOLE_LIMIT), gathered here across reads. The relay stops reading a side once its
+    /// input buffer passes its back-pressure limit, so a message larger than that limit left
+    /// in the input buffer would never complete (a 5 MB Bind parameter hung the client and
+    /// its server for good). Bounded by max_packet_size, which the scanner enforces.
+    client_partial: BytesMut,
+    /// The same for server messages handled whole (an ErrorResponse larger than WHOLE_LIMIT).
+    server_partial: BytesMut,
+    /// Syncs sent in copy-in mode get no ReadyForQuery: expect none for them.
+    copy: CopyInWatch,
+    /// The message being gathered is such a Sync.
+    ignored_sync: bool,
     /// The server reported an error and ignores everything up to the next Sync; client
     /// messages in that stretch pass unchanged and change no bookkeeping (as in Postgres,
     /// where they have no effect).
@@ -87,17 +100,27 @@ impl Rewriter {
             expect: VecDeque::new(),
             client_streaming: 0,
             server_streaming: 0,
+            client_partial: BytesMut::new(),
+            server_partial: BytesMut::new(),
+            copy: CopyInWatch::default(),
+            ignored_sync: false,
             aborted: false,
         }
     }
 
     /// True when every reply the client expects has been delivered or made up.
     pub fn is_settled(&self) -> bool {
-        self.expect.is_empty() && self.client_streaming == 0 && self.server_streaming == 0
+        self.expect.is_empty()
+            && self.client_streaming == 0
+            && self.server_streaming == 0
+            && self.client_partial.is_empty()
+            && self.server_partial.is_empty()
     }
 
     /// Moves whole client messages from `input` to `out` (rewritten where needed).
-    /// Incomplete messages stay in `input`. Framing was validated by the scanner already.
+    /// A message that must be handled whole but is incomplete moves into the rewriter, so
+    /// `input` is left holding at most an incomplete 5-byte header: the caller may keep
+    /// reading whatever its own buffer limits are. Framing was validated by the scanner.
     pub fn client_to_server(
         &mut self,
         input: &mut BytesMut,
@@ -118,22 +141,33 @@ impl Rewriter {
                 }
                 continue;
             }
-            if input.len() < 5 {
-                break;
+            if self.client_partial.is_empty() {
+                if input.len() < 5 {
+                    break;
+                }
+                let tag = input[0];
+                let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
+                match self.copy.client_message(tag) {
+                    CopyStep::Normal => {}
+                    CopyStep::IgnoredSync => self.ignored_sync = true,
+                    CopyStep::Began { ignored_syncs } => self.forget_syncs(ignored_syncs),
+                }
+                let whole = matches!(tag, b'P' | b'B' | b'D' | b'C') || len <= WHOLE_LIMIT;
+                if !whole {
+                    self.note_plain(tag);
+                    out.extend_from_slice(&input.split_to(5));
+                    self.client_streaming = len - 4;
+                    continue;
+                }
             }
-            let tag = input[0];
-            let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
-            let whole = matches!(tag, b'P' | b'B' | b'D' | b'C') || len <= WHOLE_LIMIT;
-            if !whole {
-                self.note_plain(tag);
-                out.extend_from_slice(&input.split_to(5));
-                self.client_streaming = len - 4;
+            let Some(msg) = take_whole(&mut self.client_partial, input) else {
+                break;
+            };
+            let tag = msg[0];
+            if std::mem::take(&mut self.ignored_sync) {
+                out.extend_from_slice(&msg);
                 continue;
             }
-            if input.len() < len + 1 {
-                break;
-            }
-            let msg = input.split_to(len + 1).freeze();
             if self.aborted {
                 if tag == b'S' {
                     self.aborted = false;
@@ -162,6 +196,25 @@ impl Rewriter {
             }
         }
         self.flush_fakes(s2c);
+    }
+
+    /// Drops the expectations of the newest `n` Syncs (the server ignored them in copy-in
+    /// mode). Nothing after the COPY's Execute was answered, so they are still queued.
+    fn forget_syncs(&mut self, mut n: usize) {
+        let mut i = self.expect.len();
+        while n > 0 && i > 0 {
+            i -= 1;
+            if matches!(
+                self.expect[i],
+                Expect::Forward {
+                    kind: Kind::Sync,
+                    ..
+                }
+            ) {
+                self.expect.remove(i);
+                n -= 1;
+            }
+        }
     }
 
     fn note_plain(&mut self, tag: u8) {
@@ -392,22 +445,23 @@ impl Rewriter {
                 }
                 continue;
             }
-            if input.len() < 5 {
+            if self.server_partial.is_empty() {
+                if input.len() < 5 {
+                    break;
+                }
+                let tag = input[0];
+                let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
+                if len > WHOLE_LIMIT && !matches!(tag, b'E' | b'1' | b'3') {
+                    // Rows and copy data: they never complete a request except by their end.
+                    out.extend_from_slice(&input.split_to(5));
+                    self.server_streaming = len - 4;
+                    continue;
+                }
+            }
+            let Some(msg) = take_whole(&mut self.server_partial, input) else {
                 break;
-            }
-            let tag = input[0];
-            let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
-            if len > WHOLE_LIMIT && !matches!(tag, b'E' | b'1' | b'3') {
-                // Rows and copy data: they never complete a request except by their end.
-                out.extend_from_slice(&input.split_to(5));
-                self.server_streaming = len - 4;
-                continue;
-            }
-            if input.len() < len + 1 {
-                break;
-            }
-            let msg = input.split_to(len + 1);
-            self.server_message(tag, &msg, out, server);
+            };
+            self.server_message(msg[0], &msg, out, server);
         }
         self.flush_fakes(out);
     }
@@ -542,6 +596,32 @@ fn is_async(tag: u8) -> bool {
     matches!(tag, b'N' | b'A' | b'S')
 }
 
+/// The next whole message: from `input` directly when it is all there, else gathered in
+/// `partial` (which takes every byte of `input` that belongs to it). None while incomplete;
+/// `input` then holds nothing of it, or only a header shorter than 5 bytes.
+fn take_whole(partial: &mut BytesMut, input: &mut BytesMut) -> Option<Bytes> {
+    if partial.is_empty() {
+        if input.len() < 5 {
+            return None;
+        }
+        let total = frame_len(input);
+        if input.len() >= total {
+            return Some(input.split_to(total).freeze());
+        }
+        partial.extend_from_slice(&input.split());
+        return None;
+    }
+    let total = frame_len(partial);
+    let n = (total - partial.len()).min(input.len());
+    partial.extend_from_slice(&input.split_to(n));
+    (partial.len() == total).then(|| partial.split().freeze())
+}
+
+/// Length of the frame starting `buf` (type byte + length field's value).
+fn frame_len(buf: &[u8]) -> usize {
+    u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize + 1
+}
+
 fn put_parse(out: &mut BytesMut, stmt: &Statement) {
     put_message(out, b'P', |b| {
         put_cstr(b, &stmt.server_name);
@@ -553,3 +633,7 @@ fn put_bytes_cstr(b: &mut BytesMut, s: &[u8]) {
     b.put_slice(s);
     b.put_u8(0);
 }
+
+#[cfg(test)]
+#[path = "rewrite_tests.rs"]
+mod tests;

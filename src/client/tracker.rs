@@ -26,6 +26,71 @@ pub enum SettingChange {
     ResetAll,
 }
 
+/// Follows COPY FROM STDIN in a client's own message stream. In copy-in mode the server
+/// ignores Sync and Flush ([protocol docs, "COPY Operations"][copy]), yet tokio-postgres
+/// sends Bind, Execute, Sync, waits for CopyInResponse, then CopyData, CopyDone, Sync: one
+/// ReadyForQuery for two Syncs. Copy-in is recognised when the client sends CopyData,
+/// CopyDone or CopyFail: the Syncs it sent since its last Execute reached a server that was
+/// already copying. (A client that sent a Sync after the Execute and then streamed data
+/// without waiting for CopyInResponse, for a COPY that failed at once, would be miscounted;
+/// no driver we know of does that.)
+///
+/// [copy]: https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-COPY
+#[derive(Debug, Default)]
+pub struct CopyInWatch {
+    /// Syncs since the last Execute/Query; None once a copy ended (no COPY pending).
+    syncs_since_execute: Option<usize>,
+    copying: bool,
+}
+
+/// What a client message means for reply bookkeeping, given COPY FROM STDIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyStep {
+    /// Counted as usual.
+    Normal,
+    /// A Sync the server ignores (sent in copy-in mode): it gets no ReadyForQuery.
+    IgnoredSync,
+    /// Copy-in began: the last `ignored_syncs` Syncs get no ReadyForQuery.
+    Began {
+        /// Syncs sent after the COPY's Execute, before this message.
+        ignored_syncs: usize,
+    },
+}
+
+impl CopyInWatch {
+    /// Feeds the type of every client message, in order.
+    pub fn client_message(&mut self, tag: u8) -> CopyStep {
+        match tag {
+            b'E' | b'Q' => {
+                self.syncs_since_execute = Some(0);
+                CopyStep::Normal
+            }
+            b'S' if self.copying => CopyStep::IgnoredSync,
+            b'S' => {
+                if let Some(n) = self.syncs_since_execute.as_mut() {
+                    *n += 1;
+                }
+                CopyStep::Normal
+            }
+            b'd' | b'c' | b'f' => {
+                let step = if self.copying {
+                    CopyStep::Normal
+                } else {
+                    self.copying = true;
+                    CopyStep::Began {
+                        ignored_syncs: self.syncs_since_execute.take().unwrap_or(0),
+                    }
+                };
+                if tag != b'd' {
+                    self.copying = false;
+                }
+                step
+            }
+            _ => CopyStep::Normal,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Request {
     action: Option<Recognised>,
@@ -49,6 +114,7 @@ pub struct Tracker {
     portals: HashMap<Vec<u8>, Recognised>,
     in_transaction: Vec<SettingChange>,
     last_tag_commit: Option<bool>,
+    copy: CopyInWatch,
     /// Confirmed setting changes, drained by the session.
     pub changes: Vec<SettingChange>,
     /// Set when the client created server-bound state.
@@ -67,6 +133,7 @@ impl Default for Tracker {
             portals: HashMap::new(),
             in_transaction: Vec::new(),
             last_tag_commit: None,
+            copy: CopyInWatch::default(),
             changes: Vec::new(),
             pin: None,
         }
@@ -81,6 +148,19 @@ impl Tracker {
 
     /// Records a client message header (every message, captured or not).
     pub fn client_message(&mut self, tag: u8) {
+        match self.copy.client_message(tag) {
+            CopyStep::Normal => {}
+            CopyStep::IgnoredSync => return,
+            CopyStep::Began { ignored_syncs } => {
+                // Their entries are the newest: nothing after the COPY's Execute was answered.
+                let keep = self.requests.len().saturating_sub(ignored_syncs);
+                self.requests.truncate(keep);
+                if ignored_syncs > 0 {
+                    // The exchange stays open until a Sync after CopyDone/CopyFail.
+                    self.unsynced = true;
+                }
+            }
+        }
         match tag {
             b'Q' | b'F' => self.requests.push_back(Request::default()),
             b'S' => {
@@ -285,6 +365,61 @@ mod tests {
         t.ready_for_query(b'I');
         assert!(!t.is_idle(), "Parse+Flush after the query still open");
         t.client_message(b'S');
+        t.ready_for_query(b'I');
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn sync_sent_before_copy_data_gets_no_ready_for_query() {
+        // tokio-postgres's copy_in: Bind, Execute, Sync, (CopyInResponse), data, CopyDone, Sync.
+        let mut t = Tracker::default();
+        for tag in [b'B', b'E', b'S'] {
+            t.client_message(tag);
+        }
+        for tag in [b'd', b'd', b'c', b'S'] {
+            t.client_message(tag);
+        }
+        t.ready_for_query(b'I');
+        assert!(
+            t.is_idle(),
+            "the Sync sent in copy-in mode was ignored by the server"
+        );
+        t.client_message(b'Q');
+        assert!(!t.is_idle());
+        t.ready_for_query(b'I');
+        assert!(t.is_idle(), "later requests are counted as before");
+    }
+
+    #[test]
+    fn copy_fail_after_ignored_sync_still_waits_for_the_next_sync() {
+        let mut t = Tracker::default();
+        for tag in [b'B', b'E', b'S', b'f'] {
+            t.client_message(tag);
+        }
+        assert!(
+            !t.is_idle(),
+            "the exchange is open until a Sync after CopyFail"
+        );
+        t.client_message(b'S');
+        t.server_error();
+        t.ready_for_query(b'I');
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn simple_query_copy_and_syncs_after_copy_done_count_as_usual() {
+        let mut t = Tracker::default();
+        for tag in [b'Q', b'd', b'c'] {
+            t.client_message(tag);
+        }
+        t.ready_for_query(b'I');
+        assert!(t.is_idle());
+        // A pipeline after the copy: both Syncs are answered.
+        for tag in [b'P', b'B', b'E', b'S', b'B', b'E', b'S'] {
+            t.client_message(tag);
+        }
+        t.ready_for_query(b'I');
+        assert!(!t.is_idle());
         t.ready_for_query(b'I');
         assert!(t.is_idle());
     }

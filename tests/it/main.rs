@@ -11,6 +11,7 @@ mod auth_stored;
 mod bad_input;
 mod bench_compare;
 mod cli;
+mod drivers;
 mod listen;
 mod metrics;
 mod migrate;

@@ -1,0 +1,169 @@
+//! Unit tests of the rewriter: messages larger than the relay's read limit arrive in pieces.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+
+use super::*;
+use crate::client::prepared::{ServerStatements, StatementRegistry};
+use crate::protocol::messages::{put_cstr, put_message};
+
+/// What the relay reads per call (its READ_CHUNK); the relay stops reading a side once
+/// 64 KiB await, so a whole-handled message must not wait in `input`.
+const CHUNK: usize = 16 * 1024;
+
+fn parse(name: &str, query: &str) -> BytesMut {
+    let mut m = BytesMut::new();
+    put_message(&mut m, b'P', |b| {
+        put_cstr(b, name);
+        put_cstr(b, query);
+        b.put_i16(0);
+    });
+    m
+}
+
+fn bind(statement: &str, param: &[u8]) -> BytesMut {
+    let mut m = BytesMut::new();
+    put_message(&mut m, b'B', |b| {
+        put_cstr(b, "");
+        put_cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(1);
+        b.put_i32(param.len() as i32);
+        b.put_slice(param);
+        b.put_i16(0);
+    });
+    m
+}
+
+fn sync() -> BytesMut {
+    let mut m = BytesMut::new();
+    put_message(&mut m, b'S', |_| {});
+    m
+}
+
+#[test]
+fn bind_larger_than_the_relay_read_limit_is_gathered_and_rewritten() {
+    let registry = Arc::new(StatementRegistry::default());
+    let mut rw = Rewriter::new(registry, 10);
+    let mut server = ServerStatements::default();
+    let (mut out, mut s2c) = (BytesMut::new(), BytesMut::new());
+
+    let mut input = parse("s1", "select $1::text");
+    rw.client_to_server(&mut input, &mut out, &mut server, &mut s2c);
+    assert!(input.is_empty());
+    assert_eq!(out, parse("PGFUNNEL_1", "select $1::text"), "Parse renamed");
+    out.clear();
+
+    let param: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut message = bind("s1", &param);
+    message.extend_from_slice(&sync());
+    let total = message.len();
+    let mut fed = 0;
+    while fed < total {
+        let n = CHUNK.min(total - fed);
+        input.extend_from_slice(&message[fed..fed + n]);
+        fed += n;
+        rw.client_to_server(&mut input, &mut out, &mut server, &mut s2c);
+        assert!(
+            input.len() < 5,
+            "after {fed} of {total} bytes the rewriter left {} bytes in the relay's buffer",
+            input.len()
+        );
+        if fed < total - sync().len() {
+            assert!(out.is_empty(), "nothing of an incomplete Bind is sent");
+            assert!(!rw.is_settled(), "a half-read Bind is unsettled");
+        }
+    }
+    let mut want = bind("PGFUNNEL_1", &param);
+    want.extend_from_slice(&sync());
+    assert_eq!(out.len(), want.len());
+    assert!(out == want, "Bind renamed with its 300 kB parameter intact");
+    assert!(s2c.is_empty());
+}
+
+#[test]
+fn error_larger_than_the_relay_read_limit_is_gathered_and_forwarded() {
+    let registry = Arc::new(StatementRegistry::default());
+    let mut rw = Rewriter::new(registry, 10);
+    let mut server = ServerStatements::default();
+    let (mut out, mut s2c) = (BytesMut::new(), BytesMut::new());
+    let mut input = sync();
+    rw.client_to_server(&mut input, &mut out, &mut server, &mut s2c);
+
+    let mut reply = BytesMut::new();
+    let detail = "d".repeat(200_000);
+    messages::put_error(&mut reply, Severity::Error, "P0001", "big", Some(&detail));
+    put_message(&mut reply, b'Z', |b| b.put_u8(b'I'));
+    let (mut sin, mut to_client) = (BytesMut::new(), BytesMut::new());
+    for piece in reply.chunks(CHUNK) {
+        sin.extend_from_slice(piece);
+        rw.server_to_client(&mut sin, &mut to_client, &mut server);
+        assert!(
+            sin.len() < 5,
+            "{} bytes left in the relay's buffer",
+            sin.len()
+        );
+    }
+    assert!(
+        to_client == reply,
+        "error and ReadyForQuery forwarded unchanged"
+    );
+    assert!(rw.is_settled());
+}
+
+fn message(tag: u8, body: &[u8]) -> BytesMut {
+    let mut m = BytesMut::new();
+    put_message(&mut m, tag, |b| b.put_slice(body));
+    m
+}
+
+#[test]
+fn sync_sent_before_copy_data_expects_no_ready_for_query() {
+    // tokio-postgres's copy_in: Bind, Execute, Sync, then (after CopyInResponse) CopyData,
+    // CopyDone, Sync. Postgres ignores the first Sync in copy-in mode and sends one
+    // ReadyForQuery; a made-up ParseComplete queued behind a phantom Sync came out late.
+    let registry = Arc::new(StatementRegistry::default());
+    let mut rw = Rewriter::new(registry, 10);
+    let mut server = ServerStatements::default();
+    let (mut out, mut s2c) = (BytesMut::new(), BytesMut::new());
+    let mut c2s = BytesMut::new();
+    let mut sin = BytesMut::new();
+
+    let mut input = parse("s0", "copy t from stdin");
+    input.extend_from_slice(&sync());
+    rw.client_to_server(&mut input, &mut out, &mut server, &mut s2c);
+    sin.extend_from_slice(&message(b'1', b""));
+    sin.extend_from_slice(&message(b'Z', b"I"));
+    rw.server_to_client(&mut sin, &mut c2s, &mut server);
+    assert!(rw.is_settled());
+
+    let mut input = bind("s0", b"");
+    input.extend_from_slice(&message(b'E', b"\0\0\0\0\0"));
+    input.extend_from_slice(&sync());
+    rw.client_to_server(&mut input, &mut out, &mut server, &mut s2c);
+    sin.extend_from_slice(&message(b'2', b""));
+    sin.extend_from_slice(&message(b'G', b"\0\0\0"));
+    rw.server_to_client(&mut sin, &mut c2s, &mut server);
+    let mut input = message(b'd', b"1\tx\n");
+    input.extend_from_slice(&message(b'c', b""));
+    input.extend_from_slice(&sync());
+    rw.client_to_server(&mut input, &mut out, &mut server, &mut s2c);
+    sin.extend_from_slice(&message(b'C', b"COPY 1\0"));
+    sin.extend_from_slice(&message(b'Z', b"I"));
+    c2s.clear();
+    rw.server_to_client(&mut sin, &mut c2s, &mut server);
+    let mut want = message(b'C', b"COPY 1\0");
+    want.extend_from_slice(&message(b'Z', b"I"));
+    assert_eq!(c2s, want);
+    assert!(rw.is_settled(), "one ReadyForQuery answered both Syncs");
+
+    // The statement exists on the server: its Parse is answered by pgfunnel at once.
+    let mut input = parse("s1", "copy t from stdin");
+    rw.client_to_server(&mut input, &mut out, &mut server, &mut s2c);
+    assert_eq!(
+        s2c,
+        message(b'1', b""),
+        "made-up ParseComplete not held back"
+    );
+}
