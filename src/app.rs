@@ -507,10 +507,20 @@ fn spawn_janitor(app: &Arc<App>) {
     let app2 = app.clone();
     app.tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut peak_clients = 0usize;
         loop {
             tokio::select! {
                 _ = app2.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
+            }
+            // After a crowd of clients left, hand the freed heap back to the OS (glibc keeps
+            // it in its arenas otherwise, and RSS would stay at the peak).
+            let clients = app2.client_count.load(Ordering::Relaxed);
+            peak_clients = peak_clients.max(clients);
+            if peak_clients >= clients + 256 && clients <= peak_clients / 2 {
+                // SAFETY: malloc_trim only releases free memory; it is thread safe in glibc.
+                unsafe { libc::malloc_trim(0) };
+                peak_clients = clients;
             }
             let pools: Vec<Arc<Pool>> = app2.pools.iter().map(|p| p.clone()).collect();
             for pool in pools {

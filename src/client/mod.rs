@@ -45,7 +45,8 @@ pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
         let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
         let _guard = ClientCountGuard(app.clone());
         let login_timeout = app.config().settings.client_login_timeout;
-        let hs = handshake::handshake(stream, &app);
+        // Boxed: the TLS handshake state is large and needed only here (idle clients stay small).
+        let hs = Box::pin(handshake::handshake(stream, &app));
         let hs = if login_timeout.is_zero() {
             hs.await
         } else {
@@ -69,7 +70,7 @@ pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
         // The console is exempt from max_client_conn, as in PgBouncer.
         if crate::control::is_console(&database) {
             let entry = registered.entry.clone();
-            return crate::admin::session::run(app, stream, user, entry).await;
+            return Box::pin(crate::admin::session::run(app, stream, user, entry)).await;
         }
         if count > app.config().settings.max_client_conn as usize {
             warn!(
@@ -92,7 +93,7 @@ pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
         match Session::new(id, app.clone(), stream, params) {
             Ok(mut session) => {
                 session.entry = Some(registered.entry.clone());
-                session.run().await
+                Box::pin(session.run()).await
             }
             Err((mut stream, msg)) => {
                 send_error(&mut stream, Severity::Fatal, "28000", msg, None).await
@@ -160,5 +161,50 @@ struct ClientCountGuard(Arc<App>);
 impl Drop for ClientCountGuard {
     fn drop(&mut self) {
         self.0.client_count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle client is one task holding this future: large login-phase state (TLS,
+    /// SCRAM) is boxed so it is freed after login instead of being carried for the client's
+    /// whole life.
+    #[test]
+    fn client_task_futures_stay_small() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let config = crate::config::Config::parse_str(
+                "[databases]\n[pgbouncer]\n",
+                std::path::Path::new("/tmp/x.ini"),
+            )
+            .expect("config");
+            let tls = crate::net::TlsConfigs::load(&config.settings).expect("tls");
+            let app = crate::app::App::new(config, Default::default(), tls, None);
+            let (a, _a) = tokio::net::UnixStream::pair().expect("pair");
+            let (b, _b) = tokio::net::UnixStream::pair().expect("pair");
+            let session = super::session::Session::new(
+                1,
+                app.clone(),
+                crate::net::Stream::Unix(b),
+                vec![("user".into(), "u".into())],
+            )
+            .ok()
+            .expect("session");
+            let handle = super::handle(app, crate::net::Stream::Unix(a), "x".into());
+            assert!(
+                std::mem::size_of_val(&handle) <= 4096,
+                "handle: {}",
+                std::mem::size_of_val(&handle)
+            );
+            let run = session.run();
+            assert!(
+                std::mem::size_of_val(&run) <= 4096,
+                "run: {}",
+                std::mem::size_of_val(&run)
+            );
+        });
     }
 }

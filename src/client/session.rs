@@ -131,7 +131,12 @@ impl Session {
     pub async fn run(mut self) {
         let config = self.app.config();
         let login_timeout = config.settings.client_login_timeout;
-        let admitted = access::admit(&self.app, &mut self.stream, &self.user, &self.database);
+        let admitted = Box::pin(access::admit(
+            &self.app,
+            &mut self.stream,
+            &self.user,
+            &self.database,
+        ));
         let admitted = if login_timeout.is_zero() {
             admitted.await
         } else {
@@ -189,7 +194,7 @@ impl Session {
         let mut held = None;
         let welcome = match pool.welcome() {
             Some(w) => w,
-            None => match self.checkout(&pool).await {
+            None => match Box::pin(self.checkout(&pool)).await {
                 Some(server) => {
                     held = Some(server);
                     pool.welcome().unwrap_or_default()
@@ -217,7 +222,7 @@ impl Session {
                 pool.checkin(s);
             }
         }
-        self.serve(&pool, mode, &mut params, &cancel, held).await;
+        Box::pin(self.serve(&pool, mode, &mut params, &cancel, held)).await;
     }
 
     fn mark(&self, state: ClientState) {
@@ -315,7 +320,8 @@ impl Session {
                             // transaction is served by the shared listener instead.
                             if mode != PoolMode::Session
                                 && !was_pinned
-                                && self.serve_listen(pool, &mut relay, &mut listener).await
+                                && Box::pin(self.serve_listen(pool, &mut relay, &mut listener))
+                                    .await
                             {
                                 relay.tracker.pin = None;
                                 continue;
