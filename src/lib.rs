@@ -13,6 +13,7 @@
 //!   `server_reset_query` (session mode). A server is never returned dirty.
 //! - `server` opens and logs in server connections; `pool` bounds and reuses them.
 //! - `config` reads PgBouncer-format ini files (and URL mode); `cli` and `main` wire it up.
+//! - `panic`: a panic ends one client task only and is logged as a bug; std locks recover.
 //! - `migrate` is the `pgfunnel migrate` subcommand: numbered SQL migrations applied once,
 //!   each in its own transaction behind a transaction-level lock (safe through the pooler).
 //!
@@ -29,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod migrate;
 pub mod net;
+pub mod panic;
 pub mod pool;
 pub mod protocol;
 pub mod server;
