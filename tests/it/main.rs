@@ -8,6 +8,7 @@ mod proxy;
 mod auth;
 mod auth_stored;
 mod bad_input;
+mod chaos;
 mod cli;
 mod listen;
 mod migrate;
