@@ -10,6 +10,7 @@ mod auth_stored;
 mod bad_input;
 mod chaos;
 mod cli;
+mod flood;
 mod listen;
 mod migrate;
 mod prepared;
