@@ -72,6 +72,12 @@ impl Ledger {
         self.lock().errors.clone()
     }
 
+    /// (acknowledged, unknown) writes so far.
+    pub fn check_counts(&self) -> (usize, usize) {
+        let l = self.lock();
+        (l.acked.len(), l.unknown.len())
+    }
+
     /// Compares the ledger with `select k, count(*) from table group by k`.
     pub async fn check(&self, pg: &PgServer, table: &str) -> Tally {
         let c = pg.connect(SCRAM_USER, Some(SCRAM_PASSWORD), "app").await;
@@ -110,7 +116,7 @@ impl Ledger {
 }
 
 /// Asserts the invariants every scenario shares and prints the figures.
-fn assert_tally(scenario: &str, t: &Tally, ledger: &Ledger, min_acked: usize) {
+pub fn assert_tally(scenario: &str, t: &Tally, ledger: &Ledger, min_acked: usize) {
     eprintln!(
         "chaos {scenario}: acked {} unknown {} failed {} | lost {} doubled {} phantom {} hangs {} | errors {:?}",
         t.acked, t.unknown, t.failed, t.lost, t.doubled, t.phantom, t.hangs, ledger.errors()

@@ -239,7 +239,7 @@ async fn oversized_packets_before_authentication_are_refused_without_buffering_t
             let mut auth = [0u8; 9];
             s.read_exact(&mut auth).await.expect("auth request");
             assert_eq!(auth[0], b'R', "asked for a password");
-            s.write_all(&[b'p']).await.expect("write");
+            s.write_all(b"p").await.expect("write");
             s.write_all(&(1i32 << 30).to_be_bytes())
                 .await
                 .expect("write");

@@ -16,6 +16,7 @@ mod migrate;
 mod prepared;
 mod server_tls;
 mod session_pool;
+mod soak;
 mod tls;
 mod transaction_pool;
 mod upstream;
