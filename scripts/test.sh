@@ -12,6 +12,10 @@
 #   scripts/test.sh -- --nocapture   # extra arguments go to cargo test
 #   scripts/test.sh --setup-only     # install prerequisites and stop (used by .ci/run)
 #
+# After the tests, scripts/fuzz.sh fuzzes every parser for 2 s each with cargo-fuzz (installed
+# from crates.io when missing; without it, the seeded property test runs instead).
+# PGFUNNEL_FUZZ_SECS sets the time per target; PGFUNNEL_FUZZ_SECS=0 skips this step.
+#
 # CARGO_TARGET_DIR and the other cargo variables are honoured as usual.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -145,4 +149,9 @@ set +e
 cargo test --all-targets "$@"
 status=$?
 set -e
-exit "$status"
+[ "$status" -ne 0 ] && exit "$status"
+
+fuzz_secs=${PGFUNNEL_FUZZ_SECS:-2}
+if [ "$fuzz_secs" != 0 ]; then
+  scripts/fuzz.sh "$fuzz_secs"
+fi

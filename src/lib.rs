@@ -19,6 +19,7 @@
 //!   shutdown modes. `client::registry` lists connected clients for SHOW CLIENTS and KILL.
 //! - `metrics` serves /metrics (pgbouncer_exporter names plus per-pool histograms) and
 //!   /health/live, /health/ready on `metrics_listen`.
+//! - `panic`: a panic ends one client task only and is logged as a bug; std locks recover.
 //! - `migrate` is the `pgfunnel migrate` subcommand: numbered SQL migrations applied once,
 //!   each in its own transaction behind a transaction-level lock (safe through the pooler).
 //!
@@ -38,6 +39,7 @@ pub mod error;
 pub mod metrics;
 pub mod migrate;
 pub mod net;
+pub mod panic;
 pub mod pool;
 pub mod protocol;
 pub mod reload;

@@ -128,6 +128,7 @@ fn serve(args: ServeArgs, flags: &ProcessFlags) -> anyhow::Result<()> {
         switch_user(user)?;
     }
     init_logging(&config, flags)?;
+    pgfunnel::panic::install_hook();
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

@@ -191,8 +191,7 @@ mod tests {
                 crate::net::Stream::Unix(b),
                 vec![("user".into(), "u".into())],
             )
-            .ok()
-            .expect("session");
+            .unwrap_or_else(|_| panic!("session"));
             let handle = super::handle(app, crate::net::Stream::Unix(a), "x".into());
             assert!(
                 std::mem::size_of_val(&handle) <= 4096,

@@ -27,7 +27,7 @@ impl LimitGroup {
 
     /// Registers a pool whose idle connections may be closed to free slots.
     pub fn join(&self, pool: &Arc<Pool>) {
-        let mut m = self.members.lock().expect("limit lock poisoned");
+        let mut m = crate::panic::lock(&self.members);
         m.retain(|w| w.strong_count() > 0);
         m.push(Arc::downgrade(pool));
     }
@@ -40,7 +40,7 @@ impl LimitGroup {
             return Some(p);
         }
         let members: Vec<Arc<Pool>> = {
-            let m = self.members.lock().expect("limit lock poisoned");
+            let m = crate::panic::lock(&self.members);
             m.iter().filter_map(Weak::upgrade).collect()
         };
         if members.iter().any(|p| p.close_one_idle()) {

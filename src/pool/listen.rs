@@ -82,12 +82,12 @@ impl ListenHub {
     }
 
     fn channels(&self) -> HashSet<String> {
-        let subs = self.subs.lock().expect("listen lock poisoned");
+        let subs = crate::panic::lock(&self.subs);
         subs.by_channel.keys().cloned().collect()
     }
 
     fn fan_out(&self, channel: &str, msg: Bytes) {
-        let subs = self.subs.lock().expect("listen lock poisoned");
+        let subs = crate::panic::lock(&self.subs);
         if let Some(clients) = subs.by_channel.get(channel) {
             for tx in clients.values() {
                 if tx.try_send(msg.clone()).is_err() {
@@ -126,7 +126,7 @@ impl Subscription {
             Some(c) => self.channels.take(c).into_iter().collect(),
             None => self.channels.drain().collect(),
         };
-        let mut subs = self.hub.subs.lock().expect("listen lock poisoned");
+        let mut subs = crate::panic::lock(&self.hub.subs);
         for c in gone {
             if let Some(clients) = subs.by_channel.get_mut(&c) {
                 clients.remove(&self.client);
@@ -238,7 +238,7 @@ fn join(hub: &Weak<ListenHub>, cmds: impl Iterator<Item = Command>) {
             ack,
         } = cmd
         {
-            let mut subs = h.subs.lock().expect("listen lock poisoned");
+            let mut subs = crate::panic::lock(&h.subs);
             subs.by_channel
                 .entry(channel)
                 .or_default()

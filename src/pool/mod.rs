@@ -168,7 +168,7 @@ impl Pool {
     /// The parameters the first server of this pool reported at login, which clients
     /// are shown at their own login. `None` until a server has logged in.
     pub fn welcome(&self) -> Option<Arc<HashMap<String, String>>> {
-        self.welcome.lock().expect("welcome lock poisoned").clone()
+        crate::panic::lock(&self.welcome).clone()
     }
 
     /// The pool's shared LISTEN connection (started on first use; it does not count
@@ -183,7 +183,7 @@ impl Pool {
 
     /// Number of idle connections.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("idle lock poisoned").len()
+        crate::panic::lock(&self.idle).len()
     }
 
     /// Waits (FIFO) for a slot within query_wait_timeout, then returns an idle
@@ -299,7 +299,7 @@ impl Pool {
     /// Closes one idle connection (to free a shared-limit slot); false when none is idle.
     pub fn close_one_idle(&self) -> bool {
         let conn = {
-            let mut idle = self.idle.lock().expect("idle lock poisoned");
+            let mut idle = crate::panic::lock(&self.idle);
             if idle.is_empty() {
                 return false;
             }
@@ -324,7 +324,7 @@ impl Pool {
                 Ok(mut conn) => {
                     conn.last_used = Instant::now();
                     self.note_welcome(&conn);
-                    self.idle.lock().expect("idle lock poisoned").push(conn);
+                    crate::panic::lock(&self.idle).push(conn);
                     drop(permit);
                 }
                 Err(e) => {
@@ -336,7 +336,7 @@ impl Pool {
     }
 
     fn note_welcome(&self, conn: &ServerConnection) {
-        let mut w = self.welcome.lock().expect("welcome lock poisoned");
+        let mut w = crate::panic::lock(&self.welcome);
         if w.is_none() {
             *w = Some(Arc::new(conn.params.clone()));
         }
@@ -381,7 +381,7 @@ impl Pool {
 
     fn pop_idle(&self) -> Option<ServerConnection> {
         // LIFO, as PgBouncer (server_round_robin = 0): warm connections stay warm.
-        self.idle.lock().expect("idle lock poisoned").pop()
+        crate::panic::lock(&self.idle).pop()
     }
 
     fn expired(&self, conn: &ServerConnection) -> bool {
@@ -402,7 +402,7 @@ impl Pool {
             tokio::spawn(conn.close());
         } else {
             conn.last_used = Instant::now();
-            self.idle.lock().expect("idle lock poisoned").push(conn);
+            crate::panic::lock(&self.idle).push(conn);
             self.returned.notify_one();
         }
         // The slot frees only after the connection is back in the idle list, so the next
@@ -421,7 +421,7 @@ impl Pool {
     /// server closed. Called periodically by the janitor.
     pub fn reap(&self) {
         let idle_limit = self.settings.server_idle_timeout;
-        let mut idle = self.idle.lock().expect("idle lock poisoned");
+        let mut idle = crate::panic::lock(&self.idle);
         let mut keep = Vec::with_capacity(idle.len());
         for mut conn in idle.drain(..) {
             let too_idle = !idle_limit.is_zero() && conn.last_used.elapsed() >= idle_limit;
@@ -437,7 +437,7 @@ impl Pool {
 
     /// Closes every idle connection (RECONNECT, shutdown).
     pub fn close_idle(&self) {
-        for conn in self.idle.lock().expect("idle lock poisoned").drain(..) {
+        for conn in crate::panic::lock(&self.idle).drain(..) {
             tokio::spawn(conn.close());
         }
     }

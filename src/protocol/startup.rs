@@ -74,9 +74,13 @@ pub async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<StartupPack
     decode_startup(&body)
 }
 
-/// Decodes the packet body that follows the length field.
+/// Decodes the packet body that follows the length field. Any byte sequence is an `Ok` or
+/// an `Err`, never a panic (fuzzed: fuzz/fuzz_targets/startup_packet.rs).
 pub fn decode_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
-    let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let Some(&[a, b, c, d]) = body.first_chunk::<4>() else {
+        return Err(StartupError::Malformed);
+    };
+    let code = i32::from_be_bytes([a, b, c, d]);
     match code {
         SSL_REQUEST_CODE if body.len() == 4 => return Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST_CODE if body.len() == 4 => return Ok(StartupPacket::GssEncRequest),
@@ -134,6 +138,13 @@ mod tests {
     async fn read(bytes: &[u8]) -> Result<StartupPacket, StartupError> {
         let mut r = bytes;
         read_startup(&mut r).await
+    }
+
+    #[test]
+    fn body_shorter_than_a_code_is_malformed_not_a_panic() {
+        for body in [&b""[..], b"\x00", b"\x00\x03\x00"] {
+            assert!(matches!(decode_startup(body), Err(StartupError::Malformed)));
+        }
     }
 
     #[tokio::test]

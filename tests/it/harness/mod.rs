@@ -6,6 +6,7 @@
 pub mod certs;
 mod os;
 pub mod pg;
+pub mod relay;
 pub mod util;
 
 pub use certs::*;
