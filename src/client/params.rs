@@ -27,6 +27,8 @@ pub struct ClientParams {
     /// Unreported settings (`statement_timeout`, `search_path`, `options=-c` from startup,
     /// and session-level SET statements): lowercase name and the SQL that applies it.
     pub settings: Vec<(String, String)>,
+    /// Cached [`ClientParams::fingerprint`]; `None` after any change.
+    fp: Option<u64>,
 }
 
 impl ClientParams {
@@ -36,6 +38,7 @@ impl ClientParams {
         let mut p = ClientParams {
             expected: welcome.clone(),
             settings: Vec::new(),
+            fp: None,
         };
         for (name, value) in startup {
             if name == "options" {
@@ -66,16 +69,46 @@ impl ClientParams {
     }
 
     fn put_setting(&mut self, name: String, sql: String) {
+        self.fp = None;
         match self.settings.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = sql,
             None => self.settings.push((name, sql)),
         }
     }
 
+    /// A digest of the settable reported values and the unreported settings, cached until
+    /// the next change. A server that was brought in line with an equal digest needs no
+    /// sync (the per-transaction fast path).
+    pub fn fingerprint(&mut self) -> u64 {
+        if let Some(fp) = self.fp {
+            return fp;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut reported: Vec<(&String, &String)> = self
+            .expected
+            .iter()
+            .filter(|(k, _)| !READ_ONLY.contains(&k.as_str()))
+            .collect();
+        reported.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        reported.hash(&mut h);
+        self.settings.hash(&mut h);
+        let fp = h.finish();
+        self.fp = Some(fp);
+        fp
+    }
+
+    /// Forgets the cached fingerprint (call after changing `expected` directly).
+    pub fn invalidate(&mut self) {
+        self.fp = None;
+    }
+
     /// Applies a SET/RESET the server confirmed while this client was linked to `server`
     /// (so the server already has it). Reported parameters are skipped: ParameterStatus
     /// already keeps `expected` current.
     pub fn apply_change(&mut self, change: SettingChange, server: &mut ServerConnection) {
+        self.fp = None;
+        server.synced_fp = None;
         match change {
             SettingChange::Set { name, sql } => {
                 if self.expected.keys().any(|k| k.eq_ignore_ascii_case(&name)) {
@@ -151,6 +184,7 @@ impl ClientParams {
 
     /// Records on `server` that the unreported settings now match this client.
     pub fn mark_applied(&self, server: &mut ServerConnection) {
+        server.synced_fp = None;
         server.applied.clear();
         for (k, v) in &self.settings {
             server.applied.insert(k.clone(), v.clone());

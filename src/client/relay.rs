@@ -125,6 +125,8 @@ pub struct Relay {
     sin: BytesMut,
     /// Query/transaction/bytes accounting (SHOW STATS, histograms).
     pub stats: LinkStats,
+    /// Set when the server reported a parameter change during the link.
+    pub params_changed: bool,
 }
 
 impl Relay {
@@ -150,6 +152,7 @@ impl Relay {
             cin: BytesMut::new(),
             sin: BytesMut::new(),
             stats: LinkStats::default(),
+            params_changed: false,
         }
     }
 
@@ -305,6 +308,7 @@ impl Relay {
         let tracker = &mut self.tracker;
         let statement_mode = self.mode == RelayMode::Statement;
         let violation = &mut self.statement_violation;
+        let params_changed = &mut self.params_changed;
         let timed = self.timed;
         let clock = &mut self.clock;
         if timed {
@@ -338,6 +342,7 @@ impl Relay {
                         }
                     }
                     tag::PARAMETER_STATUS => {
+                        *params_changed = true;
                         if let Some((k, v)) = parse_parameter_status(body) {
                             seen.insert(k.clone(), v.clone());
                             params.insert(k, v);

@@ -371,6 +371,10 @@ impl Session {
                 .relay_linked(&mut relay, &mut server, &timers, &mut params.expected)
                 .await;
             let cancelled = cancel.entry.unlink().await;
+            if std::mem::take(&mut relay.params_changed) {
+                params.invalidate();
+                server.conn.synced_fp = None;
+            }
             for change in relay.tracker.changes.drain(..) {
                 params.apply_change(change, &mut server.conn);
             }
@@ -596,6 +600,7 @@ impl Session {
             match server.conn.run_internal(&q).await {
                 Ok(b'I') => {
                     server.conn.applied.clear();
+                    server.conn.synced_fp = None;
                     server.conn.prepared.clear();
                 }
                 _ => return pool.discard(server),
@@ -617,7 +622,12 @@ async fn sync_parameters(
     server: &mut PooledServer,
     relay: &mut Relay,
 ) -> Result<(), ServerError> {
+    let fp = params.fingerprint();
+    if server.conn.synced_fp == Some(fp) {
+        return Ok(());
+    }
     let Some(sql) = params.sync_sql(&server.conn) else {
+        server.conn.synced_fp = Some(fp);
         return Ok(());
     };
     let wanted: Vec<String> = params.expected.keys().cloned().collect();
@@ -631,5 +641,7 @@ async fn sync_parameters(
             }
         }
     }
+    params.invalidate();
+    server.conn.synced_fp = Some(params.fingerprint());
     Ok(())
 }

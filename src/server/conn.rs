@@ -92,6 +92,9 @@ pub struct ServerConnection {
     pub params: HashMap<String, String>,
     /// Settings pgfunnel applied with set_config that the server does not report.
     pub applied: HashMap<String, String>,
+    /// Fingerprint of the client parameters this connection was last brought in line with;
+    /// `None` once its parameters may have changed.
+    pub synced_fp: Option<u64>,
     /// The server's cancel key.
     pub key: BackendKey,
     /// Where to send cancels.
@@ -167,6 +170,7 @@ impl ServerConnection {
 
     /// Records a ParameterStatus body in `params`.
     pub fn record_parameter(&mut self, body: &[u8]) {
+        self.synced_fp = None;
         if let Some((k, v)) = messages::parse_parameter_status(body) {
             self.params.insert(k, v);
         }

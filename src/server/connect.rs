@@ -159,6 +159,7 @@ async fn login(
         buf: BytesMut::with_capacity(8192),
         params: HashMap::new(),
         applied: HashMap::new(),
+        synced_fp: None,
         key: BackendKey::default(),
         cancel_addr,
         id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
