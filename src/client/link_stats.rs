@@ -42,6 +42,14 @@ impl LinkStats {
         }
     }
 
+    /// Counts a client pinned to its server (once per client; the caller guarantees that).
+    pub fn pinned(&self, reason: &'static str) {
+        if let Some(pool) = &self.pool {
+            pool.timers.pins.inc();
+        }
+        tracing::info!(reason, "client pinned to its server");
+    }
+
     /// The client sent a message that starts or continues a request (Query, Parse, Bind,
     /// Execute, Sync, FunctionCall...): starts the query and transaction clocks if stopped.
     #[inline]

@@ -127,6 +127,7 @@ pub struct Relay {
     pub stats: LinkStats,
     /// Set when the server reported a parameter change during the link.
     pub params_changed: bool,
+    pin_noted: bool,
 }
 
 impl Relay {
@@ -153,6 +154,7 @@ impl Relay {
             sin: BytesMut::new(),
             stats: LinkStats::default(),
             params_changed: false,
+            pin_noted: false,
         }
     }
 
@@ -439,7 +441,14 @@ impl Relay {
                 self.statement_violation = false;
                 return Poll::Ready(RelayEnd::TransactionInStatementMode);
             }
+            // A pin can appear mid-link (BEGIN; CREATE TEMP TABLE ...; COMMIT): from then on
+            // the client keeps this server.
+            if let (Some(reason), false) = (self.tracker.pin, self.pin_noted) {
+                self.pin_noted = true;
+                self.stats.pinned(reason.label());
+            }
             if release_when_idle
+                && self.tracker.pin.is_none()
                 && self.tracker.is_idle()
                 && self.settled()
                 && self.client_scan.at_boundary()

@@ -133,10 +133,7 @@ impl Rewriter {
         }
         loop {
             if self.client_streaming > 0 {
-                let n = self.client_streaming.min(input.len());
-                out.extend_from_slice(&input.split_to(n));
-                self.client_streaming -= n;
-                if self.client_streaming > 0 {
+                if !stream_part(&mut self.client_streaming, input, out) {
                     break;
                 }
                 continue;
@@ -437,10 +434,7 @@ impl Rewriter {
         loop {
             self.flush_fakes(out);
             if self.server_streaming > 0 {
-                let n = self.server_streaming.min(input.len());
-                out.extend_from_slice(&input.split_to(n));
-                self.server_streaming -= n;
-                if self.server_streaming > 0 {
+                if !stream_part(&mut self.server_streaming, input, out) {
                     break;
                 }
                 continue;
@@ -577,6 +571,14 @@ impl Rewriter {
             Undo::Close(stmt) => server.insert(stmt),
         }
     }
+}
+
+/// Moves what has arrived of a message streamed through unchanged; true once it is done.
+fn stream_part(remaining: &mut usize, input: &mut BytesMut, out: &mut BytesMut) -> bool {
+    let n = (*remaining).min(input.len());
+    out.extend_from_slice(&input.split_to(n));
+    *remaining -= n;
+    *remaining == 0
 }
 
 /// Whether a server message with `tag` completes a request of `kind`.

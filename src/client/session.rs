@@ -517,12 +517,6 @@ impl Session {
         expected: &mut HashMap<String, String>,
     ) -> (RelayEnd, Option<(&'static str, &'static str)>) {
         let release = relay.tracker.pin.is_none();
-        if relay.tracker.pin.is_some() {
-            debug!(
-                reason = relay.tracker.pin.map(|p| p.label()),
-                "client pinned to its server"
-            );
-        }
         let conn = &mut server.conn;
         let mut link = LinkState {
             params: &mut conn.params,

@@ -42,6 +42,7 @@ pub struct Metrics {
     wait: HistogramVec,
     connect: HistogramVec,
     connect_failures: IntCounterVec,
+    pins: IntCounterVec,
     label_sets: AtomicUsize,
     exporter: exporter::Exporter,
     scrape: Mutex<()>,
@@ -111,6 +112,15 @@ impl Metrics {
         )
         .expect("valid counter");
         let connect_failures = exporter::reg(&r, &names, connect_failures);
+        let pins = IntCounterVec::new(
+            Opts::new(
+                "pgfunnel_client_pins_total",
+                "Clients pinned to their server in transaction mode (temp tables, session advisory locks, WITH HOLD cursors, SQL PREPARE, LOAD)",
+            ),
+            &["database", "user"],
+        )
+        .expect("valid counter");
+        let pins = exporter::reg(&r, &names, pins);
         let exporter = exporter::Exporter::register(&r, &names);
         let now = Instant::now();
         Metrics {
@@ -120,6 +130,7 @@ impl Metrics {
             wait,
             connect,
             connect_failures,
+            pins,
             label_sets: AtomicUsize::new(0),
             exporter,
             scrape: Mutex::new(()),
@@ -149,6 +160,7 @@ impl Metrics {
             wait: self.wait.with_label_values(&labels),
             connect: self.connect.with_label_values(&labels),
             connect_failures: self.connect_failures.with_label_values(&labels),
+            pins: self.pins.with_label_values(&labels),
         }
     }
 

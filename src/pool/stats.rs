@@ -24,6 +24,8 @@ pub struct Timers {
     pub connect: Histogram,
     /// Failed server connects or logins.
     pub connect_failures: IntCounter,
+    /// Clients pinned to their server (temp tables, session advisory locks, ...).
+    pub pins: IntCounter,
 }
 
 impl Timers {
@@ -41,6 +43,7 @@ impl Timers {
             connect: h("connect"),
             connect_failures: IntCounter::new("failures", "detached")
                 .expect("static counter options are valid"),
+            pins: IntCounter::new("pins", "detached").expect("static counter options are valid"),
         }
     }
 }

@@ -510,3 +510,29 @@ pub async fn show_setting(c: &tokio_postgres::Client, name: &str) -> String {
         })
         .expect("one row")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_table_created_inside_a_transaction_pins_and_is_counted() {
+    let proxy = txn_proxy("pool_size=2", "").await;
+    let a = proxy.connect("plain_user", "plain_pass", "app").await;
+    a.batch_execute("BEGIN; CREATE TEMP TABLE pinned_inside(x int); COMMIT")
+        .await
+        .expect("temp table in a transaction");
+    let b = proxy.connect("plain_user", "plain_pass", "app").await;
+    for _ in 0..3 {
+        b.simple_query("select 1")
+            .await
+            .expect("b runs on the other server");
+        let rows = a
+            .query_one("select count(*) from pinned_inside", &[])
+            .await
+            .expect("a keeps its temp table");
+        assert_eq!(rows.get::<_, i64>(0), 0);
+    }
+    let app = &proxy.running.as_ref().expect("running").app;
+    let pins: u64 = app.pools.iter().map(|p| p.stats.timers.pins.get()).sum();
+    assert_eq!(
+        pins, 1,
+        "the pin is counted once (pgfunnel_client_pins_total)"
+    );
+}
