@@ -553,3 +553,25 @@ async fn unreachable_pgfunnel_admin_console_is_reported_but_not_fatal() {
     );
     assert_eq!(case.versions(), "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_tells_the_running_pgfunnel_to_reconnect() {
+    let case = Case::new("mig_px_reconnect");
+    case.write("0001_t.sql", "CREATE TABLE t (a int);\n");
+    let text = ini(
+        &db_line("mig", &case.db, ""),
+        &format!("pool_mode = transaction\nadmin_users = {SCRAM_USER}"),
+    );
+    let proxy = Proxy::start(&text, &userlist("")).await;
+    let port = proxy.addr.port();
+    let url = format!("postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@127.0.0.1:{port}/mig");
+    let admin = format!("postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@127.0.0.1:{port}/pgbouncer");
+    let out = run_migrate_async(&url, case.dir.path(), &["--pgfunnel-admin", &admin]).await;
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("pgfunnel told to replace its server connections (RECONNECT)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(case.versions(), "1");
+}
