@@ -454,3 +454,46 @@ fn check_reports_an_unreadable_certificate_file() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_vanishing_mid_tls_handshake_leave_nothing_behind() {
+    let pki = Pki::new();
+    let proxy = proxy_with(&pki.client_tls_lines("require")).await;
+    let vanish = (0..60).map(|i| async move {
+        let (mut s, answer) = raw_ssl_request(proxy.addr).await;
+        assert_eq!(answer, b'S');
+        if i % 2 == 0 {
+            // half a ClientHello record, then gone
+            let partial = [
+                0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+            ];
+            s.write_all(&partial).await.expect("partial hello");
+        }
+        drop(s);
+    });
+    futures::future::join_all(vanish).await;
+    let app = proxy.running.as_ref().expect("running").app.clone();
+    wait_until_async(
+        Duration::from_secs(10),
+        "vanished TLS clients are cleaned up",
+        || {
+            let app = app.clone();
+            async move { app.client_count.load(std::sync::atomic::Ordering::Relaxed) == 0 }
+        },
+    )
+    .await;
+    let c = tls_connect(
+        proxy.addr,
+        PLAIN_USER,
+        PLAIN_PASSWORD,
+        SslMode::Require,
+        &ClientTls {
+            ca_pem: None,
+            cert: None,
+        },
+        false,
+    )
+    .await
+    .expect("pgfunnel still serves TLS clients");
+    assert_eq!(query_one(&c).await, PLAIN_USER);
+}
