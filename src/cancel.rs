@@ -176,7 +176,7 @@ mod tests {
             addr: CancelAddr::Tcp("127.0.0.1:1".parse().expect("addr")),
             key: BackendKey {
                 pid,
-                secret: vec![0; 4],
+                secret: bytes::Bytes::from_static(&[0; 4]),
             },
         }
     }

@@ -158,6 +158,25 @@ impl Relay {
         }
     }
 
+    /// Where client bytes land when read: `cin` when the rewriter sits between the client
+    /// and `c2s`, else `c2s` itself.
+    fn client_in(&mut self) -> &mut BytesMut {
+        if self.rewriter.is_some() {
+            &mut self.cin
+        } else {
+            &mut self.c2s
+        }
+    }
+
+    /// Where server bytes land when read (`sin` or `s2c`, as for the client side).
+    fn server_in(&mut self) -> &mut BytesMut {
+        if self.rewriter.is_some() {
+            &mut self.sin
+        } else {
+            &mut self.s2c
+        }
+    }
+
     /// Drops buffer memory while the client holds no server (idle clients stay small).
     fn release_idle_memory(&mut self) {
         for buf in [&mut self.c2s, &mut self.s2c, &mut self.cin, &mut self.sin] {
@@ -202,12 +221,7 @@ impl Relay {
             if self.client_terminated {
                 return IdleEnd::ClientGone;
             }
-            let rewriting = self.rewriter.is_some();
-            let buf = if rewriting {
-                &mut self.cin
-            } else {
-                &mut self.c2s
-            };
+            let buf = self.client_in();
             let before = buf.len();
             if buf.capacity() - buf.len() < 64 {
                 buf.reserve(IDLE_READ);
@@ -221,11 +235,7 @@ impl Relay {
                 Poll::Ready(r) => r,
                 Poll::Pending => {
                     self.release_idle_memory();
-                    let buf = if rewriting {
-                        &mut self.cin
-                    } else {
-                        &mut self.c2s
-                    };
+                    let buf = self.client_in();
                     buf.reserve(IDLE_READ);
                     poll_fn(|cx| poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)).await
                 }
@@ -476,17 +486,9 @@ impl Relay {
             }
             // read client
             if self.c2s.len() + self.cin.len() < MAX_PENDING && !self.client_terminated {
-                let rewriting = self.rewriter.is_some();
-                let buf = if rewriting {
-                    &mut self.cin
-                } else {
-                    &mut self.c2s
-                };
-                let before = buf.len();
-                buf.reserve(READ_CHUNK);
-                match poll_read_buf(Pin::new(&mut *client), cx, buf) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ClientGone),
-                    Poll::Ready(Ok(n)) => {
+                match poll_fill(cx, &mut *client, self.client_in()) {
+                    Poll::Ready(Ok((_, 0))) => return Poll::Ready(RelayEnd::ClientGone),
+                    Poll::Ready(Ok((before, n))) => {
                         if let Err(e) = self.scan_client(before, n) {
                             return Poll::Ready(RelayEnd::ClientProtocol(e));
                         }
@@ -508,19 +510,11 @@ impl Relay {
         server: &mut S,
         link: &mut LinkState<'_>,
     ) -> Poll<Result<(), RelayEnd>> {
-        let rewriting = self.rewriter.is_some();
-        let buf = if rewriting {
-            &mut self.sin
-        } else {
-            &mut self.s2c
-        };
-        let before = buf.len();
-        buf.reserve(READ_CHUNK);
-        match poll_read_buf(Pin::new(&mut *server), cx, buf) {
-            Poll::Ready(Ok(0)) => Poll::Ready(Err(RelayEnd::ServerGone(
+        match poll_fill(cx, &mut *server, self.server_in()) {
+            Poll::Ready(Ok((_, 0))) => Poll::Ready(Err(RelayEnd::ServerGone(
                 io::ErrorKind::UnexpectedEof.into(),
             ))),
-            Poll::Ready(Ok(n)) => {
+            Poll::Ready(Ok((before, n))) => {
                 if let Err(e) = self.scan_server(before, n, link.params, link.seen) {
                     return Poll::Ready(Err(RelayEnd::ServerProtocol(e)));
                 }
@@ -533,6 +527,18 @@ impl Relay {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// Reads once from `io` into `buf` (growing it by up to a chunk); returns the length
+/// before the read and the bytes read (0 = end of stream).
+fn poll_fill<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    io: &mut R,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<(usize, usize)>> {
+    let before = buf.len();
+    buf.reserve(READ_CHUNK);
+    poll_read_buf(Pin::new(io), cx, buf).map_ok(|n| (before, n))
 }
 
 /// What a link updates besides the byte buffers.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -47,8 +47,8 @@ pub enum ServerError {
 pub enum CancelAddr {
     /// TCP address.
     Tcp(SocketAddr),
-    /// Unix socket path.
-    Unix(PathBuf),
+    /// Unix socket path (shared: cloned at every link).
+    Unix(std::sync::Arc<Path>),
 }
 
 /// The server's BackendKeyData.
@@ -56,8 +56,9 @@ pub enum CancelAddr {
 pub struct BackendKey {
     /// Server process id.
     pub pid: i32,
-    /// Secret (4 bytes in protocol 3.0).
-    pub secret: Vec<u8>,
+    /// Secret (4 bytes in protocol 3.0). `Bytes`, so handing the key to the cancel slot
+    /// at every link is a reference-count bump, not an allocation.
+    pub secret: bytes::Bytes,
 }
 
 /// What SHOW SERVERS tells about a connection; fixed once the login finished.

@@ -80,7 +80,9 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConnection, Server
             // TLS over a Unix socket makes no sense and Postgres refuses it.
             let path = std::path::Path::new(host).join(format!(".s.PGSQL.{}", target.port));
             match UnixStream::connect(&path).await {
-                Ok(s) => return login(Stream::Unix(s), CancelAddr::Unix(path), target).await,
+                Ok(s) => {
+                    return login(Stream::Unix(s), CancelAddr::Unix(path.into()), target).await
+                }
                 Err(e) => last_err = Some(e),
             }
             continue;
@@ -196,7 +198,7 @@ async fn login(
             tag::BACKEND_KEY_DATA if body.len() >= 8 => {
                 conn.key = BackendKey {
                     pid: i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
-                    secret: body[4..].to_vec(),
+                    secret: bytes::Bytes::copy_from_slice(&body[4..]),
                 };
             }
             tag::READY_FOR_QUERY => {
