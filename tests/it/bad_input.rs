@@ -46,20 +46,6 @@ fn error_code(bytes: &[u8]) -> Option<String> {
     None
 }
 
-fn startup(params: &[(&str, &str)], version: i32) -> Vec<u8> {
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut p = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    p.extend(body);
-    p
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_startup_packets_get_08p01_and_close() {
     PgServer::shared();
@@ -70,7 +56,7 @@ async fn bad_startup_packets_get_08p01_and_close() {
         i32::MAX.to_be_bytes().to_vec(),
         (-1i32).to_be_bytes().to_vec(),
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-        startup(&[("user", "x")], 2 << 16),
+        startup_message(&[("user", "x")], 2 << 16),
     ];
     for (i, case) in cases.iter().enumerate() {
         let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
@@ -104,7 +90,7 @@ async fn ssl_and_gss_requests_are_refused_then_plaintext_works() {
         s.read_exact(&mut b).await.expect("answer");
         assert_eq!(&b, b"N");
     }
-    s.write_all(&startup(
+    s.write_all(&startup_message(
         &[("user", "plain_user"), ("database", "app")],
         3 << 16,
     ))
@@ -120,7 +106,7 @@ async fn protocol_3_2_is_negotiated_down() {
     PgServer::shared();
     let proxy = Proxy::simple(&forced(), "").await;
     let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
-    s.write_all(&startup(
+    s.write_all(&startup_message(
         &[
             ("user", "plain_user"),
             ("database", "app"),
@@ -150,7 +136,7 @@ async fn half_a_startup_packet_is_cut_off_by_client_login_timeout() {
     PgServer::shared();
     let proxy = Proxy::simple(&forced(), "client_login_timeout = 1").await;
     let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
-    let p = startup(&[("user", "plain_user")], 3 << 16);
+    let p = startup_message(&[("user", "plain_user")], 3 << 16);
     s.write_all(&p[..6]).await.expect("half");
     let started = std::time::Instant::now();
     let _ = read_to_close(&mut s).await;

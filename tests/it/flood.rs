@@ -29,17 +29,7 @@ fn vm_rss_kib() -> u64 {
 }
 
 fn startup_packet(user: &str, db: &str) -> Vec<u8> {
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", db)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut p = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    p.extend(body);
-    p
+    crate::proxy::startup_message(&[("user", user), ("database", db)], 3 << 16)
 }
 
 /// Reads until the proxy closes (bounded) and returns what it sent and how long it took.

@@ -148,3 +148,18 @@ pub fn message(e: &tokio_postgres::Error) -> String {
         .map(|d| d.message().to_owned())
         .unwrap_or_else(|| e.to_string())
 }
+
+/// A StartupMessage for protocol `version` (`3 << 16` is 3.0) with these parameters.
+pub fn startup_message(params: &[(&str, &str)], version: i32) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut p = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    p.extend(body);
+    p
+}

@@ -22,17 +22,7 @@ fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
 }
 
 fn startup_packet(user: &str, db: &str) -> Vec<u8> {
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", db)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut p = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    p.extend(body);
-    p
+    crate::proxy::startup_message(&[("user", user), ("database", db)], 3 << 16)
 }
 
 /// Reads messages until one with type `until`; returns its body. Bounded by OP_TIMEOUT.
