@@ -216,21 +216,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn init_logging(config: &Config, flags: &ProcessFlags) -> anyhow::Result<()> {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::Filter;
     use tracing_subscriber::{fmt, prelude::*, EnvFilter};
     let level = match flags.verbose as u32 + config.settings.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    let filter =
-        || EnvFilter::try_from_env("PGFUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    // Without PGFUNNEL_LOG a plain level filter: EnvFilter takes a lock on every span enter
+    // and exit (each client's span is entered at every poll of its task), a level filter
+    // costs a comparison.
+    fn filter<S>(level: LevelFilter) -> Box<dyn Filter<S> + Send + Sync>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        match EnvFilter::try_from_env("PGFUNNEL_LOG") {
+            Ok(f) if std::env::var_os("PGFUNNEL_LOG").is_some() => Box::new(f),
+            _ => Box::new(level),
+        }
+    }
     let json = config.settings.log_format == LogFormat::Json;
     let stderr_layer = (!flags.quiet).then(|| {
         let l = fmt::layer().with_writer(std::io::stderr);
         if json {
-            l.json().with_filter(filter()).boxed()
+            l.json().with_filter(filter(level)).boxed()
         } else {
-            l.with_filter(filter()).boxed()
+            l.with_filter(filter(level)).boxed()
         }
     });
     let file_layer = match &config.settings.logfile {
@@ -244,9 +256,9 @@ fn init_logging(config: &Config, flags: &ProcessFlags) -> anyhow::Result<()> {
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file));
             Some(if json {
-                l.json().with_filter(filter()).boxed()
+                l.json().with_filter(filter(level)).boxed()
             } else {
-                l.with_filter(filter()).boxed()
+                l.with_filter(filter(level)).boxed()
             })
         }
         None => None,

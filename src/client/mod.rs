@@ -2,6 +2,7 @@
 //! session state machine, parameter tracking and the relay hot loop.
 
 pub mod access;
+pub mod buffers;
 pub mod handshake;
 pub mod link_stats;
 pub mod login;

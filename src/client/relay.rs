@@ -13,16 +13,17 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
+use super::buffers::{self, READ_CHUNK};
 use super::link_stats::LinkStats;
 use super::prepared::ServerStatements;
 use super::rewrite::Rewriter;
 use super::tracker::Tracker;
+use crate::net::PollReadReady;
 use crate::protocol::messages::{parse_parameter_status, tag};
 use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
 
-/// Bytes read per read call at most (and the unit buffers grow by).
-const READ_CHUNK: usize = 16 * 1024;
-/// Buffer for an idle client's next request (grown when a bigger one arrives).
+/// Buffer for an idle client's next request when its stream cannot report readiness
+/// (TLS); grown when a bigger request arrives.
 const IDLE_READ: usize = 1024;
 /// A direction stops reading once this much awaits writing (back-pressure).
 const MAX_PENDING: usize = 64 * 1024;
@@ -177,12 +178,11 @@ impl Relay {
         }
     }
 
-    /// Drops buffer memory while the client holds no server (idle clients stay small).
+    /// Hands buffer memory back while the client holds no server (idle clients stay
+    /// small; the next busy client reuses it).
     fn release_idle_memory(&mut self) {
         for buf in [&mut self.c2s, &mut self.s2c, &mut self.cin, &mut self.sin] {
-            if buf.is_empty() && buf.capacity() > 0 {
-                *buf = BytesMut::new();
-            }
+            buffers::give_back(buf);
         }
         self.client_scan.release_idle_memory();
         self.server_scan.release_idle_memory();
@@ -213,7 +213,10 @@ impl Relay {
 
     /// Waits until the client sends something that needs a server.
     /// Cancel safe: bytes read are kept in `c2s` and already accounted.
-    pub async fn wait_for_request<C: AsyncRead + Unpin>(&mut self, client: &mut C) -> IdleEnd {
+    pub async fn wait_for_request<C: AsyncRead + PollReadReady + Unpin>(
+        &mut self,
+        client: &mut C,
+    ) -> IdleEnd {
         loop {
             if !self.c2s.is_empty() || !self.cin.is_empty() {
                 return IdleEnd::Request;
@@ -223,11 +226,12 @@ impl Relay {
             }
             let buf = self.client_in();
             let before = buf.len();
+            buffers::lend(buf);
             if buf.capacity() - buf.len() < 64 {
                 buf.reserve(IDLE_READ);
             }
             // A busy client's next request is often already there; otherwise it is idle:
-            // give the relay buffers back before waiting (idle clients stay small).
+            // give the relay buffers back and wait for bytes without holding any.
             let first =
                 poll_fn(|cx| Poll::Ready(poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)))
                     .await;
@@ -235,9 +239,20 @@ impl Relay {
                 Poll::Ready(r) => r,
                 Poll::Pending => {
                     self.release_idle_memory();
-                    let buf = self.client_in();
-                    buf.reserve(IDLE_READ);
-                    poll_fn(|cx| poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)).await
+                    let ready = poll_fn(|cx| match client.poll_read_ready(cx) {
+                        None => Poll::Ready(None),
+                        Some(p) => p.map(Some),
+                    })
+                    .await;
+                    match ready {
+                        Some(Ok(())) => continue,
+                        Some(Err(e)) => return IdleEnd::ClientIo(e),
+                        None => {
+                            let buf = self.client_in();
+                            buf.reserve(IDLE_READ);
+                            poll_fn(|cx| poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)).await
+                        }
+                    }
                 }
             };
             let n = match read {
@@ -388,6 +403,11 @@ impl Relay {
     {
         let release = release_when_idle && self.mode != RelayMode::Session;
         let epoch = self.clock.epoch;
+        // The rewriter writes into c2s/s2c itself: give them memory from the spares now.
+        if self.rewriter.is_some() {
+            buffers::lend(&mut self.c2s);
+            buffers::lend(&mut self.s2c);
+        }
         poll_fn(|cx| self.poll_relay(cx, client, server, release, epoch, link)).await
     }
 
@@ -529,7 +549,7 @@ impl Relay {
     }
 }
 
-/// Reads once from `io` into `buf` (growing it by up to a chunk); returns the length
+/// Reads once from `io` into `buf` (growing it by a chunk when little room is left); returns the length
 /// before the read and the bytes read (0 = end of stream).
 fn poll_fill<R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
@@ -537,7 +557,10 @@ fn poll_fill<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
 ) -> Poll<io::Result<(usize, usize)>> {
     let before = buf.len();
-    buf.reserve(READ_CHUNK);
+    buffers::lend(buf);
+    if buf.capacity() - before < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
     poll_read_buf(Pin::new(io), cx, buf).map_ok(|n| (before, n))
 }
 

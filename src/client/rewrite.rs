@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::prepared::{ServerStatements, Statement, StatementRegistry};
 use super::tracker::{CopyInWatch, CopyStep};
@@ -152,47 +152,57 @@ impl Rewriter {
                 let whole = matches!(tag, b'P' | b'B' | b'D' | b'C') || len <= WHOLE_LIMIT;
                 if !whole {
                     self.note_plain(tag);
-                    out.extend_from_slice(&input.split_to(5));
+                    out.extend_from_slice(&input[..5]);
+                    input.advance(5);
                     self.client_streaming = len - 4;
                     continue;
                 }
             }
-            let Some(msg) = take_whole(&mut self.client_partial, input) else {
-                break;
-            };
-            let tag = msg[0];
-            if std::mem::take(&mut self.ignored_sync) {
-                out.extend_from_slice(&msg);
-                continue;
-            }
-            if self.aborted {
-                if tag == b'S' {
-                    self.aborted = false;
-                    self.note_plain(tag);
+            match next_whole(&mut self.client_partial, input) {
+                Next::Incomplete => break,
+                Next::InInput(total) => {
+                    self.client_message(&input[..total], out, server);
+                    input.advance(total);
                 }
-                out.extend_from_slice(&msg);
-                continue;
-            }
-            let body = msg.slice(5..);
-            match tag {
-                b'P' => self.parse(&msg, &body, out, server),
-                b'B' => self.bind(&msg, &body, out, server),
-                b'D' => self.describe(&msg, &body, out, server),
-                b'C' => self.close(&msg, &body, out),
-                _ => {
-                    self.note_plain(tag);
-                    if tag == b'E' {
-                        let mut rest = &body[..];
-                        let portal = take_cstr(&mut rest).unwrap_or_default();
-                        if let Some(Expect::Forward { stmt, .. }) = self.expect.back_mut() {
-                            *stmt = self.portals.get(portal).cloned();
-                        }
-                    }
-                    out.extend_from_slice(&msg);
-                }
+                Next::Gathered(msg) => self.client_message(&msg, out, server),
             }
         }
         self.flush_fakes(s2c);
+    }
+
+    /// Handles one whole client message (`msg` includes its header).
+    fn client_message(&mut self, msg: &[u8], out: &mut BytesMut, server: &mut ServerStatements) {
+        let tag = msg[0];
+        if std::mem::take(&mut self.ignored_sync) {
+            out.extend_from_slice(msg);
+            return;
+        }
+        if self.aborted {
+            if tag == b'S' {
+                self.aborted = false;
+                self.note_plain(tag);
+            }
+            out.extend_from_slice(msg);
+            return;
+        }
+        let body = &msg[5..];
+        match tag {
+            b'P' => self.parse(msg, body, out, server),
+            b'B' => self.bind(msg, body, out, server),
+            b'D' => self.describe(msg, body, out, server),
+            b'C' => self.close(msg, body, out),
+            _ => {
+                self.note_plain(tag);
+                if tag == b'E' {
+                    let mut rest = body;
+                    let portal = take_cstr(&mut rest).unwrap_or_default();
+                    if let Some(Expect::Forward { stmt, .. }) = self.expect.back_mut() {
+                        *stmt = self.portals.get(portal).cloned();
+                    }
+                }
+                out.extend_from_slice(msg);
+            }
+        }
     }
 
     /// Drops the expectations of the newest `n` Syncs (the server ignored them in copy-in
@@ -230,8 +240,8 @@ impl Rewriter {
 
     fn parse(
         &mut self,
-        msg: &Bytes,
-        body: &Bytes,
+        msg: &[u8],
+        body: &[u8],
         out: &mut BytesMut,
         server: &mut ServerStatements,
     ) {
@@ -275,13 +285,7 @@ impl Rewriter {
         });
     }
 
-    fn bind(
-        &mut self,
-        msg: &Bytes,
-        body: &Bytes,
-        out: &mut BytesMut,
-        server: &mut ServerStatements,
-    ) {
+    fn bind(&mut self, msg: &[u8], body: &[u8], out: &mut BytesMut, server: &mut ServerStatements) {
         let mut rest = &body[..];
         let (Some(portal), Some(name)) = (take_cstr(&mut rest), take_cstr(&mut rest)) else {
             return self.forward(out, msg, Kind::Bind);
@@ -309,8 +313,8 @@ impl Rewriter {
 
     fn describe(
         &mut self,
-        msg: &Bytes,
-        body: &Bytes,
+        msg: &[u8],
+        body: &[u8],
         out: &mut BytesMut,
         server: &mut ServerStatements,
     ) {
@@ -333,7 +337,7 @@ impl Rewriter {
         });
     }
 
-    fn close(&mut self, msg: &Bytes, body: &Bytes, out: &mut BytesMut) {
+    fn close(&mut self, msg: &[u8], body: &[u8], out: &mut BytesMut) {
         let mut rest = &body[1.min(body.len())..];
         let name = take_cstr(&mut rest).unwrap_or_default();
         if body.first() != Some(&b'S') || name.is_empty() {
@@ -345,7 +349,7 @@ impl Rewriter {
             .push_back(Expect::Fake(Bytes::from_static(b"3\0\0\0\x04")));
     }
 
-    fn forward(&mut self, out: &mut BytesMut, msg: &Bytes, kind: Kind) {
+    fn forward(&mut self, out: &mut BytesMut, msg: &[u8], kind: Kind) {
         self.expect.push_back(Expect::Forward {
             kind,
             undo: Undo::None,
@@ -447,15 +451,20 @@ impl Rewriter {
                 let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
                 if len > WHOLE_LIMIT && !matches!(tag, b'E' | b'1' | b'3') {
                     // Rows and copy data: they never complete a request except by their end.
-                    out.extend_from_slice(&input.split_to(5));
+                    out.extend_from_slice(&input[..5]);
+                    input.advance(5);
                     self.server_streaming = len - 4;
                     continue;
                 }
             }
-            let Some(msg) = take_whole(&mut self.server_partial, input) else {
-                break;
-            };
-            self.server_message(msg[0], &msg, out, server);
+            match next_whole(&mut self.server_partial, input) {
+                Next::Incomplete => break,
+                Next::InInput(total) => {
+                    self.server_message(input[0], &input[..total], out, server);
+                    input.advance(total);
+                }
+                Next::Gathered(msg) => self.server_message(msg[0], &msg, out, server),
+            }
         }
         self.flush_fakes(out);
     }
@@ -576,7 +585,8 @@ impl Rewriter {
 /// Moves what has arrived of a message streamed through unchanged; true once it is done.
 fn stream_part(remaining: &mut usize, input: &mut BytesMut, out: &mut BytesMut) -> bool {
     let n = (*remaining).min(input.len());
-    out.extend_from_slice(&input.split_to(n));
+    out.extend_from_slice(&input[..n]);
+    input.advance(n);
     *remaining -= n;
     *remaining == 0
 }
@@ -598,25 +608,41 @@ fn is_async(tag: u8) -> bool {
     matches!(tag, b'N' | b'A' | b'S')
 }
 
-/// The next whole message: from `input` directly when it is all there, else gathered in
-/// `partial` (which takes every byte of `input` that belongs to it). None while incomplete;
-/// `input` then holds nothing of it, or only a header shorter than 5 bytes.
-fn take_whole(partial: &mut BytesMut, input: &mut BytesMut) -> Option<Bytes> {
+/// Where the next whole message is.
+enum Next {
+    /// The first `n` bytes of `input` (read in place, no copy).
+    InInput(usize),
+    /// Gathered across reads.
+    Gathered(Bytes),
+    /// Not all there yet.
+    Incomplete,
+}
+
+/// The next whole message: in `input` itself when it is all there, else gathered in
+/// `partial` (which takes every byte of `input` that belongs to it). While incomplete,
+/// `input` holds nothing of it, or only a header shorter than 5 bytes.
+fn next_whole(partial: &mut BytesMut, input: &mut BytesMut) -> Next {
     if partial.is_empty() {
         if input.len() < 5 {
-            return None;
+            return Next::Incomplete;
         }
         let total = frame_len(input);
         if input.len() >= total {
-            return Some(input.split_to(total).freeze());
+            return Next::InInput(total);
         }
-        partial.extend_from_slice(&input.split());
-        return None;
+        partial.extend_from_slice(input);
+        input.clear();
+        return Next::Incomplete;
     }
     let total = frame_len(partial);
     let n = (total - partial.len()).min(input.len());
-    partial.extend_from_slice(&input.split_to(n));
-    (partial.len() == total).then(|| partial.split().freeze())
+    partial.extend_from_slice(&input[..n]);
+    input.advance(n);
+    if partial.len() == total {
+        Next::Gathered(partial.split().freeze())
+    } else {
+        Next::Incomplete
+    }
 }
 
 /// Length of the frame starting `buf` (type byte + length field's value).

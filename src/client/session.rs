@@ -3,7 +3,9 @@
 //! never goes back to the pool dirty.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -16,7 +18,7 @@ use super::params::ClientParams;
 use super::registry::{ClientEntry, ClientState};
 use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
 use super::rewrite::Rewriter;
-use super::statement::{recognise, Recognised};
+use super::statement::{recognise_listen, Recognised};
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::app::App;
 use crate::cancel::{CancelHandle, CancelTarget};
@@ -236,14 +238,20 @@ impl Session {
         let notify = self.app.config().settings.query_wait_notify;
         let waiting = pool.checkout();
         tokio::pin!(waiting);
-        let result = tokio::select! {
-            r = &mut waiting => r,
-            _ = tokio::time::sleep(notify), if !notify.is_zero() => {
-                // query_wait_notify: tell a queued client why it waits, then keep waiting.
-                let mut buf = BytesMut::new();
-                messages::put_notice(&mut buf, "no server connection available yet, client being queued");
-                let _ = self.stream.write_all(&buf).await;
-                waiting.await
+        // Usually a server is free at once: then no notify timer is armed at all.
+        let first = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
+        let result = if let Poll::Ready(r) = first {
+            r
+        } else {
+            tokio::select! {
+                r = &mut waiting => r,
+                _ = tokio::time::sleep(notify), if !notify.is_zero() => {
+                    // query_wait_notify: tell a queued client why it waits, then keep waiting.
+                    let mut buf = BytesMut::new();
+                    messages::put_notice(&mut buf, "no server connection available yet, client being queued");
+                    let _ = self.stream.write_all(&buf).await;
+                    waiting.await
+                }
             }
         };
         match result {
@@ -480,7 +488,7 @@ impl Session {
         relay: &mut Relay,
         listener: &mut Option<Subscription>,
     ) -> bool {
-        let (tag, action) = match relay.lone_query().and_then(recognise) {
+        let (tag, action) = match relay.lone_query().and_then(recognise_listen) {
             Some(Recognised::Listen(ch)) => ("LISTEN", Ok(ch)),
             Some(Recognised::Unlisten(ch)) => ("UNLISTEN", Err(ch)),
             _ => return false,

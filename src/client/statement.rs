@@ -3,6 +3,10 @@
 //! statements that tie a client to its server (temp tables, session advisory locks,
 //! WITH HOLD cursors, LISTEN, SQL PREPARE). No general SQL parsing.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 /// What a query text means to the pooler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recognised {
@@ -175,37 +179,91 @@ fn skip_space_and_comments(mut s: &str) -> &str {
 }
 
 /// Finds session-bound constructs anywhere in the text (case-insensitive substring
-/// checks; a false positive only costs pooling efficiency, never correctness).
+/// checks; a false positive only costs pooling efficiency, never correctness). Runs on
+/// every query: the text is lowercased once into a reused buffer and searched with
+/// SIMD substring finders instead of a case-folding compare at every offset.
 fn pin_reason(text: &str) -> Option<PinReason> {
-    let has = |needle: &str| contains_ci(text.as_bytes(), needle.as_bytes());
+    let f = &*PIN_FINDERS;
+    let found = with_lowercase(text.as_bytes(), |lower| {
+        let has = |finder: &Finder<'static>| finder.find(lower).is_some();
+        if has(&f.pg) && (has(&f.advisory_lock) || has(&f.try_advisory_lock)) {
+            return Some(PinReason::AdvisoryLock);
+        }
+        if has(&f.create) && (has(&f.temp) || has(&f.temporary) || has(&f.pg_temp)) {
+            return Some(PinReason::TempTable);
+        }
+        if has(&f.with_hold) {
+            return Some(PinReason::HoldCursor);
+        }
+        None
+    });
+    if found.is_some() {
+        return found;
+    }
     let start = first_word(skip_space_and_comments(text));
-    if has("pg_advisory_lock") || has("pg_try_advisory_lock") {
-        return Some(PinReason::AdvisoryLock);
-    }
-    if has("create") && (has(" temp ") || has(" temporary ") || has("pg_temp")) {
-        return Some(PinReason::TempTable);
-    }
-    if has("with hold") {
-        return Some(PinReason::HoldCursor);
-    }
-    for (word, reason) in [
+    [
         ("listen", PinReason::Listen),
         ("prepare", PinReason::Prepare),
         ("load", PinReason::Load),
-    ] {
-        if start.eq_ignore_ascii_case(word) {
-            return Some(reason);
-        }
-    }
-    None
+    ]
+    .into_iter()
+    .find_map(|(word, reason)| start.eq_ignore_ascii_case(word).then_some(reason))
 }
 
-/// Case-insensitive (ASCII) substring test without allocating.
-fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.len() >= needle.len()
-        && haystack
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+/// Substring searchers for `pin_reason`, built once (building one costs more than a search).
+struct PinFinders {
+    pg: Finder<'static>,
+    advisory_lock: Finder<'static>,
+    try_advisory_lock: Finder<'static>,
+    create: Finder<'static>,
+    temp: Finder<'static>,
+    temporary: Finder<'static>,
+    pg_temp: Finder<'static>,
+    with_hold: Finder<'static>,
+}
+
+static PIN_FINDERS: LazyLock<PinFinders> = LazyLock::new(|| PinFinders {
+    pg: Finder::new(b"pg_"),
+    advisory_lock: Finder::new(b"pg_advisory_lock"),
+    try_advisory_lock: Finder::new(b"pg_try_advisory_lock"),
+    create: Finder::new(b"create"),
+    temp: Finder::new(b" temp "),
+    temporary: Finder::new(b" temporary "),
+    pg_temp: Finder::new(b"pg_temp"),
+    with_hold: Finder::new(b"with hold"),
+});
+
+/// Texts up to this size are lowercased into a per-thread buffer that is kept; longer
+/// ones get a buffer of their own, so one huge query does not pin memory.
+const KEPT_LOWERCASE: usize = 16 * 1024;
+
+/// Calls `f` with an ASCII-lowercased copy of `text`.
+fn with_lowercase<R>(text: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if text.len() > KEPT_LOWERCASE {
+        return f(&text.to_ascii_lowercase());
+    }
+    LOWER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            buf.extend(text.iter().map(u8::to_ascii_lowercase));
+            f(&buf)
+        }
+        Err(_) => f(&text.to_ascii_lowercase()),
+    })
+}
+
+/// `LISTEN`/`UNLISTEN` as a single statement (what the shared listener serves); cheap
+/// for everything else, which is rejected on its first word.
+pub fn recognise_listen(sql: &[u8]) -> Option<Recognised> {
+    let text = std::str::from_utf8(sql).ok()?;
+    let first = first_word(skip_space_and_comments(text));
+    if !first.eq_ignore_ascii_case("listen") && !first.eq_ignore_ascii_case("unlisten") {
+        return None;
+    }
+    recognise(sql).filter(|r| matches!(r, Recognised::Listen(_) | Recognised::Unlisten(_)))
 }
 
 #[cfg(test)]
@@ -321,5 +379,31 @@ mod tests {
             Some(Recognised::Pins(PinReason::Prepare))
         );
         assert_eq!(recognise(b"select 'no temp here'"), None);
+        assert_eq!(
+            recognise(b"Select PG_Advisory_Lock(1)"),
+            Some(Recognised::Pins(PinReason::AdvisoryLock))
+        );
+        let mut long = b"select 1 from t where x = '".to_vec();
+        long.extend(std::iter::repeat_n(b'a', KEPT_LOWERCASE));
+        long.extend(b"' and y in (select pg_try_ADVISORY_lock(2))");
+        assert_eq!(
+            recognise(&long),
+            Some(Recognised::Pins(PinReason::AdvisoryLock))
+        );
+    }
+
+    #[test]
+    fn recognise_listen_only_takes_listen_forms() {
+        assert_eq!(
+            recognise_listen(b" /* c */ LISTEN Jobs;"),
+            Some(Recognised::Listen("jobs".into()))
+        );
+        assert_eq!(
+            recognise_listen(b"unlisten *"),
+            Some(Recognised::Unlisten(None))
+        );
+        assert_eq!(recognise_listen(b"LISTEN a; select 1"), None);
+        assert_eq!(recognise_listen(b"select pg_advisory_lock(1)"), None);
+        assert_eq!(recognise_listen(b"SET a = 1"), None);
     }
 }

@@ -7,5 +7,5 @@ pub mod stream;
 pub mod tls;
 pub mod tls_verify;
 
-pub use stream::Stream;
+pub use stream::{PollReadReady, Stream};
 pub use tls::TlsConfigs;

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::{client, server};
 
@@ -69,39 +69,85 @@ impl Stream {
     /// Checks without blocking whether the peer closed the stream or sent something
     /// unexpected. An idle server must have nothing to say: any byte (say, a FATAL from
     /// `idle_session_timeout`) or EOF means it is no longer usable.
+    ///
+    /// The kernel is asked (recv with MSG_PEEK) only when tokio's reactor has seen the
+    /// socket become readable since its last read: an idle server that closed or spoke
+    /// produced an epoll event, and the reactor processes events as they arrive when the
+    /// runtime is idle and every few dozen task polls when it is busy. This keeps the
+    /// check off the syscall path of every checkout; the window it leaves (an event not
+    /// yet processed) is of the same order as the race every check has, a server that
+    /// dies right after it.
     pub fn is_idle_and_open(&mut self) -> bool {
-        // Ask the kernel directly: tokio's readiness flag may lag behind when the reactor
-        // has not processed the socket's event yet, which would let a closed connection
-        // look idle.
-        let fd = match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-            Stream::ClientTls(s) => s.get_ref().0.as_raw_fd(),
-            Stream::ServerTls(s) => s.get_ref().0.as_raw_fd(),
+        let peeked = match self {
+            Stream::Tcp(s) => s.try_io(Interest::READABLE, || peek(s.as_raw_fd())),
+            Stream::Unix(s) => s.try_io(Interest::READABLE, || peek(s.as_raw_fd())),
+            Stream::ClientTls(s) => {
+                let tcp = &s.get_ref().0;
+                tcp.try_io(Interest::READABLE, || peek(tcp.as_raw_fd()))
+            }
+            Stream::ServerTls(s) => {
+                let tcp = &s.get_ref().0;
+                tcp.try_io(Interest::READABLE, || peek(tcp.as_raw_fd()))
+            }
         };
-        let mut byte = 0u8;
-        // SAFETY: fd is a socket owned by self and open for the duration of the call; the
-        // buffer is one valid byte; MSG_PEEK leaves any data in place.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n != -1 {
-            return false; // EOF (0) or unexpected bytes (>0)
+        match peeked {
+            Ok(()) => return false, // EOF or unexpected bytes
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return false,
+            Err(_) => {}
         }
-        let err = std::io::Error::last_os_error().kind();
-        if err != std::io::ErrorKind::WouldBlock {
-            return false;
+        if !self.is_tls() {
+            return true;
         }
         // Plaintext the TLS layer may already hold counts as unexpected too.
         let mut probe = [0u8; 1];
         let mut rb = ReadBuf::new(&mut probe);
         let mut cx = Context::from_waker(Waker::noop());
         matches!(Pin::new(self).poll_read(&mut cx, &mut rb), Poll::Pending)
+    }
+}
+
+/// recv(MSG_PEEK) of one byte: `Ok` when the socket holds a byte or EOF, `WouldBlock`
+/// when it is open and quiet.
+fn peek(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let mut byte = 0u8;
+    // SAFETY: fd is a socket owned by the caller's stream and open for the duration of the
+    // call; the buffer is one valid byte; MSG_PEEK leaves any data in place.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Waiting until a stream has bytes to read without lending it a buffer, so an idle client
+/// holds no read buffer while it thinks.
+pub trait PollReadReady {
+    /// Ready when a read would not block; `None` when the stream cannot tell (TLS may hold
+    /// decrypted bytes already; test pipes): the caller then reads into a buffer instead.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>>;
+}
+
+impl PollReadReady for Stream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
+        match self {
+            Stream::Tcp(s) => Some(s.poll_read_ready(cx)),
+            Stream::Unix(s) => Some(s.poll_read_ready(cx)),
+            Stream::ClientTls(_) | Stream::ServerTls(_) => None,
+        }
+    }
+}
+
+impl PollReadReady for tokio::io::DuplexStream {
+    fn poll_read_ready(&mut self, _: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
+        None
     }
 }
 

@@ -81,8 +81,9 @@ pub enum PoolError {
 /// (which closes the connection and frees the slot).
 #[derive(Debug)]
 pub struct PooledServer {
-    /// The connection.
-    pub conn: ServerConnection,
+    /// The connection (boxed: it moves between the idle list and its client on every
+    /// transaction, and a pointer is cheaper to move than the whole state).
+    pub conn: Box<ServerConnection>,
     _permit: OwnedSemaphorePermit,
     _active: ActiveGuard,
 }
@@ -112,7 +113,7 @@ pub struct Pool {
     target: arc_swap::ArcSwap<ServerTarget>,
     /// Limits and timeouts.
     pub settings: PoolSettings,
-    idle: Mutex<Vec<ServerConnection>>,
+    idle: Mutex<Vec<Box<ServerConnection>>>,
     permits: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
     welcome: Mutex<Option<Arc<HashMap<String, String>>>>,
@@ -233,7 +234,7 @@ impl Pool {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         };
-        let mut conn = self.open(deadline).await?;
+        let mut conn = Box::new(self.open(deadline).await?);
         conn.slots = slots;
         self.note_welcome(&conn);
         debug!(server = conn.id, db = %self.key.database, user = %self.key.user, "server connected");
@@ -321,7 +322,8 @@ impl Pool {
                 return;
             };
             match self.connect_new().await {
-                Ok(mut conn) => {
+                Ok(conn) => {
+                    let mut conn = Box::new(conn);
                     conn.last_used = Instant::now();
                     self.note_welcome(&conn);
                     crate::panic::lock(&self.idle).push(conn);
@@ -344,7 +346,7 @@ impl Pool {
 
     fn lend(
         &self,
-        conn: ServerConnection,
+        conn: Box<ServerConnection>,
         permit: OwnedSemaphorePermit,
         waited: Duration,
     ) -> PooledServer {
@@ -379,7 +381,7 @@ impl Pool {
         with_deadline(deadline, main).await
     }
 
-    fn pop_idle(&self) -> Option<ServerConnection> {
+    fn pop_idle(&self) -> Option<Box<ServerConnection>> {
         // LIFO, as PgBouncer (server_round_robin = 0): warm connections stay warm.
         crate::panic::lock(&self.idle).pop()
     }

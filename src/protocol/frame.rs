@@ -160,6 +160,21 @@ impl Scanner {
                 }
             }
             let take = self.body_remaining.min(data.len());
+            if self.capturing && self.capture.is_empty() && take == self.body_remaining {
+                // The whole body arrived in this read: hand it over without copying.
+                let (body, rest) = data.split_at(take);
+                data = rest;
+                self.body_remaining = 0;
+                self.header_len = 0;
+                self.capturing = false;
+                if !event(ScanEvent::Message {
+                    tag: self.tag,
+                    body,
+                }) {
+                    return Ok(total - data.len());
+                }
+                continue;
+            }
             if self.capturing {
                 self.capture.extend_from_slice(&data[..take]);
             }
