@@ -245,7 +245,7 @@ impl Rewriter {
         out: &mut BytesMut,
         server: &mut ServerStatements,
     ) {
-        let mut rest = &body[..];
+        let mut rest = body;
         let name = take_cstr(&mut rest).unwrap_or_default();
         if name.is_empty() {
             self.expect.push_back(Expect::Forward {
@@ -286,7 +286,7 @@ impl Rewriter {
     }
 
     fn bind(&mut self, msg: &[u8], body: &[u8], out: &mut BytesMut, server: &mut ServerStatements) {
-        let mut rest = &body[..];
+        let mut rest = body;
         let (Some(portal), Some(name)) = (take_cstr(&mut rest), take_cstr(&mut rest)) else {
             return self.forward(out, msg, Kind::Bind);
         };

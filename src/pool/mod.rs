@@ -113,6 +113,9 @@ pub struct Pool {
     target: arc_swap::ArcSwap<ServerTarget>,
     /// Limits and timeouts.
     pub settings: PoolSettings,
+    // Boxed on purpose: a connection moves between this list and a client on every
+    // transaction, and moving a pointer beats copying the whole state.
+    #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<ServerConnection>>>,
     permits: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
