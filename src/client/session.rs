@@ -3,9 +3,7 @@
 //! never goes back to the pool dirty.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -236,24 +234,17 @@ impl Session {
     async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
         self.mark(ClientState::Waiting);
         let notify = self.app.config().settings.query_wait_notify;
-        let waiting = pool.checkout();
-        tokio::pin!(waiting);
-        // Usually a server is free at once: then no notify timer is armed at all.
-        let first = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
-        let result = if let Poll::Ready(r) = first {
-            r
-        } else {
-            tokio::select! {
-                r = &mut waiting => r,
-                _ = tokio::time::sleep(notify), if !notify.is_zero() => {
-                    // query_wait_notify: tell a queued client why it waits, then keep waiting.
-                    let mut buf = BytesMut::new();
-                    messages::put_notice(&mut buf, "no server connection available yet, client being queued");
-                    let _ = self.stream.write_all(&buf).await;
-                    waiting.await
-                }
-            }
+        let stream = &mut self.stream;
+        // query_wait_notify: tell a queued client why it waits, then keep waiting.
+        let mut tell = || {
+            let mut buf = BytesMut::new();
+            let msg = "no server connection available yet, client being queued";
+            messages::put_notice(&mut buf, msg);
+            stream.write_now(&buf);
         };
+        let notice =
+            (!notify.is_zero()).then_some((notify, &mut tell as &mut (dyn FnMut() + Send)));
+        let result = pool.checkout_noticed(notice).await;
         match result {
             Ok(s) => {
                 self.mark(ClientState::Active);

@@ -66,6 +66,23 @@ impl Stream {
         }
     }
 
+    /// Writes `buf` if the socket takes it now, without waiting (a best-effort NOTICE to a
+    /// client that is waiting for its own reply and so is not sending). Returns whether
+    /// every byte was taken.
+    pub fn write_now(&mut self, buf: &[u8]) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut pinned = Pin::new(self);
+        let mut done = 0;
+        while done < buf.len() {
+            match pinned.as_mut().poll_write(&mut cx, &buf[done..]) {
+                Poll::Ready(Ok(n)) if n > 0 => done += n,
+                _ => break,
+            }
+        }
+        let _ = pinned.poll_flush(&mut cx);
+        done == buf.len()
+    }
+
     /// Checks without blocking whether the peer closed the stream or sent something
     /// unexpected. An idle server must have nothing to say: any byte (say, a FATAL from
     /// `idle_session_timeout`) or EOF means it is no longer usable.

@@ -85,6 +85,7 @@ impl Pool {
 
     /// Waits until no lent connection is marked for closing (WAIT_CLOSE). Cancel safe.
     pub async fn wait_marked_returned(&self) {
+        let _watch = self.stats.watch_releases();
         loop {
             let notified = self.stats.released_signal();
             tokio::pin!(notified);

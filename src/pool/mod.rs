@@ -4,6 +4,8 @@
 //! without a round trip) still open.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -90,18 +92,18 @@ pub struct PooledServer {
 
 /// Counts a connection as active (and lists it for SHOW SERVERS) while it is on loan.
 #[derive(Debug)]
-struct ActiveGuard(Arc<PoolStats>, u64);
+struct ActiveGuard(Arc<PoolStats>, Arc<ServerInfo>);
 
 impl ActiveGuard {
     fn new(stats: &Arc<PoolStats>, info: &Arc<ServerInfo>, waited: Duration) -> Self {
         stats.lent(info, waited);
-        ActiveGuard(stats.clone(), info.id)
+        ActiveGuard(stats.clone(), info.clone())
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.returned(self.1);
+        self.0.returned(&self.1);
     }
 }
 
@@ -194,9 +196,20 @@ impl Pool {
     /// connection that is still open or opens a new one. Cancel safe: dropping the
     /// future gives the slot back.
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
+        self.checkout_noticed(None).await
+    }
+
+    /// As [`Pool::checkout`]; `notice` is `(after, tell)`: when the checkout has queued
+    /// for `after`, `tell` runs once (query_wait_notify). The queue arms one timer for
+    /// whichever comes first of the notice, the reserve pool and query_wait_timeout.
+    pub async fn checkout_noticed(
+        &self,
+        notice: Option<(Duration, &mut (dyn FnMut() + Send))>,
+    ) -> Result<PooledServer, PoolError> {
+        let started = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
-        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
-        let started = Instant::now();
+        let deadline = (!wait.is_zero()).then(|| started + wait);
+        let mut notice = notice.map(|(after, tell)| (started + after, tell));
         let fast = if self.gate.is_paused() {
             None
         } else {
@@ -205,15 +218,11 @@ impl Pool {
         let permit = match fast {
             Some(p) => p,
             None => {
-                // Slow path: counted as waiting (cl_waiting, maxwait) until a slot is ours.
-                let token = self.stats.wait_started();
-                let slot = async {
-                    self.gate.wait_open().await;
-                    self.acquire_slot().await
-                }
-                .await;
-                self.stats.wait_ended(token);
-                slot?
+                // Slow path: counted as waiting (cl_waiting, maxwait) until a slot is ours
+                // or the wait is abandoned.
+                let _waiting = self.stats.wait_started();
+                self.gate.wait_open().await;
+                self.acquire_slot(&mut notice).await?
             }
         };
         let slots = loop {
@@ -237,7 +246,24 @@ impl Pool {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         };
-        let mut conn = Box::new(self.open(deadline).await?);
+        // Opening may wait for a server that is asleep or restarting: the notice is due
+        // then too.
+        let opening = self.open(deadline);
+        tokio::pin!(opening);
+        let opened = match notice.take() {
+            Some((at, tell)) if deadline.is_none_or(|d| at < d) => {
+                tokio::select! {
+                    biased;
+                    r = &mut opening => r,
+                    _ = tokio::time::sleep_until(at) => {
+                        tell();
+                        opening.await
+                    }
+                }
+            }
+            _ => opening.await,
+        };
+        let mut conn = Box::new(opened?);
         conn.slots = slots;
         self.note_welcome(&conn);
         debug!(server = conn.id, db = %self.key.database, user = %self.key.user, "server connected");
@@ -256,7 +282,8 @@ impl Pool {
         let result = retry::connect(&target, &self.settings, &self.login_failure, deadline).await;
         self.stats.logging_in.fetch_sub(1, Ordering::Relaxed);
         match &result {
-            Ok(_) => {
+            Ok(conn) => {
+                self.stats.track(&conn.info);
                 self.stats.connects.fetch_add(1, Ordering::Relaxed);
                 let took = started.elapsed().as_secs_f64();
                 self.stats.timers.connect.observe(took);
@@ -361,27 +388,63 @@ impl Pool {
         }
     }
 
-    async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+    /// Waits for a pool slot, taking the reserve pool too after reserve_pool_timeout,
+    /// until query_wait_timeout (counted from now, after any PAUSE).
+    /// `notice` is taken once it has run.
+    async fn acquire_slot(
+        &self,
+        notice: &mut Option<(tokio::time::Instant, &mut (dyn FnMut() + Send))>,
+    ) -> Result<OwnedSemaphorePermit, PoolError> {
+        let now = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
-        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
+        let deadline = (!wait.is_zero()).then(|| now + wait);
+        if notice
+            .as_ref()
+            .is_some_and(|(at, _)| deadline.is_some_and(|d| *at >= d))
+        {
+            *notice = None;
+        }
+        let mut reserve_at =
+            (self.settings.reserve_pool_size > 0).then(|| now + self.settings.reserve_pool_timeout);
         let main = self.permits.clone().acquire_owned();
         tokio::pin!(main);
-        if self.settings.reserve_pool_size > 0 {
-            let reserve_at = tokio::time::Instant::now() + self.settings.reserve_pool_timeout;
-            tokio::select! {
-                p = &mut main => return p.map_err(|_| PoolError::Closed),
-                _ = tokio::time::sleep_until(reserve_at) => {}
-            }
-            let reserve = self.reserve.clone().acquire_owned();
-            let both = async {
-                tokio::select! {
-                    p = &mut main => p,
-                    p = reserve => p,
+        type Acquire = Pin<
+            Box<
+                dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send,
+            >,
+        >;
+        let mut reserve: Option<Acquire> = None;
+        loop {
+            let next = [notice.as_ref().map(|n| n.0), reserve_at, deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            let from_reserve = async {
+                match reserve.as_mut() {
+                    Some(r) => r.as_mut().await,
+                    None => std::future::pending().await,
                 }
             };
-            return with_deadline(deadline, both).await;
+            tokio::select! {
+                biased;
+                p = &mut main => return p.map_err(|_| PoolError::Closed),
+                p = from_reserve => return p.map_err(|_| PoolError::Closed),
+                _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some() => {}
+            }
+            let now = tokio::time::Instant::now();
+            if notice.as_ref().is_some_and(|n| n.0 <= now) {
+                if let Some((_, tell)) = notice.take() {
+                    tell();
+                }
+            }
+            if reserve_at.is_some_and(|r| r <= now) {
+                reserve_at = None;
+                reserve = Some(Box::pin(self.reserve.clone().acquire_owned()));
+            }
+            if deadline.is_some_and(|d| d <= now) {
+                return Err(PoolError::Timeout);
+            }
         }
-        with_deadline(deadline, main).await
     }
 
     fn pop_idle(&self) -> Option<Box<ServerConnection>> {
@@ -445,21 +508,5 @@ impl Pool {
         for conn in crate::panic::lock(&self.idle).drain(..) {
             tokio::spawn(conn.close());
         }
-    }
-}
-
-async fn with_deadline<F>(
-    deadline: Option<tokio::time::Instant>,
-    f: F,
-) -> Result<OwnedSemaphorePermit, PoolError>
-where
-    F: std::future::Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>>,
-{
-    match deadline {
-        Some(d) => match tokio::time::timeout_at(d, f).await {
-            Ok(p) => p.map_err(|_| PoolError::Closed),
-            Err(_) => Err(PoolError::Timeout),
-        },
-        None => f.await.map_err(|_| PoolError::Closed),
     }
 }

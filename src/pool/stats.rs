@@ -2,9 +2,9 @@
 //! plus the stats_period snapshots averages are computed from. The hot path only does
 //! relaxed atomic adds and histogram observations; readers take consistent-enough copies.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter};
@@ -143,6 +143,32 @@ impl StatsTotals {
     }
 }
 
+/// A client counted as waiting (SHOW POOLS cl_waiting, maxwait) until this drops: when
+/// it got its slot, timed out, or its wait was abandoned.
+#[derive(Debug)]
+pub struct WaitGuard<'a>(&'a PoolStats, u64);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiters
+            .lock()
+            .expect("waiters lock poisoned")
+            .remove(&self.1);
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps server returns signalled while held (see [`PoolStats::watch_releases`]).
+#[derive(Debug)]
+pub struct ReleaseWatch<'a>(&'a PoolStats);
+
+impl Drop for ReleaseWatch<'_> {
+    fn drop(&mut self) {
+        self.0.release_watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Live counters of one pool.
 #[derive(Debug)]
 pub struct PoolStats {
@@ -174,10 +200,15 @@ pub struct PoolStats {
     pub logins: AtomicU64,
     /// Histograms and failure counters.
     pub timers: Timers,
-    waiters: Mutex<HashMap<u64, Instant>>,
+    /// Start of every wait in progress by token; tokens grow, so the oldest comes first.
+    waiters: Mutex<BTreeMap<u64, Instant>>,
     next_waiter: AtomicU64,
-    on_loan: Mutex<HashMap<u64, Arc<ServerInfo>>>,
+    /// Every connection this pool opened (dead ones pruned as new ones come); which are
+    /// on loan is a flag in each, so lending and returning take no lock.
+    servers: Mutex<Vec<Weak<ServerInfo>>>,
     released: tokio::sync::Notify,
+    /// Tasks waiting on `released` (it is signalled only when someone listens).
+    release_watchers: AtomicUsize,
     snapshots: Mutex<(StatsTotals, StatsTotals)>,
 }
 
@@ -199,10 +230,11 @@ impl PoolStats {
             wait_us: AtomicU64::new(0),
             logins: AtomicU64::new(0),
             timers,
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(BTreeMap::new()),
             next_waiter: AtomicU64::new(0),
-            on_loan: Mutex::new(HashMap::new()),
+            servers: Mutex::new(Vec::new()),
             released: tokio::sync::Notify::new(),
+            release_watchers: AtomicUsize::new(0),
             snapshots: Mutex::new((StatsTotals::default(), StatsTotals::default())),
         }
     }
@@ -244,24 +276,15 @@ impl PoolStats {
         self.snapshots.lock().expect("snapshot lock poisoned").0
     }
 
-    /// Records that a client started waiting; returns a token for [`PoolStats::wait_ended`].
-    pub fn wait_started(&self) -> u64 {
+    /// Records that a client started waiting, until the returned guard drops.
+    pub fn wait_started(&self) -> WaitGuard<'_> {
         let token = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         self.waiting.fetch_add(1, Ordering::Relaxed);
         self.waiters
             .lock()
             .expect("waiters lock poisoned")
             .insert(token, Instant::now());
-        token
-    }
-
-    /// Ends a wait begun with [`PoolStats::wait_started`].
-    pub fn wait_ended(&self, token: u64) {
-        self.waiters
-            .lock()
-            .expect("waiters lock poisoned")
-            .remove(&token);
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        WaitGuard(self, token)
     }
 
     /// How long the oldest waiting client has waited (SHOW POOLS maxwait).
@@ -269,42 +292,56 @@ impl PoolStats {
         let waiters = self.waiters.lock().expect("waiters lock poisoned");
         waiters
             .values()
-            .min()
+            .next()
             .map(|t| t.elapsed())
             .unwrap_or_default()
     }
 
+    /// Lists a connection this pool opened (for SHOW SERVERS while it is on loan).
+    pub fn track(&self, info: &Arc<ServerInfo>) {
+        let mut servers = self.servers.lock().expect("servers lock poisoned");
+        servers.retain(|w| w.strong_count() > 0);
+        servers.push(Arc::downgrade(info));
+    }
+
     /// Records a server handed out after `waited`.
-    pub fn lent(&self, info: &Arc<ServerInfo>, waited: Duration) {
+    pub fn lent(&self, info: &ServerInfo, waited: Duration) {
+        info.on_loan.store(true, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
         self.assignments.fetch_add(1, Ordering::Relaxed);
         self.wait_us
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         self.timers.wait.observe(waited.as_secs_f64());
-        self.on_loan
-            .lock()
-            .expect("loan lock poisoned")
-            .insert(info.id, info.clone());
     }
 
     /// Records a server coming back (or being closed) after a loan.
-    pub fn returned(&self, id: u64) {
-        self.on_loan.lock().expect("loan lock poisoned").remove(&id);
-        self.active.fetch_sub(1, Ordering::Relaxed);
-        self.released.notify_waiters();
+    pub fn returned(&self, info: &ServerInfo) {
+        info.on_loan.store(false, Ordering::SeqCst);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        // Pairs with the SeqCst increment in `watch_releases`: a watcher that registered
+        // after this load sees the flag already cleared.
+        if self.release_watchers.load(Ordering::SeqCst) > 0 {
+            self.released.notify_waiters();
+        }
     }
 
     /// The servers on loan to clients right now.
     pub fn on_loan(&self) -> Vec<Arc<ServerInfo>> {
-        let mut v: Vec<_> = self
-            .on_loan
-            .lock()
-            .expect("loan lock poisoned")
-            .values()
-            .cloned()
+        let servers = self.servers.lock().expect("servers lock poisoned");
+        let mut v: Vec<_> = servers
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|i| i.on_loan.load(Ordering::SeqCst))
             .collect();
         v.sort_by_key(|i| i.id);
         v
+    }
+
+    /// Makes returns signal `released_signal` until the guard drops (set it before
+    /// creating the signal and checking state).
+    pub fn watch_releases(&self) -> ReleaseWatch<'_> {
+        self.release_watchers.fetch_add(1, Ordering::SeqCst);
+        ReleaseWatch(self)
     }
 
     /// A future that completes at the next server return (enable it before checking state).
@@ -314,11 +351,12 @@ impl PoolStats {
 
     /// Waits until no server of this pool is on loan. Cancel safe.
     pub async fn wait_all_returned(&self) {
+        let _watch = self.watch_releases();
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.active.load(Ordering::Acquire) == 0 {
+            if self.active.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
@@ -360,7 +398,8 @@ mod tests {
         let stats = PoolStats::new(Timers::detached());
         let t = stats.wait_started();
         assert_eq!(stats.waiting.load(Ordering::Relaxed), 1);
-        stats.wait_ended(t);
+        drop(t);
+        assert_eq!(stats.waiting.load(Ordering::Relaxed), 0);
         assert_eq!(stats.max_wait(), Duration::ZERO);
         let info = Arc::new(ServerInfo {
             id: 7,
@@ -371,11 +410,14 @@ mod tests {
             connect_time: std::time::SystemTime::now(),
             pid: 1,
             created: Instant::now(),
+            on_loan: Default::default(),
         });
+        stats.track(&info);
+        assert!(stats.on_loan().is_empty());
         stats.lent(&info, Duration::from_millis(3));
         assert_eq!(stats.on_loan().len(), 1);
         assert_eq!(stats.totals().wait_time, 3000);
-        stats.returned(7);
+        stats.returned(&info);
         assert!(stats.on_loan().is_empty());
         assert_eq!(stats.active.load(Ordering::Relaxed), 0);
     }

@@ -61,8 +61,9 @@ pub struct BackendKey {
     pub secret: bytes::Bytes,
 }
 
-/// What SHOW SERVERS tells about a connection; fixed once the login finished.
-#[derive(Debug, Clone)]
+/// What SHOW SERVERS tells about a connection; fixed once the login finished (except
+/// `on_loan`).
+#[derive(Debug)]
 pub struct ServerInfo {
     /// Same as [`ServerConnection::id`].
     pub id: u64,
@@ -80,6 +81,8 @@ pub struct ServerInfo {
     pub pid: i32,
     /// Same as [`ServerConnection::created`].
     pub created: Instant,
+    /// True while a client holds the connection (kept by the pool's loan accounting).
+    pub on_loan: std::sync::atomic::AtomicBool,
 }
 
 /// A logged-in server connection. Owned by exactly one pool slot or one client at a time.

@@ -178,6 +178,7 @@ async fn login(
             connect_time: std::time::SystemTime::now(),
             pid: 0,
             created: now,
+            on_loan: Default::default(),
         }),
     };
     let mut out = BytesMut::new();
@@ -233,5 +234,6 @@ fn describe(conn: &ServerConnection) -> ServerInfo {
         connect_time: conn.info.connect_time,
         pid: conn.key.pid,
         created: conn.created,
+        on_loan: Default::default(),
     }
 }
