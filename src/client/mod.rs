@@ -16,6 +16,7 @@ pub mod statement;
 pub mod timeouts;
 pub mod tracker;
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -26,12 +27,19 @@ use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::protocol::messages::Severity;
 use handshake::{Handshake, HandshakeError, HandshakeFailure};
-use registry::ClientIdentity;
+use registry::{ClientIdentity, Registered};
 use session::{send_error, Session};
 
 /// Serves one accepted connection to completion. Never panics on client input; every
-/// refusal is a Postgres error message followed by close.
-pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
+/// refusal is a Postgres error message followed by close. Registers the client (SHOW
+/// CLIENTS) at once; the returned future is the client's task.
+///
+/// Memory: every idle client is one such task, so its future holds only what an idle
+/// client needs. This is a plain fn (an async fn keeps its arguments for the client's
+/// whole life) and the futures below are created where they are awaited (a future an
+/// async block captures is stored twice); the login phase runs in a box that is freed
+/// once the session starts.
+pub fn handle(app: Arc<App>, stream: Stream, peer: String) -> impl Future<Output = ()> + Send {
     let id = app.next_client_id();
     let span = tracing::info_span!("client", id, peer = %peer);
     let local = match &stream {
@@ -41,79 +49,96 @@ pub async fn handle(app: Arc<App>, stream: Stream, peer: String) {
     let registered = app.clients.register(id, &peer, local);
     let kill = registered.entry.kill.clone();
     let entry = registered.entry.clone();
-    let app2 = app.clone();
-    let serve = async move {
-        let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
-        let _guard = ClientCountGuard(app.clone());
-        let login_timeout = app.config().settings.client_login_timeout;
-        // Boxed: the TLS handshake state is large and needed only here (idle clients stay small).
-        let hs = Box::pin(handshake::handshake(stream, &app));
-        let hs = if login_timeout.is_zero() {
-            hs.await
-        } else {
-            match tokio::time::timeout(login_timeout, hs).await {
-                Ok(r) => r,
-                Err(_) => {
-                    warn!("client_login_timeout during startup");
-                    return;
-                }
-            }
-        };
-        let (mut stream, params) = match hs {
-            Ok((stream, Handshake::Startup(p))) => (stream, p),
-            Ok((_, Handshake::Cancelled)) => return,
-            Err(failure) => return report_handshake_failure(failure).await,
-        };
-        let identity = identity_of(&params);
-        let database = identity.database.clone();
-        let user = identity.user.clone();
-        registered.entry.identify(identity);
-        // The console is exempt from max_client_conn, as in PgBouncer.
-        if crate::control::is_console(&database) {
-            let entry = registered.entry.clone();
-            return Box::pin(crate::admin::session::run(app, stream, user, entry)).await;
-        }
-        if count > app.config().settings.max_client_conn as usize {
-            warn!(
-                max_client_conn = app.config().settings.max_client_conn,
-                "too many clients"
-            );
-            return send_error(
-                &mut stream,
-                Severity::Fatal,
-                ErrorKind::TooManyClients.sqlstate(),
-                "sorry, too many clients already",
-                None,
-            )
-            .await;
-        }
-        if app.control.is_disabled(&database) {
-            let msg = format!("database does not allow connections: {database}");
-            return send_error(&mut stream, Severity::Fatal, "08P01", &msg, None).await;
-        }
-        match Session::new(id, app.clone(), stream, params) {
-            Ok(mut session) => {
-                session.entry = Some(registered.entry.clone());
-                Box::pin(session.run()).await
-            }
-            Err((mut stream, msg)) => {
-                send_error(&mut stream, Severity::Fatal, "28000", msg, None).await
-            }
-        }
-    };
     // KILL / KILL_CLIENT / shutdown end the client by dropping its task's future: its
     // sockets close and a linked server is discarded, never returned to the pool.
     async move {
         let reason = tokio::select! {
-            _ = serve => "client close request",
+            _ = serve(app.clone(), stream, registered) => "client close request",
             _ = kill.cancelled() => "killed by admin or shutdown",
         };
-        if entry.identity().is_some() && app2.config().settings.log_disconnections {
+        if entry.identity().is_some() && app.config().settings.log_disconnections {
             info!(reason, "closing client");
         }
     }
     .instrument(span)
-    .await
+}
+
+/// Logs the client in and runs its session; the registry entry goes when this ends.
+async fn serve(app: Arc<App>, stream: Stream, registered: Registered) {
+    let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
+    let _guard = ClientCountGuard(app.clone());
+    // Boxed: TLS and startup state are large and needed only until the session starts.
+    let Some(session) = Box::pin(login(&app, stream, &registered, count)).await else {
+        return;
+    };
+    session.run().await
+}
+
+/// Handshake and admission up to a [`Session`] ready to authenticate; `None` when the
+/// client was refused (and told why), cancelled, or served as an admin console client.
+/// `count` is the number of connected clients including this one (max_client_conn).
+async fn login(
+    app: &Arc<App>,
+    stream: Stream,
+    registered: &Registered,
+    count: usize,
+) -> Option<Session> {
+    let login_timeout = app.config().settings.client_login_timeout;
+    let hs = handshake::handshake(stream, app);
+    let hs = if login_timeout.is_zero() {
+        hs.await
+    } else {
+        match tokio::time::timeout(login_timeout, hs).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!("client_login_timeout during startup");
+                return None;
+            }
+        }
+    };
+    let (mut stream, params) = match hs {
+        Ok((stream, Handshake::Startup(p))) => (stream, p),
+        Ok((_, Handshake::Cancelled)) => return None,
+        Err(failure) => {
+            report_handshake_failure(failure).await;
+            return None;
+        }
+    };
+    let identity = identity_of(&params);
+    let database = identity.database.clone();
+    let user = identity.user.clone();
+    registered.entry.identify(identity);
+    // The console is exempt from max_client_conn, as in PgBouncer.
+    if crate::control::is_console(&database) {
+        let entry = registered.entry.clone();
+        Box::pin(crate::admin::session::run(app.clone(), stream, user, entry)).await;
+        return None;
+    }
+    if count > app.config().settings.max_client_conn as usize {
+        warn!(
+            max_client_conn = app.config().settings.max_client_conn,
+            "too many clients"
+        );
+        let code = ErrorKind::TooManyClients.sqlstate();
+        let msg = "sorry, too many clients already";
+        send_error(&mut stream, Severity::Fatal, code, msg, None).await;
+        return None;
+    }
+    if app.control.is_disabled(&database) {
+        let msg = format!("database does not allow connections: {database}");
+        send_error(&mut stream, Severity::Fatal, "08P01", &msg, None).await;
+        return None;
+    }
+    match Session::new(registered.entry.id, app.clone(), stream, params) {
+        Ok(mut session) => {
+            session.entry = Some(registered.entry.clone());
+            Some(session)
+        }
+        Err((mut stream, msg)) => {
+            send_error(&mut stream, Severity::Fatal, "28000", msg, None).await;
+            None
+        }
+    }
 }
 
 /// Tells the client why the handshake failed, when it can still be told: protocol errors
@@ -194,17 +219,12 @@ mod tests {
             )
             .unwrap_or_else(|_| panic!("session"));
             let handle = super::handle(app, crate::net::Stream::Unix(a), "x".into());
-            assert!(
-                std::mem::size_of_val(&handle) <= 4096,
-                "handle: {}",
-                std::mem::size_of_val(&handle)
-            );
             let run = session.run();
-            assert!(
-                std::mem::size_of_val(&run) <= 4096,
-                "run: {}",
-                std::mem::size_of_val(&run)
-            );
+            let (handle, run) = (std::mem::size_of_val(&handle), std::mem::size_of_val(&run));
+            assert!(run <= 4096, "run: {run}");
+            // The task holds the session's future inline; login state, the peer string and
+            // a second copy of any future must not add to it.
+            assert!(handle <= run + 512, "handle: {handle}, run: {run}");
         });
     }
 }
