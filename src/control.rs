@@ -219,7 +219,7 @@ impl App {
     /// KILL_CLIENT id: ends that one client.
     pub fn kill_client(&self, id: u64) -> Result<(), ControlError> {
         let entry = self.clients.get(id).ok_or(ControlError::NoClient)?;
-        entry.kill.cancel();
+        entry.kill();
         info!(client = id, "kill_client");
         Ok(())
     }

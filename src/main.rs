@@ -217,32 +217,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 fn init_logging(config: &Config, flags: &ProcessFlags) -> anyhow::Result<()> {
     use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::Filter;
-    use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+    use tracing_subscriber::{fmt, prelude::*, EnvFilter, Layer, Registry};
     let level = match flags.verbose as u32 + config.settings.verbose {
         0 => LevelFilter::INFO,
         1 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    // Without PGFUNNEL_LOG a plain level filter: EnvFilter takes a lock on every span enter
-    // and exit (each client's span is entered at every poll of its task), a level filter
-    // costs a comparison.
-    fn filter<S>(level: LevelFilter) -> Box<dyn Filter<S> + Send + Sync>
-    where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    {
+    // One global filter, and without PGFUNNEL_LOG a plain level: each client's span is
+    // entered at every poll of its task, and per-layer filters (or EnvFilter, which takes
+    // a lock) would run their bookkeeping there every time.
+    let global: Box<dyn Layer<Registry> + Send + Sync> =
         match EnvFilter::try_from_env("PGFUNNEL_LOG") {
             Ok(f) if std::env::var_os("PGFUNNEL_LOG").is_some() => Box::new(f),
             _ => Box::new(level),
-        }
-    }
+        };
     let json = config.settings.log_format == LogFormat::Json;
     let stderr_layer = (!flags.quiet).then(|| {
         let l = fmt::layer().with_writer(std::io::stderr);
         if json {
-            l.json().with_filter(filter(level)).boxed()
+            l.json().boxed()
         } else {
-            l.with_filter(filter(level)).boxed()
+            l.boxed()
         }
     });
     let file_layer = match &config.settings.logfile {
@@ -255,15 +250,12 @@ fn init_logging(config: &Config, flags: &ProcessFlags) -> anyhow::Result<()> {
             let l = fmt::layer()
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file));
-            Some(if json {
-                l.json().with_filter(filter(level)).boxed()
-            } else {
-                l.with_filter(filter(level)).boxed()
-            })
+            Some(if json { l.json().boxed() } else { l.boxed() })
         }
         None => None,
     };
     tracing_subscriber::registry()
+        .with(global)
         .with(stderr_layer)
         .with(file_layer)
         .init();

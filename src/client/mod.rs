@@ -27,19 +27,25 @@ use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::protocol::messages::Severity;
 use handshake::{Handshake, HandshakeError, HandshakeFailure};
-use registry::{ClientIdentity, Registered};
+use registry::{ClientEntry, ClientIdentity, Registered};
 use session::{send_error, Session};
 
 /// Serves one accepted connection to completion. Never panics on client input; every
 /// refusal is a Postgres error message followed by close. Registers the client (SHOW
-/// CLIENTS) at once; the returned future is the client's task.
+/// CLIENTS) at once and returns its entry and the future to spawn as the client's task;
+/// the caller attaches the spawned task to the entry ([`ClientEntry::attach`]) so that
+/// KILL / KILL_CLIENT / shutdown can end it.
 ///
 /// Memory: every idle client is one such task, so its future holds only what an idle
 /// client needs. This is a plain fn (an async fn keeps its arguments for the client's
 /// whole life) and the futures below are created where they are awaited (a future an
 /// async block captures is stored twice); the login phase runs in a box that is freed
 /// once the session starts.
-pub fn handle(app: Arc<App>, stream: Stream, peer: String) -> impl Future<Output = ()> + Send {
+pub fn handle(
+    app: Arc<App>,
+    stream: Stream,
+    peer: String,
+) -> (Arc<ClientEntry>, impl Future<Output = ()> + Send) {
     let id = app.next_client_id();
     let span = tracing::info_span!("client", id, peer = %peer);
     let local = match &stream {
@@ -47,20 +53,22 @@ pub fn handle(app: Arc<App>, stream: Stream, peer: String) -> impl Future<Output
         _ => None,
     };
     let registered = app.clients.register(id, &peer, local);
-    let kill = registered.entry.kill.clone();
     let entry = registered.entry.clone();
-    // KILL / KILL_CLIENT / shutdown end the client by dropping its task's future: its
-    // sockets close and a linked server is discarded, never returned to the pool.
-    async move {
-        let reason = tokio::select! {
-            _ = serve(app.clone(), stream, registered) => "client close request",
-            _ = kill.cancelled() => "killed by admin or shutdown",
-        };
-        if entry.identity().is_some() && app.config().settings.log_disconnections {
-            info!(reason, "closing client");
+    let task_entry = entry.clone();
+    let task = async move {
+        serve(app.clone(), stream, registered).await;
+        if task_entry.identity().is_some() && app.config().settings.log_disconnections {
+            info!(reason = "client close request", "closing client");
         }
     }
-    .instrument(span)
+    .instrument(span);
+    (entry, task)
+}
+
+/// Spawns an accepted connection's task on `app`'s tracker (see [`handle`]).
+pub fn spawn(app: &Arc<App>, stream: Stream, peer: String) {
+    let (entry, task) = handle(app.clone(), stream, peer);
+    entry.attach(app.tasks.spawn(task).abort_handle());
 }
 
 /// Logs the client in and runs its session; the registry entry goes when this ends.

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Where a client is in its life (SHOW CLIENTS `state`).
@@ -71,14 +72,36 @@ pub struct ClientEntry {
     pub local_port: u16,
     /// Wall-clock accept time.
     pub connect_time: SystemTime,
-    /// Fired to end the client (KILL, KILL_CLIENT, shutdown).
+    /// Fired to end the client (KILL, KILL_CLIENT, shutdown); see [`ClientEntry::kill`].
     pub kill: CancellationToken,
+    /// The client's task, aborted by a kill: ending a client costs its task nothing
+    /// until it happens (no kill signal polled at every wake-up).
+    task: OnceLock<AbortHandle>,
     identity: OnceLock<ClientIdentity>,
     state: AtomicU8,
     request_us: AtomicU64,
 }
 
 impl ClientEntry {
+    /// Ends the client: its task's future is dropped, so its sockets close and a linked
+    /// server is discarded, never returned to the pool.
+    pub fn kill(&self) {
+        self.kill.cancel();
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+
+    /// Ties the entry to the client's spawned task (a kill that came first ends it now).
+    pub fn attach(&self, task: AbortHandle) {
+        let _ = self.task.set(task);
+        if self.kill.is_cancelled() {
+            if let Some(task) = self.task.get() {
+                task.abort();
+            }
+        }
+    }
+
     /// Records user, database and application_name (first call wins).
     pub fn identify(&self, identity: ClientIdentity) {
         let _ = self.identity.set(identity);
@@ -157,6 +180,7 @@ impl ClientRegistry {
             local_port: local.map(|a| a.port()).unwrap_or(0),
             connect_time: SystemTime::now(),
             kill: CancellationToken::new(),
+            task: OnceLock::new(),
             identity: OnceLock::new(),
             state: AtomicU8::new(ClientState::Login as u8),
             request_us: AtomicU64::new(0),
@@ -195,7 +219,7 @@ impl ClientRegistry {
         let mut n = 0;
         for e in self.clients.iter() {
             if select(e.value()) {
-                e.value().kill.cancel();
+                e.value().kill();
                 n += 1;
             }
         }

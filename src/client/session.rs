@@ -222,6 +222,9 @@ impl Session {
                 pool.checkin(s);
             }
         }
+        // Nothing of the login stays with an idle client.
+        drop((buf, welcome, secret));
+        self.startup = Vec::new();
         Box::pin(self.serve(&pool, mode, &mut params, &cancel, held)).await;
     }
 

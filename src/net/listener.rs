@@ -127,12 +127,7 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
                 match accepted {
                     Ok((sock, peer)) => {
                         let _ = sock.set_nodelay(true);
-                        let app3 = app2.clone();
-                        app2.tasks.spawn(crate::client::handle(
-                            app3,
-                            Stream::Tcp(sock),
-                            peer.to_string(),
-                        ));
+                        crate::client::spawn(&app2, Stream::Tcp(sock), peer.to_string());
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -153,12 +148,7 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
                 };
                 match accepted {
                     Ok((sock, _)) => {
-                        let app3 = app2.clone();
-                        app2.tasks.spawn(crate::client::handle(
-                            app3,
-                            Stream::Unix(sock),
-                            "unix".to_owned(),
-                        ));
+                        crate::client::spawn(&app2, Stream::Unix(sock), "unix".to_owned());
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");

@@ -248,8 +248,9 @@ impl Pool {
         };
         // Opening may wait for a server that is asleep or restarting: the notice is due
         // then too.
-        let opening = self.open(deadline);
-        tokio::pin!(opening);
+        // Boxed: connecting is rare and its state is large; a waiting client's future
+        // stays small without it.
+        let mut opening = Box::pin(self.open(deadline));
         let opened = match notice.take() {
             Some((at, tell)) if deadline.is_none_or(|d| at < d) => {
                 tokio::select! {
