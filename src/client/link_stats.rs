@@ -9,18 +9,32 @@ use std::time::Instant;
 use crate::pool::PoolStats;
 
 /// Per-client accounting state; `None` pool = counting off (tests, admin console).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LinkStats {
     pool: Option<Arc<PoolStats>>,
+    /// The client's span, parent of the pin event.
+    span: tracing::Span,
     query_start: Option<Instant>,
     xact_start: Option<Instant>,
 }
 
+impl Default for LinkStats {
+    fn default() -> Self {
+        LinkStats {
+            pool: None,
+            span: tracing::Span::none(),
+            query_start: None,
+            xact_start: None,
+        }
+    }
+}
+
 impl LinkStats {
     /// Accounting into `pool`'s counters.
-    pub fn for_pool(pool: &Arc<PoolStats>) -> LinkStats {
+    pub fn for_pool(pool: &Arc<PoolStats>, span: tracing::Span) -> LinkStats {
         LinkStats {
             pool: Some(pool.clone()),
+            span,
             query_start: None,
             xact_start: None,
         }
@@ -47,7 +61,7 @@ impl LinkStats {
         if let Some(pool) = &self.pool {
             pool.timers.pins.inc();
         }
-        tracing::info!(reason, "client pinned to its server");
+        tracing::info!(parent: &self.span, reason, "client pinned to its server");
     }
 
     /// The client sent a message that starts or continues a request (Query, Parse, Bind,
@@ -96,7 +110,7 @@ mod tests {
     #[test]
     fn counts_queries_and_transactions() {
         let stats = Arc::new(PoolStats::new(Timers::detached()));
-        let mut l = LinkStats::for_pool(&stats);
+        let mut l = LinkStats::for_pool(&stats, tracing::Span::none());
         l.client_bytes(10);
         l.request();
         l.request(); // a pipeline: still one query until ReadyForQuery

@@ -55,13 +55,15 @@ pub fn handle(
     let registered = app.clients.register(id, &peer, local);
     let entry = registered.entry.clone();
     let task_entry = entry.clone();
+    // The span is entered only while logging in; afterwards the session names it as the
+    // parent of its events, so the transaction loop does not enter and leave it at every
+    // poll of the task.
     let task = async move {
-        serve(app.clone(), stream, registered).await;
+        serve(app.clone(), stream, registered, &span).await;
         if task_entry.identity().is_some() && app.config().settings.log_disconnections {
-            info!(reason = "client close request", "closing client");
+            info!(parent: &span, reason = "client close request", "closing client");
         }
-    }
-    .instrument(span);
+    };
     (entry, task)
 }
 
@@ -72,11 +74,12 @@ pub fn spawn(app: &Arc<App>, stream: Stream, peer: String) {
 }
 
 /// Logs the client in and runs its session; the registry entry goes when this ends.
-async fn serve(app: Arc<App>, stream: Stream, registered: Registered) {
+async fn serve(app: Arc<App>, stream: Stream, registered: Registered, span: &tracing::Span) {
     let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
     let _guard = ClientCountGuard(app.clone());
     // Boxed: TLS and startup state are large and needed only until the session starts.
-    let Some(session) = Box::pin(login(&app, stream, &registered, count)).await else {
+    let logging_in = login(&app, stream, &registered, count).instrument(span.clone());
+    let Some(session) = Box::pin(logging_in).await else {
         return;
     };
     session.run().await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::access::{self, Denied};
 use super::link_stats::LinkStats;
@@ -38,6 +38,9 @@ pub struct Session {
     startup: Vec<(String, String)>,
     /// This client's registry entry (SHOW CLIENTS state), set by `client::handle`.
     pub entry: Option<Arc<ClientEntry>>,
+    /// The client's span (the one current when the session was created), named as the
+    /// parent of the session's events.
+    span: tracing::Span,
 }
 
 /// Sends an error to the client; write failures are ignored (the client may be gone).
@@ -59,7 +62,7 @@ async fn send_fatal(stream: &mut Stream, kind: ErrorKind, message: &str) {
 
 /// Forwards a server-side failure to the client: the server's own SQLSTATE and message
 /// when it sent one, otherwise 08006 without internal addresses.
-async fn send_server_error(stream: &mut Stream, e: &ServerError) {
+async fn send_server_error(stream: &mut Stream, e: &ServerError, span: &tracing::Span) {
     match e {
         ServerError::Rejected(f) => {
             send_error(stream, Severity::Fatal, &f.code, &f.message, None).await
@@ -73,7 +76,7 @@ async fn send_server_error(stream: &mut Stream, e: &ServerError) {
             .await
         }
         other => {
-            warn!(error = %other, "server login failed");
+            warn!(parent: span, error = %other, "server login failed");
             send_fatal(
                 stream,
                 ErrorKind::ServerUnavailable,
@@ -124,6 +127,7 @@ impl Session {
             database,
             startup,
             entry: None,
+            span: tracing::Span::current(),
         })
     }
 
@@ -131,19 +135,17 @@ impl Session {
     pub async fn run(mut self) {
         let config = self.app.config();
         let login_timeout = config.settings.client_login_timeout;
-        let admitted = Box::pin(access::admit(
-            &self.app,
-            &mut self.stream,
-            &self.user,
-            &self.database,
-        ));
+        let admitted = Box::pin(
+            access::admit(&self.app, &mut self.stream, &self.user, &self.database)
+                .instrument(self.span.clone()),
+        );
         let admitted = if login_timeout.is_zero() {
             admitted.await
         } else {
             match tokio::time::timeout(login_timeout, admitted).await {
                 Ok(r) => r,
                 Err(_) => {
-                    warn!("client_login_timeout during authentication");
+                    warn!(parent: &self.span, "client_login_timeout during authentication");
                     return;
                 }
             }
@@ -151,12 +153,12 @@ impl Session {
         let (secret, outcome) = match admitted {
             Ok(a) => (a.secret, a.outcome),
             Err(Denied::Protocol(e)) => {
-                debug!(error = %e, "client left or misbehaved during authentication");
+                debug!(parent: &self.span, error = %e, "client left or misbehaved during authentication");
                 let msg = "invalid authentication exchange";
                 return send_fatal(&mut self.stream, ErrorKind::Protocol, msg).await;
             }
             Err(denied) => {
-                warn!(user = %self.user, reason = %denied, "client authentication failed");
+                warn!(parent: &self.span, user = %self.user, reason = %denied, "client authentication failed");
                 let code = denied.sqlstate();
                 let msg = denied.to_string();
                 return send_error(&mut self.stream, Severity::Fatal, code, &msg, None).await;
@@ -177,7 +179,7 @@ impl Session {
         let _slot = match self.app.admit_client(&self.database, &self.user) {
             Ok(slot) => slot,
             Err(limit) => {
-                warn!(limit, "client limit reached");
+                warn!(parent: &self.span, limit, "client limit reached");
                 let msg = format!("no more connections allowed ({limit})");
                 return send_fatal(&mut self.stream, ErrorKind::TooManyClients, &msg).await;
             }
@@ -186,7 +188,7 @@ impl Session {
         let mode = self.app.pool_mode_for(&self.database, &self.user);
         drop(config);
         if config_logs_connections(&self.app) {
-            info!(user = %self.user, db = %self.database, "login");
+            info!(parent: &self.span, user = %self.user, db = %self.database, "login");
         }
         let cancel = self.app.cancel.register();
         // Login replies need the server's parameters; the first client of a pool waits
@@ -268,7 +270,7 @@ impl Session {
                 None
             }
             Err(PoolError::Connect(e)) => {
-                send_server_error(&mut self.stream, &e).await;
+                send_server_error(&mut self.stream, &e, &self.span).await;
                 None
             }
             Err(PoolError::Closed) => {
@@ -306,7 +308,7 @@ impl Session {
         if mode != PoolMode::Session && max_prepared > 0 {
             relay.rewriter = Some(Rewriter::new(pool.statements.clone(), max_prepared));
         }
-        relay.stats = LinkStats::for_pool(&pool.stats);
+        relay.stats = LinkStats::for_pool(&pool.stats, self.span.clone());
         loop {
             let mut server = match linked.take() {
                 Some(s) => s,
@@ -331,7 +333,7 @@ impl Session {
                         }
                         Some(IdleEnd::ClientGone) | Some(IdleEnd::ClientIo(_)) => return,
                         Some(IdleEnd::ClientProtocol(e)) => {
-                            warn!(error = %e, "client protocol violation");
+                            warn!(parent: &self.span, error = %e, "client protocol violation");
                             return send_fatal(
                                 &mut self.stream,
                                 ErrorKind::Protocol,
@@ -340,7 +342,7 @@ impl Session {
                             .await;
                         }
                         None => {
-                            warn!("client_idle_timeout");
+                            warn!(parent: &self.span, "client_idle_timeout");
                             return send_fatal(
                                 &mut self.stream,
                                 ErrorKind::Timeout,
@@ -360,7 +362,7 @@ impl Session {
                     ServerError::Rejected(_) => pool.checkin(server),
                     _ => pool.discard(server),
                 }
-                return send_server_error(&mut self.stream, &e).await;
+                return send_server_error(&mut self.stream, &e, &self.span).await;
             }
             cancel
                 .entry
@@ -381,13 +383,14 @@ impl Session {
                 params.apply_change(change, &mut server.conn);
             }
             if let Some((code, msg)) = timed_out {
-                warn!(reason = msg, "closing client and server");
+                warn!(parent: &self.span, reason = msg, "closing client and server");
                 pool.discard(server);
                 return send_error(&mut self.stream, Severity::Fatal, code, msg, None).await;
             }
             match end {
                 RelayEnd::Released if cancelled => {
                     debug!(
+                        parent: &self.span,
                         server = server.conn.id,
                         "server had a cancel during this link: not reused"
                     );
@@ -401,7 +404,7 @@ impl Session {
                         .await;
                 }
                 RelayEnd::ClientProtocol(e) => {
-                    warn!(error = %e, "client protocol violation");
+                    warn!(parent: &self.span, error = %e, "client protocol violation");
                     send_fatal(&mut self.stream, ErrorKind::Protocol, &e.to_string()).await;
                     return self
                         .release_after_client(pool, mode, server, &relay, cancelled)
@@ -417,7 +420,7 @@ impl Session {
                     .await;
                 }
                 RelayEnd::ServerGone(e) => {
-                    debug!(error = %e, "server connection lost while linked");
+                    debug!(parent: &self.span, error = %e, "server connection lost while linked");
                     pool.discard(server);
                     return send_fatal(
                         &mut self.stream,
@@ -427,7 +430,7 @@ impl Session {
                     .await;
                 }
                 RelayEnd::ServerProtocol(e) => {
-                    warn!(error = %e, "server protocol violation");
+                    warn!(parent: &self.span, error = %e, "server protocol violation");
                     pool.discard(server);
                     return send_fatal(
                         &mut self.stream,
@@ -545,7 +548,7 @@ impl Session {
             }
             match timers.expired(&relay.clock, &relay.tracker) {
                 Some(Expired::Query) => {
-                    warn!("query_timeout: cancelling the running query");
+                    warn!(parent: &self.span, "query_timeout: cancelling the running query");
                     crate::cancel::send_cancel(CancelTarget {
                         addr: conn.cancel_addr.clone(),
                         key: conn.key.clone(),
@@ -576,6 +579,7 @@ impl Session {
         let clean = relay.tracker.is_idle() && relay.c2s.is_empty() && !cancelled;
         if !clean {
             debug!(
+                parent: &self.span,
                 server = server.conn.id,
                 "client left mid-transaction: closing server"
             );
