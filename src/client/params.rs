@@ -3,6 +3,7 @@
 //! report. Computes the statement that brings a server in line before linking.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::tracker::SettingChange;
 use crate::server::ServerConnection;
@@ -18,12 +19,59 @@ const READ_ONLY: &[&str] = &[
     "scram_iterations",
 ];
 
+/// Reported parameters with the values a client has been shown, keyed by the server's
+/// spelling (`DateStyle`, `TimeZone`, ...): the pool's welcome values, shared by all its
+/// clients, plus this client's own values where they differ (idle clients stay small).
+#[derive(Debug, Default, Clone)]
+pub struct Reported {
+    base: Arc<HashMap<String, String>>,
+    own: Vec<(String, String)>,
+}
+
+impl Reported {
+    /// The value shown for `name` (exact spelling).
+    pub fn get(&self, name: &str) -> Option<&String> {
+        match self.own.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(v),
+            None => self.base.get(name),
+        }
+    }
+
+    /// Records that the client was shown `value` for `name`.
+    pub fn insert(&mut self, name: String, value: String) {
+        let pos = self.own.iter().position(|(k, _)| *k == name);
+        if self.base.get(&name) == Some(&value) {
+            if let Some(i) = pos {
+                self.own.swap_remove(i);
+            }
+            return;
+        }
+        match pos {
+            Some(i) => self.own[i].1 = value,
+            None => self.own.push((name, value)),
+        }
+    }
+
+    /// Every name with the value shown, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        let base = self
+            .base
+            .iter()
+            .filter(|(k, _)| !self.own.iter().any(|(o, _)| o == *k));
+        base.chain(self.own.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Every name, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.iter().map(|(k, _)| k)
+    }
+}
+
 /// A client's session parameters.
 #[derive(Debug, Default, Clone)]
 pub struct ClientParams {
-    /// Reported parameters with the values this client has been shown, keyed by the
-    /// server's spelling (`DateStyle`, `TimeZone`, ...).
-    pub expected: HashMap<String, String>,
+    /// Reported parameters with the values this client has been shown.
+    pub expected: Reported,
     /// Unreported settings (`statement_timeout`, `search_path`, `options=-c` from startup,
     /// and session-level SET statements): lowercase name and the SQL that applies it.
     pub settings: Vec<(String, String)>,
@@ -34,9 +82,15 @@ pub struct ClientParams {
 impl ClientParams {
     /// Builds a client's parameters from the pool's welcome values and the client's
     /// startup parameters (already stripped of user, database and ignored names).
-    pub fn from_startup(welcome: &HashMap<String, String>, startup: &[(String, String)]) -> Self {
+    pub fn from_startup(
+        welcome: &Arc<HashMap<String, String>>,
+        startup: &[(String, String)],
+    ) -> Self {
         let mut p = ClientParams {
-            expected: welcome.clone(),
+            expected: Reported {
+                base: welcome.clone(),
+                own: Vec::new(),
+            },
             settings: Vec::new(),
             fp: None,
         };
@@ -133,7 +187,7 @@ impl ClientParams {
     /// settings with what pgfunnel applied earlier (leftovers of other clients are RESET).
     pub fn sync_sql(&self, server: &ServerConnection) -> Option<String> {
         let mut sets: Vec<(&str, &str)> = Vec::new();
-        for (k, v) in &self.expected {
+        for (k, v) in self.expected.iter() {
             if READ_ONLY.contains(&k.as_str()) {
                 continue;
             }
@@ -285,11 +339,12 @@ mod tests {
             ),
             ("server_version".to_owned(), "99".to_owned()),
         ];
-        let p = ClientParams::from_startup(&welcome(), &startup);
-        assert_eq!(p.expected["DateStyle"], "German");
-        assert_eq!(p.expected["application_name"], "app");
+        let p = ClientParams::from_startup(&Arc::new(welcome()), &startup);
+        assert_eq!(p.expected.get("DateStyle").unwrap(), "German");
+        assert_eq!(p.expected.get("application_name").unwrap(), "app");
         assert_eq!(
-            p.expected["server_version"], "15",
+            p.expected.get("server_version").unwrap(),
+            "15",
             "read-only values are not overridden"
         );
         assert_eq!(
@@ -308,6 +363,20 @@ mod tests {
             p.settings[1].1,
             "SELECT pg_catalog.set_config('search_path', 'a,b', false);"
         );
+    }
+
+    #[test]
+    fn reported_values_share_the_welcome_and_keep_only_differences() {
+        let welcome = Arc::new(welcome());
+        let mut p = ClientParams::from_startup(&welcome, &[]);
+        assert!(p.expected.own.is_empty(), "a default client owns nothing");
+        p.expected.insert("TimeZone".into(), "Europe/Paris".into());
+        assert_eq!(p.expected.get("TimeZone").unwrap(), "Europe/Paris");
+        assert_eq!(p.expected.iter().count(), welcome.len());
+        p.expected.insert("TimeZone".into(), "UTC".into());
+        assert!(p.expected.own.is_empty(), "back to the welcome value");
+        p.expected.insert("new_param".into(), "x".into());
+        assert_eq!(p.expected.iter().count(), welcome.len() + 1);
     }
 
     #[test]

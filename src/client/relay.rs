@@ -15,6 +15,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::buffers::{self, READ_CHUNK};
 use super::link_stats::LinkStats;
+use super::params::Reported;
 use super::prepared::ServerStatements;
 use super::rewrite::Rewriter;
 use super::tracker::Tracker;
@@ -325,7 +326,7 @@ impl Relay {
         start: usize,
         n: usize,
         params: &mut HashMap<String, String>,
-        seen: &mut HashMap<String, String>,
+        seen: &mut Reported,
     ) -> Result<(), FrameError> {
         let buf = if self.rewriter.is_some() {
             &self.sin
@@ -570,7 +571,7 @@ pub struct LinkState<'a> {
     /// The server's reported parameters.
     pub params: &'a mut HashMap<String, String>,
     /// The reported parameters as the client has seen them.
-    pub seen: &'a mut HashMap<String, String>,
+    pub seen: &'a mut Reported,
     /// The server's prepared statements.
     pub prepared: &'a mut ServerStatements,
 }
@@ -582,7 +583,7 @@ mod tests {
 
     fn link<'a>(
         params: &'a mut HashMap<String, String>,
-        seen: &'a mut HashMap<String, String>,
+        seen: &'a mut Reported,
         prepared: &'a mut ServerStatements,
     ) -> LinkState<'a> {
         LinkState {
@@ -623,7 +624,7 @@ mod tests {
             server_far.write_all(&reply).await.unwrap();
             server_far
         });
-        let (mut p, mut s) = (HashMap::new(), HashMap::new());
+        let (mut p, mut s) = (HashMap::new(), Reported::default());
         let mut ps = ServerStatements::default();
         let end = relay
             .run(
@@ -654,7 +655,7 @@ mod tests {
         let mut reply = msg(b'S', b"TimeZone\0UTC\0");
         reply.extend(msg(b'Z', b"T"));
         server_far.write_all(&reply).await.unwrap();
-        let (mut p, mut s) = (HashMap::new(), HashMap::new());
+        let (mut p, mut s) = (HashMap::new(), Reported::default());
         let mut ps = ServerStatements::default();
         let end = tokio::time::timeout(
             std::time::Duration::from_millis(200),

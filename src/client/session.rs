@@ -2,7 +2,6 @@
 //! idle -> checkout -> parameter sync -> relay -> release, and cleanup so that a server
 //! never goes back to the pool dirty.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::access::{self, Denied};
 use super::link_stats::LinkStats;
-use super::params::ClientParams;
+use super::params::{ClientParams, Reported};
 use super::registry::{ClientEntry, ClientState};
 use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
 use super::rewrite::Rewriter;
@@ -519,7 +518,7 @@ impl Session {
         relay: &mut Relay,
         server: &mut PooledServer,
         timers: &LinkTimeouts,
-        expected: &mut HashMap<String, String>,
+        expected: &mut Reported,
     ) -> (RelayEnd, Option<(&'static str, &'static str)>) {
         let release = relay.tracker.pin.is_none();
         let conn = &mut server.conn;
@@ -634,10 +633,10 @@ async fn sync_parameters(
     server.conn.run_internal(&sql).await?;
     params.mark_applied(&mut server.conn);
     for k in wanted {
-        if let (Some(now), Some(exp)) = (server.conn.params.get(&k), params.expected.get_mut(&k)) {
+        if let (Some(now), Some(exp)) = (server.conn.params.get(&k), params.expected.get(&k)) {
             if now != exp {
-                *exp = now.clone();
                 messages::put_parameter_status(&mut relay.s2c, &k, now);
+                params.expected.insert(k, now.clone());
             }
         }
     }
