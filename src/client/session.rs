@@ -23,7 +23,7 @@ use crate::config::PoolMode;
 use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::pool::listen::Subscription;
-use crate::pool::{Pool, PoolError, PooledServer};
+use crate::pool::{Pool, PoolError, PooledServer, Tell};
 use crate::protocol::messages::{self, Severity};
 use crate::server::ServerError;
 
@@ -246,8 +246,7 @@ impl Session {
             messages::put_notice(&mut buf, msg);
             stream.write_now(&buf);
         };
-        let notice =
-            (!notify.is_zero()).then_some((notify, &mut tell as &mut (dyn FnMut() + Send)));
+        let notice = (!notify.is_zero()).then_some((notify, &mut tell as Tell<'_>));
         let result = pool.checkout_noticed(notice).await;
         match result {
             Ok(s) => {

@@ -43,13 +43,18 @@ impl Stream {
 
     /// The peer's IP address (IPv4-mapped IPv6 shown as IPv4); `None` on a Unix socket.
     pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
-        let addr = match self {
-            Stream::Tcp(s) => s.peer_addr(),
-            Stream::ClientTls(s) => s.get_ref().0.peer_addr(),
-            Stream::ServerTls(s) => s.get_ref().0.peer_addr(),
-            Stream::Unix(_) => return None,
-        };
+        let addr = self.tcp()?.peer_addr();
         addr.ok().map(|a| a.ip().to_canonical())
+    }
+
+    /// The TCP socket under the stream (`None` for a Unix socket).
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::ClientTls(s) => Some(s.get_ref().0),
+            Stream::ServerTls(s) => Some(s.get_ref().0),
+            Stream::Unix(_) => None,
+        }
     }
 
     /// True when the stream is encrypted (either side).
@@ -95,17 +100,10 @@ impl Stream {
     /// yet processed) is of the same order as the race every check has, a server that
     /// dies right after it.
     pub fn is_idle_and_open(&mut self) -> bool {
-        let peeked = match self {
-            Stream::Tcp(s) => s.try_io(Interest::READABLE, || peek(s.as_raw_fd())),
-            Stream::Unix(s) => s.try_io(Interest::READABLE, || peek(s.as_raw_fd())),
-            Stream::ClientTls(s) => {
-                let tcp = &s.get_ref().0;
-                tcp.try_io(Interest::READABLE, || peek(tcp.as_raw_fd()))
-            }
-            Stream::ServerTls(s) => {
-                let tcp = &s.get_ref().0;
-                tcp.try_io(Interest::READABLE, || peek(tcp.as_raw_fd()))
-            }
+        let peeked = match (self.tcp(), &*self) {
+            (Some(tcp), _) => tcp.try_io(Interest::READABLE, || peek(tcp.as_raw_fd())),
+            (None, Stream::Unix(s)) => s.try_io(Interest::READABLE, || peek(s.as_raw_fd())),
+            (None, _) => return false,
         };
         match peeked {
             Ok(()) => return false, // EOF or unexpected bytes

@@ -107,6 +107,9 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Tells a queued client why it waits (query_wait_notify); see [`Pool::checkout_noticed`].
+pub type Tell<'a> = &'a mut (dyn FnMut() + Send);
+
 /// One pool of server connections.
 #[derive(Debug)]
 pub struct Pool {
@@ -204,7 +207,7 @@ impl Pool {
     /// whichever comes first of the notice, the reserve pool and query_wait_timeout.
     pub async fn checkout_noticed(
         &self,
-        notice: Option<(Duration, &mut (dyn FnMut() + Send))>,
+        notice: Option<(Duration, Tell<'_>)>,
     ) -> Result<PooledServer, PoolError> {
         let started = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
@@ -394,7 +397,7 @@ impl Pool {
     /// `notice` is taken once it has run.
     async fn acquire_slot(
         &self,
-        notice: &mut Option<(tokio::time::Instant, &mut (dyn FnMut() + Send))>,
+        notice: &mut Option<(tokio::time::Instant, Tell<'_>)>,
     ) -> Result<OwnedSemaphorePermit, PoolError> {
         let now = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
