@@ -116,7 +116,8 @@ mod tests {
     #[test]
     fn the_writer_escapes_formatted_values() {
         let mut out = String::new();
-        write!(EscapingWriter(&mut out), "{:?} {}", "x", "a\nb").expect("write");
+        let text = String::from("a\nb");
+        write!(EscapingWriter(&mut out), "{:?} {text}", "x").expect("write");
         assert_eq!(out, "\"x\" a\\nb");
         assert!(!out.chars().any(|c| c.is_control()));
     }

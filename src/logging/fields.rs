@@ -266,17 +266,18 @@ where
         json_string(&mut writer, meta.target())?;
         if let Some(scope) = ctx.event_scope() {
             let spans: Vec<_> = scope.from_root().collect();
-            let span_json = |w: &mut Writer<'_>, span: &tracing_subscriber::registry::SpanRef<'_, S>| {
-                w.write_char('{')?;
-                if let Some(f) = span.extensions().get::<FormattedFields<JsonFields>>() {
-                    if !f.fields.is_empty() {
-                        write!(w, "{},", f.fields)?;
+            let span_json =
+                |w: &mut Writer<'_>, span: &tracing_subscriber::registry::SpanRef<'_, S>| {
+                    w.write_char('{')?;
+                    if let Some(f) = span.extensions().get::<FormattedFields<JsonFields>>() {
+                        if !f.fields.is_empty() {
+                            write!(w, "{},", f.fields)?;
+                        }
                     }
-                }
-                w.write_str("\"name\":")?;
-                json_string(w, span.name())?;
-                w.write_char('}')
-            };
+                    w.write_str("\"name\":")?;
+                    json_string(w, span.name())?;
+                    w.write_char('}')
+                };
             if let Some(leaf) = spans.last() {
                 writer.write_str(",\"span\":")?;
                 span_json(&mut writer, leaf)?;

@@ -9,9 +9,9 @@ use std::ffi::OsStr;
 use std::io::IsTerminal;
 
 use anyhow::Context;
+use tracing::Subscriber;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::{self, MakeWriter};
-use tracing::Subscriber;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{prelude::*, EnvFilter, Layer, Registry};
 

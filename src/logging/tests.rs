@@ -22,7 +22,8 @@ const EVIL_USER: &str = "bob\n2026-01-01T00:00:00.000000Z  INFO pgfunnel: admin 
 fn log_hostile_event(json: bool, colour: bool) -> String {
     let out = Captured::default();
     let writer = out.clone();
-    let subscriber = tracing_subscriber::registry().with(layer(move || writer.clone(), json, colour));
+    let subscriber =
+        tracing_subscriber::registry().with(layer(move || writer.clone(), json, colour));
     tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("client", id = 7u64, peer = %"10.0.0.1\r\n", app = tracing::field::Empty);
         span.record("app", "psql\u{9b}2J");
@@ -37,7 +38,9 @@ fn log_hostile_event(json: bool, colour: bool) -> String {
 
 /// One line, ending in a newline, with no other control character.
 fn assert_one_clean_line(text: &str) {
-    let body = text.strip_suffix('\n').unwrap_or_else(|| panic!("ends in a newline: {text:?}"));
+    let body = text
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("ends in a newline: {text:?}"));
     assert!(
         !body.chars().any(|c| c.is_control() || c == '\u{2028}'),
         "control characters in {body:?}"

@@ -116,7 +116,10 @@ pub fn parse_request_line(head: &[u8]) -> Result<(&str, &str), &'static str> {
 
 /// Where the head ends (just past its blank line), if it has.
 fn head_end(head: &[u8]) -> Option<usize> {
-    let crlf = head.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let crlf = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
     let lf = head.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -221,7 +224,11 @@ impl Reply {
     /// has read the answer.
     async fn send(&self, sock: &mut TcpStream) {
         let code = self.code;
-        let allow = if code == 405 { "Allow: GET, HEAD\r\n" } else { "" };
+        let allow = if code == 405 {
+            "Allow: GET, HEAD\r\n"
+        } else {
+            ""
+        };
         let head = format!(
             "HTTP/1.1 {code} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
             reason(code),
@@ -283,8 +290,21 @@ mod tests {
 
     #[test]
     fn partial_request_lines_are_refused_as_soon_as_they_cannot_be_http() {
-        for ok in [&b""[..], b"G", b"GET", b"GET ", b"GET /me", b"HEAD /metrics HT", b"GET / HTTP/1."] {
-            assert_eq!(check_line_prefix(ok), Ok(()), "{:?}", String::from_utf8_lossy(ok));
+        for ok in [
+            &b""[..],
+            b"G",
+            b"GET",
+            b"GET ",
+            b"GET /me",
+            b"HEAD /metrics HT",
+            b"GET / HTTP/1.",
+        ] {
+            assert_eq!(
+                check_line_prefix(ok),
+                Ok(()),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
         }
         for bad in [
             &b"\x16\x03\x01"[..],
@@ -298,7 +318,11 @@ mod tests {
             b"GET / HTTP/2",
             b"GET / HTTP/1.1 x",
         ] {
-            assert!(check_line_prefix(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                check_line_prefix(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -68,7 +68,10 @@ async fn hostile_login(port: u16) {
 
 /// Every line mentioning FORGED is the escaped one, and no escape byte is in `log`.
 fn assert_escaped(what: &str, log: &str) {
-    assert!(!log.contains('\x1b'), "{what}: raw ESC or colour codes in {log:?}");
+    assert!(
+        !log.contains('\x1b'),
+        "{what}: raw ESC or colour codes in {log:?}"
+    );
     assert!(!log.contains('\u{9b}'), "{what}: raw C1 control in {log:?}");
     let failed: Vec<&str> = log
         .lines()
@@ -152,10 +155,16 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ini = write_config(dir.path(), port, "no_such_setting = 1");
     let plain = run_on_terminal(&ini, None);
-    assert!(plain.contains("no_such_setting"), "the warning shows: {plain:?}");
+    assert!(
+        plain.contains("no_such_setting"),
+        "the warning shows: {plain:?}"
+    );
     assert!(plain.contains("\x1b["), "a terminal gets colour: {plain:?}");
     let empty = run_on_terminal(&ini, Some(""));
-    assert!(empty.contains("\x1b["), "an empty NO_COLOR is unset: {empty:?}");
+    assert!(
+        empty.contains("\x1b["),
+        "an empty NO_COLOR is unset: {empty:?}"
+    );
     let no_color = run_on_terminal(&ini, Some("1"));
     assert!(no_color.contains("no_such_setting"), "{no_color:?}");
     assert!(!no_color.contains('\x1b'), "NO_COLOR=1: {no_color:?}");
@@ -211,7 +220,11 @@ async fn head_metrics_has_headers_and_no_body() {
         .and_then(|v| v.trim().parse().ok())
         .expect("Content-Length");
     assert!(length > 100, "the length of the GET body: {head}");
-    assert!(body.is_empty(), "no body: {}", String::from_utf8_lossy(&body));
+    assert!(
+        body.is_empty(),
+        "no body: {}",
+        String::from_utf8_lossy(&body)
+    );
     let (head, body) = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n", bound)
         .await
         .expect("an answer");
@@ -286,7 +299,10 @@ async fn min_pool_size_filler_holds_no_slot_in_an_outage_and_a_client_is_served_
     let stats = pool.stats.clone();
     let failures = || stats.timers.connect_failures.get();
     let wait = Duration::from_secs(20);
-    wait_until_async(wait, "two failed fill attempts", || async { failures() >= 2 }).await;
+    wait_until_async(wait, "two failed fill attempts", || async {
+        failures() >= 2
+    })
+    .await;
     wait_until_async(wait, "no connect in progress between attempts", || async {
         stats.logging_in.load(Ordering::Relaxed) == 0
     })
@@ -298,9 +314,14 @@ async fn min_pool_size_filler_holds_no_slot_in_an_outage_and_a_client_is_served_
             .await
             .map(|r| r.get::<_, i32>(0))
     });
-    wait_until_async(wait, "the client holds the slot, not the filler", || async {
-        stats.waiting.load(Ordering::Relaxed) == 0 && stats.logging_in.load(Ordering::Relaxed) == 1
-    })
+    wait_until_async(
+        wait,
+        "the client holds the slot, not the filler",
+        || async {
+            stats.waiting.load(Ordering::Relaxed) == 0
+                && stats.logging_in.load(Ordering::Relaxed) == 1
+        },
+    )
     .await;
     relay.heal();
     let answer = tokio::time::timeout(Duration::from_secs(30), asking)
@@ -308,8 +329,10 @@ async fn min_pool_size_filler_holds_no_slot_in_an_outage_and_a_client_is_served_
         .expect("served after the outage")
         .expect("task");
     assert_eq!(answer.expect("query"), 42);
-    wait_until_async(wait, "the pool is filled to min_pool_size again", || async {
-        pool.idle_count() >= 1
-    })
+    wait_until_async(
+        wait,
+        "the pool is filled to min_pool_size again",
+        || async { pool.idle_count() >= 1 },
+    )
     .await;
 }

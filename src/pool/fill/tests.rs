@@ -80,7 +80,10 @@ async fn backoff_doubles_after_each_failure_up_to_the_cap_and_resets_on_success(
     f.succeeded();
     f.failed();
     tokio::time::advance(FIRST_BACKOFF).await;
-    assert!(f.start().is_some(), "back to the first pause after a success");
+    assert!(
+        f.start().is_some(),
+        "back to the first pause after a success"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +125,11 @@ async fn a_fill_attempt_gives_its_slot_to_a_client_that_queues() {
         assert!(Instant::now() < deadline, "the client gets the slot");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(p.stats.logging_in.load(Ordering::Relaxed), 1, "the client's attempt");
+    assert_eq!(
+        p.stats.logging_in.load(Ordering::Relaxed),
+        1,
+        "the client's attempt"
+    );
     assert_eq!(p.stats.timers.connect_failures.get(), 0);
     client.abort();
     accepted.abort();
