@@ -237,18 +237,19 @@ async fn request_heads_over_8_kib_get_431() {
     PgServer::shared();
     let p = Proxy::simple("", METRICS_INI).await;
     let addr = metrics_addr(&p);
-    let mut request = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
-    request.extend(std::iter::repeat_n(b'a', 9 * 1024));
-    request.extend_from_slice(b"\r\n\r\n");
-    let (head, _) = exchange(addr, &request, Duration::from_secs(10))
+    let padded = |path: &str, pad: usize| {
+        let mut request = format!("GET {path} HTTP/1.1\r\nX-Pad: ").into_bytes();
+        request.extend(std::iter::repeat_n(b'a', pad));
+        request.extend_from_slice(b"\r\n\r\n");
+        request
+    };
+    let bound = Duration::from_secs(10);
+    let (head, _) = exchange(addr, &padded("/metrics", 9 * 1024), bound)
         .await
         .expect("an answer");
     assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
     // A head just under the limit is served.
-    let mut request = b"GET /health/live HTTP/1.1\r\nX-Pad: ".to_vec();
-    request.extend(std::iter::repeat_n(b'a', 7 * 1024));
-    request.extend_from_slice(b"\r\n\r\n");
-    let (head, _) = exchange(addr, &request, Duration::from_secs(10))
+    let (head, _) = exchange(addr, &padded("/health/live", 7 * 1024), bound)
         .await
         .expect("an answer");
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
