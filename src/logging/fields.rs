@@ -37,22 +37,39 @@ struct TextVisitor<'w> {
     result: fmt::Result,
 }
 
+/// Starts writing a field: the separator unless it is the first, then its name (without
+/// `r#`); `None` to skip it (`log.*` metadata, or an earlier write failed).
+fn begin_field(
+    out: &mut impl Write,
+    field: &Field,
+    empty: &mut bool,
+    result: &mut fmt::Result,
+    separator: char,
+) -> Option<&'static str> {
+    let name = field.name();
+    if result.is_err() || name.starts_with("log.") {
+        return None;
+    }
+    if !std::mem::replace(empty, false) {
+        *result = out.write_char(separator);
+    }
+    result
+        .is_ok()
+        .then(|| name.strip_prefix("r#").unwrap_or(name))
+}
+
 impl TextVisitor<'_> {
     /// Writes the separator and `name=` (nothing for the message); false to skip the field.
     fn start(&mut self, field: &Field) -> bool {
-        let name = field.name();
-        if self.result.is_err() || name.starts_with("log.") {
-            return false;
+        let w = &mut self.writer;
+        match begin_field(w, field, &mut self.empty, &mut self.result, ' ') {
+            Some("message") => true,
+            Some(name) => {
+                self.result = write!(w, "{name}=");
+                self.result.is_ok()
+            }
+            None => false,
         }
-        if !self.empty {
-            self.result = self.writer.write_char(' ');
-        }
-        self.empty = false;
-        if name != "message" && self.result.is_ok() {
-            let name = name.strip_prefix("r#").unwrap_or(name);
-            self.result = write!(self.writer, "{name}=");
-        }
-        self.result.is_ok()
     }
 }
 
@@ -161,19 +178,11 @@ struct JsonVisitor<'a, W: Write> {
 impl<W: Write> JsonVisitor<'_, W> {
     /// Writes the separator and the key; false to skip the field.
     fn key(&mut self, field: &Field) -> bool {
-        let name = field.name();
-        if self.result.is_err() || name.starts_with("log.") {
+        let Some(name) = begin_field(self.out, field, &mut self.empty, &mut self.result, ',')
+        else {
             return false;
-        }
-        if !self.empty {
-            self.result = self.out.write_char(',');
-        }
-        self.empty = false;
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        self.result = self
-            .result
-            .and_then(|()| json_string(self.out, name))
-            .and_then(|()| self.out.write_char(':'));
+        };
+        self.result = json_string(self.out, name).and_then(|()| self.out.write_char(':'));
         self.result.is_ok()
     }
 
