@@ -42,6 +42,16 @@ pub struct Session {
     span: tracing::Span,
 }
 
+impl Drop for Session {
+    /// A killed client (KILL, KILL_CLIENT, shutdown: its task is aborted) is told why
+    /// before its socket closes, best effort and without waiting.
+    fn drop(&mut self) {
+        if let Some(bye) = self.entry.as_ref().and_then(|e| e.farewell()) {
+            self.stream.write_now(&bye);
+        }
+    }
+}
+
 /// Sends an error to the client; write failures are ignored (the client may be gone).
 pub async fn send_error(
     stream: &mut Stream,
@@ -268,6 +278,9 @@ impl Session {
                 None
             }
             Err(PoolError::Connect(e)) => {
+                if let Some(entry) = &self.entry {
+                    entry.set_close_reason("server login failed");
+                }
                 send_server_error(&mut self.stream, &e, &self.span).await;
                 None
             }
