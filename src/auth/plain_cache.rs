@@ -37,7 +37,9 @@ impl PlainScramCache {
 
     /// The verifier derived earlier for `user` with `password`, if any.
     pub fn get(&self, user: &str, password: &[u8]) -> Option<ScramSecret> {
-        self.lock().get(&(user.to_owned(), sha256(password))).cloned()
+        self.lock()
+            .get(&(user.to_owned(), sha256(password)))
+            .cloned()
     }
 
     /// Keeps `secret` as the verifier of `user` with `password`.

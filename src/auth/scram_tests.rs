@@ -417,15 +417,17 @@ fn binding_negotiation_follows_postgres_rules() {
         .client_first(SCRAM_SHA_256, b"y,,n=,r=abc")
         .is_ok());
     for bad in [&b"p=,,n=,r=abc"[..], b"p=tls-server-end-point", b"p"] {
-        assert!(bound_server().client_first(SCRAM_SHA_256_PLUS, bad).is_err());
+        assert!(bound_server()
+            .client_first(SCRAM_SHA_256_PLUS, bad)
+            .is_err());
     }
 }
 
 #[test]
 fn mock_exchange_with_binding_still_fails_as_a_wrong_password() {
     let key = ScramServer::generate_mock_key();
-    let mut server = ScramServer::for_unknown_user("ghost", &key)
-        .with_channel_binding(Some(CB_DATA.to_vec()));
+    let mut server =
+        ScramServer::for_unknown_user("ghost", &key).with_channel_binding(Some(CB_DATA.to_vec()));
     assert_eq!(server.mechanisms(), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
     let binding = ChannelBinding::tls_server_end_point(CB_DATA.to_vec());
     let mut client = ScramSha256::new(b"whatever", binding);

@@ -195,7 +195,10 @@ mod tests {
     #[test]
     fn sasl_initial_response_length_must_match_its_data() {
         let ok = initial("SCRAM-SHA-256", 3, b"n,,");
-        assert_eq!(parse_sasl_initial(&ok), Some(("SCRAM-SHA-256", &b"n,,"[..])));
+        assert_eq!(
+            parse_sasl_initial(&ok),
+            Some(("SCRAM-SHA-256", &b"n,,"[..]))
+        );
         for len in [-1, -2, i32::MIN, 2, 4] {
             let bad = initial("SCRAM-SHA-256", len, b"n,,");
             assert_eq!(parse_sasl_initial(&bad), None, "length {len}");

@@ -110,7 +110,13 @@ impl ClientEntry {
             return None;
         }
         let mut buf = BytesMut::new();
-        messages::put_error(&mut buf, Severity::Fatal, ADMIN_SHUTDOWN, KILLED_MESSAGE, None);
+        messages::put_error(
+            &mut buf,
+            Severity::Fatal,
+            ADMIN_SHUTDOWN,
+            KILLED_MESSAGE,
+            None,
+        );
         Some(buf)
     }
 
@@ -304,7 +310,10 @@ mod tests {
         let bye = b.entry.farewell().expect("a killed client is told why");
         assert_eq!(bye[0], b'E');
         let text = String::from_utf8_lossy(&bye);
-        assert!(text.contains(ADMIN_SHUTDOWN) && text.contains(KILLED_MESSAGE), "{text}");
+        assert!(
+            text.contains(ADMIN_SHUTDOWN) && text.contains(KILLED_MESSAGE),
+            "{text}"
+        );
         assert_eq!(reg.list().iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
         drop(b);
         assert_eq!(reg.len(), 1);

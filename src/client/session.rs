@@ -84,6 +84,11 @@ async fn send_server_error(stream: &mut Stream, e: &ServerError, span: &tracing:
             )
             .await
         }
+        ServerError::Auth(_) => {
+            // pgfunnel cannot do what the server asks (a static reason, no secrets).
+            warn!(parent: span, error = %e, "server login failed");
+            send_fatal(stream, ErrorKind::ServerUnavailable, &e.to_string()).await
+        }
         other => {
             warn!(parent: span, error = %other, "server login failed");
             send_fatal(

