@@ -335,6 +335,23 @@ fn bound_server() -> ScramServer {
     ScramServer::new(rfc_secret()).with_channel_binding(Some(CB_DATA.to_vec()))
 }
 
+/// Drives a postgres-protocol client with `password` bound to `cb_data` through `server`
+/// over SCRAM-SHA-256-PLUS; returns the client (to check server-final) and the result.
+fn bound_exchange(
+    server: &mut ScramServer,
+    password: &[u8],
+    cb_data: &[u8],
+) -> (ScramSha256, Result<ScramOutcome, ScramError>) {
+    let binding = ChannelBinding::tls_server_end_point(cb_data.to_vec());
+    let mut client = ScramSha256::new(password, binding);
+    let first = server
+        .client_first(SCRAM_SHA_256_PLUS, client.message())
+        .expect("valid");
+    client.update(&first).expect("client accepts server-first");
+    let result = server.client_final(client.message());
+    (client, result)
+}
+
 #[test]
 fn plus_is_offered_only_with_binding_data() {
     assert_eq!(ScramServer::new(rfc_secret()).mechanisms(), [SCRAM_SHA_256]);
@@ -346,16 +363,8 @@ fn plus_is_offered_only_with_binding_data() {
 
 #[test]
 fn client_with_tls_server_end_point_binding_authenticates_over_plus() {
-    let mut server = bound_server();
-    let binding = ChannelBinding::tls_server_end_point(CB_DATA.to_vec());
-    let mut client = ScramSha256::new(b"pencil", binding);
-    let first = server
-        .client_first(SCRAM_SHA_256_PLUS, client.message())
-        .expect("valid");
-    client.update(&first).expect("client accepts server-first");
-    let outcome = server
-        .client_final(client.message())
-        .expect("proof and binding verify");
+    let (mut client, result) = bound_exchange(&mut bound_server(), b"pencil", CB_DATA);
+    let outcome = result.expect("proof and binding verify");
     client
         .finish(&outcome.server_final)
         .expect("client verifies server");
@@ -363,17 +372,19 @@ fn client_with_tls_server_end_point_binding_authenticates_over_plus() {
 
 #[test]
 fn binding_to_another_certificate_is_refused() {
-    let mut server = bound_server();
-    let binding = ChannelBinding::tls_server_end_point(b"some other certificate hash".to_vec());
-    let mut client = ScramSha256::new(b"pencil", binding);
-    let first = server
-        .client_first(SCRAM_SHA_256_PLUS, client.message())
-        .expect("valid");
-    client.update(&first).expect("client accepts server-first");
-    assert_eq!(
-        server.client_final(client.message()),
-        Err(ScramError::ChannelBindingMismatch)
-    );
+    let other = b"some other certificate hash";
+    let (_, result) = bound_exchange(&mut bound_server(), b"pencil", other);
+    assert_eq!(result, Err(ScramError::ChannelBindingMismatch));
+}
+
+#[test]
+fn mock_exchange_with_binding_still_fails_as_a_wrong_password() {
+    let key = ScramServer::generate_mock_key();
+    let mut server =
+        ScramServer::for_unknown_user("ghost", &key).with_channel_binding(Some(CB_DATA.to_vec()));
+    assert_eq!(server.mechanisms(), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
+    let (_, result) = bound_exchange(&mut server, b"whatever", CB_DATA);
+    assert_eq!(result, Err(ScramError::InvalidProof));
 }
 
 #[test]
@@ -421,22 +432,4 @@ fn binding_negotiation_follows_postgres_rules() {
             .client_first(SCRAM_SHA_256_PLUS, bad)
             .is_err());
     }
-}
-
-#[test]
-fn mock_exchange_with_binding_still_fails_as_a_wrong_password() {
-    let key = ScramServer::generate_mock_key();
-    let mut server =
-        ScramServer::for_unknown_user("ghost", &key).with_channel_binding(Some(CB_DATA.to_vec()));
-    assert_eq!(server.mechanisms(), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
-    let binding = ChannelBinding::tls_server_end_point(CB_DATA.to_vec());
-    let mut client = ScramSha256::new(b"whatever", binding);
-    let first = server
-        .client_first(SCRAM_SHA_256_PLUS, client.message())
-        .expect("valid");
-    client.update(&first).expect("client accepts server-first");
-    assert_eq!(
-        server.client_final(client.message()),
-        Err(ScramError::InvalidProof)
-    );
 }

@@ -41,6 +41,14 @@ fn error_code(body: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// Reads the rest of an ErrorResponse whose tag was consumed; returns its SQLSTATE.
+async fn rest_of_error(s: &mut TcpStream) -> String {
+    let len = s.read_i32().await.expect("length");
+    let mut body = vec![0u8; (len as usize).saturating_sub(4)];
+    s.read_exact(&mut body).await.expect("body");
+    error_code(&body)
+}
+
 /// Reads until an ErrorResponse and returns its SQLSTATE.
 async fn expect_error(s: &mut TcpStream) -> String {
     loop {
@@ -124,15 +132,20 @@ fn forced() -> String {
     format!("user={SCRAM_USER} password={SCRAM_PASSWORD}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_plaintext_and_scram_users_get_alike_stable_scram_challenges() {
+/// pgfunnel with `auth_type = scram-sha-256` and [`mixed_users`].
+async fn scram_proxy() -> Proxy {
     PgServer::shared();
     let extra = "auth_type = scram-sha-256";
-    let proxy = Proxy::start(
+    Proxy::start(
         &ini(&db_line("app", "app", &forced()), extra),
         &mixed_users(),
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_plaintext_and_scram_users_get_alike_stable_scram_challenges() {
+    let proxy = scram_proxy().await;
     let mut seen = Vec::new();
     for user in ["u_plain", "u_scram", "u_md5", "nobody", "nobody2"] {
         let first = scram_challenge(&proxy, user).await;
@@ -183,13 +196,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_plaintext_and_scram_users_take_alike_time_to_challenge() {
-    PgServer::shared();
-    let extra = "auth_type = scram-sha-256";
-    let proxy = Proxy::start(
-        &ini(&db_line("app", "app", &forced()), extra),
-        &mixed_users(),
-    )
-    .await;
+    let proxy = scram_proxy().await;
     let users = ["u_plain", "u_scram", "nobody"];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); users.len()];
     // Interleaved rounds, so load on the machine hits every user alike.
@@ -211,18 +218,7 @@ fn psql_channel_binding(port: u16, ca: &std::path::Path) -> Result<String, Strin
         "host=localhost hostaddr=127.0.0.1 port={port} user={PLAIN_USER} dbname=app sslmode=verify-full sslrootcert={} channel_binding=require connect_timeout=20",
         ca.display()
     );
-    let out = std::process::Command::new(PgServer::shared().bindir().join("psql"))
-        .env_clear()
-        .env("PGPASSWORD", PLAIN_PASSWORD)
-        .args(["-X", "-A", "-t", "-c", "select 42"])
-        .arg(conn)
-        .output()
-        .expect("run psql");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    crate::tls::psql_select_42(&conn)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,14 +247,13 @@ async fn second_ssl_request_after_n_is_refused_at_once() {
     PgServer::shared();
     let proxy = Proxy::simple(&forced(), "").await;
     let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
-    let mut request = 8i32.to_be_bytes().to_vec();
-    request.extend(SSL_REQUEST.to_be_bytes());
-    s.write_all(&request).await.expect("first SSLRequest");
-    let mut answer = [0u8; 1];
-    s.read_exact(&mut answer).await.expect("answer");
-    assert_eq!(&answer, b"N");
-    s.write_all(&request).await.expect("second SSLRequest");
-    assert_eq!(expect_error(&mut s).await, "08P01");
+    assert_eq!(ssl_request(&mut s).await, b'N');
+    // Answered with an error at once, not left to client_login_timeout.
+    let error = tokio::time::timeout(Duration::from_secs(5), async {
+        assert_eq!(ssl_request(&mut s).await, b'E');
+        rest_of_error(&mut s).await
+    });
+    assert_eq!(error.await.expect("prompt answer"), "08P01");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,12 +371,7 @@ async fn max_client_conn_is_enforced_before_the_tls_handshake() {
     let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
     let answer = ssl_request(&mut s).await;
     match answer {
-        b'E' => {
-            let len = s.read_i32().await.expect("length");
-            let mut body = vec![0u8; len as usize - 4];
-            s.read_exact(&mut body).await.expect("body");
-            assert_eq!(error_code(&body), "53300");
-        }
+        b'E' => assert_eq!(rest_of_error(&mut s).await, "53300"),
         other => assert_eq!(other, 0, "refused or closed, not {other}"),
     }
     drop(half_open);
