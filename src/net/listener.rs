@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tracing::{info, warn};
 
@@ -126,7 +126,8 @@ fn at_client_limit(app: &App) -> bool {
     app.client_count.load(Ordering::Acquire) >= max
 }
 
-/// Longest wait for the refusal to be taken by the peer's socket.
+/// Longest time a refused connection is kept: to hand over the error and let the peer
+/// close first.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Answers a connection over `max_client_conn` with a plaintext FATAL 53300 (as Postgres
@@ -137,9 +138,27 @@ fn refuse_at_accept(app: &App, mut sock: TcpStream, peer: SocketAddr) {
     let code = ErrorKind::TooManyClients.sqlstate();
     messages::put_error(&mut buf, Severity::Fatal, code, TOO_MANY_CLIENTS, None);
     app.tasks.spawn(async move {
-        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, sock.write_all(&buf)).await;
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            sock.write_all(&buf).await?;
+            sock.shutdown().await?;
+            // Closing with the client's startup packet unread would reset the connection
+            // and could discard the error before the client reads it: drain a little first.
+            let mut sink = [0u8; 1024];
+            let mut drained = 0;
+            while drained < REFUSAL_DRAIN_LIMIT {
+                match sock.read(&mut sink).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
     });
 }
+
+/// Most bytes read (and ignored) from a refused connection before it is closed.
+const REFUSAL_DRAIN_LIMIT: usize = 16 * 1024;
 
 /// Postgres's message for a full server (53300).
 pub const TOO_MANY_CLIENTS: &str = "sorry, too many clients already";
