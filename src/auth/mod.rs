@@ -48,8 +48,8 @@ pub enum ClientAuthMethod {
 /// PgBouncer's rule for picking the challenge from the `auth_type` setting and the user's
 /// stored secret (`None` when unknown): `md5` uses SCRAM when the secret is SCRAM (md5
 /// cannot be checked against a SCRAM verifier), else md5; `scram-sha-256` is always SCRAM
-/// (plain and md5 secrets are handled by the caller: plain via
-/// [`ScramSecret::for_plain_password`], md5 cannot work); `plain` is cleartext; `trust` is
+/// (plain and md5 secrets are handled by the caller: plain via a cached
+/// [`derive_plain_scram`], md5 cannot work); `plain` is cleartext; `trust` is
 /// none. Names match case-insensitively. Any other name fails closed to SCRAM: validate
 /// `auth_type` (and handle `cert`, `hba`, `any`, `pam`, `ldap`) before calling this.
 pub fn choose_method(auth_type_name: &str, secret: Option<&Secret>) -> ClientAuthMethod {

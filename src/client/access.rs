@@ -106,7 +106,7 @@ pub async fn admit(
 /// Runs the password exchange that `auth_type_name` (`None` = trust) calls for with this
 /// user's `secret` (`None` = unknown): the challenge kind is chosen so that unknown users do
 /// not stand out ([`auth::choose_method_masked`]), SCRAM verifiers are prepared by
-/// [`scram_server`]. Under trust an unknown user still fails when users come from an
+/// `scram_server`. Under trust an unknown user still fails when users come from an
 /// auth_file, as in PgBouncer. Sends AuthenticationOk on success.
 pub async fn password_exchange(
     app: &App,
