@@ -396,3 +396,57 @@ async fn max_client_conn_is_enforced_before_the_tls_handshake() {
     .expect("a client fits again");
     c.simple_query("select 1").await.expect("query");
 }
+
+#[test]
+fn server_login_refusal_is_logged_as_such_with_the_servers_words() {
+    PgServer::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let log = dir.path().join("pgfunnel.log");
+    let ini_text = format!(
+        "[databases]\n{}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\nlogfile = {}\n",
+        db_line("app", "app", &format!("user={SCRAM_USER} password=not_it")),
+        log.display()
+    );
+    std::fs::write(dir.path().join("pgfunnel.ini"), ini_text).expect("ini");
+    std::fs::write(dir.path().join("userlist.txt"), userlist("")).expect("userlist");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgfunnel"))
+        .arg("-q")
+        .arg(dir.path().join("pgfunnel.ini"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn pgfunnel");
+    wait_until_msg(Duration::from_secs(20), "pgfunnel to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let code = rt.block_on(async {
+        let conn = format!(
+            "host=127.0.0.1 port={port} user={PLAIN_USER} password={PLAIN_PASSWORD} dbname=app"
+        );
+        let e = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("the server refuses pgfunnel's login");
+        sqlstate(&e)
+    });
+    assert_eq!(code, "28P01");
+    let mut text = String::new();
+    wait_until_msg(Duration::from_secs(10), "the disconnection logged", || {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("closing client")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains(&format!(
+            "server login failed: \"password authentication failed for user \\\"{SCRAM_USER}\\\"\""
+        )),
+        "{text}"
+    );
+    assert!(text.contains("reason=\"server login failed\""), "{text}");
+    assert!(!text.contains("client close request"), "{text}");
+    assert!(!text.contains("not_it"), "{text}");
+}
