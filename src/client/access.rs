@@ -154,9 +154,12 @@ async fn scram_server(
 ) -> ScramServer {
     let server = match secret {
         Some(Secret::Scram(s)) => ScramServer::new(s.clone()),
-        Some(Secret::Plain(p)) => ScramServer::new(plain_verifier(app, user, p).await),
-        // An md5 hash cannot drive SCRAM; behave exactly as for an unknown user.
-        Some(Secret::Md5(_)) | None => ScramServer::for_unknown_user(user, &app.scram_mock_key),
+        Some(Secret::Plain(p)) if !p.is_empty() => {
+            ScramServer::new(plain_verifier(app, user, p).await)
+        }
+        // An md5 hash cannot drive SCRAM, and an empty password never matches (as in
+        // Postgres): behave exactly as for an unknown user.
+        Some(_) | None => ScramServer::for_unknown_user(user, &app.scram_mock_key),
     };
     let binding = match stream.is_tls() {
         true => app.tls.client().end_point.clone(),
