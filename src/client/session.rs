@@ -42,6 +42,16 @@ pub struct Session {
     span: tracing::Span,
 }
 
+impl Drop for Session {
+    /// A killed client (KILL, KILL_CLIENT, shutdown: its task is aborted) is told why
+    /// before its socket closes, best effort and without waiting.
+    fn drop(&mut self) {
+        if let Some(bye) = self.entry.as_ref().and_then(|e| e.farewell()) {
+            self.stream.write_now(&bye);
+        }
+    }
+}
+
 /// Sends an error to the client; write failures are ignored (the client may be gone).
 pub async fn send_error(
     stream: &mut Stream,
@@ -73,6 +83,11 @@ async fn send_server_error(stream: &mut Stream, e: &ServerError, span: &tracing:
                 "server connect timed out",
             )
             .await
+        }
+        ServerError::Auth(_) => {
+            // pgfunnel cannot do what the server asks (a static reason, no secrets).
+            warn!(parent: span, error = %e, "server login failed");
+            send_fatal(stream, ErrorKind::ServerUnavailable, &e.to_string()).await
         }
         other => {
             warn!(parent: span, error = %other, "server login failed");
@@ -157,7 +172,7 @@ impl Session {
                 return send_fatal(&mut self.stream, ErrorKind::Protocol, msg).await;
             }
             Err(denied) => {
-                warn!(parent: &self.span, user = %self.user, reason = %denied, "client authentication failed");
+                warn!(parent: &self.span, user = ?self.user, reason = ?denied.to_string(), "client authentication failed");
                 let code = denied.sqlstate();
                 let msg = denied.to_string();
                 return send_error(&mut self.stream, Severity::Fatal, code, &msg, None).await;
@@ -268,6 +283,9 @@ impl Session {
                 None
             }
             Err(PoolError::Connect(e)) => {
+                if let Some(entry) = &self.entry {
+                    entry.set_close_reason("server login failed");
+                }
                 send_server_error(&mut self.stream, &e, &self.span).await;
                 None
             }

@@ -80,6 +80,9 @@ pub struct ClientSideTls {
     pub mode: SslMode,
     /// `None` when the mode is `disable`.
     pub acceptor: Option<TlsAcceptor>,
+    /// SCRAM `tls-server-end-point` channel binding data of pgfunnel's certificate; `None`
+    /// when TLS is off or the certificate's signature has no usable hash.
+    pub end_point: Option<Vec<u8>>,
 }
 
 /// TLS toward servers, as currently configured.
@@ -154,6 +157,7 @@ pub fn client_side(s: &Settings) -> Result<ClientSideTls, TlsError> {
         return Ok(ClientSideTls {
             mode,
             acceptor: None,
+            end_point: None,
         });
     }
     let missing = |needed| TlsError::Missing {
@@ -169,6 +173,9 @@ pub fn client_side(s: &Settings) -> Result<ClientSideTls, TlsError> {
         .as_deref()
         .ok_or_else(|| missing("client_tls_key_file"))?;
     let certs = load_certs(cert_file, "client_tls_cert_file")?;
+    let end_point = certs
+        .first()
+        .and_then(|leaf| crate::auth::tls_server_end_point(leaf));
     let key = load_key(key_file, "client_tls_key_file")?;
     let provider = provider();
     let versions = protocol_versions(&s.client_tls_protocols, "client_tls_protocols")?;
@@ -194,6 +201,7 @@ pub fn client_side(s: &Settings) -> Result<ClientSideTls, TlsError> {
     Ok(ClientSideTls {
         mode,
         acceptor: Some(TlsAcceptor::from(Arc::new(config))),
+        end_point,
     })
 }
 

@@ -135,7 +135,7 @@ impl ServerCertVerifier for NoCertificateCheck {
 }
 
 /// One DER element: (tag, contents, rest). `None` on malformed or long-form > 4 byte lengths.
-fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {

@@ -15,6 +15,7 @@ mod cli;
 mod drivers;
 mod flood;
 mod hostile_ops;
+mod hostile_auth;
 mod listen;
 mod metrics;
 mod migrate;
