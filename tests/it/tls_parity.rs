@@ -22,6 +22,11 @@ async fn proxy_with(extra: &str) -> Proxy {
     Proxy::start(&ini(&db_line("app", "app", ""), extra), &userlist("")).await
 }
 
+/// Whether pgfunnel's server connection uses TLS, or the client's error message.
+async fn login(p: &Proxy) -> Result<bool, String> {
+    server_side_ssl(p, SCRAM_USER, SCRAM_PASSWORD).await
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
@@ -62,7 +67,6 @@ async fn v1_postgres_certificate_is_used_and_checked_like_libpq() {
     .await
     .expect("start Postgres");
     let port = pg.port();
-    let login = |p| async move { server_side_ssl(p, SCRAM_USER, SCRAM_PASSWORD).await };
     // No verification wanted: TLS is used all the same (prefer used to fall back to plaintext).
     for mode in ["prefer", "require"] {
         let p = proxy_to("localhost", port, &format!("server_tls_sslmode = {mode}")).await;
