@@ -351,14 +351,18 @@ mod tests {
         assert!(name_matches(&cn_only, &dns("db.example")));
         assert!(!name_matches(&cn_only, &dns("other.example")));
         let with_san = cert_with(
-            vec![rcgen::SanType::DnsName("san.example".try_into().expect("ia5"))],
+            vec![rcgen::SanType::DnsName(
+                "san.example".try_into().expect("ia5"),
+            )],
             "db.example",
         );
         assert!(name_matches(&with_san, &dns("san.example")));
         assert!(!name_matches(&with_san, &dns("db.example")));
         // An IP host: the DNS-only SAN does not hide the CN.
         let ip_cn = cert_with(
-            vec![rcgen::SanType::DnsName("san.example".try_into().expect("ia5"))],
+            vec![rcgen::SanType::DnsName(
+                "san.example".try_into().expect("ia5"),
+            )],
             "127.0.0.1",
         );
         assert!(name_matches(&ip_cn, &dns("127.0.0.1")));

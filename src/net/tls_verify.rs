@@ -164,7 +164,10 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
             Err(e) if tls_chain::webpki_refused_legacy(&e) => {
                 tls_chain::verify_chain(
                     end_entity,

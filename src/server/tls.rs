@@ -78,7 +78,9 @@ pub fn failure_message(e: &std::io::Error) -> String {
             C::NotValidYet | C::NotValidYetContext { .. } => "certificate is not yet valid",
             C::BadSignature => "certificate signature failure",
             C::BadEncoding => "certificate could not be parsed",
-            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "unsupported certificate purpose",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "unsupported certificate purpose"
+            }
             _ => "certificate rejected",
         },
         Some(rustls::Error::NoCertificatesPresented) => "no certificate presented",

@@ -61,7 +61,11 @@ impl TlsPg {
 }
 
 /// Whether pgfunnel's server connection for this client uses TLS (asked from Postgres).
-pub(crate) async fn server_side_ssl(proxy: &Proxy, user: &str, password: &str) -> Result<bool, String> {
+pub(crate) async fn server_side_ssl(
+    proxy: &Proxy,
+    user: &str,
+    password: &str,
+) -> Result<bool, String> {
     let c = proxy
         .try_connect(user, password, "app")
         .await

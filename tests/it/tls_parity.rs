@@ -135,11 +135,8 @@ async fn v1_certificates_for_pgfunnel_and_its_clients_work_with_psql() {
     let ca = OpensslCa::v1(dir.path(), "ca", "v1 CA");
     let (crt, key) = ca.issue_v1("proxy", "localhost", None);
     let client = ca.issue_v1("client", PLAIN_USER, None);
-    let intruder = OpensslCa::v1(dir.path(), "other", "other CA").issue_v1(
-        "intruder",
-        PLAIN_USER,
-        None,
-    );
+    let intruder =
+        OpensslCa::v1(dir.path(), "other", "other CA").issue_v1("intruder", PLAIN_USER, None);
     let lines = format!(
         "{}client_tls_ca_file = {}\nauth_type = cert\n",
         client_tls_lines("verify-ca", &crt, &key),
@@ -222,12 +219,18 @@ async fn console_set_of_tls_settings_applies_to_the_next_connection() {
         .await
         .expect("SHOW CONFIG");
     let shown = rows.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) if r.get("key") == Some("client_tls_key_file") => {
+        tokio_postgres::SimpleQueryMessage::Row(r)
+            if r.get("key") == Some("client_tls_key_file") =>
+        {
             r.get("value").map(str::to_owned)
         }
         _ => None,
     });
-    assert_eq!(shown, Some(key.display().to_string()), "refused SET not kept");
+    assert_eq!(
+        shown,
+        Some(key.display().to_string()),
+        "refused SET not kept"
+    );
     let row = open.query_one("select 1", &[]).await.expect("open client");
     assert_eq!(row.get::<_, i32>(0), 1);
 }

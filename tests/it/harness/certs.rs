@@ -172,8 +172,21 @@ impl OpensslCa {
         openssl(
             &self.dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-CAserial",
-                &serial, "-CAcreateserial", "-days", "365", "-out", &crt,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAserial",
+                &serial,
+                "-CAcreateserial",
+                "-days",
+                "365",
+                "-out",
+                &crt,
             ],
         );
         let crt = self.dir.join(crt);
