@@ -44,7 +44,7 @@ pub fn webpki_refused_legacy(e: &Error) -> bool {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, Error> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err(CertificateError::BadEncoding.into()),
     }
 }
