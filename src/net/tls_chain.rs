@@ -341,6 +341,10 @@ mod tests {
         params.self_signed(&key).expect("cert").der().to_vec()
     }
 
+    fn dns_san(name: &str) -> Vec<rcgen::SanType> {
+        vec![rcgen::SanType::DnsName(name.try_into().expect("ia5"))]
+    }
+
     fn dns(name: &str) -> ServerName<'static> {
         ServerName::try_from(name.to_owned()).expect("name")
     }
@@ -350,21 +354,11 @@ mod tests {
         let cn_only = cert_with(vec![], "db.example");
         assert!(name_matches(&cn_only, &dns("db.example")));
         assert!(!name_matches(&cn_only, &dns("other.example")));
-        let with_san = cert_with(
-            vec![rcgen::SanType::DnsName(
-                "san.example".try_into().expect("ia5"),
-            )],
-            "db.example",
-        );
+        let with_san = cert_with(dns_san("san.example"), "db.example");
         assert!(name_matches(&with_san, &dns("san.example")));
         assert!(!name_matches(&with_san, &dns("db.example")));
         // An IP host: the DNS-only SAN does not hide the CN.
-        let ip_cn = cert_with(
-            vec![rcgen::SanType::DnsName(
-                "san.example".try_into().expect("ia5"),
-            )],
-            "127.0.0.1",
-        );
+        let ip_cn = cert_with(dns_san("san.example"), "127.0.0.1");
         assert!(name_matches(&ip_cn, &dns("127.0.0.1")));
         let ip_san = cert_with(
             vec![rcgen::SanType::IpAddress("127.0.0.2".parse().expect("ip"))],

@@ -19,6 +19,35 @@ use rustls::{
 use super::tls::TlsError;
 use super::tls_chain::{self, Purpose};
 
+/// The handshake-signature methods shared by every verifier here: rustls's checks, and for
+/// certificates webpki cannot parse (v1) the same checks on their public key
+/// (`tls_chain`). Expects a `self.algs: WebPkiSupportedAlgorithms`.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            tls_chain::verify_tls12(message, cert, dss, &self.algs)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            tls_chain::verify_tls13(message, cert, dss, &self.algs)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algs.supported_schemes()
+        }
+    };
+}
+
 /// The verifier for verify-ca (`check_name = false`: chain only, as libpq) or verify-full
 /// (chain and host name). `cas` are the CA file's certificates, for the chains webpki
 /// refuses but OpenSSL accepts (see `tls_chain`).
@@ -97,27 +126,7 @@ impl ServerCertVerifier for ServerVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        tls_chain::verify_tls12(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        tls_chain::verify_tls13(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// Client certificates: webpki's verifier (built from `client_tls_ca_file`), with
@@ -183,38 +192,22 @@ impl ClientCertVerifier for ClientVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        tls_chain::verify_tls12(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        tls_chain::verify_tls13(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// sslmode allow/prefer/require: encryption without authentication of the server (libpq's
 /// meaning). Handshake signatures are still checked so the session keys are sound.
 #[derive(Debug)]
-pub struct NoCertificateCheck(Arc<CryptoProvider>);
+pub struct NoCertificateCheck {
+    algs: WebPkiSupportedAlgorithms,
+}
 
 impl NoCertificateCheck {
     /// A verifier using `provider`'s signature algorithms.
     pub fn new(provider: Arc<CryptoProvider>) -> Self {
-        NoCertificateCheck(provider)
+        NoCertificateCheck {
+            algs: provider.signature_verification_algorithms,
+        }
     }
 }
 
@@ -230,37 +223,7 @@ impl ServerCertVerifier for NoCertificateCheck {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        tls_chain::verify_tls12(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        tls_chain::verify_tls13(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// One DER element: (tag, contents, rest). `None` on malformed or long-form > 4 byte lengths.
