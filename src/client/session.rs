@@ -89,6 +89,11 @@ async fn send_server_error(stream: &mut Stream, e: &ServerError, span: &tracing:
             warn!(parent: span, error = %e, "server login failed");
             send_fatal(stream, ErrorKind::ServerUnavailable, &e.to_string()).await
         }
+        ServerError::Tls(io) => {
+            warn!(parent: span, error = %e, "server login failed");
+            let text = crate::server::tls::failure_message(io);
+            send_fatal(stream, ErrorKind::ServerUnavailable, &text).await
+        }
         other => {
             warn!(parent: span, error = %other, "server login failed");
             send_fatal(

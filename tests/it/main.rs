@@ -25,5 +25,6 @@ mod session_pool;
 mod signals;
 mod soak;
 mod tls;
+mod tls_parity;
 mod transaction_pool;
 mod upstream;

@@ -200,7 +200,7 @@ async fn every_client_sslmode_with_tokio_postgres() {
 
 /// Runs `select 42` with psql against `port` (server name `localhost`); returns stdout or
 /// stderr. `cert` is the client certificate and key files to present.
-fn psql(
+pub(crate) fn psql(
     port: u16,
     sslmode: &str,
     ca: &std::path::Path,
