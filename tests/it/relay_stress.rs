@@ -12,8 +12,10 @@
 //!   reconnecting so relay buffers are reused.
 //!
 //! A hang is a failure (every exchange has a timeout). The seed is printed; set
-//! `PGFUNNEL_STRESS_SEED` to replay it. `PGFUNNEL_STRESS_SECS` (default 40) and
-//! `PGFUNNEL_STRESS_MB` (default 240) bound the randomized run's wall time and traffic.
+//! `PGFUNNEL_STRESS_SEED` to replay it. `PGFUNNEL_STRESS_SECS` (default 30) and
+//! `PGFUNNEL_STRESS_MB` (default 200) bound the randomized run's wall time and traffic;
+//! `PGFUNNEL_STALL_MB` (default 60) the COPY workload's; `PGFUNNEL_STRESS_OP_SECS`
+//! (default 90) is how long one exchange may take before it counts as a hang.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -190,7 +192,7 @@ async fn copy_heavy_connection_over_server_tls_never_stalls() {
     let pg = tokio::task::spawn_blocking(tls_postgres)
         .await
         .expect("start Postgres");
-    let budget = (env_num("PGFUNNEL_STALL_MB", 80) as usize) << 20;
+    let budget = (env_num("PGFUNNEL_STALL_MB", 60) as usize) << 20;
     for (mode, tls, max_copy) in [
         ("session", "prefer", 20 << 20),
         ("transaction", "require", 10 << 20),
@@ -330,9 +332,9 @@ async fn stress_worker(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_relay_stress_delivers_every_byte() {
     let seed = seed("randomized_relay_stress_delivers_every_byte");
-    let secs = env_num("PGFUNNEL_STRESS_SECS", 40);
+    let secs = env_num("PGFUNNEL_STRESS_SECS", 30);
     let budget = Arc::new(AtomicI64::new(
-        (env_num("PGFUNNEL_STRESS_MB", 240) << 20) as i64,
+        (env_num("PGFUNNEL_STRESS_MB", 200) << 20) as i64,
     ));
     let pg = tokio::task::spawn_blocking(tls_postgres)
         .await
