@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
 use super::conn::{BackendKey, CancelAddr, ServerConnection, ServerError, ServerInfo};
@@ -189,7 +190,7 @@ async fn login(
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     messages::put_startup(&mut out, &params);
-    conn.stream.send(&out).await?;
+    conn.stream.write_all(&out).await?;
     authenticate(&mut conn, target).await?;
     loop {
         let (t, body) = conn.read_message().await?;
