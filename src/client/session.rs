@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn, Instrument};
 
 use super::access::{self, Denied};
@@ -62,7 +61,7 @@ pub async fn send_error(
 ) {
     let mut buf = BytesMut::new();
     messages::put_error(&mut buf, severity, code, message, hint);
-    let _ = stream.write_all(&buf).await;
+    let _ = stream.send(&buf).await;
 }
 
 async fn send_fatal(stream: &mut Stream, kind: ErrorKind, message: &str) {
@@ -232,7 +231,7 @@ impl Session {
         }
         messages::put_backend_key(&mut buf, cancel.pid, cancel.secret_i32());
         messages::put_ready(&mut buf, b'I');
-        if self.stream.write_all(&buf).await.is_err() {
+        if self.stream.send(&buf).await.is_err() {
             if let Some(s) = held {
                 pool.checkin(s);
             }
@@ -490,7 +489,7 @@ impl Session {
                 end = relay.wait_for_request(&mut self.stream) => return Some(end),
                 _ = idle_timer => return None,
                 Some(msg) = note => {
-                    if self.stream.write_all(&msg).await.is_err() {
+                    if self.stream.send(&msg).await.is_err() {
                         return Some(IdleEnd::ClientGone);
                     }
                 }
@@ -528,7 +527,7 @@ impl Session {
             messages::put_error(&mut buf, Severity::Error, "08006", msg, None);
         }
         messages::put_ready(&mut buf, b'I');
-        let _ = self.stream.write_all(&buf).await;
+        let _ = self.stream.send(&buf).await;
         true
     }
 

@@ -20,6 +20,7 @@ mod listen;
 mod metrics;
 mod migrate;
 mod prepared;
+mod relay_stress;
 mod server_tls;
 mod session_pool;
 mod signals;
