@@ -210,6 +210,28 @@ impl ConfigError {
         }
     }
 
+    /// Where the problem is, when it is at a line of a file.
+    pub fn location(&self) -> Option<&Location> {
+        use ConfigError::*;
+        match self {
+            Syntax { location, .. }
+            | UnknownSection { location, .. }
+            | IncludeUnreadable { location, .. }
+            | IncludeTooDeep { location, .. }
+            | IncludeCycle { location, .. }
+            | ReservedDatabase { location, .. }
+            | InvalidValue { location, .. }
+            | InvalidEntryValue { location, .. }
+            | ConnString { location, .. }
+            | Requires { location, .. }
+            | NothingToListenOn { location, .. }
+            | AuthFile { location, .. }
+            | Unsupported { location, .. }
+            | UnusablePath { location, .. } => Some(location),
+            Read { .. } | Many { .. } | Url { .. } => None,
+        }
+    }
+
     /// Every single problem: the list of a [`ConfigError::Many`], else this error alone.
     pub fn problems(&self) -> Vec<&ConfigError> {
         match self {

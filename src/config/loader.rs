@@ -389,15 +389,15 @@ mod tests {
         let lines: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert!(
-            lines[0].starts_with("pgbouncer.ini:4: syntax error"),
+            lines[0].starts_with("pgbouncer.ini:2: pool_mode"),
             "{lines:?}"
         );
         assert!(
-            lines[1].starts_with("pgbouncer.ini:2: pool_mode"),
+            lines[1].starts_with("pgbouncer.ini:3: listen_port"),
             "{lines:?}"
         );
         assert!(
-            lines[2].starts_with("pgbouncer.ini:3: listen_port"),
+            lines[2].starts_with("pgbouncer.ini:4: syntax error"),
             "{lines:?}"
         );
         assert!(

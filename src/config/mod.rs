@@ -95,6 +95,7 @@ impl Config {
         let (config, mut errors) =
             loader::build_config_collecting(parsed.items, parsed.errors, path);
         errors.extend(config.file_problems());
+        sort_by_place(&mut errors);
         Ok((config, errors))
     }
 
@@ -102,7 +103,9 @@ impl Config {
     /// directory and `auth_file` is resolved against it, but not checked (see [`Config::check_files`]).
     pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let parsed = ini::read_text(text, origin);
-        let (config, errors) = loader::build_config_collecting(parsed.items, parsed.errors, origin);
+        let (config, mut errors) =
+            loader::build_config_collecting(parsed.items, parsed.errors, origin);
+        sort_by_place(&mut errors);
         match ConfigError::from_list(errors) {
             Some(e) => Err(e),
             None => Ok(config),
@@ -223,6 +226,23 @@ impl Config {
                 line: 0,
             })
     }
+}
+
+/// Orders problems by line within each file, files in the order they first show up; problems
+/// without a line keep their place at the end.
+fn sort_by_place(errors: &mut [ConfigError]) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in errors.iter() {
+        if let Some(l) = e.location() {
+            if !files.contains(&l.file) {
+                files.push(l.file.clone());
+            }
+        }
+    }
+    errors.sort_by_key(|e| match e.location() {
+        Some(l) => (files.iter().position(|f| *f == l.file).unwrap_or(0), l.line),
+        None => (usize::MAX, 0),
+    });
 }
 
 /// Why a file at `path` could not be created: its directory is missing or not a directory.
