@@ -71,17 +71,8 @@ as_root() {
   fi
 }
 
-# Rust: the version Cargo.toml asks for (Debian 12's own cargo, 1.63, is too old).
-need_rust() {
-  local want have
-  want=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
-  command -v cargo >/dev/null 2>&1 ||
-    die "cargo not found: pgfunnel needs Rust $want or newer. Install it with rustup (https://rustup.rs), then open a new shell or run: . \"\$HOME/.cargo/env\""
-  have=$(cargo --version | awk '{print $2}')
-  if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n 1)" != "$want" ]; then
-    die "cargo $have is too old: pgfunnel needs Rust $want or newer (rustup update, or install rustup: https://rustup.rs)"
-  fi
-}
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
 
 find_pg_bindir() {
   local bindir

@@ -135,19 +135,8 @@ ensure_driver_prerequisites() {
     apt_install "${pkgs[@]}"
 }
 
-need_rust() {
-  local want have
-  want=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
-  command -v cargo >/dev/null 2>&1 || {
-    say "cargo not found: pgfunnel needs Rust $want or newer; install it with rustup (https://rustup.rs)"
-    exit 1
-  }
-  have=$(cargo --version | awk '{print $2}')
-  if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n 1)" != "$want" ]; then
-    say "cargo $have is too old: pgfunnel needs Rust $want or newer (rustup update; Debian's own cargo is too old)"
-    exit 1
-  fi
-}
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
 
 need_rust
 ensure_postgres

@@ -226,18 +226,23 @@ fn run(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
     )
 }
 
+/// Writes `text` to `dir/name` and runs `pgfunnel check` on it there.
+fn check_text(dir: &std::path::Path, name: &str, text: &str) -> (bool, String, String) {
+    let ini = dir.join(name);
+    std::fs::write(&ini, text).expect("write config");
+    run(&["check", ini.to_str().expect("utf-8")], dir)
+}
+
 #[test]
 fn check_takes_the_later_of_repeated_keys_and_warns_naming_both_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("users.txt"), "\"a\" \"b\"\n").expect("users");
-    let ini = dir.path().join("dup.ini");
-    std::fs::write(
-        &ini,
+    let (ok, stdout, stderr) = check_text(
+        dir.path(),
+        "dup.ini",
         "[databases]\napp = host=127.0.0.1\napp = host=127.0.0.2\n[pgbouncer]\nauth_file = users.txt\n\
          logfile = one.log\npool_mode = session\nlogfile = two.log\n",
-    )
-    .expect("write");
-    let (ok, stdout, stderr) = run(&["check", ini.to_str().expect("utf-8")], dir.path());
+    );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("logfile = two.log"), "{stdout}");
     assert!(stdout.contains("app = host=127.0.0.2"), "{stdout}");
@@ -256,14 +261,12 @@ fn check_takes_the_later_of_repeated_keys_and_warns_naming_both_lines() {
 #[test]
 fn check_reports_every_problem_each_os_error_once_and_refuses_pam_and_ldap() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ini = dir.path().join("many.ini");
-    std::fs::write(
-        &ini,
+    let (ok, stdout, stderr) = check_text(
+        dir.path(),
+        "many.ini",
         "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nauth_type = pam\npool_mode = sessionx\n\
          auth_file = missing-users.txt\nlogfile = /nonexistent-dir/pgfunnel.log\nthis is not a line\n",
-    )
-    .expect("write");
-    let (ok, stdout, stderr) = run(&["check", ini.to_str().expect("utf-8")], dir.path());
+    );
     assert!(!ok, "{stdout}");
     for expected in [
         "many.ini:4: auth_type = \"pam\": PAM and LDAP authentication are not supported",
@@ -284,12 +287,8 @@ fn check_reports_every_problem_each_os_error_once_and_refuses_pam_and_ldap() {
             "OS error repeated: {line}"
         );
     }
-    std::fs::write(
-        &ini,
-        "[databases]\napp =\n[pgbouncer]\n\nauth_type = ldap\n",
-    )
-    .expect("write");
-    let (ok, _, stderr) = run(&["check", ini.to_str().expect("utf-8")], dir.path());
+    let text = "[databases]\napp =\n[pgbouncer]\n\nauth_type = ldap\n";
+    let (ok, _, stderr) = check_text(dir.path(), "many.ini", text);
     assert!(!ok);
     assert!(
         stderr.contains("many.ini:5: auth_type = \"ldap\""),
@@ -300,9 +299,8 @@ fn check_reports_every_problem_each_os_error_once_and_refuses_pam_and_ldap() {
 #[test]
 fn check_warns_about_a_config_that_cannot_serve_anyone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ini = dir.path().join("empty.ini");
-    std::fs::write(&ini, "[pgbouncer]\nauth_type = scram-sha-256\n").expect("write");
-    let (ok, _, stderr) = run(&["check", ini.to_str().expect("utf-8")], dir.path());
+    let text = "[pgbouncer]\nauth_type = scram-sha-256\n";
+    let (ok, _, stderr) = check_text(dir.path(), "empty.ini", text);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("no [databases] entry"), "{stderr}");
     assert!(
@@ -338,13 +336,8 @@ fn a_url_where_the_config_file_goes_runs_url_mode_and_no_message_shows_its_passw
     let bad = format!("postgres://app:{secret}@[bad/app");
     let (ok, _, stderr) = run(&[&bad], dir.path());
     assert!(!ok && !stderr.contains(secret), "{stderr}");
-    let ini = dir.path().join("p.ini");
-    std::fs::write(
-        &ini,
-        format!("[databases]\napp = host=h password={secret} pool_size=x\n"),
-    )
-    .expect("write");
-    let (ok, _, stderr) = run(&["check", ini.to_str().expect("utf-8")], dir.path());
+    let text = format!("[databases]\napp = host=h password={secret} pool_size=x\n");
+    let (ok, _, stderr) = check_text(dir.path(), "p.ini", &text);
     assert!(!ok && !stderr.contains(secret), "{stderr}");
     // check on a good URL prints the effective settings, the URL without its password
     let good = format!("postgres://app:{secret}@127.0.0.1:5999/app");
