@@ -172,7 +172,7 @@ pub enum ConfigError {
     UnusablePath {
         /// Where the key is set.
         location: Location,
-        /// The key (`logfile`, `pidfile`).
+        /// The key (`logfile`, `pidfile`, `unix_socket_dir`).
         key: &'static str,
         /// The path as configured.
         path: PathBuf,

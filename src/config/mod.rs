@@ -113,7 +113,8 @@ impl Config {
     }
 
     /// Checks that files the config names and pgfunnel must open at startup are usable:
-    /// `auth_file` readable, and the directories of `logfile` and `pidfile` present. The error
+    /// `auth_file` readable, the directories of `logfile` and `pidfile` and `unix_socket_dir`
+    /// present. The error
     /// names the setting's location and the resolved path.
     pub fn check_files(&self) -> Result<(), ConfigError> {
         match ConfigError::from_list(self.file_problems()) {
@@ -143,6 +144,17 @@ impl Config {
             ("logfile", self.settings.logfile.as_deref()),
             ("pidfile", self.settings.pidfile.as_deref()),
         ];
+        let socket_dir = &self.settings.unix_socket_dir;
+        // Empty: no socket; `@name`: Linux abstract namespace, no directory.
+        if !socket_dir.is_empty() && !socket_dir.starts_with('@') && !Path::new(socket_dir).is_dir()
+        {
+            errors.push(ConfigError::UnusablePath {
+                location: self.location_of("unix_socket_dir"),
+                key: "unix_socket_dir",
+                path: PathBuf::from(socket_dir),
+                problem: "not an existing directory".into(),
+            });
+        }
         for (key, path) in files {
             let Some(path) = path else { continue };
             if let Some(problem) = unusable_parent(path) {

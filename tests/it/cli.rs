@@ -265,7 +265,8 @@ fn check_reports_every_problem_each_os_error_once_and_refuses_pam_and_ldap() {
         dir.path(),
         "many.ini",
         "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nauth_type = pam\npool_mode = sessionx\n\
-         auth_file = missing-users.txt\nlogfile = /nonexistent-dir/pgfunnel.log\nthis is not a line\n",
+         auth_file = missing-users.txt\nlogfile = /nonexistent-dir/pgfunnel.log\nthis is not a line\n\
+         unix_socket_dir = /nonexistent-dir\n",
     );
     assert!(!ok, "{stdout}");
     for expected in [
@@ -274,7 +275,8 @@ fn check_reports_every_problem_each_os_error_once_and_refuses_pam_and_ldap() {
         "many.ini:6: auth_file",
         "many.ini:7: logfile /nonexistent-dir/pgfunnel.log: directory /nonexistent-dir",
         "many.ini:8: syntax error",
-        "5 problems found",
+        "many.ini:9: unix_socket_dir /nonexistent-dir: not an existing directory",
+        "6 problems found",
     ] {
         assert!(
             stderr.contains(expected),
