@@ -191,17 +191,21 @@ PGFUNNEL_UPSTREAM="postgres://app:$PASSWORD@127.0.0.1:$PG_PORT/app" \
   --metrics-listen "127.0.0.1:$METRICS_PORT" &
 PGFUNNEL_PID=$!
 
-# Print the URLs only once pgfunnel accepts connections.
-for _ in $(seq 1 300); do
-  kill -0 "$PGFUNNEL_PID" 2>/dev/null || {
-    wait "$PGFUNNEL_PID" || true
-    PGFUNNEL_PID=
-    die "pgfunnel exited before listening on 127.0.0.1:$LISTEN_PORT (see its message above)"
-  }
-  port_is_free "$LISTEN_PORT" || break
-  sleep 0.1
+# Print the URLs only once pgfunnel serves: a login as `app` with the random password through
+# the port proves that pgfunnel (not something else that took the port meanwhile) answers.
+served=
+for _ in $(seq 1 150); do
+  kill -0 "$PGFUNNEL_PID" 2>/dev/null || break
+  if PGPASSWORD=$PASSWORD PGCONNECT_TIMEOUT=2 env -u PGSERVICE -u PGOPTIONS "$PG_BIN/psql" -X -q \
+    -h 127.0.0.1 -p "$LISTEN_PORT" -U app -d app -c 'select 1' >/dev/null 2>&1; then
+    served=1
+    break
+  fi
+  sleep 0.2
 done
-port_is_free "$LISTEN_PORT" && die "pgfunnel did not listen on 127.0.0.1:$LISTEN_PORT within 30 s"
+if [ -z "$served" ] || ! kill -0 "$PGFUNNEL_PID" 2>/dev/null; then
+  die "pgfunnel is not serving on 127.0.0.1:$LISTEN_PORT (see its messages above; was the port taken meanwhile?)"
+fi
 
 DATABASE_URL="postgres://app:$PASSWORD@127.0.0.1:$LISTEN_PORT/app"
 ADMIN_URL="postgres://app:$PASSWORD@127.0.0.1:$LISTEN_PORT/pgfunnel"
