@@ -120,7 +120,6 @@ pub struct App {
     hba: ArcSwapOption<Hba>,
 }
 
-/// Loads `auth_hba_file` (relative to the config file's directory) when `auth_type = hba`.
 /// The HBA rules of `auth_hba_file` when `auth_type = hba` (also for `pgfunnel check`).
 pub fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
     let s = &config.settings;
