@@ -19,6 +19,7 @@ use super::params::Reported;
 use super::prepared::ServerStatements;
 use super::rewrite::Rewriter;
 use super::tracker::Tracker;
+use super::validate::{ClientViolation, Validator};
 use crate::net::PollReadReady;
 use crate::protocol::messages::{parse_parameter_status, tag};
 use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
@@ -28,6 +29,8 @@ use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
 const IDLE_READ: usize = 1024;
 /// A direction stops reading once this much awaits writing (back-pressure).
 const MAX_PENDING: usize = 64 * 1024;
+/// Default for `max_pipeline` (the `max_client_pipeline` setting).
+pub const DEFAULT_MAX_PIPELINE: usize = 4096;
 
 /// How a relay run ended.
 #[derive(Debug)]
@@ -38,8 +41,9 @@ pub enum RelayEnd {
     ClientGone,
     /// The client's socket failed.
     ClientIo(io::Error),
-    /// The client broke framing (bad length, oversized message).
-    ClientProtocol(FrameError),
+    /// The client broke the protocol (framing, a message type or length that is refused);
+    /// nothing of the offending message was forwarded.
+    ClientProtocol(ClientViolation),
     /// The server closed or its socket failed.
     ServerGone(io::Error),
     /// The server broke framing.
@@ -97,8 +101,8 @@ pub enum IdleEnd {
     ClientGone,
     /// The client's socket failed.
     ClientIo(io::Error),
-    /// The client broke framing.
-    ClientProtocol(FrameError),
+    /// The client broke the protocol (nothing of the offending message is kept).
+    ClientProtocol(ClientViolation),
 }
 
 /// Per-client relay state, reused across transactions.
@@ -130,6 +134,11 @@ pub struct Relay {
     /// Set when the server reported a parameter change during the link.
     pub params_changed: bool,
     pin_noted: bool,
+    /// Checks every client message before it may be forwarded.
+    validator: Validator,
+    /// Unanswered requests (Query, Sync, FunctionCall) at which the relay stops reading the
+    /// client until answers drain (`max_client_pipeline`).
+    pub max_pipeline: usize,
 }
 
 impl Relay {
@@ -157,7 +166,32 @@ impl Relay {
             stats: LinkStats::default(),
             params_changed: false,
             pin_noted: false,
+            validator: Validator::default(),
+            max_pipeline: DEFAULT_MAX_PIPELINE,
         }
+    }
+
+    /// True when the client may not send more before answers drain: its unanswered
+    /// requests reached `max_pipeline` (or, with the rewriter, four times as many pending
+    /// replies of any kind; Parse/Bind/Describe replies may sit unflushed in the server
+    /// until a Sync, so that bound is looser).
+    fn pipeline_full(&self) -> bool {
+        self.tracker.outstanding() >= self.max_pipeline
+            || self
+                .rewriter
+                .as_ref()
+                .is_some_and(|rw| rw.pending_replies() >= self.max_pipeline.saturating_mul(4))
+    }
+
+    /// True when the server may go back to the pool after the client left: everything
+    /// sent to it was answered, nothing is half-sent or half-read.
+    pub fn server_clean(&self) -> bool {
+        self.tracker.is_idle()
+            && self.c2s.is_empty()
+            && self.cin.is_empty()
+            && self.sin.is_empty()
+            && self.server_scan.at_boundary()
+            && self.rewriter.as_ref().is_none_or(Rewriter::is_settled)
     }
 
     /// Where client bytes land when read: `cin` when the rewriter sits between the client
@@ -267,7 +301,9 @@ impl Relay {
         }
     }
 
-    fn scan_client(&mut self, start: usize, n: usize) -> Result<(), FrameError> {
+    /// Scans `n` client bytes read at `start`; a refused message is cut from the buffer
+    /// with everything after it (the caller ends the link).
+    fn scan_client(&mut self, start: usize, n: usize) -> Result<(), ClientViolation> {
         let buf = if self.rewriter.is_some() {
             &mut self.cin
         } else {
@@ -281,7 +317,9 @@ impl Relay {
         }
         let stats = &mut self.stats;
         stats.client_bytes(n);
+        let validator = &mut self.validator;
         let mut terminate_at = None;
+        let mut refused = None;
         let consumed = self.client_scan.feed(
             &buf[start..start + n],
             |tag, len| {
@@ -293,11 +331,15 @@ impl Relay {
             },
             |ev| {
                 match ev {
-                    ScanEvent::Header { tag: b'X', .. } => {
-                        terminate_at = Some(());
-                        return false;
-                    }
-                    ScanEvent::Header { tag, .. } => {
+                    ScanEvent::Header { tag, len } if refused.is_none() => {
+                        if let Err(e) = validator.client_message(tag, len) {
+                            refused = Some(e);
+                            return false;
+                        }
+                        if tag == b'X' {
+                            terminate_at = Some(());
+                            return false;
+                        }
                         if matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F') {
                             stats.request();
                         }
@@ -308,14 +350,28 @@ impl Relay {
                         }
                         tracker.client_message(tag)
                     }
+                    ScanEvent::Header { .. } => return false,
                     ScanEvent::Message { tag, body } => tracker.client_body(tag, body),
                 }
                 true
             },
-        )?;
+        );
+        let consumed = match consumed {
+            Ok(c) => c,
+            Err(e) => {
+                refused = Some(e.into());
+                self.client_scan.consumed_before_error()
+            }
+        };
+        if let Some(e) = refused {
+            // Partial headers are held back from the server (see `forwardable`), so the
+            // whole header is still in the buffer: drop it and everything after it.
+            buf.truncate((start + consumed).saturating_sub(5));
+            return Err(e);
+        }
         if terminate_at.is_some() {
             // Terminate is for pgfunnel, never for the server; drop it and what follows.
-            buf.truncate(start + consumed - 5);
+            buf.truncate((start + consumed).saturating_sub(5));
             self.client_terminated = true;
         }
         Ok(())
@@ -344,6 +400,7 @@ impl Relay {
         }
         let stats = &mut self.stats;
         stats.server_bytes(n);
+        let validator = &mut self.validator;
         self.server_scan.feed(
             &buf[start..start + n],
             |t, _| {
@@ -354,8 +411,12 @@ impl Relay {
                 }
             },
             |ev| {
-                let ScanEvent::Message { tag, body } = ev else {
-                    return true;
+                let (tag, body) = match ev {
+                    ScanEvent::Header { tag, .. } => {
+                        validator.server_message(tag);
+                        return true;
+                    }
+                    ScanEvent::Message { tag, body } => (tag, body),
                 };
                 match tag {
                     tag::READY_FOR_QUERY => {
@@ -412,6 +473,17 @@ impl Relay {
         poll_fn(|cx| self.poll_relay(cx, client, server, release, epoch, link)).await
     }
 
+    /// How much of `c2s` may go to the server: all of it but the bytes of a client header
+    /// not yet complete (so not yet validated). With the rewriter, incomplete headers stay
+    /// in `cin`.
+    fn forwardable(&self) -> usize {
+        if self.rewriter.is_some() {
+            self.c2s.len()
+        } else {
+            self.c2s.len() - self.client_scan.partial_header_len()
+        }
+    }
+
     fn settled(&self) -> bool {
         self.c2s.is_empty()
             && self.s2c.is_empty()
@@ -438,11 +510,15 @@ impl Relay {
             if let Some(rw) = self.rewriter.as_mut() {
                 if !self.cin.is_empty() {
                     rw.client_to_server(&mut self.cin, &mut self.c2s, link.prepared, &mut self.s2c);
+                    for _ in 0..rw.take_refusals() {
+                        self.stats.refused();
+                    }
                 }
             }
             // client -> server
-            if !self.c2s.is_empty() {
-                match Pin::new(&mut *server).poll_write(cx, &self.c2s) {
+            let ready = self.forwardable();
+            if ready > 0 {
+                match Pin::new(&mut *server).poll_write(cx, &self.c2s[..ready]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(RelayEnd::ServerGone(io::ErrorKind::WriteZero.into()))
                     }
@@ -505,8 +581,11 @@ impl Relay {
                     Poll::Pending => {}
                 }
             }
-            // read client
-            if self.c2s.len() + self.cin.len() < MAX_PENDING && !self.client_terminated {
+            // read client (back-pressure: not while too many requests await answers)
+            if self.c2s.len() + self.cin.len() < MAX_PENDING
+                && !self.client_terminated
+                && !self.pipeline_full()
+            {
                 match poll_fill(cx, &mut *client, self.client_in()) {
                     Poll::Ready(Ok((_, 0))) => return Poll::Ready(RelayEnd::ClientGone),
                     Poll::Ready(Ok((before, n))) => {
@@ -579,7 +658,7 @@ pub struct LinkState<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn link<'a>(
         params: &'a mut HashMap<String, String>,
@@ -688,13 +767,126 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unknown_message_type_is_refused_while_idle() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(1 << 20);
+        client_far.write_all(&msg(b'z', b"")).await.unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::ClientProtocol(ClientViolation::UnknownType { tag: b'z' })
+        ));
+        assert!(relay.c2s.is_empty(), "nothing of it is kept");
+    }
+
+    #[tokio::test]
+    async fn refused_message_split_across_reads_never_reaches_the_server() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(1 << 20);
+        relay.mode = RelayMode::Transaction;
+        client_far.write_all(&msg(b'Q', b"begin\0")).await.unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::Request
+        ));
+        server_far.write_all(&msg(b'Z', b"T")).await.unwrap();
+        let (mut p, mut s) = (HashMap::new(), Reported::default());
+        let mut ps = ServerStatements::default();
+        let password = msg(b'p', b"secret\0");
+        client_far.write_all(&password[..2]).await.unwrap();
+        let end = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            relay.run(
+                &mut client,
+                &mut server,
+                true,
+                &mut link(&mut p, &mut s, &mut ps),
+            ),
+        )
+        .await;
+        assert!(end.is_err(), "half a header: still linked");
+        client_far.write_all(&password[2..]).await.unwrap();
+        let end = relay
+            .run(
+                &mut client,
+                &mut server,
+                true,
+                &mut link(&mut p, &mut s, &mut ps),
+            )
+            .await;
+        assert!(
+            matches!(
+                end,
+                RelayEnd::ClientProtocol(ClientViolation::PasswordAfterLogin)
+            ),
+            "{end:?}"
+        );
+        assert!(!relay.server_clean(), "inside a transaction: not reusable");
+        drop(server);
+        let mut got = Vec::new();
+        server_far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got,
+            msg(b'Q', b"begin\0"),
+            "not a byte of the password message"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_is_not_read_while_its_pipeline_is_full() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(1 << 20);
+        relay.mode = RelayMode::Transaction;
+        relay.max_pipeline = 3;
+        let syncs = msg(b'S', b"").repeat(3);
+        client_far.write_all(&syncs).await.unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::Request
+        ));
+        async fn run_briefly(
+            relay: &mut Relay,
+            client: &mut DuplexStream,
+            server: &mut DuplexStream,
+        ) {
+            let (mut p, mut s) = (HashMap::new(), Reported::default());
+            let mut ps = ServerStatements::default();
+            let end = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                relay.run(client, server, true, &mut link(&mut p, &mut s, &mut ps)),
+            )
+            .await;
+            assert!(end.is_err(), "{end:?}");
+        }
+        run_briefly(&mut relay, &mut client, &mut server).await;
+        client_far.write_all(&syncs).await.unwrap();
+        run_briefly(&mut relay, &mut client, &mut server).await;
+        let mut got = vec![0u8; 15];
+        server_far.read_exact(&mut got).await.unwrap();
+        assert_eq!(
+            relay.tracker.outstanding(),
+            3,
+            "the next three are not read"
+        );
+        server_far
+            .write_all(&msg(b'Z', b"I").repeat(3))
+            .await
+            .unwrap();
+        run_briefly(&mut relay, &mut client, &mut server).await;
+        assert_eq!(relay.tracker.outstanding(), 3, "read once answers drained");
+        server_far.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, syncs);
+    }
+
+    #[tokio::test]
     async fn oversized_client_message_is_a_protocol_error() {
         let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
         let mut relay = Relay::new(100);
         client_far.write_all(&[b'Q', 0, 1, 0, 0]).await.unwrap();
         assert!(matches!(
             relay.wait_for_request(&mut client).await,
-            IdleEnd::ClientProtocol(FrameError::TooLarge { .. })
+            IdleEnd::ClientProtocol(ClientViolation::Frame(FrameError::TooLarge { .. }))
         ));
     }
 }
