@@ -428,7 +428,7 @@ fn assert_incomplete(buf: &BytesMut, what: &str) {
 
 /// The relay's client-side checks: random bytes in random reads through the frame scanner
 /// and the validator, with random server message types in between (CopyInResponse opens a
-/// copy). Every accepted message has a type and length Postgres accepts, copy messages
+/// copy) and a random answered/unanswered state. Every accepted message has a type and length Postgres accepts, copy messages
 /// pass only inside a copy, and a refused message starts after the last byte that could
 /// have been forwarded (incomplete headers are held back), at its own type byte.
 pub fn client_validator(data: &[u8]) {
@@ -444,8 +444,9 @@ pub fn client_validator(data: &[u8]) {
             validator.server_message(*b"GWEZCTD".get(usize::from(op & 0x07)).unwrap_or(&b'N'));
             continue;
         }
+        let unanswered = op & 0x40 != 0;
         let start = buf.len();
-        buf.extend_from_slice(input.take(usize::from(op & 0x3f) + 1));
+        buf.extend_from_slice(input.take(usize::from(op & 0x1f) + 1));
         // What the relay may already have forwarded: everything before this read's bytes
         // except an incomplete header held back.
         let forwarded = start - scanner.partial_header_len();
@@ -458,7 +459,7 @@ pub fn client_validator(data: &[u8]) {
                     return true;
                 };
                 let copy_open = validator.in_copy_in();
-                match validator.client_message(tag, len) {
+                match validator.client_message(tag, len, unanswered) {
                     Ok(()) => {
                         let max = if b"QPBFd".contains(&tag) {
                             LARGE_MESSAGE_LIMIT
@@ -467,7 +468,10 @@ pub fn client_validator(data: &[u8]) {
                         };
                         assert!(b"QPBDCESHFXdcf".contains(&tag), "accepted type {tag}");
                         assert!(len <= max, "accepted length {len} for {tag}");
-                        assert!(copy_open || !b"dcf".contains(&tag), "copy outside copy-in");
+                        assert!(
+                            copy_open || unanswered || !b"dcf".contains(&tag),
+                            "copy message where no COPY can be"
+                        );
                         true
                     }
                     Err(e) => {

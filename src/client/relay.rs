@@ -332,7 +332,8 @@ impl Relay {
             |ev| {
                 match ev {
                     ScanEvent::Header { tag, len } if refused.is_none() => {
-                        if let Err(e) = validator.client_message(tag, len) {
+                        let unanswered = !tracker.nothing_outstanding();
+                        if let Err(e) = validator.client_message(tag, len, unanswered) {
                             refused = Some(e);
                             return false;
                         }

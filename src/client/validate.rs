@@ -1,6 +1,6 @@
 //! Checks a logged-in client's message stream against the protocol state before any of it
 //! reaches a server: message types that do not exist after login, password messages,
-//! COPY messages outside a COPY FROM STDIN, and lengths Postgres itself would refuse.
+//! COPY messages where no COPY FROM STDIN can be, and lengths Postgres itself would refuse.
 //! Sans-I/O: the relay feeds it every header; it owns no buffer.
 //!
 //! A refused message is answered with `08P01` and a close, as PgBouncer does. Postgres
@@ -41,6 +41,13 @@ pub enum ClientViolation {
         /// The message's name.
         what: &'static str,
     },
+    /// Another message inside COPY data the client streams before the server confirmed
+    /// the COPY (Postgres refuses those during a COPY too).
+    #[error("unexpected message type {tag} during COPY from stdin")]
+    InsideCopy {
+        /// The type byte, as a number.
+        tag: u8,
+    },
     /// A length Postgres refuses for this message type (it would close the connection).
     #[error("invalid message length {len} for message type {tag} (at most {max})")]
     Length {
@@ -53,24 +60,52 @@ pub enum ClientViolation {
     },
 }
 
+/// Where the client's stream stands with respect to COPY FROM STDIN.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// No COPY: copy messages are refused.
+    #[default]
+    None,
+    /// The client streams copy data right after a simple Query, before the server's
+    /// CopyInResponse (asyncpg and pgx do). Only copy messages may follow until CopyDone/
+    /// CopyFail; should the Query not start a COPY, Postgres ignores them, and no Sync can
+    /// be among them to upset the count of replies.
+    Speculative,
+    /// The server sent CopyInResponse (or CopyBothResponse) and the client has not yet
+    /// ended that copy with CopyDone or CopyFail.
+    Open,
+}
+
 /// Protocol state of one client's stream, as far as validation needs it.
 #[derive(Debug, Default, Clone)]
 pub struct Validator {
-    /// The server announced CopyInResponse (or CopyBothResponse) and the client has not
-    /// yet ended that copy with CopyDone or CopyFail.
-    copy_in: bool,
+    copy: Copy,
+    /// The client's last request message was a simple Query.
+    after_query: bool,
 }
 
 impl Validator {
     /// Checks the header of the client's next message (type byte and length field, which
-    /// includes its own 4 bytes) and updates the state. Nothing of a refused message may
-    /// be forwarded.
-    pub fn client_message(&mut self, tag: u8, len: u32) -> Result<(), ClientViolation> {
+    /// includes its own 4 bytes) and updates the state; `unanswered` tells whether some
+    /// request still awaits its ReadyForQuery. Nothing of a refused message may be
+    /// forwarded.
+    pub fn client_message(
+        &mut self,
+        tag: u8,
+        len: u32,
+        unanswered: bool,
+    ) -> Result<(), ClientViolation> {
+        if self.copy == Copy::Speculative && !matches!(tag, b'd' | b'c' | b'f') {
+            return Err(ClientViolation::InsideCopy { tag });
+        }
         let max = match tag {
             b'Q' | b'P' | b'B' | b'F' => LARGE_MESSAGE_LIMIT,
             b'D' | b'C' | b'E' | b'S' | b'H' | b'X' => SMALL_MESSAGE_LIMIT,
             b'd' | b'c' | b'f' => {
-                if !self.copy_in {
+                if self.copy == Copy::None && self.after_query && unanswered {
+                    self.copy = Copy::Speculative;
+                }
+                if self.copy == Copy::None {
                     let what = match tag {
                         b'd' => "CopyData",
                         b'c' => "CopyDone",
@@ -90,8 +125,11 @@ impl Validator {
         if len > max {
             return Err(ClientViolation::Length { tag, len, max });
         }
-        if matches!(tag, b'c' | b'f') {
-            self.copy_in = false;
+        match tag {
+            b'c' | b'f' => self.copy = Copy::None,
+            b'Q' => self.after_query = true,
+            b'd' => {}
+            _ => self.after_query = false,
         }
         Ok(())
     }
@@ -101,13 +139,13 @@ impl Validator {
     /// open until the client ends it: Postgres ignores the rest of the client's data.
     pub fn server_message(&mut self, tag: u8) {
         if matches!(tag, b'G' | b'W') {
-            self.copy_in = true;
+            self.copy = Copy::Open;
         }
     }
 
-    /// True while the client may send CopyData.
+    /// True while the client may send CopyData whatever else it sent.
     pub fn in_copy_in(&self) -> bool {
-        self.copy_in
+        self.copy != Copy::None
     }
 }
 
@@ -119,7 +157,7 @@ mod tests {
     fn accepts_every_frontend_message_of_the_extended_and_simple_protocols() {
         let mut v = Validator::default();
         for tag in *b"QPBDCESHFX" {
-            assert_eq!(v.client_message(tag, 4), Ok(()), "{}", tag as char);
+            assert_eq!(v.client_message(tag, 4, false), Ok(()), "{}", tag as char);
         }
     }
 
@@ -128,7 +166,7 @@ mod tests {
         let mut v = Validator::default();
         for tag in [b'z', 0, b'Z', 0xff, b'G'] {
             assert_eq!(
-                v.client_message(tag, 4),
+                v.client_message(tag, 4, false),
                 Err(ClientViolation::UnknownType { tag })
             );
         }
@@ -138,7 +176,7 @@ mod tests {
     fn refuses_password_message_after_login() {
         let mut v = Validator::default();
         assert_eq!(
-            v.client_message(b'p', 12),
+            v.client_message(b'p', 12, true),
             Err(ClientViolation::PasswordAfterLogin)
         );
     }
@@ -148,20 +186,27 @@ mod tests {
         let mut v = Validator::default();
         for tag in *b"dcf" {
             assert!(matches!(
-                v.client_message(tag, 4),
+                v.client_message(tag, 4, false),
                 Err(ClientViolation::CopyOutsideCopyIn { .. })
             ));
         }
         v.server_message(b'G');
         assert!(v.in_copy_in());
-        assert_eq!(v.client_message(b'd', 1000), Ok(()));
-        assert_eq!(v.client_message(b'd', 4), Ok(()));
-        assert_eq!(v.client_message(b'c', 4), Ok(()));
+        assert_eq!(v.client_message(b'd', 1000, false), Ok(()));
+        assert_eq!(
+            v.client_message(b'S', 4, false),
+            Ok(()),
+            "ignored by Postgres"
+        );
+        assert_eq!(v.client_message(b'c', 4, false), Ok(()));
         assert!(!v.in_copy_in());
-        assert!(v.client_message(b'd', 8).is_err(), "copy ended");
+        assert!(v.client_message(b'd', 8, false).is_err(), "copy ended");
         v.server_message(b'G');
-        assert_eq!(v.client_message(b'f', 10), Ok(()));
-        assert!(v.client_message(b'c', 4).is_err(), "CopyFail ended it");
+        assert_eq!(v.client_message(b'f', 10, false), Ok(()));
+        assert!(
+            v.client_message(b'c', 4, false).is_err(),
+            "CopyFail ended it"
+        );
     }
 
     #[test]
@@ -170,30 +215,63 @@ mod tests {
         v.server_message(b'G');
         v.server_message(b'E');
         v.server_message(b'Z');
-        assert_eq!(v.client_message(b'd', 100), Ok(()));
-        assert_eq!(v.client_message(b'c', 4), Ok(()));
+        assert_eq!(v.client_message(b'd', 100, false), Ok(()));
+        assert_eq!(v.client_message(b'c', 4, false), Ok(()));
+    }
+
+    #[test]
+    fn copy_data_may_follow_an_unanswered_query_before_copy_in_response() {
+        let mut v = Validator::default();
+        assert_eq!(v.client_message(b'Q', 30, false), Ok(()));
+        assert_eq!(v.client_message(b'd', 100, true), Ok(()));
+        assert_eq!(
+            v.client_message(b'S', 4, true),
+            Err(ClientViolation::InsideCopy { tag: b'S' }),
+            "nothing but copy data until CopyDone"
+        );
+        v.server_message(b'G');
+        assert_eq!(v.client_message(b'c', 4, true), Ok(()));
+        assert_eq!(v.client_message(b'Q', 30, false), Ok(()));
+        assert!(
+            v.client_message(b'd', 100, false).is_err(),
+            "the query was answered: no COPY can start"
+        );
+    }
+
+    #[test]
+    fn copy_data_after_an_extended_protocol_request_waits_for_copy_in_response() {
+        let mut v = Validator::default();
+        for tag in *b"BES" {
+            assert_eq!(v.client_message(tag, 4, true), Ok(()));
+        }
+        assert!(v.client_message(b'd', 10, true).is_err());
     }
 
     #[test]
     fn refuses_lengths_postgres_refuses() {
         let mut v = Validator::default();
-        assert_eq!(v.client_message(b'S', SMALL_MESSAGE_LIMIT), Ok(()));
+        assert_eq!(v.client_message(b'S', SMALL_MESSAGE_LIMIT, false), Ok(()));
         assert_eq!(
-            v.client_message(b'S', SMALL_MESSAGE_LIMIT + 1),
+            v.client_message(b'S', SMALL_MESSAGE_LIMIT + 1, false),
             Err(ClientViolation::Length {
                 tag: b'S',
                 len: SMALL_MESSAGE_LIMIT + 1,
                 max: SMALL_MESSAGE_LIMIT
             })
         );
-        assert_eq!(v.client_message(b'P', LARGE_MESSAGE_LIMIT), Ok(()));
-        assert!(v.client_message(b'P', 1_610_612_736).is_err(), "1.5 GB");
-        assert!(v.client_message(b'D', 20_000).is_err());
+        assert_eq!(v.client_message(b'P', LARGE_MESSAGE_LIMIT, false), Ok(()));
+        assert!(
+            v.client_message(b'P', 1_610_612_736, false).is_err(),
+            "1.5 GB"
+        );
+        assert!(v.client_message(b'D', 20_000, false).is_err());
     }
 
     #[test]
     fn messages_name_the_type_as_a_number() {
-        let e = Validator::default().client_message(b'z', 4).unwrap_err();
+        let e = Validator::default()
+            .client_message(b'z', 4, false)
+            .unwrap_err();
         assert_eq!(e.to_string(), "invalid frontend message type 122");
     }
 }

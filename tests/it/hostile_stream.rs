@@ -248,7 +248,7 @@ async fn messages_that_do_not_belong_get_08p01_close_and_never_reach_a_server() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copy_messages_are_accepted_during_copy_in_even_after_the_server_aborted_it() {
+async fn copy_messages_are_accepted_during_copy_in_pipelined_or_after_the_server_aborted_it() {
     let pg = PgServer::shared();
     let db = pg.create_database("hostile_copy");
     pg.admin_sql_in(
@@ -276,7 +276,35 @@ async fn copy_messages_are_accepted_during_copy_in_even_after_the_server_aborted
         reply.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"7")),
         "the session goes on: {reply:?}"
     );
-    // Once the COPY is over, CopyData is refused.
+    // Copy data pipelined behind the Query, before CopyInResponse (as asyncpg sends it).
+    let pipelined = [
+        query("copy t from stdin"),
+        msg(b'd', b"4\n5\n"),
+        msg(b'c', b""),
+    ]
+    .concat();
+    s.write_all(&pipelined).await.expect("write");
+    let reply = read_until_ready(&mut s).await;
+    assert!(
+        reply
+            .iter()
+            .any(|(t, b)| *t == b'C' && b.starts_with(b"COPY 2")),
+        "{reply:?}"
+    );
+    // The same behind a Query that starts no COPY: Postgres ignores the strays.
+    let stray = [query("select 8"), msg(b'd', b"6\n"), msg(b'c', b"")].concat();
+    s.write_all(&stray).await.expect("write");
+    let reply = read_until_ready(&mut s).await;
+    assert!(reply.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"8")));
+    s.write_all(&query("select count(*) from t"))
+        .await
+        .expect("write");
+    let reply = read_until_ready(&mut s).await;
+    assert!(
+        reply.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"2")),
+        "only the COPY's rows: {reply:?}"
+    );
+    // Once the COPY is over and everything answered, CopyData is refused.
     s.write_all(&msg(b'd', b"3\n")).await.expect("write");
     assert_eq!(error_then_close(&mut s).await.as_deref(), Some("08P01"));
 }
