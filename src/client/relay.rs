@@ -680,6 +680,23 @@ mod tests {
         v
     }
 
+    /// Runs the relay with fresh link state for at most `ms` milliseconds; None when it was
+    /// still running then.
+    async fn run_for(
+        relay: &mut Relay,
+        client: &mut DuplexStream,
+        server: &mut DuplexStream,
+        ms: u64,
+    ) -> Option<RelayEnd> {
+        let (mut p, mut s) = (HashMap::new(), Reported::default());
+        let mut ps = ServerStatements::default();
+        let mut state = link(&mut p, &mut s, &mut ps);
+        let run = relay.run(client, server, true, &mut state);
+        tokio::time::timeout(std::time::Duration::from_millis(ms), run)
+            .await
+            .ok()
+    }
+
     #[tokio::test]
     async fn releases_server_on_ready_for_query_idle() {
         let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
@@ -791,30 +808,13 @@ mod tests {
             IdleEnd::Request
         ));
         server_far.write_all(&msg(b'Z', b"T")).await.unwrap();
-        let (mut p, mut s) = (HashMap::new(), Reported::default());
-        let mut ps = ServerStatements::default();
         let password = msg(b'p', b"secret\0");
         client_far.write_all(&password[..2]).await.unwrap();
-        let end = tokio::time::timeout(
-            std::time::Duration::from_millis(100),
-            relay.run(
-                &mut client,
-                &mut server,
-                true,
-                &mut link(&mut p, &mut s, &mut ps),
-            ),
-        )
-        .await;
-        assert!(end.is_err(), "half a header: still linked");
+        let end = run_for(&mut relay, &mut client, &mut server, 100).await;
+        assert!(end.is_none(), "half a header: still linked");
         client_far.write_all(&password[2..]).await.unwrap();
-        let end = relay
-            .run(
-                &mut client,
-                &mut server,
-                true,
-                &mut link(&mut p, &mut s, &mut ps),
-            )
-            .await;
+        let end = run_for(&mut relay, &mut client, &mut server, 10_000).await;
+        let end = end.expect("the relay ends");
         assert!(
             matches!(
                 end,
@@ -846,23 +846,13 @@ mod tests {
             relay.wait_for_request(&mut client).await,
             IdleEnd::Request
         ));
-        async fn run_briefly(
-            relay: &mut Relay,
-            client: &mut DuplexStream,
-            server: &mut DuplexStream,
-        ) {
-            let (mut p, mut s) = (HashMap::new(), Reported::default());
-            let mut ps = ServerStatements::default();
-            let end = tokio::time::timeout(
-                std::time::Duration::from_millis(100),
-                relay.run(client, server, true, &mut link(&mut p, &mut s, &mut ps)),
-            )
-            .await;
-            assert!(end.is_err(), "{end:?}");
-        }
-        run_briefly(&mut relay, &mut client, &mut server).await;
+        assert!(run_for(&mut relay, &mut client, &mut server, 100)
+            .await
+            .is_none());
         client_far.write_all(&syncs).await.unwrap();
-        run_briefly(&mut relay, &mut client, &mut server).await;
+        assert!(run_for(&mut relay, &mut client, &mut server, 100)
+            .await
+            .is_none());
         let mut got = vec![0u8; 15];
         server_far.read_exact(&mut got).await.unwrap();
         assert_eq!(
@@ -874,7 +864,9 @@ mod tests {
             .write_all(&msg(b'Z', b"I").repeat(3))
             .await
             .unwrap();
-        run_briefly(&mut relay, &mut client, &mut server).await;
+        assert!(run_for(&mut relay, &mut client, &mut server, 100)
+            .await
+            .is_none());
         assert_eq!(relay.tracker.outstanding(), 3, "read once answers drained");
         server_far.read_exact(&mut got).await.unwrap();
         assert_eq!(got, syncs);

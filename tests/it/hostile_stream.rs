@@ -14,16 +14,6 @@ use tokio::net::TcpStream;
 use crate::harness::*;
 use crate::proxy::*;
 
-/// Resident set size of this process in KiB (the in-process proxy included).
-fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS line")
-}
-
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
     v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
