@@ -393,6 +393,13 @@ async fn prepared_statement_larger_than_the_gather_limit_gets_54000_and_client_s
         .await
         .expect("the client stays connected");
     assert_eq!(r.get::<_, i32>(0), 512 * 1024);
+    // A Bind far over the limit streams through with its statement name rewritten.
+    let param = "y".repeat(8 * 1024 * 1024);
+    let r = c
+        .query_one("select length($1::text)", &[&param])
+        .await
+        .expect("a large Bind is not gathered, so not limited");
+    assert_eq!(r.get::<_, i32>(0), 8 * 1024 * 1024);
 
     // A Parse that claims 900 MB: the proxy drops its bytes as they come, holds none.
     let mut s = raw_login(&proxy).await;
