@@ -323,10 +323,13 @@ impl Session {
             PoolMode::Statement => RelayMode::Statement,
         };
         relay.timed = timers.any_linked();
+        relay.max_pipeline = self.app.config().settings.max_client_pipeline as usize;
         let mut listener: Option<Subscription> = None;
         let max_prepared = self.app.config().settings.max_prepared_statements as usize;
         if mode != PoolMode::Session && max_prepared > 0 {
-            relay.rewriter = Some(Rewriter::new(pool.statements.clone(), max_prepared));
+            let mut rw = Rewriter::new(pool.statements.clone(), max_prepared);
+            rw.set_max_gathered(self.app.config().settings.max_prepared_message_size as usize);
+            relay.rewriter = Some(rw);
         }
         relay.stats = LinkStats::for_pool(&pool.stats, self.span.clone());
         loop {
@@ -354,6 +357,7 @@ impl Session {
                         Some(IdleEnd::ClientGone) | Some(IdleEnd::ClientIo(_)) => return,
                         Some(IdleEnd::ClientProtocol(e)) => {
                             warn!(parent: &self.span, error = %e, "client protocol violation");
+                            relay.stats.refused();
                             return send_fatal(
                                 &mut self.stream,
                                 ErrorKind::Protocol,
@@ -425,6 +429,7 @@ impl Session {
                 }
                 RelayEnd::ClientProtocol(e) => {
                     warn!(parent: &self.span, error = %e, "client protocol violation");
+                    relay.stats.refused();
                     send_fatal(&mut self.stream, ErrorKind::Protocol, &e.to_string()).await;
                     return self
                         .release_after_client(pool, mode, server, &relay, cancelled)
@@ -596,7 +601,7 @@ impl Session {
         relay: &Relay,
         cancelled: bool,
     ) {
-        let clean = relay.tracker.is_idle() && relay.c2s.is_empty() && !cancelled;
+        let clean = relay.server_clean() && !cancelled;
         if !clean {
             debug!(
                 parent: &self.span,

@@ -54,6 +54,12 @@ pub struct Settings {
     pub max_user_client_connections: u32,
     pub max_prepared_statements: u32,
     pub max_packet_size: u32,
+    /// Unanswered requests (Query, Sync, FunctionCall) per client before pgfunnel stops
+    /// reading from it until answers drain (pgfunnel's own).
+    pub max_client_pipeline: u32,
+    /// Largest prepared-statement message (Parse, Bind) pgfunnel gathers whole to rewrite
+    /// (pgfunnel's own); larger ones fail with 54000.
+    pub max_prepared_message_size: u32,
     pub server_round_robin: bool,
     pub server_reset_query: Option<String>,
     pub server_reset_query_always: bool,
@@ -158,6 +164,8 @@ impl Default for Settings {
             max_user_client_connections: 0,
             max_prepared_statements: 200,
             max_packet_size: 2_147_483_647,
+            max_client_pipeline: 4096,
+            max_prepared_message_size: 16 * 1024 * 1024,
             server_round_robin: false,
             server_reset_query: Some(s("DISCARD ALL")),
             server_reset_query_always: false,
