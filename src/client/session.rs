@@ -176,7 +176,7 @@ impl Session {
                 return send_fatal(&mut self.stream, ErrorKind::Protocol, msg).await;
             }
             Err(denied) => {
-                warn!(parent: &self.span, user = ?self.user, reason = ?denied.to_string(), "client authentication failed");
+                warn!(parent: &self.span, user = %self.user, reason = %denied, "client authentication failed");
                 let code = denied.sqlstate();
                 let msg = denied.to_string();
                 return send_error(&mut self.stream, Severity::Fatal, code, &msg, None).await;
