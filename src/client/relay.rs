@@ -297,7 +297,8 @@ impl Relay {
                         terminate_at = Some(());
                         return false;
                     }
-                    ScanEvent::Header { tag, .. } => {
+                    ScanEvent::Header { tag, len } => {
+                        tracker.client_length(tag, len);
                         if matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F') {
                             stats.request();
                         }
@@ -372,6 +373,7 @@ impl Relay {
                     tag::PARAMETER_STATUS => {
                         *params_changed = true;
                         if let Some((k, v)) = parse_parameter_status(body) {
+                            tracker.parameter_status(&k, params.get(&k), &v);
                             seen.insert(k.clone(), v.clone());
                             params.insert(k, v);
                         }

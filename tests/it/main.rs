@@ -14,6 +14,7 @@ mod chaos;
 mod cli;
 mod drivers;
 mod flood;
+mod hostile_state;
 mod listen;
 mod metrics;
 mod migrate;
