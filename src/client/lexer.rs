@@ -181,9 +181,8 @@ fn string_end(s: &[u8], mut from: usize, escapes: bool) -> usize {
     }
     while let Some(p) = memchr2(b'\'', b'\\', &s[from..]) {
         let at = from + p;
-        if s[at] == b'\\' {
-            from = at + 2;
-        } else if s.get(at + 1) == Some(&b'\'') {
+        // `\x` and `''` both continue the string.
+        if s[at] == b'\\' || s.get(at + 1) == Some(&b'\'') {
             from = at + 2;
         } else {
             return at + 1;
