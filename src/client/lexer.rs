@@ -59,12 +59,32 @@ impl Tok {
     }
 }
 
+/// Byte classes: identifier start (`[A-Za-z_]`, non-ASCII) and continuation (plus digits
+/// and `$`), looked up per byte.
+const START: u8 = 1;
+const CONT: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            t[b] = START | CONT;
+        } else if c.is_ascii_digit() || c == b'$' {
+            t[b] = CONT;
+        }
+        b += 1;
+    }
+    t
+};
+
 fn is_ident_start(b: u8) -> bool {
-    b.is_ascii_lowercase() || b == b'_' || b >= 0x80 || b.is_ascii_uppercase()
+    CLASS[b as usize] & START != 0
 }
 
-fn is_ident(b: u8) -> bool {
-    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+/// True for a byte that continues an identifier (`[A-Za-z0-9_$]`, non-ASCII).
+pub fn is_ident(b: u8) -> bool {
+    CLASS[b as usize] & CONT != 0
 }
 
 /// Lexes `text` (texts over 4 GiB are cut at 4 GiB), appending tokens to `out`.

@@ -487,12 +487,15 @@ impl Session {
                 }
             };
             tokio::select! {
+                // A lost notification ends the client before anything else.
+                biased;
+                _ = lost() => return Idle::QueueFull { mid_message: false },
                 end = relay.wait_for_request(&mut self.stream) => return Idle::End(end),
                 _ = idle_timer => return Idle::Timeout,
-                _ = lost() => return Idle::QueueFull { mid_message: false },
                 Some(msg) = note => {
                     // A client that stops reading blocks this write: the overflow ends it.
                     tokio::select! {
+                        biased;
                         r = self.stream.write_all(&msg) => if r.is_err() {
                             return Idle::End(IdleEnd::ClientGone);
                         },

@@ -102,9 +102,90 @@ pub const RESERVED_PREFIX: &[u8] = b"pgfunnel_";
 pub fn recognise(sql: &[u8]) -> Option<Recognised> {
     let end = sql.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
     let raw = &sql[..end];
+    if !may_matter(raw) {
+        return None;
+    }
     with_lowercase(raw, |lower| {
         with_tokens(|toks| recognise_lowered(raw, lower, toks))
     })
+}
+
+/// The per-query fast path: one pass over the words of the raw text. False only when no
+/// rule could fire: none of the words any rule needs occurs (SET only where a statement
+/// can start, or as `set_config`), and no `--` comment could hide a statement start.
+/// Everything else takes the full path, which decides.
+fn may_matter(s: &[u8]) -> bool {
+    // `$` separates here: `$q$SET` holds the word SET after a dollar quote's tag.
+    let word = |b: u8| lexer::is_ident(b) && b != b'$';
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        let c = s[i];
+        if !word(c) {
+            if c == b'-' && s.get(i + 1) == Some(&b'-') {
+                return true;
+            }
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && word(s[i]) {
+            i += 1;
+        }
+        if word_may_matter(s, start, &s[start..i]) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether a word sends the text down the full path: the words and prefixes some rule
+/// needs, dispatched on the first byte (most words stop there).
+fn word_may_matter(s: &[u8], start: usize, w: &[u8]) -> bool {
+    let is = |k: &[u8]| w.eq_ignore_ascii_case(k);
+    let starts = |k: &[u8]| w.len() >= k.len() && w[..k.len()].eq_ignore_ascii_case(k);
+    match w[0].to_ascii_lowercase() {
+        b's' => is(b"set_config") || (is(b"set") && set_may_start_statement(s, start)),
+        b'r' => is(b"reset"),
+        b'l' => is(b"load") || is(b"listen"),
+        // U&"…" identifiers can spell any name with escapes.
+        b'u' => is(b"unlisten") || (is(b"u") && s.get(start + 1) == Some(&b'&')),
+        b'd' => is(b"discard"),
+        b'h' => is(b"hold"),
+        b't' => is(b"temp") || is(b"temporary"),
+        b'p' => {
+            is(b"prepare")
+                || starts(b"pg_temp")
+                || starts(b"pg_advisory_lock")
+                || starts(b"pg_try_advisory_lock")
+                || starts(RESERVED_PREFIX)
+        }
+        _ => false,
+    }
+}
+
+/// False for `UPDATE t SET …`, `ALTER … SET …`: a SET right after a name or `)` starts
+/// no statement (after BEGIN/THEN/ELSE/LOOP of a plpgsql block it may).
+fn set_may_start_statement(s: &[u8], start: usize) -> bool {
+    let Some(p) = s[..start].iter().rposition(|b| !b.is_ascii_whitespace()) else {
+        return true;
+    };
+    match s[p] {
+        b'"' | b')' | b']' => false,
+        // the end of a dollar quote (`$x$SET …` inside EXECUTE)
+        b'$' => true,
+        b if lexer::is_ident(b) => {
+            let from = s[..=p]
+                .iter()
+                .rposition(|&b| !lexer::is_ident(b))
+                .map_or(0, |q| q + 1);
+            let prev = &s[from..=p];
+            [&b"begin"[..], b"then", b"else", b"loop"]
+                .iter()
+                .any(|k| prev.eq_ignore_ascii_case(k))
+        }
+        _ => true,
+    }
 }
 
 fn recognise_lowered(raw: &[u8], lower: &[u8], toks: &mut Vec<Tok>) -> Option<Recognised> {
@@ -176,7 +257,8 @@ fn analyse(raw: &[u8], lower: &[u8], toks: &mut Vec<Tok>) -> Option<Recognised> 
         }
     }
     toks.truncate(top);
-    if f.statement_command && RESERVED.find(lower).is_some() {
+    let escaped_names = memchr::memmem::find(lower, b"u&\"").is_some();
+    if f.statement_command && (RESERVED.find(lower).is_some() || escaped_names) {
         // The more telling reason wins over PREPARE's.
         f.pin = Some(PinReason::ReservedName);
     }

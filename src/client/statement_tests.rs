@@ -300,6 +300,7 @@ fn pgfunnel_statement_names_are_out_of_reach() {
         b"explain analyze execute \"PgFunnel_3\"",
         b"PREPARE \"PGFUNNEL_1\"(int) AS SELECT 666",
         b"DO $$ BEGIN EXECUTE 'DEALLOCATE \"PGFUNNEL_1\"'; END $$",
+        b"DEALLOCATE U&\"\\0050GFUNNEL_1\"",
     ] {
         assert_eq!(
             pins(sql),
@@ -312,6 +313,31 @@ fn pgfunnel_statement_names_are_out_of_reach() {
         recognise(b"select name from pg_stat_activity where query like 'PGFUNNEL_%'"),
         None
     );
+}
+
+#[test]
+fn the_fast_path_never_skips_what_the_full_path_finds() {
+    for sql in [
+        &b"update t set x = 1"[..],
+        b"select * from sessions",
+        b"insert into events (payload) values ($1)",
+        b"select offset_x from t offset 5",
+    ] {
+        assert!(!may_matter(sql), "{}", String::from_utf8_lossy(sql));
+        assert_eq!(recognise(sql), None);
+    }
+    for sql in [
+        &b"set x = 1"[..],
+        b"/* c */set x = 1",
+        b"select 1;set x = 1",
+        b"DO $$ BEGIN SET ROLE x; END $$",
+        b"DO $$ BEGIN EXECUTE $q$SET ROLE x$q$; END $$",
+        b"-- c\nset x = 1",
+        b"select \"pg_temp\".x",
+        b"DEALLOCATE U&\"\\0050GFUNNEL_1\"",
+    ] {
+        assert!(may_matter(sql), "{}", String::from_utf8_lossy(sql));
+    }
 }
 
 #[test]
