@@ -34,6 +34,10 @@ use crate::shutdown::ShutdownCtl;
 pub struct Users {
     secrets: HashMap<String, Secret>,
     from_file: bool,
+    /// How many users hold SCRAM secrets (the challenge mix unknown users copy).
+    mix: crate::auth::SecretMix,
+    /// SCRAM verifiers derived from plaintext secrets; a reload starts a new one.
+    plain_scram: crate::auth::PlainScramCache,
 }
 
 impl Users {
@@ -61,7 +65,18 @@ impl Users {
                 }
             }
         }
+        users.mix = crate::auth::SecretMix::of(users.secrets.values());
         Ok(users)
+    }
+
+    /// How many of these users hold SCRAM secrets, out of how many.
+    pub fn mix(&self) -> crate::auth::SecretMix {
+        self.mix
+    }
+
+    /// SCRAM verifiers derived from these users' plaintext secrets.
+    pub fn plain_scram(&self) -> &crate::auth::PlainScramCache {
+        &self.plain_scram
     }
 }
 
@@ -106,7 +121,7 @@ pub struct App {
 }
 
 /// Loads `auth_hba_file` (relative to the config file's directory) when `auth_type = hba`.
-fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
+pub(crate) fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
     let s = &config.settings;
     let (AuthType::Hba, Some(file)) = (s.auth_type, &s.auth_hba_file) else {
         return Ok(None);
@@ -167,6 +182,11 @@ impl App {
     /// The secret of `user` from the auth_file (or URL), if listed there.
     pub fn stored_secret(&self, user: &str) -> Option<Secret> {
         self.users.load().secrets.get(user).cloned()
+    }
+
+    /// The loaded users (auth_file or URL), with their challenge mix and derived verifiers.
+    pub fn users(&self) -> Arc<Users> {
+        self.users.load_full()
     }
 
     /// The secret of `user`: auth_file first, then the last `auth_query` answer.

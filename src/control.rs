@@ -64,6 +64,22 @@ pub enum ControlError {
     /// SET of a key that needs a restart.
     #[error("{0} cannot be changed at run time")]
     NotChangeable(&'static str),
+    /// SET of a TLS setting that leaves TLS unusable (a missing or mismatched file, ...).
+    #[error("SET {key} failed, TLS setup unchanged: {source}")]
+    Tls {
+        /// The key.
+        key: &'static str,
+        /// Why the new setup could not be built.
+        source: crate::net::tls::TlsError,
+    },
+    /// SET of auth_hba_file / auth_type naming rules that cannot be loaded.
+    #[error("SET {key} failed, HBA rules unchanged: {source}")]
+    Hba {
+        /// The key.
+        key: &'static str,
+        /// Why the rules could not be loaded.
+        source: crate::auth::HbaError,
+    },
     /// SET with a value the key does not accept.
     #[error("bad value for {key}: {expected}")]
     BadValue {

@@ -36,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod net;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pgfunnel::cli::{Cli, Command, MigrateArgs, ProcessFlags, ServeArgs};
-use pgfunnel::config::{Config, LogFormat};
+use pgfunnel::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,13 +89,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
 
 /// `migrate`: exit codes come from `MigrateError::exit_code`.
 fn migrate(args: &MigrateArgs, flags: &ProcessFlags) -> ExitCode {
-    use tracing_subscriber::{fmt, EnvFilter};
-    let level = ["warn", "info", "debug", "trace"][usize::from(flags.verbose.min(3))];
-    let filter = EnvFilter::try_from_env("PGFUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .init();
+    pgfunnel::logging::init_migrate(flags.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,7 +121,7 @@ fn serve(args: ServeArgs, flags: &ProcessFlags) -> anyhow::Result<()> {
     if let Some(user) = &flags.user {
         switch_user(user)?;
     }
-    init_logging(&config, flags)?;
+    pgfunnel::logging::init(&config, flags.verbose, flags.quiet)?;
     pgfunnel::panic::install_hook();
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -212,53 +206,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(p);
     }
     tracing::info!("exit");
-    Ok(())
-}
-
-fn init_logging(config: &Config, flags: &ProcessFlags) -> anyhow::Result<()> {
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::{fmt, prelude::*, EnvFilter, Layer, Registry};
-    let level = match flags.verbose as u32 + config.settings.verbose {
-        0 => LevelFilter::INFO,
-        1 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    };
-    // One global filter, and without PGFUNNEL_LOG a plain level: each client's span is
-    // entered at every poll of its task, and per-layer filters (or EnvFilter, which takes
-    // a lock) would run their bookkeeping there every time.
-    let global: Box<dyn Layer<Registry> + Send + Sync> =
-        match EnvFilter::try_from_env("PGFUNNEL_LOG") {
-            Ok(f) if std::env::var_os("PGFUNNEL_LOG").is_some() => Box::new(f),
-            _ => Box::new(level),
-        };
-    let json = config.settings.log_format == LogFormat::Json;
-    let stderr_layer = (!flags.quiet).then(|| {
-        let l = fmt::layer().with_writer(std::io::stderr);
-        if json {
-            l.json().boxed()
-        } else {
-            l.boxed()
-        }
-    });
-    let file_layer = match &config.settings.logfile {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open logfile {}", path.display()))?;
-            let l = fmt::layer()
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file));
-            Some(if json { l.json().boxed() } else { l.boxed() })
-        }
-        None => None,
-    };
-    tracing_subscriber::registry()
-        .with(global)
-        .with(stderr_layer)
-        .with(file_layer)
-        .init();
     Ok(())
 }
 

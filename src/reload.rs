@@ -1,6 +1,8 @@
 //! RELOAD (SIGHUP) and SET: build the new config, keep what needs a restart, swap it in
 //! with one store, then apply what can change live to existing pools (pool_size, server
 //! target and credentials). Other per-pool settings apply to pools created afterwards.
+//! TLS settings and the HBA file apply to the next connection; a SET that would leave
+//! them unusable is refused and the running setup stays.
 
 use std::sync::Arc;
 
@@ -47,7 +49,30 @@ impl App {
                 expected,
             })?;
         let users = Users::load(&new).map_err(ControlError::Users)?;
+        // Like RELOAD, but a value that leaves TLS or the HBA rules unusable is refused
+        // and the running setup stays.
+        let tls = k.name.starts_with("client_tls") || k.name.starts_with("server_tls");
+        let hba = matches!(k.name, "auth_hba_file" | "auth_type");
+        if hba {
+            crate::app::load_hba(&new).map_err(|source| ControlError::Hba {
+                key: k.name,
+                source,
+            })?;
+        }
+        if tls {
+            self.tls
+                .reload(&new.settings)
+                .map_err(|source| ControlError::Tls {
+                    key: k.name,
+                    source,
+                })?;
+        }
         self.install_config(new, users);
+        if hba {
+            if let Err(e) = self.reload_hba() {
+                tracing::error!(error = %e, "HBA reload failed; keeping the previous rules");
+            }
+        }
         info!(key = k.name, value, "setting changed");
         Ok(())
     }

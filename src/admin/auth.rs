@@ -5,8 +5,8 @@
 use tracing::warn;
 
 use crate::app::App;
-use crate::auth::{self, ClientAuthMethod};
-use crate::client::login::{self, LoginError};
+use crate::client::access::password_exchange;
+use crate::client::login::LoginError;
 use crate::config::AuthType;
 use crate::net::Stream;
 use crate::protocol::messages::{self, auth_code};
@@ -62,13 +62,10 @@ pub async fn login(
     let config = app.config();
     let secret = app.secret_for(user);
     let method = match config.settings.auth_type {
-        AuthType::Trust | AuthType::Any => ClientAuthMethod::Trust,
-        other => auth::choose_method(other.as_str(), secret.as_ref()),
+        AuthType::Trust | AuthType::Any => None,
+        other => Some(other.as_str()),
     };
-    if method == ClientAuthMethod::Trust && secret.is_none() && app.has_auth_file() {
-        return Err(ConsoleLoginError::Failed(user.to_owned()));
-    }
-    match login::authenticate(stream, user, method, secret.as_ref(), &app.scram_mock_key).await {
+    match password_exchange(app, stream, user, method, secret.as_ref()).await {
         Ok(_) => {}
         Err(LoginError::Failed(_)) => {
             warn!(user, "console authentication failed");

@@ -7,9 +7,11 @@
 //! of this module's types redact all of them.
 
 mod auth_file;
+mod channel_binding;
 mod crypto;
 mod hba;
 mod md5;
+mod plain_cache;
 mod scram;
 mod scram_client;
 mod scram_wire;
@@ -17,10 +19,12 @@ mod secret;
 
 pub use self::md5::{md5_response, md5_secret, verify_md5_response, MD5_PASSWORD_LEN};
 pub use auth_file::{AuthFile, AuthFileError, AuthFileSyntax};
+pub use channel_binding::{tls_server_end_point, TLS_SERVER_END_POINT};
 pub use hba::{Hba, HbaError, HbaMethod, HbaRequest};
+pub use plain_cache::{derive_plain_scram, PlainScramCache};
 pub use scram::{ScramOutcome, ScramServer};
 pub use scram_client::{ScramClient, MAX_CLIENT_ITERATIONS};
-pub use scram_wire::{ScramError, MAX_SCRAM_MESSAGE_LEN, SCRAM_SHA_256};
+pub use scram_wire::{ScramError, MAX_SCRAM_MESSAGE_LEN, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 pub use secret::{
     ScramSecret, ScramSecretError, Secret, DEFAULT_SCRAM_ITERATIONS, DEFAULT_SCRAM_SALT_LEN,
 };
@@ -44,8 +48,8 @@ pub enum ClientAuthMethod {
 /// PgBouncer's rule for picking the challenge from the `auth_type` setting and the user's
 /// stored secret (`None` when unknown): `md5` uses SCRAM when the secret is SCRAM (md5
 /// cannot be checked against a SCRAM verifier), else md5; `scram-sha-256` is always SCRAM
-/// (plain and md5 secrets are handled by the caller: plain via
-/// [`ScramSecret::for_plain_password`], md5 cannot work); `plain` is cleartext; `trust` is
+/// (plain and md5 secrets are handled by the caller: plain via a cached
+/// [`derive_plain_scram`], md5 cannot work); `plain` is cleartext; `trust` is
 /// none. Names match case-insensitively. Any other name fails closed to SCRAM: validate
 /// `auth_type` (and handle `cert`, `hba`, `any`, `pam`, `ldap`) before calling this.
 pub fn choose_method(auth_type_name: &str, secret: Option<&Secret>) -> ClientAuthMethod {
@@ -58,6 +62,60 @@ pub fn choose_method(auth_type_name: &str, secret: Option<&Secret>) -> ClientAut
         "plain" => ClientAuthMethod::Plain,
         "trust" => ClientAuthMethod::Trust,
         _ => ClientAuthMethod::ScramSha256,
+    }
+}
+
+/// How many of the known users hold a SCRAM secret, out of how many: under
+/// `auth_type = md5` those get a SCRAM challenge and the others an md5 one, and
+/// [`choose_method_masked`] gives unknown users the same mix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecretMix {
+    /// Users whose secret is SCRAM.
+    pub scram: usize,
+    /// All users.
+    pub total: usize,
+}
+
+impl SecretMix {
+    /// Counts the secrets.
+    pub fn of<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> SecretMix {
+        let mut mix = SecretMix::default();
+        for secret in secrets {
+            mix.total += 1;
+            mix.scram += usize::from(matches!(secret, Secret::Scram(_)));
+        }
+        mix
+    }
+}
+
+/// [`choose_method`], except that a user with no stored secret does not stand out by the
+/// kind of challenge: under `md5`, an unknown user gets SCRAM with the probability that a
+/// known user would (`mix.scram / mix.total`), decided by an HMAC of the name under
+/// `mock_key` so the same name always gets the same kind; with no known users at all it
+/// gets SCRAM (what `auth_query` users with Postgres's default `password_encryption` get).
+/// Every other `auth_type` already gives everybody the same kind.
+pub fn choose_method_masked(
+    auth_type_name: &str,
+    secret: Option<&Secret>,
+    user: &str,
+    mock_key: &[u8],
+    mix: SecretMix,
+) -> ClientAuthMethod {
+    let method = choose_method(auth_type_name, secret);
+    if secret.is_some() || method != ClientAuthMethod::Md5 {
+        return method;
+    }
+    if mix.total == 0 {
+        return ClientAuthMethod::ScramSha256;
+    }
+    let digest = crypto::hmac_sha256(mock_key, &[b"challenge kind\0", user.as_bytes()]);
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    let draw = u64::from_be_bytes(head) % mix.total as u64;
+    if draw < mix.scram as u64 {
+        ClientAuthMethod::ScramSha256
+    } else {
+        ClientAuthMethod::Md5
     }
 }
 
@@ -122,6 +180,54 @@ mod tests {
         );
         assert_eq!(choose_method("trust", None), ClientAuthMethod::Trust);
         assert_eq!(choose_method("bogus", None), ClientAuthMethod::ScramSha256);
+    }
+
+    #[test]
+    fn unknown_users_under_md5_follow_the_mix_of_known_users() {
+        let key = [3u8; 32];
+        let names: Vec<String> = (0..400).map(|i| format!("nobody{i}")).collect();
+        let scram_count = |mix| {
+            names
+                .iter()
+                .filter(|n| {
+                    choose_method_masked("md5", None, n, &key, mix) == ClientAuthMethod::ScramSha256
+                })
+                .count()
+        };
+        assert_eq!(scram_count(SecretMix { scram: 5, total: 5 }), 400);
+        assert_eq!(scram_count(SecretMix { scram: 0, total: 5 }), 0);
+        assert_eq!(scram_count(SecretMix { scram: 0, total: 0 }), 400);
+        let half = scram_count(SecretMix { scram: 1, total: 2 });
+        assert!((120..=280).contains(&half), "{half}");
+        // Stable per name.
+        let mix = SecretMix { scram: 1, total: 2 };
+        for n in &names[..20] {
+            assert_eq!(
+                choose_method_masked("md5", None, n, &key, mix),
+                choose_method_masked("md5", None, n, &key, mix)
+            );
+        }
+        // Known users and other auth types are unchanged.
+        let md5 = Secret::Md5(md5_secret("u", b"pw"));
+        let all_scram = SecretMix { scram: 1, total: 1 };
+        assert_eq!(
+            choose_method_masked("md5", Some(&md5), "u", &key, all_scram),
+            ClientAuthMethod::Md5
+        );
+        assert_eq!(
+            choose_method_masked("plain", None, "u", &key, all_scram),
+            ClientAuthMethod::Plain
+        );
+    }
+
+    #[test]
+    fn secret_mix_counts_scram_secrets() {
+        let secrets = [
+            Secret::Plain("pw".into()),
+            Secret::Scram(ScramSecret::from_password(b"pw", b"salt", 1)),
+            Secret::Md5(md5_secret("u", b"pw")),
+        ];
+        assert_eq!(SecretMix::of(&secrets), SecretMix { scram: 1, total: 3 });
     }
 
     #[test]

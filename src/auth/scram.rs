@@ -2,17 +2,17 @@
 //! `auth-scram.c`): a sans-I/O state machine that verifies a client and recovers its
 //! ClientKey for SCRAM pass-through. Does not frame SASL messages or talk to sockets.
 
+use super::channel_binding::TLS_SERVER_END_POINT;
 use super::crypto::{b64_decode, b64_encode, hmac_sha256, random_bytes, sha256, xor, KEY_LEN};
-use super::scram_wire::{check_len, is_printable_nonce, AttrReader, ScramError, SCRAM_SHA_256};
+use super::scram_wire::{
+    check_len, is_printable_nonce, AttrReader, ScramError, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use super::secret::{ScramSecret, DEFAULT_SCRAM_ITERATIONS, DEFAULT_SCRAM_SALT_LEN};
 use std::fmt;
 use subtle::ConstantTimeEq;
 
 /// Random bytes in the server's part of the nonce (Postgres's SCRAM_RAW_NONCE_LEN).
 const SERVER_NONCE_LEN: usize = 18;
-
-/// Mechanisms to advertise in AuthenticationSASL.
-const MECHANISMS: &[&str] = &[SCRAM_SHA_256];
 
 /// Result of a successful exchange.
 ///
@@ -34,7 +34,9 @@ impl fmt::Debug for ScramOutcome {
 
 /// Data kept between client-first and client-final.
 struct Exchange {
-    gs2_header: Vec<u8>,
+    /// What `c=` of client-final must decode to: the gs2 header, plus the channel binding
+    /// data when the client uses channel binding.
+    expected_cbind: Vec<u8>,
     client_first_bare: Vec<u8>,
     server_first: Vec<u8>,
     /// client nonce + server nonce, as sent in server-first.
@@ -57,6 +59,9 @@ pub struct ScramServer {
     secret: ScramSecret,
     /// True for the mock exchange of an unknown user: identical work, always `InvalidProof`.
     doomed: bool,
+    /// `tls-server-end-point` data of this TLS connection; `Some` offers
+    /// `SCRAM-SHA-256-PLUS`.
+    channel_binding: Option<Vec<u8>>,
     stage: Stage,
 }
 
@@ -80,6 +85,7 @@ impl ScramServer {
         ScramServer {
             secret,
             doomed: false,
+            channel_binding: None,
             stage: Stage::AwaitClientFirst,
         }
     }
@@ -102,6 +108,7 @@ impl ScramServer {
         ScramServer {
             secret,
             doomed: true,
+            channel_binding: None,
             stage: Stage::AwaitClientFirst,
         }
     }
@@ -111,14 +118,28 @@ impl ScramServer {
         random_bytes()
     }
 
-    /// SASL mechanism names to list in AuthenticationSASL: `["SCRAM-SHA-256"]`.
-    pub fn mechanisms() -> &'static [&'static str] {
-        MECHANISMS
+    /// Offers `SCRAM-SHA-256-PLUS` with this `tls-server-end-point` binding data (see
+    /// [`super::tls_server_end_point`]); pass `None` on plaintext connections.
+    pub fn with_channel_binding(mut self, data: Option<Vec<u8>>) -> ScramServer {
+        self.channel_binding = data;
+        self
+    }
+
+    /// SASL mechanism names to list in AuthenticationSASL, preferred first:
+    /// `SCRAM-SHA-256-PLUS` (when channel binding is available) and `SCRAM-SHA-256`.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.channel_binding.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
+        }
     }
 
     /// Handles SASLInitialResponse: `mechanism` and its data, a client-first-message
-    /// `<gs2 flag>,,n=<user>,r=<nonce>[,ext…]`. Accepts gs2 flags `n` and `y`; rejects `p`
-    /// (channel binding), `a=` (authzid), `m=` and a non-printable nonce. The user name is
+    /// `<gs2 flag>,,n=<user>,r=<nonce>[,ext…]`. Applies Postgres's channel binding rules:
+    /// `SCRAM-SHA-256-PLUS` (only when offered) needs `p=tls-server-end-point`;
+    /// `SCRAM-SHA-256` takes `n`, or `y` only when binding is not offered (otherwise it is a
+    /// downgrade). Rejects `a=` (authzid), `m=` and a non-printable nonce. The user name is
     /// ignored, as Postgres does (the startup packet's user counts). Returns the
     /// server-first-message `r=<nonce>,s=<salt>,i=<iterations>` to send in
     /// AuthenticationSASLContinue.
@@ -140,11 +161,14 @@ impl ScramServer {
             });
         }
         self.stage = Stage::Ended;
-        if mechanism != SCRAM_SHA_256 {
-            return Err(ScramError::UnsupportedMechanism);
-        }
+        let plus = match mechanism {
+            SCRAM_SHA_256 => false,
+            SCRAM_SHA_256_PLUS if self.channel_binding.is_some() => true,
+            _ => return Err(ScramError::UnsupportedMechanism),
+        };
         check_len(data)?;
         let (gs2_header, bare) = split_gs2_header(data)?;
+        let expected_cbind = self.expected_cbind(plus, gs2_header)?;
         let client_nonce = parse_client_first_bare(bare)?;
 
         let mut full_nonce = Vec::with_capacity(client_nonce.len() + server_nonce.len());
@@ -158,7 +182,7 @@ impl ScramServer {
         )
         .into_bytes();
         self.stage = Stage::AwaitClientFinal(Exchange {
-            gs2_header: gs2_header.to_vec(),
+            expected_cbind,
             client_first_bare: bare.to_vec(),
             server_first: server_first.clone(),
             full_nonce,
@@ -183,8 +207,9 @@ impl ScramServer {
         };
         check_len(data)?;
         let parsed = parse_client_final(data)?;
-        // Postgres compares the decoded c= data with the gs2 header of client-first.
-        if b64_decode(parsed.channel_binding).as_deref() != Some(&exchange.gs2_header[..]) {
+        // Postgres compares the decoded c= data with the gs2 header of client-first (plus
+        // the binding data when channel binding is used).
+        if b64_decode(parsed.channel_binding).as_deref() != Some(&exchange.expected_cbind[..]) {
             return Err(ScramError::ChannelBindingMismatch);
         }
         if parsed.nonce != &exchange.full_nonce[..] {
@@ -212,23 +237,65 @@ impl ScramServer {
     }
 }
 
-/// Splits `<flag>,[a=…],` from client-first; only `n,,` and `y,,` are accepted.
-fn split_gs2_header(data: &[u8]) -> Result<(&[u8], &[u8]), ScramError> {
-    match data.first() {
-        Some(b'n') | Some(b'y') => {}
-        Some(b'p') => return Err(ScramError::ChannelBindingNotSupported),
-        _ => return Err(ScramError::Malformed { what: "gs2 flag" }),
+impl ScramServer {
+    /// Checks the gs2 flag against the mechanism and what was offered; returns what `c=`
+    /// of client-final must decode to.
+    fn expected_cbind(&self, plus: bool, gs2_header: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let mut expected = gs2_header.to_vec();
+        match (gs2_header.first(), plus) {
+            (Some(b'p'), true) => {
+                let name = &gs2_header[2..gs2_header.len() - 2];
+                if name != TLS_SERVER_END_POINT.as_bytes() {
+                    return Err(ScramError::UnsupportedChannelBindingType);
+                }
+                let data = self.channel_binding.as_deref().unwrap_or_default();
+                expected.extend_from_slice(data);
+            }
+            (Some(b'p'), false) if self.channel_binding.is_none() => {
+                return Err(ScramError::ChannelBindingNotSupported)
+            }
+            (Some(b'p'), false) => {
+                return Err(ScramError::Malformed {
+                    what: "channel binding data without SCRAM-SHA-256-PLUS",
+                })
+            }
+            (_, true) => {
+                return Err(ScramError::Malformed {
+                    what: "SCRAM-SHA-256-PLUS without channel binding data",
+                })
+            }
+            (Some(b'y'), false) if self.channel_binding.is_some() => {
+                return Err(ScramError::ChannelBindingDowngrade)
+            }
+            _ => {}
+        }
+        Ok(expected)
     }
-    if data.get(1) != Some(&b',') {
+}
+
+/// Splits `<flag>,[a=…],` from client-first: `n,,`, `y,,` or `p=<cb-name>,,`.
+fn split_gs2_header(data: &[u8]) -> Result<(&[u8], &[u8]), ScramError> {
+    let flag_end = match data.first() {
+        Some(b'n') | Some(b'y') => 1,
+        Some(b'p') if data.get(1) == Some(&b'=') => {
+            let name_len = data[2..].iter().position(|&b| b == b',');
+            match name_len {
+                Some(n) if n > 0 => 2 + n,
+                _ => return Err(ScramError::Malformed { what: "gs2 header" }),
+            }
+        }
+        _ => return Err(ScramError::Malformed { what: "gs2 flag" }),
+    };
+    if data.get(flag_end) != Some(&b',') {
         return Err(ScramError::Malformed { what: "gs2 header" });
     }
-    if data.get(2..4) == Some(b"a=") {
+    if data.get(flag_end + 1..flag_end + 3) == Some(b"a=") {
         return Err(ScramError::AuthzidNotSupported);
     }
-    if data.get(2) != Some(&b',') {
+    if data.get(flag_end + 1) != Some(&b',') {
         return Err(ScramError::Malformed { what: "gs2 header" });
     }
-    Ok(data.split_at(3))
+    Ok(data.split_at(flag_end + 2))
 }
 
 /// Parses client-first-message-bare, returning the client nonce.

@@ -327,3 +327,109 @@ fn server_never_panics_on_hostile_input() {
         assert!(result.is_err() || input == RFC_CLIENT_FINAL);
     }
 }
+
+/// Channel binding data as a TLS connection would give it.
+const CB_DATA: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn bound_server() -> ScramServer {
+    ScramServer::new(rfc_secret()).with_channel_binding(Some(CB_DATA.to_vec()))
+}
+
+/// Drives a postgres-protocol client with `password` bound to `cb_data` through `server`
+/// over SCRAM-SHA-256-PLUS; returns the client (to check server-final) and the result.
+fn bound_exchange(
+    server: &mut ScramServer,
+    password: &[u8],
+    cb_data: &[u8],
+) -> (ScramSha256, Result<ScramOutcome, ScramError>) {
+    let binding = ChannelBinding::tls_server_end_point(cb_data.to_vec());
+    let mut client = ScramSha256::new(password, binding);
+    let first = server
+        .client_first(SCRAM_SHA_256_PLUS, client.message())
+        .expect("valid");
+    client.update(&first).expect("client accepts server-first");
+    let result = server.client_final(client.message());
+    (client, result)
+}
+
+#[test]
+fn plus_is_offered_only_with_binding_data() {
+    assert_eq!(ScramServer::new(rfc_secret()).mechanisms(), [SCRAM_SHA_256]);
+    assert_eq!(
+        bound_server().mechanisms(),
+        [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+    );
+}
+
+#[test]
+fn client_with_tls_server_end_point_binding_authenticates_over_plus() {
+    let (mut client, result) = bound_exchange(&mut bound_server(), b"pencil", CB_DATA);
+    let outcome = result.expect("proof and binding verify");
+    client
+        .finish(&outcome.server_final)
+        .expect("client verifies server");
+}
+
+#[test]
+fn binding_to_another_certificate_is_refused() {
+    let other = b"some other certificate hash";
+    let (_, result) = bound_exchange(&mut bound_server(), b"pencil", other);
+    assert_eq!(result, Err(ScramError::ChannelBindingMismatch));
+}
+
+#[test]
+fn mock_exchange_with_binding_still_fails_as_a_wrong_password() {
+    let key = ScramServer::generate_mock_key();
+    let mut server =
+        ScramServer::for_unknown_user("ghost", &key).with_channel_binding(Some(CB_DATA.to_vec()));
+    assert_eq!(server.mechanisms(), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
+    let (_, result) = bound_exchange(&mut server, b"whatever", CB_DATA);
+    assert_eq!(result, Err(ScramError::InvalidProof));
+}
+
+#[test]
+fn binding_negotiation_follows_postgres_rules() {
+    let cases: [(&str, &[u8], ScramError); 4] = [
+        // The client thinks the server cannot bind although it offered to: a downgrade.
+        (
+            SCRAM_SHA_256,
+            b"y,,n=,r=abc",
+            ScramError::ChannelBindingDowngrade,
+        ),
+        (
+            SCRAM_SHA_256,
+            b"p=tls-server-end-point,,n=,r=abc",
+            ScramError::Malformed {
+                what: "channel binding data without SCRAM-SHA-256-PLUS",
+            },
+        ),
+        (
+            SCRAM_SHA_256_PLUS,
+            b"n,,n=,r=abc",
+            ScramError::Malformed {
+                what: "SCRAM-SHA-256-PLUS without channel binding data",
+            },
+        ),
+        (
+            SCRAM_SHA_256_PLUS,
+            b"p=tls-unique,,n=,r=abc",
+            ScramError::UnsupportedChannelBindingType,
+        ),
+    ];
+    for (mechanism, message, expected) in cases {
+        let mut server = bound_server();
+        assert_eq!(server.client_first(mechanism, message), Err(expected));
+    }
+    // Without binding, n and y are fine on SCRAM-SHA-256, and `n` is fine with binding.
+    assert!(bound_server()
+        .client_first(SCRAM_SHA_256, b"n,,n=,r=abc")
+        .is_ok());
+    assert!(ScramServer::new(rfc_secret())
+        .client_first(SCRAM_SHA_256, b"y,,n=,r=abc")
+        .is_ok());
+    for bad in [&b"p=,,n=,r=abc"[..], b"p=tls-server-end-point", b"p"] {
+        assert!(bound_server()
+            .client_first(SCRAM_SHA_256_PLUS, bad)
+            .is_err());
+    }
+}

@@ -2,8 +2,11 @@
 //! machines: the error type, length limits and a bounds-checked attribute reader. Owns no
 //! state and no cryptography.
 
-/// The only SASL mechanism pgfunnel offers; `-PLUS` (channel binding) is not offered.
+/// SCRAM without channel binding, offered on every connection.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+
+/// SCRAM with `tls-server-end-point` channel binding, offered over TLS only.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Largest SCRAM message accepted from a peer, in bytes; larger input is rejected before
 /// any parsing. Real messages are under 300 bytes.
@@ -30,9 +33,17 @@ pub enum ScramError {
         /// Which part was wrong, e.g. "nonce" or "gs2 header".
         what: &'static str,
     },
-    /// The client asked for channel binding (`p=` gs2 flag), which is not offered.
-    #[error("SCRAM channel binding is not supported")]
+    /// The client asked for channel binding (`p=` gs2 flag) where none is offered
+    /// (plaintext connection, or a certificate without a usable signature hash).
+    #[error("SCRAM channel binding is not supported on this connection")]
     ChannelBindingNotSupported,
+    /// The client asked for a channel binding type other than `tls-server-end-point`.
+    #[error("unsupported SCRAM channel-binding type")]
+    UnsupportedChannelBindingType,
+    /// The client sent gs2 flag `y` (it supports channel binding but thinks the server does
+    /// not) although binding was offered: a possible downgrade attack.
+    #[error("SCRAM channel binding negotiation error: the client supports SCRAM channel binding but thinks the server does not; this server does support channel binding")]
+    ChannelBindingDowngrade,
     /// The client sent an authorization identity (`a=`), which Postgres does not support.
     #[error("SCRAM authorization identity is not supported")]
     AuthzidNotSupported,

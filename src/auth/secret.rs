@@ -155,9 +155,10 @@ impl ScramSecret {
         ScramSecret::from_salted_password(&salted, salt.to_vec(), iterations)
     }
 
-    /// Builds a verifier for a cleartext stored password so it can be checked with SCRAM: a
-    /// fresh random 16-byte salt and 4096 iterations (PgBouncer's behaviour for plain
-    /// auth_file entries). Costs 4096 HMAC rounds.
+    /// A new verifier for `password` with a fresh random 16-byte salt and 4096 iterations,
+    /// as Postgres stores one (for writing secrets, e.g. into an auth_file). Costs 4096 HMAC
+    /// rounds. Client logins against a plaintext secret do not use this: a per-attempt
+    /// random salt would tell that user apart; see [`super::derive_plain_scram`].
     pub fn for_plain_password(password: &[u8]) -> ScramSecret {
         let salt: [u8; DEFAULT_SCRAM_SALT_LEN] = random_bytes();
         ScramSecret::from_password(password, &salt, DEFAULT_SCRAM_ITERATIONS)

@@ -3,11 +3,12 @@
 //! run as `auth_user`; certificate and peer checks happen here, password exchanges in
 //! `login`. Unknown users and wrong passwords are refused alike.
 
+use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::login::{self, LoginError, LoginOutcome};
+use super::login::{self, Exchange, LoginError, LoginOutcome};
 use crate::app::App;
-use crate::auth::{self, ClientAuthMethod, HbaMethod, HbaRequest, Secret};
+use crate::auth::{self, ClientAuthMethod, HbaMethod, HbaRequest, ScramServer, Secret};
 use crate::config::AuthType;
 use crate::net::tls_verify::subject_common_name;
 use crate::net::Stream;
@@ -95,19 +96,100 @@ pub async fn admit(
         (other, None) => Some(other.as_str()),
     };
     let secret = find_secret(app, database, user).await;
-    let method = match method {
-        Some(name) => auth::choose_method(name, secret.as_ref()),
-        None => ClientAuthMethod::Trust,
-    };
-    if method == ClientAuthMethod::Trust && secret.is_none() && app.has_auth_file() {
-        // trust still requires the user to exist in the auth_file, as PgBouncer.
-        return Err(Denied::Password(user.to_owned()));
-    }
-    match login::authenticate(stream, user, method, secret.as_ref(), &app.scram_mock_key).await {
+    match password_exchange(app, stream, user, method, secret.as_ref()).await {
         Ok(outcome) => Ok(Admitted { secret, outcome }),
         Err(LoginError::Failed(_)) => Err(Denied::Password(user.to_owned())),
         Err(e) => Err(Denied::Protocol(e)),
     }
+}
+
+/// Runs the password exchange that `auth_type_name` (`None` = trust) calls for with this
+/// user's `secret` (`None` = unknown): the challenge kind is chosen so that unknown users do
+/// not stand out ([`auth::choose_method_masked`]), SCRAM verifiers are prepared by
+/// `scram_server`. Under trust an unknown user still fails when users come from an
+/// auth_file, as in PgBouncer. Sends AuthenticationOk on success.
+pub async fn password_exchange(
+    app: &App,
+    stream: &mut Stream,
+    user: &str,
+    auth_type_name: Option<&str>,
+    secret: Option<&Secret>,
+) -> Result<LoginOutcome, LoginError> {
+    let mix = app.users().mix();
+    let method = match auth_type_name {
+        Some(name) => auth::choose_method_masked(name, secret, user, &app.scram_mock_key, mix),
+        None => ClientAuthMethod::Trust,
+    };
+    if method == ClientAuthMethod::Trust && secret.is_none() && app.has_auth_file() {
+        return Err(LoginError::Failed(user.to_owned()));
+    }
+    let scram = match method {
+        ClientAuthMethod::ScramSha256 => Some(scram_server(app, stream, user, secret).await),
+        _ => None,
+    };
+    let exchange = Exchange {
+        user,
+        method,
+        secret,
+        scram,
+        mock_key: &app.scram_mock_key,
+    };
+    login::authenticate(stream, exchange).await
+}
+
+/// Concurrent SCRAM derivations from plaintext secrets (each 4096 HMAC rounds on a
+/// blocking thread); more logins needing one wait here instead of piling up threads.
+static DERIVATIONS: Semaphore = Semaphore::const_new(2);
+
+/// The SCRAM verifier for this login, offering channel binding over TLS. A SCRAM secret is
+/// used as is; a plaintext one through its cached verifier (derived once per user and
+/// password with a stable salt, off the async workers); an md5 secret or an unknown user
+/// get the mock exchange, whose salt is just as stable. No path costs a derivation per
+/// attempt, so the work before the first challenge is the same for all of them.
+async fn scram_server(
+    app: &App,
+    stream: &Stream,
+    user: &str,
+    secret: Option<&Secret>,
+) -> ScramServer {
+    let server = match secret {
+        Some(Secret::Scram(s)) => ScramServer::new(s.clone()),
+        Some(Secret::Plain(p)) if !p.is_empty() => {
+            ScramServer::new(plain_verifier(app, user, p).await)
+        }
+        // An md5 hash cannot drive SCRAM, and an empty password never matches (as in
+        // Postgres): behave exactly as for an unknown user.
+        Some(_) | None => ScramServer::for_unknown_user(user, &app.scram_mock_key),
+    };
+    let binding = match stream.is_tls() {
+        true => app.tls.client().end_point.clone(),
+        false => None,
+    };
+    server.with_channel_binding(binding)
+}
+
+/// The cached SCRAM verifier of a plaintext secret, derived on a blocking thread the first
+/// time (one of at most two at once).
+async fn plain_verifier(app: &App, user: &str, password: &str) -> auth::ScramSecret {
+    let users = app.users();
+    if let Some(found) = users.plain_scram().get(user, password.as_bytes()) {
+        return found;
+    }
+    let key = app.scram_mock_key;
+    let (name, pw) = (user.to_owned(), password.to_owned());
+    let derive = move || auth::derive_plain_scram(&name, pw.as_bytes(), &key);
+    let derived = match DERIVATIONS.acquire().await {
+        Ok(_permit) => match tokio::task::spawn_blocking(derive.clone()).await {
+            Ok(secret) => secret,
+            // The blocking pool is gone (runtime shutting down): derive here.
+            Err(_) => derive(),
+        },
+        Err(_) => derive(),
+    };
+    users
+        .plain_scram()
+        .insert(user, password.as_bytes(), derived.clone());
+    derived
 }
 
 /// The method of the first `auth_hba_file` rule matching this connection; reject when none

@@ -19,6 +19,11 @@ use crate::protocol::startup::{read_startup, StartupError, StartupPacket};
 /// with direct TLS); no StartupMessage length can start with it below 10,000 bytes.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
+/// Low halves of the SSLRequest and GSSENCRequest codes (1234.5679, 1234.5680), as
+/// Postgres names them when one is repeated.
+const SSL_REQUEST_MINOR: u16 = 5679;
+const GSSENC_REQUEST_MINOR: u16 = 5680;
+
 /// What the handshake produced.
 #[derive(Debug)]
 pub enum Handshake {
@@ -40,9 +45,10 @@ pub enum HandshakeError {
     /// Direct TLS without the `postgresql` ALPN protocol (PostgreSQL refuses it too).
     #[error("received direct SSL connection request without ALPN protocol negotiation extension")]
     NoAlpn,
-    /// A second SSLRequest inside TLS.
-    #[error("SSL negotiation packet received twice")]
-    SslRequestTwice,
+    /// A second SSLRequest or GSSENCRequest (after TLS, or after an `N`): Postgres treats
+    /// its code as an unknown protocol version.
+    #[error("unsupported frontend protocol 1234.{0}: server supports 3.0 to 3.0")]
+    RequestTwice(u16),
     /// A plaintext StartupMessage while `client_tls_sslmode` requires TLS.
     #[error("SSL required")]
     SslRequired,
@@ -75,16 +81,24 @@ pub async fn handshake(
     if tls.acceptor.is_some() && starts_with_tls_record(&stream).await {
         stream = accept_tls(stream, &tls, true).await?;
     }
+    // Each kind of encryption request is answered once, as in Postgres.
+    let (mut ssl_done, mut gss_done) = (stream.is_tls(), false);
     loop {
         let packet = match read_startup(&mut stream).await {
             Ok(p) => p,
             Err(e) => return Err(HandshakeFailure::on(stream, e)),
         };
         match packet {
-            StartupPacket::SslRequest if stream.is_tls() => {
+            StartupPacket::SslRequest if ssl_done || stream.is_tls() => {
                 return Err(HandshakeFailure::on(
                     stream,
-                    HandshakeError::SslRequestTwice,
+                    HandshakeError::RequestTwice(SSL_REQUEST_MINOR),
+                ));
+            }
+            StartupPacket::GssEncRequest if gss_done || stream.is_tls() => {
+                return Err(HandshakeFailure::on(
+                    stream,
+                    HandshakeError::RequestTwice(GSSENC_REQUEST_MINOR),
                 ));
             }
             StartupPacket::SslRequest if tls.acceptor.is_some() && !stream.is_unix() => {
@@ -96,6 +110,8 @@ pub async fn handshake(
             // No TLS configured (or a Unix socket, as PgBouncer): the client may go on in
             // plaintext or give up, as sslmode=require does.
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                ssl_done |= packet == StartupPacket::SslRequest;
+                gss_done |= packet == StartupPacket::GssEncRequest;
                 if let Err(e) = stream.write_all(b"N").await {
                     return Err(HandshakeFailure::on(stream, StartupError::Io(e)));
                 }

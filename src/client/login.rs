@@ -1,13 +1,14 @@
 //! Client authentication over the wire: drives the sans-I/O verifiers in `auth` with
 //! AuthenticationSASL/MD5/Cleartext exchanges. Unknown users and wrong passwords get the
-//! same messages and the same work, so neither answer nor timing tells them apart.
+//! same messages and the same work, so neither answer nor timing tells them apart (the
+//! SCRAM verifier, real or mock, is prepared by the caller: see `access`).
 
 use bytes::BytesMut;
 use rand::Rng;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::auth::{self, ClientAuthMethod, ScramSecret, ScramServer, Secret};
+use crate::auth::{self, ClientAuthMethod, ScramServer, Secret};
 use crate::protocol::messages::{self, auth_code};
 
 /// Largest password or SASL message accepted from a client before authentication.
@@ -25,6 +26,10 @@ pub enum LoginError {
     /// The client sent a malformed or oversized message.
     #[error("invalid authentication message")]
     Malformed,
+    /// The SCRAM exchange broke off for a reason other than a wrong proof (bad grammar,
+    /// channel binding mismatch or downgrade...).
+    #[error("{0}")]
+    Scram(auth::ScramError),
     /// The socket failed.
     #[error("connection lost during authentication: {0}")]
     Io(#[from] std::io::Error),
@@ -37,24 +42,42 @@ pub struct LoginOutcome {
     pub scram_client_key: Option<[u8; 32]>,
 }
 
-/// Authenticates `user` with `method` against `secret` (None = unknown user).
-/// Sends AuthenticationOk on success; the caller sends the error on failure.
+/// One client's password exchange. (No `Debug`: it holds the per-process mock key.)
+pub struct Exchange<'a> {
+    /// The login user.
+    pub user: &'a str,
+    /// The challenge to send.
+    pub method: ClientAuthMethod,
+    /// The stored secret checked by md5 and cleartext (`None` = unknown user).
+    pub secret: Option<&'a Secret>,
+    /// The SCRAM verifier (real or mock) when `method` is SCRAM.
+    pub scram: Option<ScramServer>,
+    /// Per-process key for the stand-in secret of unknown users.
+    pub mock_key: &'a [u8],
+}
+
+/// Runs `exchange` on `stream`. Sends AuthenticationOk on success; the caller sends the
+/// error on failure.
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    user: &str,
-    method: ClientAuthMethod,
-    secret: Option<&Secret>,
-    mock_key: &[u8],
+    exchange: Exchange<'_>,
 ) -> Result<LoginOutcome, LoginError> {
+    let user = exchange.user;
     let fail = || LoginError::Failed(user.to_owned());
+    // An unknown user is checked against a stand-in md5 secret: the same work, no match.
+    let stand_in = Secret::Md5(auth::md5_secret(user, exchange.mock_key));
+    let (secret, known) = match exchange.secret {
+        Some(s) => (s, true),
+        None => (&stand_in, false),
+    };
     let mut outcome = LoginOutcome::default();
-    match method {
+    match exchange.method {
         ClientAuthMethod::Trust => {}
         ClientAuthMethod::Plain => {
             send_auth(stream, auth_code::CLEARTEXT, &[]).await?;
             let body = read_password(stream).await?;
             let pw = body.strip_suffix(&[0]).unwrap_or(&body);
-            if !secret.is_some_and(|s| auth::verify_cleartext(s, user, pw)) {
+            if !(auth::verify_cleartext(secret, user, pw) && known) {
                 return Err(fail());
             }
         }
@@ -63,12 +86,15 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             send_auth(stream, auth_code::MD5, &salt).await?;
             let body = read_password(stream).await?;
             let resp = body.strip_suffix(&[0]).unwrap_or(&body);
-            if !secret.is_some_and(|s| auth::verify_md5_response(s, user, salt, resp)) {
+            if !(auth::verify_md5_response(secret, user, salt, resp) && known) {
                 return Err(fail());
             }
         }
         ClientAuthMethod::ScramSha256 => {
-            outcome.scram_client_key = Some(scram(stream, user, secret, mock_key).await?);
+            let server = exchange
+                .scram
+                .unwrap_or_else(|| ScramServer::for_unknown_user(user, exchange.mock_key));
+            outcome.scram_client_key = Some(scram(stream, user, server).await?);
         }
     }
     send_auth(stream, auth_code::OK, &[]).await?;
@@ -83,34 +109,47 @@ pub async fn send_ok<S: AsyncWrite + Unpin>(stream: &mut S) -> Result<(), LoginE
 async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     user: &str,
-    secret: Option<&Secret>,
-    mock_key: &[u8],
+    mut server: ScramServer,
 ) -> Result<[u8; 32], LoginError> {
-    let fail = || LoginError::Failed(user.to_owned());
-    let mut server = match secret {
-        Some(Secret::Scram(s)) => ScramServer::new(s.clone()),
-        Some(Secret::Plain(p)) => ScramServer::new(ScramSecret::for_plain_password(p.as_bytes())),
-        // An md5 hash cannot drive SCRAM; behave exactly as for an unknown user.
-        Some(Secret::Md5(_)) | None => ScramServer::for_unknown_user(user, mock_key),
-    };
-    send_auth(stream, auth_code::SASL, b"SCRAM-SHA-256\0\0").await?;
+    let mut offer = Vec::new();
+    for mechanism in server.mechanisms() {
+        offer.extend_from_slice(mechanism.as_bytes());
+        offer.push(0);
+    }
+    offer.push(0);
+    send_auth(stream, auth_code::SASL, &offer).await?;
     let body = read_password(stream).await?;
     let (mechanism, data) = parse_sasl_initial(&body).ok_or(LoginError::Malformed)?;
-    let server_first = server.client_first(mechanism, data).map_err(|_| fail())?;
+    let server_first = server
+        .client_first(mechanism, data)
+        .map_err(|e| scram_error(user, e))?;
     send_auth(stream, auth_code::SASL_CONTINUE, &server_first).await?;
     let body = read_password(stream).await?;
-    let outcome = server.client_final(&body).map_err(|_| fail())?;
+    let outcome = server
+        .client_final(&body)
+        .map_err(|e| scram_error(user, e))?;
     send_auth(stream, auth_code::SASL_FINAL, &outcome.server_final).await?;
     Ok(outcome.client_key)
 }
 
+/// A wrong proof is a failed login (28P01); anything else a broken exchange (08P01).
+fn scram_error(user: &str, e: auth::ScramError) -> LoginError {
+    match e {
+        auth::ScramError::InvalidProof => LoginError::Failed(user.to_owned()),
+        other => LoginError::Scram(other),
+    }
+}
+
+/// Splits SASLInitialResponse into the mechanism and its data. The data length must be
+/// exactly what follows: a negative length (including -1, "no initial response", which
+/// SCRAM never uses) or a mismatch is malformed.
 fn parse_sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {
     let mut rest = body;
     let mech = messages::take_cstr(&mut rest)?;
     let len_bytes: [u8; 4] = rest.get(..4)?.try_into().ok()?;
-    let len = i32::from_be_bytes(len_bytes);
+    let len = usize::try_from(i32::from_be_bytes(len_bytes)).ok()?;
     let data = &rest[4..];
-    if len >= 0 && len as usize != data.len() {
+    if len != data.len() {
         return None;
     }
     Some((std::str::from_utf8(mech).ok()?, data))
@@ -139,4 +178,31 @@ async fn read_password<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, 
     let mut body = vec![0u8; len as usize - 4];
     stream.read_exact(&mut body).await?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn initial(mechanism: &str, len: i32, data: &[u8]) -> Vec<u8> {
+        let mut body = mechanism.as_bytes().to_vec();
+        body.push(0);
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(data);
+        body
+    }
+
+    #[test]
+    fn sasl_initial_response_length_must_match_its_data() {
+        let ok = initial("SCRAM-SHA-256", 3, b"n,,");
+        assert_eq!(
+            parse_sasl_initial(&ok),
+            Some(("SCRAM-SHA-256", &b"n,,"[..]))
+        );
+        for len in [-1, -2, i32::MIN, 2, 4] {
+            let bad = initial("SCRAM-SHA-256", len, b"n,,");
+            assert_eq!(parse_sasl_initial(&bad), None, "length {len}");
+        }
+        assert_eq!(parse_sasl_initial(b"SCRAM-SHA-256\0\0\0"), None);
+    }
 }

@@ -62,7 +62,8 @@ pub fn handle(
     let task = async move {
         serve(app.clone(), stream, registered, &span).await;
         if task_entry.identity().is_some() && app.config().settings.log_disconnections {
-            info!(parent: &span, reason = "client close request", "closing client");
+            let reason = task_entry.close_reason().unwrap_or("client close request");
+            info!(parent: &span, reason, "closing client");
         }
     };
     (entry, task)
@@ -132,7 +133,7 @@ async fn login(
             "too many clients"
         );
         let code = ErrorKind::TooManyClients.sqlstate();
-        let msg = "sorry, too many clients already";
+        let msg = crate::net::listener::TOO_MANY_CLIENTS;
         send_error(&mut stream, Severity::Fatal, code, msg, None).await;
         return None;
     }

@@ -7,9 +7,18 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use dashmap::DashMap;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::protocol::messages::{self, Severity};
+
+/// SQLSTATE admin_shutdown, sent to a killed client.
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+
+/// Postgres's message for a session ended by an administrator.
+pub const KILLED_MESSAGE: &str = "terminating connection due to administrator command";
 
 /// Where a client is in its life (SHOW CLIENTS `state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +87,7 @@ pub struct ClientEntry {
     /// until it happens (no kill signal polled at every wake-up).
     task: OnceLock<AbortHandle>,
     identity: OnceLock<ClientIdentity>,
+    close_reason: OnceLock<&'static str>,
     state: AtomicU8,
     request_us: AtomicU64,
 }
@@ -90,6 +100,24 @@ impl ClientEntry {
         if let Some(task) = self.task.get() {
             task.abort();
         }
+    }
+
+    /// The ErrorResponse a killed client gets before its socket closes (FATAL 57P01
+    /// `terminating connection due to administrator command`, as Postgres sends on
+    /// pg_terminate_backend and shutdown); `None` while the client was not killed.
+    pub fn farewell(&self) -> Option<BytesMut> {
+        if !self.kill.is_cancelled() {
+            return None;
+        }
+        let mut buf = BytesMut::new();
+        messages::put_error(
+            &mut buf,
+            Severity::Fatal,
+            ADMIN_SHUTDOWN,
+            KILLED_MESSAGE,
+            None,
+        );
+        Some(buf)
     }
 
     /// Ties the entry to the client's spawned task (a kill that came first ends it now).
@@ -110,6 +138,16 @@ impl ClientEntry {
     /// User, database and application_name, once known.
     pub fn identity(&self) -> Option<&ClientIdentity> {
         self.identity.get()
+    }
+
+    /// Records why pgfunnel ends this client (first call wins), for the disconnection log.
+    pub fn set_close_reason(&self, reason: &'static str) {
+        let _ = self.close_reason.set(reason);
+    }
+
+    /// Why pgfunnel ended this client; `None` when the client left on its own.
+    pub fn close_reason(&self) -> Option<&'static str> {
+        self.close_reason.get().copied()
     }
 
     /// Moves the client to `state`; Waiting and Active also stamp the request time.
@@ -182,6 +220,7 @@ impl ClientRegistry {
             kill: CancellationToken::new(),
             task: OnceLock::new(),
             identity: OnceLock::new(),
+            close_reason: OnceLock::new(),
             state: AtomicU8::new(ClientState::Login as u8),
             request_us: AtomicU64::new(0),
         });
@@ -263,6 +302,18 @@ mod tests {
         let killed = reg.kill_where(|e| e.identity().is_some_and(|i| i.database == "d"));
         assert_eq!(killed, 1);
         assert!(b.entry.kill.is_cancelled() && !a.entry.kill.is_cancelled());
+        assert!(a.entry.farewell().is_none());
+        assert_eq!(a.entry.close_reason(), None);
+        a.entry.set_close_reason("server login failed");
+        a.entry.set_close_reason("later");
+        assert_eq!(a.entry.close_reason(), Some("server login failed"));
+        let bye = b.entry.farewell().expect("a killed client is told why");
+        assert_eq!(bye[0], b'E');
+        let text = String::from_utf8_lossy(&bye);
+        assert!(
+            text.contains(ADMIN_SHUTDOWN) && text.contains(KILLED_MESSAGE),
+            "{text}"
+        );
         assert_eq!(reg.list().iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
         drop(b);
         assert_eq!(reg.len(), 1);

@@ -130,6 +130,10 @@ pub struct Relay {
     /// Set when the server reported a parameter change during the link.
     pub params_changed: bool,
     pin_noted: bool,
+    /// Bytes were written to the client (or server) and not flushed since: a TLS stream
+    /// may still hold them (see `poll_send`).
+    client_unflushed: bool,
+    server_unflushed: bool,
 }
 
 impl Relay {
@@ -157,6 +161,8 @@ impl Relay {
             stats: LinkStats::default(),
             params_changed: false,
             pin_noted: false,
+            client_unflushed: false,
+            server_unflushed: false,
         }
     }
 
@@ -419,6 +425,8 @@ impl Relay {
             && self.s2c.is_empty()
             && self.cin.is_empty()
             && self.sin.is_empty()
+            && !self.client_unflushed
+            && !self.server_unflushed
             && self.rewriter.as_ref().is_none_or(Rewriter::is_settled)
     }
 
@@ -442,33 +450,14 @@ impl Relay {
                     rw.client_to_server(&mut self.cin, &mut self.c2s, link.prepared, &mut self.s2c);
                 }
             }
-            // client -> server
-            if !self.c2s.is_empty() {
-                match Pin::new(&mut *server).poll_write(cx, &self.c2s) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(RelayEnd::ServerGone(io::ErrorKind::WriteZero.into()))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.c2s.advance(n);
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e)),
-                    Poll::Pending => {}
-                }
+            // client -> server, server -> client
+            match poll_send(cx, &mut *server, &mut self.c2s, &mut self.server_unflushed) {
+                Ok(moved) => progress |= moved,
+                Err(e) => return Poll::Ready(RelayEnd::ServerGone(e)),
             }
-            // server -> client
-            if !self.s2c.is_empty() {
-                match Pin::new(&mut *client).poll_write(cx, &self.s2c) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(RelayEnd::ClientIo(io::ErrorKind::WriteZero.into()))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.s2c.advance(n);
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
-                    Poll::Pending => {}
-                }
+            match poll_send(cx, &mut *client, &mut self.s2c, &mut self.client_unflushed) {
+                Ok(moved) => progress |= moved,
+                Err(e) => return Poll::Ready(RelayEnd::ClientIo(e)),
             }
             if self.statement_violation {
                 self.statement_violation = false;
@@ -490,6 +479,7 @@ impl Relay {
                 return Poll::Ready(RelayEnd::Released);
             }
             if self.client_terminated
+                && !self.server_unflushed
                 && self.c2s.is_empty()
                 && self.s2c.is_empty()
                 && self.cin.is_empty()
@@ -550,6 +540,42 @@ impl Relay {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// Writes what `buf` holds to `io` and, once `buf` is empty, flushes: returns whether
+/// bytes moved. Flushing is not optional here. A TLS stream (tokio-rustls) takes plaintext
+/// into its own buffer and returns Ok even when the socket below is full; those bytes move
+/// on only at its next write or flush. Without the flush, the last bytes of a message (the
+/// end of a COPY, a ReadyForQuery) sat in that buffer while both sockets were empty: the
+/// socket's wake-up came, there was nothing left in `buf` to write, and nothing else
+/// would ever write. A flush that cannot finish registers the same wake-up and is retried.
+fn poll_send<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    io: &mut W,
+    buf: &mut BytesMut,
+    unflushed: &mut bool,
+) -> io::Result<bool> {
+    let mut moved = false;
+    if !buf.is_empty() {
+        match Pin::new(&mut *io).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                *unflushed = true;
+                moved = true;
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {}
+        }
+    }
+    if buf.is_empty() && *unflushed {
+        match Pin::new(io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {}
+        }
+    }
+    Ok(moved)
 }
 
 /// Reads once from `io` into `buf` (growing it by a chunk when little room is left); returns the length

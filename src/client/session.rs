@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn, Instrument};
 
 use super::access::{self, Denied};
@@ -53,6 +52,16 @@ pub struct Session {
     span: tracing::Span,
 }
 
+impl Drop for Session {
+    /// A killed client (KILL, KILL_CLIENT, shutdown: its task is aborted) is told why
+    /// before its socket closes, best effort and without waiting.
+    fn drop(&mut self) {
+        if let Some(bye) = self.entry.as_ref().and_then(|e| e.farewell()) {
+            self.stream.write_now(&bye);
+        }
+    }
+}
+
 /// Sends an error to the client; write failures are ignored (the client may be gone).
 pub async fn send_error(
     stream: &mut Stream,
@@ -63,7 +72,7 @@ pub async fn send_error(
 ) {
     let mut buf = BytesMut::new();
     messages::put_error(&mut buf, severity, code, message, hint);
-    let _ = stream.write_all(&buf).await;
+    let _ = stream.send(&buf).await;
 }
 
 async fn send_fatal(stream: &mut Stream, kind: ErrorKind, message: &str) {
@@ -84,6 +93,16 @@ async fn send_server_error(stream: &mut Stream, e: &ServerError, span: &tracing:
                 "server connect timed out",
             )
             .await
+        }
+        ServerError::Auth(_) => {
+            // pgfunnel cannot do what the server asks (a static reason, no secrets).
+            warn!(parent: span, error = %e, "server login failed");
+            send_fatal(stream, ErrorKind::ServerUnavailable, &e.to_string()).await
+        }
+        ServerError::Tls(io) => {
+            warn!(parent: span, error = %e, "server login failed");
+            let text = crate::server::tls::failure_message(io);
+            send_fatal(stream, ErrorKind::ServerUnavailable, &text).await
         }
         other => {
             warn!(parent: span, error = %other, "server login failed");
@@ -168,7 +187,7 @@ impl Session {
                 return send_fatal(&mut self.stream, ErrorKind::Protocol, msg).await;
             }
             Err(denied) => {
-                warn!(parent: &self.span, user = %self.user, reason = %denied, "client authentication failed");
+                warn!(parent: &self.span, user = ?self.user, reason = ?denied.to_string(), "client authentication failed");
                 let code = denied.sqlstate();
                 let msg = denied.to_string();
                 return send_error(&mut self.stream, Severity::Fatal, code, &msg, None).await;
@@ -223,7 +242,7 @@ impl Session {
         }
         messages::put_backend_key(&mut buf, cancel.pid, cancel.secret_i32());
         messages::put_ready(&mut buf, b'I');
-        if self.stream.write_all(&buf).await.is_err() {
+        if self.stream.send(&buf).await.is_err() {
             if let Some(s) = held {
                 pool.checkin(s);
             }
@@ -279,6 +298,9 @@ impl Session {
                 None
             }
             Err(PoolError::Connect(e)) => {
+                if let Some(entry) = &self.entry {
+                    entry.set_close_reason("server login failed");
+                }
                 send_server_error(&mut self.stream, &e, &self.span).await;
                 None
             }
@@ -496,7 +518,7 @@ impl Session {
                     // A client that stops reading blocks this write: the overflow ends it.
                     tokio::select! {
                         biased;
-                        r = self.stream.write_all(&msg) => if r.is_err() {
+                        r = self.stream.send(&msg) => if r.is_err() {
                             return Idle::End(IdleEnd::ClientGone);
                         },
                         _ = lost() => return Idle::QueueFull { mid_message: true },
@@ -518,7 +540,7 @@ impl Session {
                    (listen_queue_size), some were lost";
         messages::put_error(&mut buf, Severity::Fatal, QUEUE_FULL_SQLSTATE, msg, None);
         // The client may not be reading at all: do not wait for it long.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&buf)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.send(&buf)).await;
     }
 
     /// Answers a lone `LISTEN`/`UNLISTEN` outside a transaction through the pool's shared
@@ -552,7 +574,7 @@ impl Session {
             messages::put_error(&mut buf, Severity::Error, "08006", msg, None);
         }
         messages::put_ready(&mut buf, b'I');
-        let _ = self.stream.write_all(&buf).await;
+        let _ = self.stream.send(&buf).await;
         true
     }
 

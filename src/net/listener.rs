@@ -4,14 +4,20 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, UnixListener};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tracing::{info, warn};
 
 use crate::app::App;
+use crate::error::ErrorKind;
 use crate::net::Stream;
+use crate::protocol::messages::{self, Severity};
 
 /// Bound listeners, ready to accept.
 #[derive(Debug, Default)]
@@ -111,6 +117,52 @@ fn set_group(path: &Path, group: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot chgrp {} to {group}", path.display()))
 }
 
+/// True when `max_client_conn` clients (logged in or still in their handshake) are
+/// connected. Checked at accept for TCP, before any TLS handshake, so half-open handshakes
+/// cannot hold more tasks than the limit allows. Unix-socket connections are checked after
+/// the startup packet instead, where the admin console stays exempt.
+fn at_client_limit(app: &App) -> bool {
+    let max = app.config().settings.max_client_conn as usize;
+    app.client_count.load(Ordering::Acquire) >= max
+}
+
+/// Longest time a refused connection is kept: to hand over the error and let the peer
+/// close first.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Answers a connection over `max_client_conn` with a plaintext FATAL 53300 (as Postgres
+/// does before any TLS) and closes it, on a short-lived task.
+fn refuse_at_accept(app: &App, mut sock: TcpStream, peer: SocketAddr) {
+    warn!(peer = %peer, max_client_conn = app.config().settings.max_client_conn, "too many clients: refused at accept");
+    let mut buf = BytesMut::new();
+    let code = ErrorKind::TooManyClients.sqlstate();
+    messages::put_error(&mut buf, Severity::Fatal, code, TOO_MANY_CLIENTS, None);
+    app.tasks.spawn(async move {
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            sock.write_all(&buf).await?;
+            sock.shutdown().await?;
+            // Closing with the client's startup packet unread would reset the connection
+            // and could discard the error before the client reads it: drain a little first.
+            let mut sink = [0u8; 1024];
+            let mut drained = 0;
+            while drained < REFUSAL_DRAIN_LIMIT {
+                match sock.read(&mut sink).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Most bytes read (and ignored) from a refused connection before it is closed.
+const REFUSAL_DRAIN_LIMIT: usize = 16 * 1024;
+
+/// Postgres's message for a full server (53300).
+pub const TOO_MANY_CLIENTS: &str = "sorry, too many clients already";
+
 /// Spawns accept loops for every listener; they stop when the app shuts down.
 pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
     for l in listeners.tcp {
@@ -127,6 +179,10 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
                 match accepted {
                     Ok((sock, peer)) => {
                         let _ = sock.set_nodelay(true);
+                        if at_client_limit(&app2) {
+                            refuse_at_accept(&app2, sock, peer);
+                            continue;
+                        }
                         crate::client::spawn(&app2, Stream::Tcp(sock), peer.to_string());
                     }
                     Err(e) => {

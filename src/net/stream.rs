@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::{client, server};
 
@@ -69,6 +69,14 @@ impl Stream {
             Stream::ClientTls(s) => s.get_ref().1.peer_certificates(),
             _ => None,
         }
+    }
+
+    /// Writes all of `buf` and flushes. A TLS stream takes bytes into its own buffer and
+    /// may report them written while the socket is full; without the flush they would
+    /// wait there for the next write, which a peer waiting for this message never causes.
+    pub async fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write_all(buf).await?;
+        self.flush().await
     }
 
     /// Writes `buf` if the socket takes it now, without waiting (a best-effort NOTICE to a

@@ -10,12 +10,16 @@ use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{
+    ClientConfig, InconsistentKeys, RootCertStore, ServerConfig, SupportedProtocolVersion,
+};
 use thiserror::Error;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::tls_verify;
+use super::{tls_chain, tls_verify};
 use crate::config::{Settings, SslMode};
 
 /// The ALPN protocol name of PostgreSQL (required for direct TLS, PostgreSQL 17+).
@@ -68,6 +72,12 @@ pub enum TlsError {
     /// rustls refused the certificate, key or verifier setup.
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The private key does not belong to the certificate.
+    #[error("{setting} does not match the certificate's public key")]
+    KeyMismatch {
+        /// The key setting.
+        setting: &'static str,
+    },
     /// The client verifier could not be built from the CA file.
     #[error("client_tls_ca_file: {0}")]
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
@@ -80,6 +90,9 @@ pub struct ClientSideTls {
     pub mode: SslMode,
     /// `None` when the mode is `disable`.
     pub acceptor: Option<TlsAcceptor>,
+    /// SCRAM `tls-server-end-point` channel binding data of pgfunnel's certificate; `None`
+    /// when TLS is off or the certificate's signature has no usable hash.
+    pub end_point: Option<Vec<u8>>,
 }
 
 /// TLS toward servers, as currently configured.
@@ -154,6 +167,7 @@ pub fn client_side(s: &Settings) -> Result<ClientSideTls, TlsError> {
         return Ok(ClientSideTls {
             mode,
             acceptor: None,
+            end_point: None,
         });
     }
     let missing = |needed| TlsError::Missing {
@@ -169,31 +183,41 @@ pub fn client_side(s: &Settings) -> Result<ClientSideTls, TlsError> {
         .as_deref()
         .ok_or_else(|| missing("client_tls_key_file"))?;
     let certs = load_certs(cert_file, "client_tls_cert_file")?;
+    let end_point = certs
+        .first()
+        .and_then(|leaf| crate::auth::tls_server_end_point(leaf));
     let key = load_key(key_file, "client_tls_key_file")?;
     let provider = provider();
     let versions = protocol_versions(&s.client_tls_protocols, "client_tls_protocols")?;
-    let verifier = match &s.client_tls_ca_file {
+    let verifier: Arc<dyn ClientCertVerifier> = match &s.client_tls_ca_file {
         Some(ca) => {
-            let roots = Arc::new(load_roots(ca, "client_tls_ca_file")?);
-            let builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+            let (roots, cas) = load_roots(ca, "client_tls_ca_file")?;
+            let builder =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let builder = if mode >= SslMode::VerifyCa {
                 builder
             } else {
                 builder.allow_unauthenticated()
             };
-            builder.build()?
+            Arc::new(tls_verify::ClientVerifier::new(
+                builder.build()?,
+                cas,
+                &provider,
+            ))
         }
         None if mode >= SslMode::VerifyCa => return Err(missing("client_tls_ca_file")),
         None => WebPkiClientVerifier::no_client_auth(),
     };
+    let own = certified_key(certs, key, &provider, "client_tls_key_file")?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(own)));
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(ClientSideTls {
         mode,
         acceptor: Some(TlsAcceptor::from(Arc::new(config))),
+        end_point,
     })
 }
 
@@ -213,23 +237,28 @@ pub fn server_side(s: &Settings) -> Result<ServerSideTls, TlsError> {
     let versions = protocol_versions(&s.server_tls_protocols, "server_tls_protocols")?;
     let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if mode >= SslMode::VerifyCa
     {
-        let roots = match &s.server_tls_ca_file {
+        let (roots, cas) = match &s.server_tls_ca_file {
             Some(ca) => load_roots(ca, "server_tls_ca_file")?,
-            None => system_roots()?,
+            None => (system_roots()?, Vec::new()),
         };
-        tls_verify::verifier(roots, provider.clone(), mode == SslMode::VerifyFull)?
+        tls_verify::verifier(roots, cas, provider.clone(), mode == SslMode::VerifyFull)?
     } else {
         Arc::new(tls_verify::NoCertificateCheck::new(provider.clone()))
     };
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut config = match (&s.server_tls_cert_file, &s.server_tls_key_file) {
-        (Some(cert), Some(key)) => builder.with_client_auth_cert(
-            load_certs(cert, "server_tls_cert_file")?,
-            load_key(key, "server_tls_key_file")?,
-        )?,
+        (Some(cert), Some(key)) => {
+            let own = certified_key(
+                load_certs(cert, "server_tls_cert_file")?,
+                load_key(key, "server_tls_key_file")?,
+                &provider,
+                "server_tls_key_file",
+            )?;
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(own)))
+        }
         _ => builder.with_no_client_auth(),
     };
     // libpq 17 sends ALPN on every TLS connection; PostgreSQL requires it for direct TLS.
@@ -275,9 +304,41 @@ fn load_key(path: &Path, setting: &'static str) -> Result<PrivateKeyDer<'static>
     })
 }
 
-fn load_roots(path: &Path, setting: &'static str) -> Result<RootCertStore, TlsError> {
+/// pgfunnel's own certificate chain and key, as rustls's `with_single_cert` makes them
+/// but also for an X.509 v1 certificate (which OpenSSL serves and rustls cannot parse):
+/// the key must match the certificate's public key either way.
+fn certified_key(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &CryptoProvider,
+    setting: &'static str,
+) -> Result<CertifiedKey, TlsError> {
+    let signing = provider.key_provider.load_private_key(key)?;
+    let own = CertifiedKey::new(certs, signing);
+    let mismatch = || TlsError::KeyMismatch { setting };
+    match own.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(own),
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Err(mismatch()),
+        Err(e) if tls_chain::webpki_refused_legacy(&e) => {
+            let cert_key = tls_chain::spki(own.end_entity_cert()?)?;
+            match own.key.public_key() {
+                Some(k) if k.as_ref() != cert_key.as_ref() => Err(mismatch()),
+                _ => Ok(own),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The CA certificates of `path` as webpki trust anchors, and as they are for the
+/// checks webpki does not make (`tls_chain`).
+fn load_roots(
+    path: &Path,
+    setting: &'static str,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
     let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(load_certs(path, setting)?);
+    let cas = load_certs(path, setting)?;
+    let (added, _ignored) = roots.add_parsable_certificates(cas.iter().cloned());
     if added == 0 {
         return Err(TlsError::Pem {
             setting,
@@ -285,7 +346,7 @@ fn load_roots(path: &Path, setting: &'static str) -> Result<RootCertStore, TlsEr
             what: "usable CA certificate",
         });
     }
-    Ok(roots)
+    Ok((roots, cas))
 }
 
 /// The operating system's trust store; the bundled Mozilla roots when it is empty (as in

@@ -1,39 +1,99 @@
 //! Certificate checks rustls does not ship: the server verifiers for sslmode require and
-//! below (no certificate check, signatures still checked) and verify-ca (chain only), and
-//! reading the subject's common name from a client certificate for `auth_type = cert`.
+//! below (no certificate check, signatures still checked), verify-ca (chain only) and
+//! verify-full (libpq's host-name rules), the client verifier that also takes what
+//! OpenSSL takes (v1 certificates), and reading the subject's common name from a client
+//! certificate for `auth_type = cert`.
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    SignatureScheme,
+};
 
 use super::tls::TlsError;
+use super::tls_chain::{self, Purpose};
+
+/// The handshake-signature methods shared by every verifier here: rustls's checks, and for
+/// certificates webpki cannot parse (v1) the same checks on their public key
+/// (`tls_chain`). Expects a `self.algs: WebPkiSupportedAlgorithms`.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            tls_chain::verify_tls12(message, cert, dss, &self.algs)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            tls_chain::verify_tls13(message, cert, dss, &self.algs)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algs.supported_schemes()
+        }
+    };
+}
 
 /// The verifier for verify-ca (`check_name = false`: chain only, as libpq) or verify-full
-/// (chain and host name).
+/// (chain and host name). `cas` are the CA file's certificates, for the chains webpki
+/// refuses but OpenSSL accepts (see `tls_chain`).
 pub fn verifier(
     roots: RootCertStore,
+    cas: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
     check_name: bool,
 ) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+    let algs = provider.signature_verification_algorithms;
     let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| TlsError::Rustls(Error::General(e.to_string())))?;
-    if check_name {
-        Ok(inner)
-    } else {
-        Ok(Arc::new(ChainOnly(inner)))
+    Ok(Arc::new(ServerVerifier {
+        inner,
+        cas,
+        algs,
+        check_name,
+    }))
+}
+
+/// webpki first; OpenSSL's rules (`tls_chain`) for v1 and self-signed CA certificates;
+/// libpq's host-name rules (common name when there is no subjectAltName) in verify-full.
+#[derive(Debug)]
+struct ServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    cas: Vec<CertificateDer<'static>>,
+    algs: WebPkiSupportedAlgorithms,
+    check_name: bool,
+}
+
+impl ServerVerifier {
+    fn name_check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+    ) -> Result<ServerCertVerified, Error> {
+        if !self.check_name || tls_chain::name_matches(end_entity, server_name) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(CertificateError::NotValidForName.into())
+        }
     }
 }
 
-/// verify-ca: the chain must lead to a trusted root; a host-name mismatch is accepted.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -42,50 +102,112 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        // webpki checks the chain before the name, so a name error means the chain passed.
         match self
-            .0
+            .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         {
+            // webpki checks the chain before the name, so a name error means the chain
+            // passed; webpki never looks at the common name, libpq does.
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) => self.name_check(end_entity, server_name),
+            Err(e) if tls_chain::webpki_refused_legacy(&e) => {
+                tls_chain::verify_chain(
+                    end_entity,
+                    intermediates,
+                    &self.cas,
+                    Purpose::Server,
+                    now,
+                    &self.algs,
+                )?;
+                self.name_check(end_entity, server_name)
+            }
             other => other,
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+    handshake_signatures!();
+}
+
+/// Client certificates: webpki's verifier (built from `client_tls_ca_file`), with
+/// OpenSSL's rules for v1 and self-signed CA certificates as PgBouncer has them.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    cas: Vec<CertificateDer<'static>>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientVerifier {
+    /// Wraps `inner`, falling back to a check against `cas` where webpki is stricter
+    /// than OpenSSL.
+    pub fn new(
+        inner: Arc<dyn ClientCertVerifier>,
+        cas: Vec<CertificateDer<'static>>,
+        provider: &CryptoProvider,
+    ) -> Self {
+        ClientVerifier {
+            inner,
+            cas,
+            algs: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
     }
 
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
     }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(e) if tls_chain::webpki_refused_legacy(&e) => {
+                tls_chain::verify_chain(
+                    end_entity,
+                    intermediates,
+                    &self.cas,
+                    Purpose::Client,
+                    now,
+                    &self.algs,
+                )?;
+                Ok(ClientCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    handshake_signatures!();
 }
 
 /// sslmode allow/prefer/require: encryption without authentication of the server (libpq's
 /// meaning). Handshake signatures are still checked so the session keys are sound.
 #[derive(Debug)]
-pub struct NoCertificateCheck(Arc<CryptoProvider>);
+pub struct NoCertificateCheck {
+    algs: WebPkiSupportedAlgorithms,
+}
 
 impl NoCertificateCheck {
     /// A verifier using `provider`'s signature algorithms.
     pub fn new(provider: Arc<CryptoProvider>) -> Self {
-        NoCertificateCheck(provider)
+        NoCertificateCheck {
+            algs: provider.signature_verification_algorithms,
+        }
     }
 }
 
@@ -101,41 +223,11 @@ impl ServerCertVerifier for NoCertificateCheck {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// One DER element: (tag, contents, rest). `None` on malformed or long-form > 4 byte lengths.
-fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {

@@ -14,6 +14,7 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
+mod fill;
 mod retry;
 
 use crate::server::{ServerConnection, ServerError, ServerInfo, ServerTarget};
@@ -132,6 +133,7 @@ pub struct Pool {
     pub stats: Arc<PoolStats>,
     listen_hub: std::sync::OnceLock<Arc<listen::ListenHub>>,
     login_failure: retry::LoginFailure,
+    filler: fill::Filler,
     /// Closed while the pool (or its database, or pgfunnel) is paused.
     pub gate: Gate,
     born: Instant,
@@ -165,6 +167,7 @@ impl Pool {
             statements: Arc::default(),
             listen_hub: std::sync::OnceLock::new(),
             login_failure: retry::LoginFailure::default(),
+            filler: fill::Filler::default(),
             stats: Arc::new(PoolStats::new(timers)),
             gate: Gate::default(),
             born: Instant::now(),
@@ -253,7 +256,7 @@ impl Pool {
         // then too.
         // Boxed: connecting is rare and its state is large; a waiting client's future
         // stays small without it.
-        let mut opening = Box::pin(self.open(deadline));
+        let mut opening = Box::pin(self.open(retry::Retry::Until(deadline)));
         let opened = match notice.take() {
             Some((at, tell)) if deadline.is_none_or(|d| at < d) => {
                 tokio::select! {
@@ -275,16 +278,13 @@ impl Pool {
     }
 
     /// Connects and logs in, counting the attempt (sv_login, connect histogram, failures).
-    /// Transient failures (server asleep or restarting) are retried until `deadline`.
-    async fn open(
-        &self,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<ServerConnection, ServerError> {
-        self.stats.logging_in.fetch_add(1, Ordering::Relaxed);
+    /// Transient failures (server asleep or restarting) are retried as `retry` says.
+    async fn open(&self, retry: retry::Retry) -> Result<ServerConnection, ServerError> {
+        let logging_in = retry::InFlight::start(&self.stats.logging_in);
         let started = Instant::now();
         let target = self.target.load_full();
-        let result = retry::connect(&target, &self.settings, &self.login_failure, deadline).await;
-        self.stats.logging_in.fetch_sub(1, Ordering::Relaxed);
+        let result = retry::connect(&target, &self.settings, &self.login_failure, retry).await;
+        drop(logging_in);
         match &result {
             Ok(conn) => {
                 self.stats.track(&conn.info);
@@ -305,14 +305,6 @@ impl Pool {
             slots.push(group.try_acquire()?);
         }
         Some(slots)
-    }
-
-    /// Opens a new connection for min_pool_size when every shared limit has room.
-    async fn connect_new(&self) -> Result<ServerConnection, PoolError> {
-        let slots = self.try_limit_slots().ok_or(PoolError::Timeout)?;
-        let mut conn = self.open(None).await?;
-        conn.slots = slots;
-        Ok(conn)
     }
 
     /// Runs server_check_query on a connection that sat idle longer than
@@ -346,29 +338,6 @@ impl Pool {
         conn.slots.clear();
         tokio::spawn(conn.close());
         true
-    }
-
-    /// Opens connections until min_pool_size is reached (called by the janitor).
-    pub async fn fill_min(&self) {
-        let want = self.settings.min_pool_size;
-        while want > 0 && self.idle_count() + self.stats.active.load(Ordering::Relaxed) < want {
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                return;
-            };
-            match self.connect_new().await {
-                Ok(conn) => {
-                    let mut conn = Box::new(conn);
-                    conn.last_used = Instant::now();
-                    self.note_welcome(&conn);
-                    crate::panic::lock(&self.idle).push(conn);
-                    drop(permit);
-                }
-                Err(e) => {
-                    debug!(error = %e, "min_pool_size connect failed");
-                    return;
-                }
-            }
-        }
     }
 
     fn note_welcome(&self, conn: &ServerConnection) {

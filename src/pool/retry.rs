@@ -2,7 +2,9 @@
 //! (refused, reset, timed out, `57P03 the database system is starting up`) it retries
 //! with capped backoff until the client's query_wait_timeout; after a real login failure
 //! (wrong password) it fails new attempts at once for server_login_retry, as PgBouncer.
+//! The min_pool_size filler makes single attempts ([`Retry::Never`]) and backs off itself.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,6 +36,23 @@ impl LoginFailure {
     }
 }
 
+/// Counts a connect in progress (SHOW POOLS sv_login) until dropped, also when the
+/// connect is abandoned midway.
+pub(super) struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    pub(super) fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Whether waiting may cure `e`: the server is down, restarting, or not accepting yet.
 pub(super) fn is_transient(e: &ServerError) -> bool {
     use std::io::ErrorKind as K;
@@ -61,13 +80,26 @@ fn is_login_failure(e: &ServerError) -> bool {
     matches!(e, ServerError::Rejected(f) if f.code.starts_with("28"))
 }
 
-/// Connects, retrying transient failures until `deadline` (`None` = no limit).
+/// Whether [`connect`] tries again after a transient failure.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Retry {
+    /// Until this deadline (`None` = no limit): a client is waiting.
+    Until(Option<Instant>),
+    /// One attempt only (within connect_timeout).
+    Never,
+}
+
+/// Connects, retrying transient failures as `retry` says.
 pub(super) async fn connect(
     target: &ServerTarget,
     settings: &PoolSettings,
     failure: &LoginFailure,
-    deadline: Option<Instant>,
+    retry: Retry,
 ) -> Result<ServerConnection, ServerError> {
+    let deadline = match retry {
+        Retry::Until(deadline) => deadline,
+        Retry::Never => Some(Instant::now() + settings.connect_timeout),
+    };
     if let Some(fields) = failure.recent(settings.server_login_retry) {
         return Err(ServerError::Rejected(fields));
     }
@@ -87,7 +119,7 @@ pub(super) async fn connect(
             }
             Err(e) => e,
         };
-        if !is_transient(&e) {
+        if !is_transient(&e) || matches!(retry, Retry::Never) {
             if is_login_failure(&e) {
                 if let ServerError::Rejected(f) = &e {
                     failure.set(Some(f.clone()));

@@ -101,7 +101,7 @@ pub fn decode_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
     if major != 3 {
         return Err(StartupError::UnsupportedProtocol { major, minor });
     }
-    if body.last() != Some(&0) {
+    if !terminated_parameter_list(&body[4..]) {
         return Err(StartupError::Malformed);
     }
     let mut buf = BytesMut::from(body);
@@ -122,6 +122,24 @@ pub fn decode_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
         params,
         protocol_options,
     })
+}
+
+/// Postgres's layout rule: `name\0value\0` pairs, then one `\0` that is the packet's last
+/// byte. A list that ends after a value, or has bytes after the terminator, is refused.
+fn terminated_parameter_list(mut rest: &[u8]) -> bool {
+    loop {
+        let Some(name_end) = rest.iter().position(|&b| b == 0) else {
+            return false;
+        };
+        if name_end == 0 {
+            return rest.len() == 1;
+        }
+        rest = &rest[name_end + 1..];
+        let Some(value_end) = rest.iter().position(|&b| b == 0) else {
+            return false;
+        };
+        rest = &rest[value_end + 1..];
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +214,19 @@ mod tests {
             read(&packet(3 << 16, b"user\0a")).await,
             Err(StartupError::Malformed)
         ));
+        // Ends after a value: the list terminator is missing.
+        assert!(matches!(
+            read(&packet(3 << 16, b"user\0a\0")).await,
+            Err(StartupError::Malformed)
+        ));
+        // Bytes after the terminator, or a name without a value.
+        for body in [&b"user\0a\0\0x\0"[..], b"user\0\0", b"user\0a\0db\0"] {
+            assert!(matches!(
+                read(&packet(3 << 16, body)).await,
+                Err(StartupError::Malformed)
+            ));
+        }
+        assert!(read(&packet(3 << 16, b"\0")).await.is_ok());
         assert!(matches!(
             read(&packet(SSL_REQUEST_CODE, b"xx")).await,
             Err(StartupError::Malformed)

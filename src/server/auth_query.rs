@@ -3,7 +3,6 @@
 //! Which connection to use and what to do with the secret is the caller's business.
 
 use bytes::{BufMut, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::conn::{ServerConnection, ServerError};
 use crate::auth::Secret;
@@ -20,7 +19,7 @@ pub async fn lookup_secret(
 ) -> Result<Option<Secret>, ServerError> {
     let mut out = BytesMut::new();
     put_extended_query(&mut out, sql, user);
-    conn.stream.write_all(&out).await?;
+    conn.stream.send(&out).await?;
     let mut secret = None;
     let mut rows = 0usize;
     let mut error = None;

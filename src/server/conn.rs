@@ -148,7 +148,7 @@ impl ServerConnection {
     pub async fn run_internal(&mut self, sql: &str) -> Result<u8, ServerError> {
         let mut out = BytesMut::new();
         messages::put_query(&mut out, sql);
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         let mut first_error = None;
         loop {
             let (t, body) = self.read_message().await?;
@@ -190,7 +190,7 @@ impl ServerConnection {
         let mut out = BytesMut::new();
         messages::put_terminate(&mut out);
         let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
-            let _ = self.stream.write_all(&out).await;
+            let _ = self.stream.send(&out).await;
             let _ = self.stream.shutdown().await;
         })
         .await;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
+use tracing::warn;
 
 use super::conn::{BackendKey, CancelAddr, ServerConnection, ServerError, ServerInfo};
 use super::credential::ServerCredential;
@@ -191,7 +192,28 @@ async fn login(
     );
     messages::put_startup(&mut out, &params);
     conn.stream.write_all(&out).await?;
-    authenticate(&mut conn, target).await?;
+    let logged_in = finish_login(&mut conn, target).await;
+    if let Err(ServerError::Rejected(f)) = &logged_in {
+        // The server's own words, escaped (they may quote client-chosen names).
+        warn!(
+            db = %target.dbname,
+            user = %target.user,
+            code = ?f.code,
+            "server login failed: {:?}",
+            f.message
+        );
+    }
+    logged_in?;
+    conn.info = Arc::new(describe(&conn));
+    Ok(conn)
+}
+
+/// Authentication, then the login replies up to ReadyForQuery.
+async fn finish_login(
+    conn: &mut ServerConnection,
+    target: &ServerTarget,
+) -> Result<(), ServerError> {
+    authenticate(conn, target).await?;
     loop {
         let (t, body) = conn.read_message().await?;
         match t {
@@ -202,10 +224,7 @@ async fn login(
                     secret: bytes::Bytes::copy_from_slice(&body[4..]),
                 };
             }
-            tag::READY_FOR_QUERY => {
-                conn.info = Arc::new(describe(&conn));
-                return Ok(conn);
-            }
+            tag::READY_FOR_QUERY => return Ok(()),
             tag::ERROR_RESPONSE => {
                 return Err(ServerError::Rejected(messages::parse_error_fields(&body)))
             }

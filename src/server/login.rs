@@ -3,7 +3,6 @@
 //! with a client's ClientKey). No message body from here is ever logged.
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 
 use super::conn::{ServerConnection, ServerError};
 use super::connect::ServerTarget;
@@ -102,7 +101,7 @@ pub(super) async fn authenticate(
                 ))
             }
         }
-        conn.stream.write_all(&out).await?;
+        conn.stream.send(&out).await?;
     }
 }
 

@@ -62,6 +62,36 @@ pub async fn start(
     Ok(Stream::ServerTls(Box::new(tls)))
 }
 
+/// What the client is told when the TLS handshake with the server failed: certificate
+/// problems in OpenSSL's words (`certificate verify failed: ...`, as PgBouncer and libpq
+/// report them), anything else as a TLS failure; never an address.
+pub fn failure_message(e: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    let reason = match rustls_error {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "server certificate does not match host name"
+            }
+            C::UnknownIssuer => "unable to get local issuer certificate",
+            C::Expired | C::ExpiredContext { .. } => "certificate has expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate is not yet valid",
+            C::BadSignature => "certificate signature failure",
+            C::BadEncoding => "certificate could not be parsed",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "unsupported certificate purpose"
+            }
+            _ => "certificate rejected",
+        },
+        Some(rustls::Error::NoCertificatesPresented) => "no certificate presented",
+        _ => {
+            return "server login failed: SSL error: TLS handshake with the database server failed"
+                .to_owned()
+        }
+    };
+    format!("server login failed: SSL error: certificate verify failed: {reason}")
+}
+
 /// The TLS name of `host`: an IP address (no SNI, checked against IP SANs) or a DNS name
 /// (sent as SNI, which Neon and other routers need in every mode).
 fn server_name(host: &str) -> Result<ServerName<'static>, ServerError> {
@@ -77,6 +107,20 @@ fn server_name(host: &str) -> Result<ServerName<'static>, ServerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_failures_are_reported_in_openssl_words() {
+        let wrap = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let m = failure_message(&wrap(rustls::CertificateError::UnknownIssuer.into()));
+        assert_eq!(
+            m,
+            "server login failed: SSL error: certificate verify failed: unable to get local issuer certificate"
+        );
+        let m = failure_message(&wrap(rustls::CertificateError::NotValidForName.into()));
+        assert!(m.ends_with("does not match host name"), "{m}");
+        let m = failure_message(&std::io::ErrorKind::UnexpectedEof.into());
+        assert!(!m.contains("certificate verify failed"), "{m}");
+    }
 
     #[test]
     fn ip_hosts_are_addresses_and_names_are_dns() {

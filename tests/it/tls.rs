@@ -200,7 +200,7 @@ async fn every_client_sslmode_with_tokio_postgres() {
 
 /// Runs `select 42` with psql against `port` (server name `localhost`); returns stdout or
 /// stderr. `cert` is the client certificate and key files to present.
-fn psql(
+pub(crate) fn psql(
     port: u16,
     sslmode: &str,
     ca: &std::path::Path,
@@ -213,6 +213,12 @@ fn psql(
     if let Some((c, k)) = cert {
         conn.push_str(&format!(" sslcert={} sslkey={}", c.display(), k.display()));
     }
+    psql_select_42(&conn)
+}
+
+/// Runs `select 42` with psql on the connection string `conn` as `PLAIN_USER`'s password;
+/// returns stdout or stderr.
+pub fn psql_select_42(conn: &str) -> Result<String, String> {
     let out = std::process::Command::new(PgServer::shared().bindir().join("psql"))
         .env_clear()
         .env("PGPASSWORD", PLAIN_PASSWORD)
