@@ -34,13 +34,15 @@ fi
 command -v c++ >/dev/null 2>&1 || fallback "no C++ compiler for libFuzzer"
 
 export RUSTC_BOOTSTRAP=1
+work=$(mktemp -d)
+# cargo fuzz resolves fuzz/Cargo.lock afresh; running the fuzzers must not change tracked files.
+cp fuzz/Cargo.lock "$work/Cargo.lock.orig"
+trap 'cp "$work/Cargo.lock.orig" fuzz/Cargo.lock; rm -rf "$work"' EXIT
 fuzz_target_dir=${CARGO_TARGET_DIR:-$PWD/target}/fuzz
 say "building fuzz targets (target dir $fuzz_target_dir)"
 (cd fuzz && CARGO_TARGET_DIR=$fuzz_target_dir cargo fuzz build --sanitizer none -O) ||
   fallback "cargo fuzz build failed"
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 failed=()
 for t in $targets; do
   mkdir -p "$work/$t"

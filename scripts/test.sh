@@ -8,13 +8,18 @@
 # through sudo), the rustfmt/clippy components, then the drivers' own packages from PyPI and npm
 # (tests/drivers/setup.sh). Idempotent; a second run installs nothing.
 #
-#   scripts/test.sh                  # everything: cargo test --all-targets
+#   scripts/test.sh                  # everything: cargo test --all-targets --no-fail-fast
 #   scripts/test.sh -- --nocapture   # extra arguments go to cargo test
 #   scripts/test.sh --setup-only     # install prerequisites and stop (used by .ci/run)
 #
 # After the tests, scripts/fuzz.sh fuzzes every parser for 2 s each with cargo-fuzz (installed
 # from crates.io when missing; without it, the seeded property test runs instead).
 # PGFUNNEL_FUZZ_SECS sets the time per target; PGFUNNEL_FUZZ_SECS=0 skips this step.
+#
+# Every test binary runs even when an earlier one failed (--no-fail-fast); the exit status is
+# non-zero when anything failed. Tests that read PgBouncer's own sample files
+# (../shared/testdata/pgbouncer) are skipped, with one printed line, in a clone without them.
+# Needs: Rust (see rust-version in Cargo.toml; rustup), about 1 GB of RAM and 5 GB of disk.
 #
 # CARGO_TARGET_DIR and the other cargo variables are honoured as usual.
 set -euo pipefail
@@ -130,7 +135,10 @@ ensure_driver_prerequisites() {
     apt_install "${pkgs[@]}"
 }
 
-command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
+
+need_rust
 ensure_postgres
 ensure_bench_tools
 ensure_ops_tools
@@ -144,9 +152,9 @@ if [ "${1:-}" = "--setup-only" ]; then
 fi
 [ "${1:-}" = "--" ] && shift
 
-say "cargo test --all-targets $*"
+say "cargo test --all-targets --no-fail-fast $*"
 set +e
-cargo test --all-targets "$@"
+cargo test --all-targets --no-fail-fast "$@"
 status=$?
 set -e
 [ "$status" -ne 0 ] && exit "$status"

@@ -120,8 +120,8 @@ pub struct App {
     hba: ArcSwapOption<Hba>,
 }
 
-/// Loads `auth_hba_file` (relative to the config file's directory) when `auth_type = hba`.
-pub(crate) fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
+/// The HBA rules of `auth_hba_file` when `auth_type = hba` (also for `pgfunnel check`).
+pub fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
     let s = &config.settings;
     let (AuthType::Hba, Some(file)) = (s.auth_type, &s.auth_hba_file) else {
         return Ok(None);

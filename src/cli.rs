@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pgfunnel", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// Config file in PgBouncer's format (pgbouncer.ini); same as `pgfunnel serve CONFIG`.
+    /// Config file in PgBouncer's format (pgbouncer.ini), or a postgres:// URL for URL mode;
+    /// same as `pgfunnel serve CONFIG`.
+    #[arg(value_name = "CONFIG|URL")]
     pub config: Option<PathBuf>,
     /// PgBouncer-compatible process flags.
     #[command(flatten)]
@@ -20,20 +22,20 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// Flags PgBouncer accepts before its config file.
+/// Flags PgBouncer accepts before its config file; `serve` takes them too.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ProcessFlags {
     /// Quiet: do not log to stderr (the logfile, if set, still gets everything).
-    #[arg(short, long, global = true)]
+    #[arg(short, long)]
     pub quiet: bool,
     /// Verbose: more detailed logs; repeat for more.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Run in the background as a daemon (needs logfile or -q, as PgBouncer).
-    #[arg(short, long, global = true)]
+    #[arg(short, long)]
     pub daemon: bool,
     /// Switch to this OS user at startup (when started as root).
-    #[arg(short, long, global = true, value_name = "USER")]
+    #[arg(short, long, value_name = "USER")]
     pub user: Option<String>,
 }
 
@@ -42,9 +44,11 @@ pub struct ProcessFlags {
 pub enum Command {
     /// Run the pooler (the default when only a config file is given).
     Serve(ServeArgs),
-    /// Validate a config file and print the effective settings; exit 1 when invalid.
+    /// Validate a config file (or a postgres:// URL), report every problem and print the
+    /// effective settings; exit 1 when invalid.
     Check {
-        /// Config file to check.
+        /// Config file (or postgres:// URL) to check.
+        #[arg(value_name = "CONFIG|URL")]
         config: PathBuf,
     },
     /// Apply numbered SQL migrations (NNNN_name.sql, Drizzle's layout too) safely, also
@@ -55,7 +59,8 @@ pub enum Command {
 /// Arguments of `serve`.
 #[derive(Debug, Args, Default)]
 pub struct ServeArgs {
-    /// Config file in PgBouncer's format.
+    /// Config file in PgBouncer's format, or a postgres:// URL (same as --upstream).
+    #[arg(value_name = "CONFIG|URL")]
     pub config: Option<PathBuf>,
     /// URL mode: pool a single database given as postgres://user:pass@host:port/db
     /// (no config file needed; clients log in with the same user and password).
@@ -72,6 +77,20 @@ pub struct ServeArgs {
     /// Override listen_port (default 6432).
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
+    /// Override admin_users: these users may use the admin console (database `pgfunnel` or
+    /// `pgbouncer`). In URL mode the URL's user is the one that can log in.
+    #[arg(long, value_name = "USER[,USER]", value_delimiter = ',')]
+    pub admin_users: Option<Vec<String>>,
+    /// Override metrics_listen: serve /metrics, /healthz and /readyz over HTTP at this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
+    /// Override unix_socket_dir: also listen on a Unix socket in this directory (URL mode has
+    /// none by default; an empty value turns it off).
+    #[arg(long, value_name = "DIR")]
+    pub unix_socket_dir: Option<String>,
+    /// PgBouncer's process flags.
+    #[command(flatten)]
+    pub process: ProcessFlags,
 }
 
 /// What `migrate` does.
@@ -126,6 +145,9 @@ pub struct MigrateArgs {
     /// RECONNECT after migrations so no client hits stale cached plans; tolerated when unreachable.
     #[arg(long, value_name = "URL")]
     pub pgfunnel_admin: Option<String>,
+    /// More detailed logs; repeat for more.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// Parses `500ms`, `5s`, `2min`, `1h` or a bare number of milliseconds (Postgres's units).
@@ -185,5 +207,49 @@ mod tests {
             panic!("not migrate: {cli:?}");
         };
         assert_eq!((args.action, args.target), (MigrateAction::Status, Some(3)));
+    }
+
+    fn help_of(args: &[&str]) -> String {
+        let err = Cli::try_parse_from(args).expect_err("help exits");
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        err.to_string()
+    }
+
+    #[test]
+    fn each_command_help_shows_only_its_own_options() {
+        let check = help_of(&["pgfunnel", "check", "--help"]);
+        for flag in ["--daemon", "--user", "--quiet", "--verbose", "--upstream"] {
+            assert!(!check.contains(flag), "check --help shows {flag}:\n{check}");
+        }
+        let migrate = help_of(&["pgfunnel", "migrate", "--help"]);
+        for flag in ["--daemon", "--user", "--quiet", "--upstream"] {
+            assert!(
+                !migrate.contains(flag),
+                "migrate --help shows {flag}:\n{migrate}"
+            );
+        }
+        assert!(migrate.contains("--dry-run") && migrate.contains("--verbose"));
+        let serve = help_of(&["pgfunnel", "serve", "--help"]);
+        for flag in [
+            "--daemon",
+            "--quiet",
+            "--upstream",
+            "--admin-users",
+            "--metrics-listen",
+        ] {
+            assert!(serve.contains(flag), "serve --help lacks {flag}:\n{serve}");
+        }
+        assert!(!serve.contains("--dry-run"));
+        // PgBouncer's invocation still parses
+        let cli = Cli::try_parse_from(["pgfunnel", "-q", "-d", "-u", "pg", "pgbouncer.ini"])
+            .expect("pgbouncer flags");
+        assert!(cli.process.quiet && cli.process.daemon && cli.command.is_none());
+        let cli = Cli::try_parse_from(["pgfunnel", "serve", "-v", "--admin-users", "a,b", "x.ini"])
+            .expect("serve flags");
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.process.verbose, 1);
+        assert_eq!(args.admin_users, Some(vec!["a".to_owned(), "b".to_owned()]));
     }
 }

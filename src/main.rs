@@ -7,14 +7,23 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pgfunnel::cli::{Cli, Command, MigrateArgs, ProcessFlags, ServeArgs};
-use pgfunnel::config::Config;
+use pgfunnel::config::{looks_like_url, Config, ConfigError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check { config }) => check(&config),
-        Some(Command::Serve(args)) => serve(args, &cli.process),
-        Some(Command::Migrate(args)) => return migrate(&args, &cli.process),
+        Some(Command::Serve(args)) => {
+            let flags = args.process.clone();
+            serve(args, &flags)
+        }
+        Some(Command::Migrate(args)) => {
+            let flags = ProcessFlags {
+                verbose: args.verbose,
+                ..ProcessFlags::default()
+            };
+            return migrate(&args, &flags);
+        }
         None => match cli.config {
             Some(config) => serve(
                 ServeArgs {
@@ -24,51 +33,131 @@ fn main() -> ExitCode {
                 &cli.process,
             ),
             None => Err(anyhow::anyhow!(
-                "no config file given: run `pgfunnel CONFIG`, `pgfunnel serve --upstream URL` or see --help"
+                "no config file given: run `pgfunnel CONFIG`, `pgfunnel postgres://USER:PASSWORD@HOST/DB` or see --help"
             )),
         },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pgfunnel: {e:#}");
+            eprintln!("pgfunnel: {}", report(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes as one message, each cause only when its text is not already in
+/// the message (thiserror messages often quote their source), and never a URL's password.
+fn report(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    pgfunnel::config::redact_urls(&text)
+}
+
+/// The URL when `path` is really a `postgres://` URL given where a config file may stand.
+fn as_url(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    looks_like_url(text).then(|| text.to_owned())
+}
+
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut config = match (&args.config, &args.upstream) {
-        (Some(path), _) => Config::load(path)?,
-        (None, Some(url)) => {
-            let mut c = Config::from_url(url)?;
+    let url = args
+        .config
+        .as_deref()
+        .and_then(as_url)
+        .or(args.upstream.clone());
+    let mut config = match (&args.config, url) {
+        (_, Some(url)) => {
+            let mut c = Config::from_url(&url)?;
             // URL mode listens on TCP only (127.0.0.1:6432 unless overridden).
             c.settings.unix_socket_dir.clear();
             c
         }
+        (Some(path), None) => Config::load(path)?,
         (None, None) => anyhow::bail!("give a config file or --upstream URL"),
     };
+    let s = &mut config.settings;
     if let Some(addr) = &args.listen {
-        config.settings.listen_addr = vec![addr.clone()];
+        s.listen_addr = vec![addr.clone()];
     }
     if let Some(port) = args.port {
-        config.settings.listen_port = port;
+        s.listen_port = port;
+    }
+    if let Some(users) = &args.admin_users {
+        s.admin_users.clone_from(users);
+    }
+    if let Some(addr) = &args.metrics_listen {
+        s.metrics_listen = Some(addr.clone()).filter(|a| !a.is_empty());
+    }
+    if let Some(dir) = &args.unix_socket_dir {
+        s.unix_socket_dir.clone_from(dir);
     }
     Ok(config)
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
-    for w in &config.warnings {
+/// `check`: reports every problem `serve` would refuse at startup (config, auth_file, TLS
+/// files, HBA rules), the warnings, then the effective settings.
+fn check(target: &Path) -> anyhow::Result<()> {
+    let (config, errors) = match as_url(target) {
+        Some(url) => (Config::from_url(&url)?, Vec::new()),
+        None => Config::inspect(target)?,
+    };
+    for w in config.warnings.iter().chain(&config.advice()) {
         eprintln!("warning: {w}");
     }
-    pgfunnel::app::Users::load(&config)?;
-    // Certificate, key and CA files must load, as at startup.
-    pgfunnel::net::TlsConfigs::load(&config.settings).context("TLS setup")?;
+    let mut problems: Vec<String> = errors
+        .iter()
+        .flat_map(|e| e.problems())
+        .map(ToString::to_string)
+        .collect();
+    let auth_file_failed = errors
+        .iter()
+        .flat_map(|e| e.problems())
+        .any(|e| matches!(e, ConfigError::AuthFile { .. }));
+    if !auth_file_failed {
+        if let Err(e) = pgfunnel::app::Users::load(&config) {
+            problems.push(report(&e));
+        }
+    }
+    if errors.is_empty() {
+        // Certificate, key and CA files and the HBA rules must load, as at startup.
+        if let Err(e) = pgfunnel::net::TlsConfigs::load(&config.settings).context("TLS setup") {
+            problems.push(report(&e));
+        }
+        if let Err(e) = pgfunnel::app::load_hba(&config) {
+            problems.push(report(&e.into()));
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        let n = problems.len();
+        let s = if n == 1 { "" } else { "s" };
+        anyhow::bail!("{}: {n} problem{s} found", target.display());
+    }
+    print_effective(&config, target);
+    Ok(())
+}
+
+fn print_effective(config: &Config, target: &Path) {
     // write! instead of println!: `pgfunnel check | head` must not panic on a closed pipe.
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "# {}: valid", path.display());
+    let shown = match as_url(target) {
+        Some(url) => pgfunnel::config::redact_urls(&url),
+        None => target.display().to_string(),
+    };
+    let _ = writeln!(out, "# {shown}: valid");
     let _ = writeln!(out, "[pgbouncer]");
     for (k, v) in config.effective_settings() {
         let _ = writeln!(out, "{k} = {v}");
@@ -84,7 +173,6 @@ fn check(path: &Path) -> anyhow::Result<()> {
             db.dbname.as_deref().unwrap_or(&db.name)
         );
     }
-    Ok(())
 }
 
 /// `migrate`: exit codes come from `MigrateError::exit_code`.
@@ -123,7 +211,7 @@ fn serve(args: ServeArgs, flags: &ProcessFlags) -> anyhow::Result<()> {
     }
     pgfunnel::logging::init(&config, flags.verbose, flags.quiet)?;
     pgfunnel::panic::install_hook();
-    for w in &config.warnings {
+    for w in config.warnings.iter().chain(&config.advice()) {
         tracing::warn!("{w}");
     }
     let threads = match config.settings.worker_threads {

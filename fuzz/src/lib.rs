@@ -15,6 +15,7 @@ use pgfunnel::client::prepared::{ServerStatements, StatementRegistry};
 use pgfunnel::client::rewrite::Rewriter;
 use pgfunnel::client::statement::recognise;
 use pgfunnel::client::tracker::Tracker;
+use pgfunnel::client::validate::{Validator, LARGE_MESSAGE_LIMIT, SMALL_MESSAGE_LIMIT};
 use pgfunnel::config::Config;
 use pgfunnel::protocol::frame::{Capture, FrameError, ScanEvent, Scanner};
 use pgfunnel::protocol::startup::decode_startup;
@@ -34,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("statement", statement),
     ("tracker", tracker),
     ("rewriter", rewriter),
+    ("client_validator", client_validator),
 ];
 
 /// Splits `data` at the first `0xff` byte (a separator no SCRAM message may contain).
@@ -437,5 +439,80 @@ fn assert_incomplete(buf: &BytesMut, what: &str) {
     if buf.len() >= 5 {
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
         assert!(buf.len() < len + 1, "{what}: {} bytes left", buf.len());
+    }
+}
+
+/// The relay's client-side checks: random bytes in random reads through the frame scanner
+/// and the validator, with random server message types in between (CopyInResponse opens a
+/// copy) and a random answered/unanswered state. Every accepted message has a type and length Postgres accepts, copy messages
+/// pass only inside a copy, and a refused message starts after the last byte that could
+/// have been forwarded (incomplete headers are held back), at its own type byte.
+pub fn client_validator(data: &[u8]) {
+    let mut input = Bytes(data);
+    let mut scanner = Scanner::new(1 << 20);
+    let mut validator = Validator::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut steps = 0;
+    while !input.is_empty() && steps < 2_000 {
+        steps += 1;
+        let op = input.byte();
+        if op & 0x80 != 0 {
+            validator.server_message(*b"GWEZCTD".get(usize::from(op & 0x07)).unwrap_or(&b'N'));
+            continue;
+        }
+        let unanswered = op & 0x40 != 0;
+        let start = buf.len();
+        buf.extend_from_slice(input.take(usize::from(op & 0x1f) + 1));
+        // What the relay may already have forwarded: everything before this read's bytes
+        // except an incomplete header held back.
+        let forwarded = start - scanner.partial_header_len();
+        let mut refused = None;
+        let result = scanner.feed(
+            &buf[start..],
+            |_, _| Capture::Skip,
+            |ev| {
+                let ScanEvent::Header { tag, len } = ev else {
+                    return true;
+                };
+                let copy_open = validator.in_copy_in();
+                match validator.client_message(tag, len, unanswered) {
+                    Ok(()) => {
+                        let max = if b"QPBFd".contains(&tag) {
+                            LARGE_MESSAGE_LIMIT
+                        } else {
+                            SMALL_MESSAGE_LIMIT
+                        };
+                        assert!(b"QPBDCESHFXdcf".contains(&tag), "accepted type {tag}");
+                        assert!(len <= max, "accepted length {len} for {tag}");
+                        assert!(
+                            copy_open || unanswered || !b"dcf".contains(&tag),
+                            "copy message where no COPY can be"
+                        );
+                        true
+                    }
+                    Err(e) => {
+                        refused = Some(tag);
+                        let _ = e.to_string();
+                        false
+                    }
+                }
+            },
+        );
+        let failed = result.is_err();
+        let consumed = match result {
+            Ok(n) => n,
+            Err(_) => scanner.consumed_before_error(),
+        };
+        if refused.is_none() && !failed {
+            continue;
+        }
+        let at = (start + consumed)
+            .checked_sub(5)
+            .expect("a refused header is whole");
+        assert!(at >= forwarded, "part of a refused header was forwardable");
+        if let Some(tag) = refused {
+            assert_eq!(buf[at], tag, "refused message starts at its type byte");
+        }
+        return;
     }
 }

@@ -193,30 +193,34 @@ fn read_quoted(text: &str) -> Option<(String, &str)> {
 mod tests {
     use super::*;
 
-    /// Directory of PgBouncer's sample files shared by the project.
-    fn testdata_dir() -> PathBuf {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let candidates = [
-            manifest.join("../shared/testdata/pgbouncer"),
-            manifest.join("../../shared/testdata/pgbouncer"),
-        ];
-        candidates
-            .iter()
-            .find(|dir| dir.is_dir())
-            .cloned()
-            .unwrap_or_else(|| {
-                panic!("PgBouncer test data not found; looked in {candidates:?} (shared/testdata/pgbouncer)")
-            })
-    }
-
     #[test]
     fn loads_pgbouncer_sample_userlist() {
-        let file = AuthFile::load(testdata_dir().join("userlist.txt")).expect("sample parses");
+        let Some(dir) = crate::config::test_support::shared_testdata() else {
+            return; // skipped: no shared PgBouncer samples in this checkout
+        };
+        let file = AuthFile::load(dir.join("userlist.txt")).expect("sample parses");
         assert_eq!(file.len(), 3);
         assert_eq!(file.get("marko"), Some(&Secret::Plain("asdasd".into())));
         assert_eq!(file.get("postgres"), Some(&Secret::Plain("asdasd".into())));
         assert_eq!(file.get("pgbouncer"), Some(&Secret::Plain("fake".into())));
         assert_eq!(file.get("nobody"), None);
+    }
+
+    #[test]
+    fn loads_own_fixture_userlist_with_every_kind_of_secret() {
+        let path = crate::config::test_support::fixture("config/userlist.txt");
+        let file = AuthFile::load(path).expect("fixture parses");
+        assert_eq!(file.len(), 5);
+        assert_eq!(
+            file.get("alice"),
+            Some(&Secret::Plain("alice-plain".into()))
+        );
+        assert!(matches!(file.get("bob"), Some(Secret::Md5(_))));
+        assert!(matches!(file.get("carol"), Some(Secret::Scram(_))));
+        assert_eq!(
+            file.get("we \"quote\""),
+            Some(&Secret::Plain("it's fine".into()))
+        );
     }
 
     #[test]

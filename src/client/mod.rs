@@ -16,6 +16,7 @@ pub mod session;
 pub mod statement;
 pub mod timeouts;
 pub mod tracker;
+pub mod validate;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

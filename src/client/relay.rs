@@ -19,6 +19,7 @@ use super::params::Reported;
 use super::prepared::ServerStatements;
 use super::rewrite::Rewriter;
 use super::tracker::Tracker;
+use super::validate::{ClientViolation, Validator};
 use crate::net::PollReadReady;
 use crate::protocol::messages::{parse_parameter_status, tag};
 use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
@@ -28,6 +29,8 @@ use crate::protocol::{Capture, FrameError, ScanEvent, Scanner};
 const IDLE_READ: usize = 1024;
 /// A direction stops reading once this much awaits writing (back-pressure).
 const MAX_PENDING: usize = 64 * 1024;
+/// Default for `max_pipeline` (the `max_client_pipeline` setting).
+pub const DEFAULT_MAX_PIPELINE: usize = 4096;
 
 /// How a relay run ended.
 #[derive(Debug)]
@@ -38,8 +41,9 @@ pub enum RelayEnd {
     ClientGone,
     /// The client's socket failed.
     ClientIo(io::Error),
-    /// The client broke framing (bad length, oversized message).
-    ClientProtocol(FrameError),
+    /// The client broke the protocol (framing, a message type or length that is refused);
+    /// nothing of the offending message was forwarded.
+    ClientProtocol(ClientViolation),
     /// The server closed or its socket failed.
     ServerGone(io::Error),
     /// The server broke framing.
@@ -97,8 +101,8 @@ pub enum IdleEnd {
     ClientGone,
     /// The client's socket failed.
     ClientIo(io::Error),
-    /// The client broke framing.
-    ClientProtocol(FrameError),
+    /// The client broke the protocol (nothing of the offending message is kept).
+    ClientProtocol(ClientViolation),
 }
 
 /// Per-client relay state, reused across transactions.
@@ -134,6 +138,11 @@ pub struct Relay {
     /// may still hold them (see `poll_send`).
     client_unflushed: bool,
     server_unflushed: bool,
+    /// Checks every client message before it may be forwarded.
+    validator: Validator,
+    /// Unanswered requests (Query, Sync, FunctionCall) at which the relay stops reading the
+    /// client until answers drain (`max_client_pipeline`).
+    pub max_pipeline: usize,
 }
 
 impl Relay {
@@ -163,7 +172,32 @@ impl Relay {
             pin_noted: false,
             client_unflushed: false,
             server_unflushed: false,
+            validator: Validator::default(),
+            max_pipeline: DEFAULT_MAX_PIPELINE,
         }
+    }
+
+    /// True when the client may not send more before answers drain: its unanswered
+    /// requests reached `max_pipeline` (or, with the rewriter, four times as many pending
+    /// replies of any kind; Parse/Bind/Describe replies may sit unflushed in the server
+    /// until a Sync, so that bound is looser).
+    fn pipeline_full(&self) -> bool {
+        self.tracker.outstanding() >= self.max_pipeline
+            || self
+                .rewriter
+                .as_ref()
+                .is_some_and(|rw| rw.pending_replies() >= self.max_pipeline.saturating_mul(4))
+    }
+
+    /// True when the server may go back to the pool after the client left: everything
+    /// sent to it was answered, nothing is half-sent or half-read.
+    pub fn server_clean(&self) -> bool {
+        self.tracker.is_idle()
+            && self.c2s.is_empty()
+            && self.cin.is_empty()
+            && self.sin.is_empty()
+            && self.server_scan.at_boundary()
+            && self.rewriter.as_ref().is_none_or(Rewriter::is_settled)
     }
 
     /// Where client bytes land when read: `cin` when the rewriter sits between the client
@@ -273,7 +307,9 @@ impl Relay {
         }
     }
 
-    fn scan_client(&mut self, start: usize, n: usize) -> Result<(), FrameError> {
+    /// Scans `n` client bytes read at `start`; a refused message is cut from the buffer
+    /// with everything after it (the caller ends the link).
+    fn scan_client(&mut self, start: usize, n: usize) -> Result<(), ClientViolation> {
         let buf = if self.rewriter.is_some() {
             &mut self.cin
         } else {
@@ -287,7 +323,9 @@ impl Relay {
         }
         let stats = &mut self.stats;
         stats.client_bytes(n);
+        let validator = &mut self.validator;
         let mut terminate_at = None;
+        let mut refused = None;
         let consumed = self.client_scan.feed(
             &buf[start..start + n],
             |tag, len| {
@@ -299,12 +337,17 @@ impl Relay {
             },
             |ev| {
                 match ev {
-                    ScanEvent::Header { tag: b'X', .. } => {
-                        terminate_at = Some(());
-                        return false;
-                    }
-                    ScanEvent::Header { tag, len } => {
+                    ScanEvent::Header { tag, len } if refused.is_none() => {
                         tracker.client_length(tag, len);
+                        let unanswered = !tracker.nothing_outstanding();
+                        if let Err(e) = validator.client_message(tag, len, unanswered) {
+                            refused = Some(e);
+                            return false;
+                        }
+                        if tag == b'X' {
+                            terminate_at = Some(());
+                            return false;
+                        }
                         if matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F') {
                             stats.request();
                         }
@@ -315,14 +358,28 @@ impl Relay {
                         }
                         tracker.client_message(tag)
                     }
+                    ScanEvent::Header { .. } => return false,
                     ScanEvent::Message { tag, body } => tracker.client_body(tag, body),
                 }
                 true
             },
-        )?;
+        );
+        let consumed = match consumed {
+            Ok(c) => c,
+            Err(e) => {
+                refused = Some(e.into());
+                self.client_scan.consumed_before_error()
+            }
+        };
+        if let Some(e) = refused {
+            // Partial headers are held back from the server (see `forwardable`), so the
+            // whole header is still in the buffer: drop it and everything after it.
+            buf.truncate((start + consumed).saturating_sub(5));
+            return Err(e);
+        }
         if terminate_at.is_some() {
             // Terminate is for pgfunnel, never for the server; drop it and what follows.
-            buf.truncate(start + consumed - 5);
+            buf.truncate((start + consumed).saturating_sub(5));
             self.client_terminated = true;
         }
         Ok(())
@@ -351,6 +408,7 @@ impl Relay {
         }
         let stats = &mut self.stats;
         stats.server_bytes(n);
+        let validator = &mut self.validator;
         self.server_scan.feed(
             &buf[start..start + n],
             |t, _| {
@@ -361,8 +419,12 @@ impl Relay {
                 }
             },
             |ev| {
-                let ScanEvent::Message { tag, body } = ev else {
-                    return true;
+                let (tag, body) = match ev {
+                    ScanEvent::Header { tag, .. } => {
+                        validator.server_message(tag);
+                        return true;
+                    }
+                    ScanEvent::Message { tag, body } => (tag, body),
                 };
                 match tag {
                     tag::READY_FOR_QUERY => {
@@ -420,6 +482,17 @@ impl Relay {
         poll_fn(|cx| self.poll_relay(cx, client, server, release, epoch, link)).await
     }
 
+    /// How much of `c2s` may go to the server: all of it but the bytes of a client header
+    /// not yet complete (so not yet validated). With the rewriter, incomplete headers stay
+    /// in `cin`.
+    fn forwardable(&self) -> usize {
+        if self.rewriter.is_some() {
+            self.c2s.len()
+        } else {
+            self.c2s.len() - self.client_scan.partial_header_len()
+        }
+    }
+
     fn settled(&self) -> bool {
         self.c2s.is_empty()
             && self.s2c.is_empty()
@@ -448,14 +521,31 @@ impl Relay {
             if let Some(rw) = self.rewriter.as_mut() {
                 if !self.cin.is_empty() {
                     rw.client_to_server(&mut self.cin, &mut self.c2s, link.prepared, &mut self.s2c);
+                    for _ in 0..rw.take_refusals() {
+                        self.stats.refused();
+                    }
                 }
             }
-            // client -> server, server -> client
-            match poll_send(cx, &mut *server, &mut self.c2s, &mut self.server_unflushed) {
+            // client -> server (all but a held-back partial header), server -> client
+            let ready = self.forwardable();
+            match poll_send(
+                cx,
+                &mut *server,
+                &mut self.c2s,
+                ready,
+                &mut self.server_unflushed,
+            ) {
                 Ok(moved) => progress |= moved,
                 Err(e) => return Poll::Ready(RelayEnd::ServerGone(e)),
             }
-            match poll_send(cx, &mut *client, &mut self.s2c, &mut self.client_unflushed) {
+            let all = self.s2c.len();
+            match poll_send(
+                cx,
+                &mut *client,
+                &mut self.s2c,
+                all,
+                &mut self.client_unflushed,
+            ) {
                 Ok(moved) => progress |= moved,
                 Err(e) => return Poll::Ready(RelayEnd::ClientIo(e)),
             }
@@ -497,8 +587,11 @@ impl Relay {
                     Poll::Pending => {}
                 }
             }
-            // read client
-            if self.c2s.len() + self.cin.len() < MAX_PENDING && !self.client_terminated {
+            // read client (back-pressure: not while too many requests await answers)
+            if self.c2s.len() + self.cin.len() < MAX_PENDING
+                && !self.client_terminated
+                && !self.pipeline_full()
+            {
                 match poll_fill(cx, &mut *client, self.client_in()) {
                     Poll::Ready(Ok((_, 0))) => return Poll::Ready(RelayEnd::ClientGone),
                     Poll::Ready(Ok((before, n))) => {
@@ -542,8 +635,8 @@ impl Relay {
     }
 }
 
-/// Writes what `buf` holds to `io` and, once `buf` is empty, flushes: returns whether
-/// bytes moved. Flushing is not optional here. A TLS stream (tokio-rustls) takes plaintext
+/// Writes the first `ready` bytes of `buf` to `io` (the rest, a client header not yet whole,
+/// is held back) and, once those are written, flushes: returns whether bytes moved. Flushing is not optional here. A TLS stream (tokio-rustls) takes plaintext
 /// into its own buffer and returns Ok even when the socket below is full; those bytes move
 /// on only at its next write or flush. Without the flush, the last bytes of a message (the
 /// end of a COPY, a ReadyForQuery) sat in that buffer while both sockets were empty: the
@@ -553,14 +646,17 @@ fn poll_send<W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     io: &mut W,
     buf: &mut BytesMut,
+    ready: usize,
     unflushed: &mut bool,
 ) -> io::Result<bool> {
     let mut moved = false;
-    if !buf.is_empty() {
-        match Pin::new(&mut *io).poll_write(cx, buf) {
+    let mut left = ready;
+    if ready > 0 {
+        match Pin::new(&mut *io).poll_write(cx, &buf[..ready]) {
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
                 buf.advance(n);
+                left -= n;
                 *unflushed = true;
                 moved = true;
             }
@@ -568,7 +664,7 @@ fn poll_send<W: AsyncWrite + Unpin>(
             Poll::Pending => {}
         }
     }
-    if buf.is_empty() && *unflushed {
+    if left == 0 && *unflushed {
         match Pin::new(io).poll_flush(cx) {
             Poll::Ready(Ok(())) => *unflushed = false,
             Poll::Ready(Err(e)) => return Err(e),
@@ -607,7 +703,7 @@ pub struct LinkState<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn link<'a>(
         params: &'a mut HashMap<String, String>,
@@ -626,6 +722,23 @@ mod tests {
         v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         v.extend_from_slice(body);
         v
+    }
+
+    /// Runs the relay with fresh link state for at most `ms` milliseconds; None when it was
+    /// still running then.
+    async fn run_for(
+        relay: &mut Relay,
+        client: &mut DuplexStream,
+        server: &mut DuplexStream,
+        ms: u64,
+    ) -> Option<RelayEnd> {
+        let (mut p, mut s) = (HashMap::new(), Reported::default());
+        let mut ps = ServerStatements::default();
+        let mut state = link(&mut p, &mut s, &mut ps);
+        let run = relay.run(client, server, true, &mut state);
+        tokio::time::timeout(std::time::Duration::from_millis(ms), run)
+            .await
+            .ok()
     }
 
     #[tokio::test]
@@ -716,13 +829,101 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unknown_message_type_is_refused_while_idle() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(1 << 20);
+        client_far.write_all(&msg(b'z', b"")).await.unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::ClientProtocol(ClientViolation::UnknownType { tag: b'z' })
+        ));
+        assert!(relay.c2s.is_empty(), "nothing of it is kept");
+    }
+
+    #[tokio::test]
+    async fn refused_message_split_across_reads_never_reaches_the_server() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(1 << 20);
+        relay.mode = RelayMode::Transaction;
+        client_far.write_all(&msg(b'Q', b"begin\0")).await.unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::Request
+        ));
+        server_far.write_all(&msg(b'Z', b"T")).await.unwrap();
+        let password = msg(b'p', b"secret\0");
+        client_far.write_all(&password[..2]).await.unwrap();
+        let end = run_for(&mut relay, &mut client, &mut server, 100).await;
+        assert!(end.is_none(), "half a header: still linked");
+        client_far.write_all(&password[2..]).await.unwrap();
+        let end = run_for(&mut relay, &mut client, &mut server, 10_000).await;
+        let end = end.expect("the relay ends");
+        assert!(
+            matches!(
+                end,
+                RelayEnd::ClientProtocol(ClientViolation::PasswordAfterLogin)
+            ),
+            "{end:?}"
+        );
+        assert!(!relay.server_clean(), "inside a transaction: not reusable");
+        drop(server);
+        let mut got = Vec::new();
+        server_far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got,
+            msg(b'Q', b"begin\0"),
+            "not a byte of the password message"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_is_not_read_while_its_pipeline_is_full() {
+        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
+        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
+        let mut relay = Relay::new(1 << 20);
+        relay.mode = RelayMode::Transaction;
+        relay.max_pipeline = 3;
+        let syncs = msg(b'S', b"").repeat(3);
+        client_far.write_all(&syncs).await.unwrap();
+        assert!(matches!(
+            relay.wait_for_request(&mut client).await,
+            IdleEnd::Request
+        ));
+        assert!(run_for(&mut relay, &mut client, &mut server, 100)
+            .await
+            .is_none());
+        client_far.write_all(&syncs).await.unwrap();
+        assert!(run_for(&mut relay, &mut client, &mut server, 100)
+            .await
+            .is_none());
+        let mut got = vec![0u8; 15];
+        server_far.read_exact(&mut got).await.unwrap();
+        assert_eq!(
+            relay.tracker.outstanding(),
+            3,
+            "the next three are not read"
+        );
+        server_far
+            .write_all(&msg(b'Z', b"I").repeat(3))
+            .await
+            .unwrap();
+        assert!(run_for(&mut relay, &mut client, &mut server, 100)
+            .await
+            .is_none());
+        assert_eq!(relay.tracker.outstanding(), 3, "read once answers drained");
+        server_far.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, syncs);
+    }
+
+    #[tokio::test]
     async fn oversized_client_message_is_a_protocol_error() {
         let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
         let mut relay = Relay::new(100);
         client_far.write_all(&[b'Q', 0, 1, 0, 0]).await.unwrap();
         assert!(matches!(
             relay.wait_for_request(&mut client).await,
-            IdleEnd::ClientProtocol(FrameError::TooLarge { .. })
+            IdleEnd::ClientProtocol(ClientViolation::Frame(FrameError::TooLarge { .. }))
         ));
     }
 }

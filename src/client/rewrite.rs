@@ -18,6 +18,11 @@ use crate::protocol::messages::{
 
 /// Messages up to this size are handled whole; larger ones of other types stream through.
 const WHOLE_LIMIT: usize = 64 * 1024;
+/// A large Bind whose portal and statement names end within this many bytes streams
+/// through (names rewritten); otherwise it is gathered whole.
+const MAX_STREAMED_NAMES: usize = 8 * 1024;
+/// Default for the largest Parse/Bind gathered whole (`max_prepared_message_size`).
+pub const DEFAULT_MAX_GATHERED: usize = 16 * 1024 * 1024;
 
 /// What answers a request (and so completes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +75,13 @@ pub struct Rewriter {
     portals: HashMap<Bytes, Arc<Statement>>,
     expect: VecDeque<Expect>,
     client_streaming: usize,
+    /// The bytes of `client_streaming` are dropped, not forwarded (a refused message).
+    client_discarding: bool,
     server_streaming: usize,
+    /// Largest client message gathered whole; a larger one that must be is refused (54000).
+    max_gathered: usize,
+    /// Messages refused for their size since `take_refusals` was last called.
+    refusals: u32,
     /// A message that must be handled whole (Parse/Bind/Describe/Close of any size, others up
     /// to WHOLE_LIMIT), gathered here across reads. The relay stops reading a side once its
     /// input buffer passes its back-pressure limit, so a message larger than that limit left
@@ -99,7 +110,10 @@ impl Rewriter {
             portals: HashMap::new(),
             expect: VecDeque::new(),
             client_streaming: 0,
+            client_discarding: false,
             server_streaming: 0,
+            max_gathered: DEFAULT_MAX_GATHERED,
+            refusals: 0,
             client_partial: BytesMut::new(),
             server_partial: BytesMut::new(),
             copy: CopyInWatch::default(),
@@ -115,6 +129,22 @@ impl Rewriter {
             && self.server_streaming == 0
             && self.client_partial.is_empty()
             && self.server_partial.is_empty()
+    }
+
+    /// Sets the largest Parse/Bind gathered whole (bytes, header included); a larger one is
+    /// refused with 54000 and its bytes dropped, the client stays connected.
+    pub fn set_max_gathered(&mut self, bytes: usize) {
+        self.max_gathered = bytes.max(WHOLE_LIMIT);
+    }
+
+    /// Messages refused for their size since the last call (for the refusal counter).
+    pub fn take_refusals(&mut self) -> u32 {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// Replies the client still expects (each costs a little memory until it arrives).
+    pub fn pending_replies(&self) -> usize {
+        self.expect.len()
     }
 
     /// Moves whole client messages from `input` to `out` (rewritten where needed).
@@ -133,9 +163,18 @@ impl Rewriter {
         }
         loop {
             if self.client_streaming > 0 {
-                if !stream_part(&mut self.client_streaming, input, out) {
+                let done = if self.client_discarding {
+                    let n = self.client_streaming.min(input.len());
+                    input.advance(n);
+                    self.client_streaming -= n;
+                    self.client_streaming == 0
+                } else {
+                    stream_part(&mut self.client_streaming, input, out)
+                };
+                if !done {
                     break;
                 }
+                self.client_discarding = false;
                 continue;
             }
             if self.client_partial.is_empty() {
@@ -144,17 +183,15 @@ impl Rewriter {
                 }
                 let tag = input[0];
                 let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
+                if len > WHOLE_LIMIT && !self.head_ready(tag, input) {
+                    break;
+                }
                 match self.copy.client_message(tag) {
                     CopyStep::Normal => {}
                     CopyStep::IgnoredSync => self.ignored_sync = true,
                     CopyStep::Began { ignored_syncs } => self.forget_syncs(ignored_syncs),
                 }
-                let whole = matches!(tag, b'P' | b'B' | b'D' | b'C') || len <= WHOLE_LIMIT;
-                if !whole {
-                    self.note_plain(tag);
-                    out.extend_from_slice(&input[..5]);
-                    input.advance(5);
-                    self.client_streaming = len - 4;
+                if len > WHOLE_LIMIT && self.start_streaming(tag, len, input, out, server) {
                     continue;
                 }
             }
@@ -168,6 +205,118 @@ impl Rewriter {
             }
         }
         self.flush_fakes(s2c);
+    }
+
+    /// Decides what happens to a client message too large to handle whole by default
+    /// (its header is at the start of `input`): true when it now streams through (or is
+    /// dropped), false when it must be gathered whole.
+    fn start_streaming(
+        &mut self,
+        tag: u8,
+        len: usize,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) -> bool {
+        if tag == b'B' && !self.aborted {
+            if let Some((portal, name)) = bind_names(input) {
+                self.stream_bind(len, portal, name, input, out, server);
+                return true;
+            }
+        }
+        // Unnamed statements are forwarded unchanged; while the server skips to Sync
+        // after an error, everything is.
+        let unchanged = !matches!(tag, b'P' | b'B' | b'D' | b'C')
+            || (tag == b'P' && input[5] == 0)
+            || self.aborted;
+        if unchanged {
+            match tag {
+                b'P' if !self.aborted => self.expect.push_back(Expect::Forward {
+                    kind: Kind::Parse,
+                    undo: Undo::None,
+                    stmt: None,
+                }),
+                _ if !self.aborted => self.note_plain(tag),
+                _ => {}
+            }
+            out.extend_from_slice(&input[..5]);
+        } else if len + 1 > self.max_gathered {
+            let what = match tag {
+                b'P' => "Parse",
+                b'B' => "Bind",
+                b'D' => "Describe",
+                _ => "Close",
+            };
+            let text = format!(
+                "{what} message of {} bytes exceeds max_prepared_message_size ({} bytes)",
+                len + 1,
+                self.max_gathered
+            );
+            self.inject_error(out, "54000", &text);
+            self.client_discarding = true;
+            self.refusals += 1;
+        } else {
+            return false;
+        }
+        input.advance(5);
+        self.client_streaming = len - 4;
+        true
+    }
+
+    /// Whether enough of a large message's start is in `input` to decide how to handle it:
+    /// a Parse's first body byte (unnamed or not), a Bind's two names (or so many bytes
+    /// without them that it is gathered whole instead).
+    fn head_ready(&self, tag: u8, input: &[u8]) -> bool {
+        match tag {
+            b'P' => input.len() > 5,
+            b'B' if !self.aborted => {
+                bind_names(input).is_some() || input.len() >= 5 + MAX_STREAMED_NAMES
+            }
+            _ => true,
+        }
+    }
+
+    /// Streams a large Bind (its names, `portal_end`/`name_end` offsets into `input`, are
+    /// there): the statement name is rewritten in a new header and the parameters follow
+    /// unchanged, never gathered. A Bind of an unknown statement is dropped (its error
+    /// injected, as for a whole one).
+    fn stream_bind(
+        &mut self,
+        len: usize,
+        portal_end: usize,
+        name_end: usize,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let portal = Bytes::copy_from_slice(&input[5..portal_end]);
+        let name = input[portal_end + 1..name_end].to_vec();
+        let rest = len - 4 - (name_end + 1 - 5);
+        if name.is_empty() {
+            self.portals.remove(&portal);
+            self.expect.push_back(Expect::Forward {
+                kind: Kind::Bind,
+                undo: Undo::None,
+                stmt: None,
+            });
+            out.extend_from_slice(&input[..name_end + 1]);
+        } else if let Some(stmt) = self.lookup(out, &name, server) {
+            self.portals.insert(portal.clone(), stmt.clone());
+            let new_len = 4 + portal.len() + 1 + stmt.server_name.len() + 1 + rest;
+            out.put_u8(b'B');
+            out.put_u32(new_len as u32);
+            put_bytes_cstr(out, &portal);
+            put_cstr(out, &stmt.server_name);
+            self.expect.push_back(Expect::Forward {
+                kind: Kind::Bind,
+                undo: Undo::None,
+                stmt: Some(stmt),
+            });
+        } else {
+            self.client_discarding = true;
+        }
+        input.advance(name_end + 1);
+        self.client_streaming = rest;
     }
 
     /// Handles one whole client message (`msg` includes its header).
@@ -643,6 +792,17 @@ fn next_whole(partial: &mut BytesMut, input: &mut BytesMut) -> Next {
     } else {
         Next::Incomplete
     }
+}
+
+/// The end offsets of a Bind's portal and statement names (their NUL bytes) in `input`,
+/// which starts with the Bind's header; None when they are not both there (yet).
+fn bind_names(input: &[u8]) -> Option<(usize, usize)> {
+    // Bounded: a large Bind is longer than this, so both names lie inside it.
+    let input = &input[..input.len().min(5 + MAX_STREAMED_NAMES)];
+    let body = input.get(5..)?;
+    let portal_end = 5 + body.iter().position(|&b| b == 0)?;
+    let name_end = portal_end + 1 + input[portal_end + 1..].iter().position(|&b| b == 0)?;
+    Some((portal_end, name_end))
 }
 
 /// Length of the frame starting `buf` (type byte + length field's value).

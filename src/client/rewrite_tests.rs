@@ -43,7 +43,7 @@ fn sync() -> BytesMut {
 }
 
 #[test]
-fn bind_larger_than_the_relay_read_limit_is_gathered_and_rewritten() {
+fn bind_larger_than_the_relay_read_limit_streams_with_its_name_rewritten() {
     let registry = Arc::new(StatementRegistry::default());
     let mut rw = Rewriter::new(registry, 10);
     let mut server = ServerStatements::default();
@@ -71,7 +71,7 @@ fn bind_larger_than_the_relay_read_limit_is_gathered_and_rewritten() {
             input.len()
         );
         if fed < total - sync().len() {
-            assert!(out.is_empty(), "nothing of an incomplete Bind is sent");
+            assert!(!out.is_empty(), "the Bind streams through as it arrives");
             assert!(!rw.is_settled(), "a half-read Bind is unsettled");
         }
     }
@@ -166,4 +166,79 @@ fn sync_sent_before_copy_data_expects_no_ready_for_query() {
         message(b'1', b""),
         "made-up ParseComplete not held back"
     );
+}
+
+/// Feeds `message` in relay-sized reads; returns what went to the server.
+fn feed_in_chunks(rw: &mut Rewriter, server: &mut ServerStatements, message: &[u8]) -> BytesMut {
+    let (mut input, mut out, mut s2c) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
+    for piece in message.chunks(CHUNK) {
+        input.extend_from_slice(piece);
+        rw.client_to_server(&mut input, &mut out, server, &mut s2c);
+        assert!(input.len() < 5, "nothing whole waits in the relay's buffer");
+    }
+    out
+}
+
+#[test]
+fn named_parse_over_the_gather_limit_is_refused_with_54000_and_dropped() {
+    let registry = Arc::new(StatementRegistry::default());
+    let mut rw = Rewriter::new(registry.clone(), 10);
+    rw.set_max_gathered(100_000);
+    let mut server = ServerStatements::default();
+    let query = format!("select '{}'", "x".repeat(300_000));
+    let mut message = parse("big", &query);
+    message.extend_from_slice(&sync());
+    let out = feed_in_chunks(&mut rw, &mut server, &message);
+    assert!(
+        out.len() < 200,
+        "only an injected failing Parse and the Sync: {out:?}"
+    );
+    assert!(out.ends_with(&sync()));
+    assert_eq!(registry.len(), 0, "nothing of it was kept");
+    // The server fails the injected Parse; the client sees 54000 instead, then Sync's reply.
+    let mut reply = BytesMut::new();
+    messages::put_error(&mut reply, Severity::Error, "42601", "syntax", None);
+    put_message(&mut reply, b'Z', |b| b.put_u8(b'I'));
+    let mut to_client = BytesMut::new();
+    rw.server_to_client(&mut reply, &mut to_client, &mut server);
+    let text = String::from_utf8_lossy(&to_client);
+    assert!(text.contains("C54000"), "{text:?}");
+    assert!(text.contains("max_prepared_message_size"), "{text:?}");
+    assert!(!text.contains("42601"));
+    assert!(rw.is_settled());
+}
+
+#[test]
+fn unnamed_parse_over_the_gather_limit_streams_unchanged() {
+    let registry = Arc::new(StatementRegistry::default());
+    let mut rw = Rewriter::new(registry, 10);
+    rw.set_max_gathered(100_000);
+    let mut server = ServerStatements::default();
+    let query = format!("select '{}'", "x".repeat(300_000));
+    let mut message = parse("", &query);
+    message.extend_from_slice(&sync());
+    let out = feed_in_chunks(&mut rw, &mut server, &message);
+    assert!(out == message, "forwarded byte for byte");
+}
+
+#[test]
+fn large_bind_of_an_unknown_statement_is_dropped_with_26000() {
+    let registry = Arc::new(StatementRegistry::default());
+    let mut rw = Rewriter::new(registry, 10);
+    let mut server = ServerStatements::default();
+    let mut message = bind("nope", &vec![7u8; 200_000]);
+    message.extend_from_slice(&sync());
+    let out = feed_in_chunks(&mut rw, &mut server, &message);
+    assert!(
+        out.len() < 200,
+        "the parameters are dropped: {} bytes",
+        out.len()
+    );
+    let mut reply = BytesMut::new();
+    messages::put_error(&mut reply, Severity::Error, "42601", "syntax", None);
+    put_message(&mut reply, b'Z', |b| b.put_u8(b'I'));
+    let mut to_client = BytesMut::new();
+    rw.server_to_client(&mut reply, &mut to_client, &mut server);
+    assert!(String::from_utf8_lossy(&to_client).contains("C26000"));
+    assert!(rw.is_settled());
 }

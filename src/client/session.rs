@@ -334,12 +334,15 @@ impl Session {
             PoolMode::Statement => RelayMode::Statement,
         };
         relay.timed = timers.any_linked();
+        relay.max_pipeline = self.app.config().settings.max_client_pipeline as usize;
         let mut listener: Option<Subscription> = None;
         let max_prepared = self.app.config().settings.max_prepared_statements as usize;
         if mode != PoolMode::Session && max_prepared > 0 {
             let registry_limit = self.app.config().settings.max_pool_prepared_statements;
             pool.statements.set_limit(registry_limit as usize);
-            relay.rewriter = Some(Rewriter::new(pool.statements.clone(), max_prepared));
+            let mut rw = Rewriter::new(pool.statements.clone(), max_prepared);
+            rw.set_max_gathered(self.app.config().settings.max_prepared_message_size as usize);
+            relay.rewriter = Some(rw);
         }
         relay.stats = LinkStats::for_pool(&pool.stats, self.span.clone());
         loop {
@@ -367,6 +370,7 @@ impl Session {
                         Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => return,
                         Idle::End(IdleEnd::ClientProtocol(e)) => {
                             warn!(parent: &self.span, error = %e, "client protocol violation");
+                            relay.stats.refused();
                             return send_fatal(
                                 &mut self.stream,
                                 ErrorKind::Protocol,
@@ -441,6 +445,7 @@ impl Session {
                 }
                 RelayEnd::ClientProtocol(e) => {
                     warn!(parent: &self.span, error = %e, "client protocol violation");
+                    relay.stats.refused();
                     send_fatal(&mut self.stream, ErrorKind::Protocol, &e.to_string()).await;
                     return self
                         .release_after_client(pool, mode, server, &relay, cancelled)
@@ -643,7 +648,7 @@ impl Session {
         relay: &Relay,
         cancelled: bool,
     ) {
-        let clean = relay.tracker.is_idle() && relay.c2s.is_empty() && !cancelled;
+        let clean = relay.server_clean() && !cancelled;
         if !clean {
             debug!(
                 parent: &self.span,

@@ -325,6 +325,11 @@ impl Tracker {
         self.requests.is_empty() && !self.unsynced && self.status == b'I'
     }
 
+    /// Requests (Query, Sync, FunctionCall) that still await their ReadyForQuery.
+    pub fn outstanding(&self) -> usize {
+        self.requests.len()
+    }
+
     /// True when every request is answered (whatever the transaction status).
     pub fn nothing_outstanding(&self) -> bool {
         self.requests.is_empty() && !self.unsynced

@@ -6,6 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::problem::{ConnStringProblem, Expected, SyntaxProblem, UrlProblem};
+use super::url_mode::redact_urls;
 
 /// A place in a config file: the path as it was reached (the main file as given, an include joined
 /// to the including file's directory) and a 1-based line number. Displays as `file:line`.
@@ -28,7 +29,7 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The main config file could not be read.
-    #[error("{}: cannot read config file: {source}", path.display())]
+    #[error("{}: cannot read config file: {source}", redact_urls(&path.display().to_string()))]
     Read {
         /// The path as given.
         path: PathBuf,
@@ -76,36 +77,6 @@ pub enum ConfigError {
         location: Location,
         /// The resolved path of the included file.
         target: PathBuf,
-    },
-    /// The same `[pgbouncer]` key twice in one file (PgBouncer silently takes the last; we refuse).
-    #[error("{location}: duplicate key {key}, already set at line {first_line} of the same file")]
-    DuplicateKey {
-        /// The second occurrence.
-        location: Location,
-        /// The key, lower-cased.
-        key: String,
-        /// Line of the first occurrence in the same file.
-        first_line: usize,
-    },
-    /// The same database name twice.
-    #[error("{location}: database \"{name}\" is already defined at {first}")]
-    DuplicateDatabase {
-        /// The second definition.
-        location: Location,
-        /// The database name.
-        name: String,
-        /// The first definition.
-        first: Location,
-    },
-    /// The same user name twice in `[users]`.
-    #[error("{location}: user \"{name}\" is already defined at {first}")]
-    DuplicateUser {
-        /// The second definition.
-        location: Location,
-        /// The user name.
-        name: String,
-        /// The first definition.
-        first: Location,
     },
     /// A database name pgfunnel keeps for itself (the admin console).
     #[error("{location}: database name \"{name}\" is reserved for the admin console")]
@@ -183,6 +154,37 @@ pub enum ConfigError {
         /// The OS error.
         source: io::Error,
     },
+    /// A value pgfunnel refuses on purpose, e.g. `auth_type = pam`, which PgBouncer supports and
+    /// pgfunnel does not: accepting it would authenticate some other way than the file says.
+    #[error("{location}: {key} = \"{value}\": {reason}")]
+    Unsupported {
+        /// Where the key is set.
+        location: Location,
+        /// The key.
+        key: &'static str,
+        /// The value as configured.
+        value: String,
+        /// Why it is refused and what to use instead.
+        reason: &'static str,
+    },
+    /// A file or directory the config names that `serve` would fail to open at startup.
+    #[error("{location}: {key} {}: {problem}", path.display())]
+    UnusablePath {
+        /// Where the key is set.
+        location: Location,
+        /// The key (`logfile`, `pidfile`, `unix_socket_dir`).
+        key: &'static str,
+        /// The path as configured.
+        path: PathBuf,
+        /// What is wrong, e.g. "directory /var/log/nope does not exist".
+        problem: String,
+    },
+    /// Several problems, each its own error, in file order. Displays one per line.
+    #[error("{}", list(errors))]
+    Many {
+        /// The problems, at least two.
+        errors: Vec<ConfigError>,
+    },
     /// A URL for URL mode that cannot be used.
     #[error("database URL {shown}: {problem}")]
     Url {
@@ -191,4 +193,50 @@ pub enum ConfigError {
         /// What is wrong.
         problem: UrlProblem,
     },
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+impl ConfigError {
+    /// One error for `errors`: `None` when empty, the error itself when alone, else [`ConfigError::Many`].
+    pub fn from_list(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(ConfigError::Many { errors }),
+        }
+    }
+
+    /// Where the problem is, when it is at a line of a file.
+    pub fn location(&self) -> Option<&Location> {
+        use ConfigError::*;
+        match self {
+            Syntax { location, .. }
+            | UnknownSection { location, .. }
+            | IncludeUnreadable { location, .. }
+            | IncludeTooDeep { location, .. }
+            | IncludeCycle { location, .. }
+            | ReservedDatabase { location, .. }
+            | InvalidValue { location, .. }
+            | InvalidEntryValue { location, .. }
+            | ConnString { location, .. }
+            | Requires { location, .. }
+            | NothingToListenOn { location, .. }
+            | AuthFile { location, .. }
+            | Unsupported { location, .. }
+            | UnusablePath { location, .. } => Some(location),
+            Read { .. } | Many { .. } | Url { .. } => None,
+        }
+    }
+
+    /// Every single problem: the list of a [`ConfigError::Many`], else this error alone.
+    pub fn problems(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Many { errors } => errors.iter().flat_map(|e| e.problems()).collect(),
+            other => vec![other],
+        }
+    }
 }

@@ -50,25 +50,36 @@ pub struct IniItem {
     pub location: Location,
 }
 
-/// Reads `path` and everything it includes, in order.
-pub fn read_file(path: &Path) -> Result<Vec<IniItem>, ConfigError> {
+/// What reading a file gave: every good line, and every bad one (reading goes on after an error
+/// so that `pgfunnel check` can report them all).
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// The `key = value` lines, in order.
+    pub items: Vec<IniItem>,
+    /// Syntax errors, unknown sections and unreadable includes, in order.
+    pub errors: Vec<ConfigError>,
+}
+
+/// Reads `path` and everything it includes, in order. Fails only when `path` itself cannot be read.
+pub fn read_file(path: &Path) -> Result<Parsed, ConfigError> {
     let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    read_text(&text, path)
+    Ok(read_text(&text, path))
 }
 
 /// Reads `text` as if it were the contents of `origin`; includes are resolved against `origin`'s
 /// directory and read from disk.
-pub fn read_text(text: &str, origin: &Path) -> Result<Vec<IniItem>, ConfigError> {
+pub fn read_text(text: &str, origin: &Path) -> Parsed {
     let mut reader = Reader {
-        items: Vec::new(),
+        parsed: Parsed::default(),
         section: None,
+        skipping: false,
         stack: vec![canonical_or_same(origin)],
     };
-    reader.read(text, origin)?;
-    Ok(reader.items)
+    reader.read(text, origin);
+    reader.parsed
 }
 
 fn canonical_or_same(path: &Path) -> PathBuf {
@@ -76,24 +87,27 @@ fn canonical_or_same(path: &Path) -> PathBuf {
 }
 
 struct Reader {
-    items: Vec<IniItem>,
+    parsed: Parsed,
     /// The current section; like PgBouncer, it carries into and out of included files.
     section: Option<Section>,
+    /// Inside an unknown section (already reported): its lines are skipped.
+    skipping: bool,
     /// Canonical paths of the files being read, outermost first.
     stack: Vec<PathBuf>,
 }
 
 impl Reader {
-    fn read(&mut self, text: &str, file: &Path) -> Result<(), ConfigError> {
+    fn read(&mut self, text: &str, file: &Path) {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, raw) in text.lines().enumerate() {
             let location = Location {
                 file: file.to_path_buf(),
                 line: index + 1,
             };
-            self.read_line(raw.trim(), location)?;
+            if let Err(e) = self.read_line(raw.trim(), location) {
+                self.parsed.errors.push(e);
+            }
         }
-        Ok(())
     }
 
     fn read_line(&mut self, line: &str, location: Location) -> Result<(), ConfigError> {
@@ -106,6 +120,9 @@ impl Reader {
         if line.starts_with('[') {
             return self.section_header(line, location);
         }
+        if self.skipping {
+            return Ok(());
+        }
         let (key, value) = split_key_value(line).map_err(|problem| ConfigError::Syntax {
             location: location.clone(),
             problem,
@@ -113,7 +130,7 @@ impl Reader {
         let Some(section) = self.section else {
             return Err(syntax(location, SyntaxProblem::KeyOutsideSection));
         };
-        self.items.push(IniItem {
+        self.parsed.items.push(IniItem {
             section,
             key,
             value,
@@ -136,12 +153,16 @@ impl Reader {
         match Section::from_header(name) {
             Some(section) => {
                 self.section = Some(section);
+                self.skipping = false;
                 Ok(())
             }
-            None => Err(ConfigError::UnknownSection {
-                location,
-                section: name.to_owned(),
-            }),
+            None => {
+                self.skipping = true;
+                Err(ConfigError::UnknownSection {
+                    location,
+                    section: name.to_owned(),
+                })
+            }
         }
     }
 
@@ -186,9 +207,9 @@ impl Reader {
         }
         let text = fs::read_to_string(&target).map_err(unreadable)?;
         self.stack.push(canonical);
-        let result = self.read(&text, &target);
+        self.read(&text, &target);
         self.stack.pop();
-        result
+        Ok(())
     }
 }
 
@@ -235,13 +256,52 @@ mod tests {
     use crate::config::test_support::temp_tree;
 
     fn items(text: &str) -> Vec<IniItem> {
-        read_text(text, Path::new("t.ini")).unwrap_or_else(|e| panic!("{e}"))
+        let parsed = read_text(text, Path::new("t.ini"));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        parsed.items
     }
 
     fn error(text: &str) -> String {
-        read_text(text, Path::new("t.ini"))
-            .expect_err("must fail")
-            .to_string()
+        let parsed = read_text(text, Path::new("t.ini"));
+        parsed.errors.first().expect("must fail").to_string()
+    }
+
+    fn first_error(parsed: Result<Parsed, ConfigError>) -> ConfigError {
+        match parsed {
+            Err(e) => e,
+            Ok(mut p) => {
+                assert!(!p.errors.is_empty(), "must fail");
+                p.errors.remove(0)
+            }
+        }
+    }
+
+    fn items_of(parsed: Result<Parsed, ConfigError>) -> Vec<IniItem> {
+        let parsed = parsed.unwrap_or_else(|e| panic!("{e}"));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        parsed.items
+    }
+
+    #[test]
+    fn reading_goes_on_after_errors_and_reports_each() {
+        let parsed = read_text(
+            "[pgbouncer]\nbad line\nlisten_port = 1\n[nope]\nx = 1\n[databases]\n\"q = 2\nfoo = host=a\n",
+            Path::new("t.ini"),
+        );
+        let lines: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("t.ini:2: syntax error"), "{lines:?}");
+        assert!(
+            lines[1].starts_with("t.ini:4: unknown section [nope]"),
+            "{lines:?}"
+        );
+        assert!(lines[2].starts_with("t.ini:7: syntax error"), "{lines:?}");
+        let keys: Vec<&str> = parsed.items.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["listen_port", "foo"],
+            "lines of the unknown section are skipped"
+        );
     }
 
     #[test]
@@ -335,7 +395,7 @@ mod tests {
                 "listen_port = 2\n[databases]\nfoo = host=b\n",
             ),
         ]);
-        let got = read_file(&dir.path().join("main.ini")).expect("reads");
+        let got = items_of(read_file(&dir.path().join("main.ini")));
         let summary: Vec<_> = got
             .iter()
             .map(|i| (i.section, i.key.as_str(), i.location.line))
@@ -357,7 +417,7 @@ mod tests {
     fn missing_include_names_file_line_and_target() {
         let dir = temp_tree(&[("main.ini", "[pgbouncer]\n\n%include nope.ini\n")]);
         let main = dir.path().join("main.ini");
-        let err = read_file(&main).expect_err("missing include").to_string();
+        let err = first_error(read_file(&main)).to_string();
         assert!(
             err.starts_with(&format!("{}:3: %include ", main.display())),
             "{err}"
@@ -371,7 +431,7 @@ mod tests {
             ("a.ini", "[pgbouncer]\n%include b.ini\n"),
             ("b.ini", "%include a.ini\n"),
         ]);
-        let err = read_file(&dir.path().join("a.ini")).expect_err("cycle");
+        let err = first_error(read_file(&dir.path().join("a.ini")));
         assert!(
             matches!(err, ConfigError::IncludeCycle { ref location, .. } if location.line == 1),
             "{err}"
@@ -393,7 +453,7 @@ mod tests {
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
         let dir = temp_tree(&refs);
-        let err = read_file(&dir.path().join("f0.ini")).expect_err("too deep");
+        let err = first_error(read_file(&dir.path().join("f0.ini")));
         assert!(
             matches!(err, ConfigError::IncludeTooDeep { limit: 10, .. }),
             "{err}"
@@ -406,12 +466,12 @@ mod tests {
             "[pgbouncer]\n",
         )
         .expect("write");
-        read_file(&dir.path().join("f0.ini")).expect("10 levels allowed");
+        items_of(read_file(&dir.path().join("f0.ini")));
     }
 
     #[test]
     fn missing_main_file_names_it() {
-        let err = read_file(Path::new("/nonexistent/pgfunnel.ini")).expect_err("missing");
+        let err = first_error(read_file(Path::new("/nonexistent/pgfunnel.ini")));
         assert!(
             err.to_string()
                 .starts_with("/nonexistent/pgfunnel.ini: cannot read config file"),

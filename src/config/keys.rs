@@ -174,7 +174,8 @@ fn show_ldap_options(v: &Option<String>) -> String {
 }
 
 /// Every `[pgbouncer]` key PgBouncer 1.25/1.26 knows, plus pgfunnel's own (`log_format`,
-/// `metrics_listen`, `worker_threads`, `listen_queue_size`, `max_pool_prepared_statements`),
+/// `metrics_listen`, `worker_threads`, `max_client_pipeline`, `max_prepared_message_size`,
+/// `listen_queue_size`, `max_pool_prepared_statements`),
 /// in alphabetical order as PgBouncer's SHOW CONFIG lists them.
 #[rustfmt::skip]
 pub static SETTING_KEYS: &[SettingKey] = &[
@@ -222,10 +223,12 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("logfile", logfile, RELOAD, opt_path, show_opt_path),
     applied!("login_notify_message", login_notify_message, RELOAD, opt_string, show_opt),
     applied!("max_client_conn", max_client_conn, RELOAD, positive, show_num),
+    applied!("max_client_pipeline", max_client_pipeline, RELOAD, positive, show_num),
     applied!("max_db_client_connections", max_db_client_connections, RELOAD, count, show_num),
     applied!("max_db_connections", max_db_connections, RELOAD, count, show_num),
     applied!("max_packet_size", max_packet_size, RELOAD, packet_size, show_num),
     applied!("max_pool_prepared_statements", max_pool_prepared_statements, RELOAD, positive, show_num),
+    applied!("max_prepared_message_size", max_prepared_message_size, RELOAD, packet_size, show_num),
     applied!("max_prepared_statements", max_prepared_statements, RELOAD, count, show_num),
     applied!("max_user_client_connections", max_user_client_connections, RELOAD, count, show_num),
     applied!("max_user_connections", max_user_connections, RELOAD, count, show_num),

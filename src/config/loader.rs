@@ -1,5 +1,6 @@
 //! Turns the INI items into a `Config`: applies `[pgbouncer]` keys through the key table, builds
-//! database and user entries, refuses duplicates, collects warnings, then validates. Reads no file
+//! database and user entries (a repeated key, database or user: the later wins, with a warning),
+//! collects warnings and every error, then validates. Reads no file
 //! itself (the INI reader does; `Config::load` checks `auth_file`).
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use super::database::{
 use super::error::{ConfigError, Location};
 use super::ini::{IniItem, Section};
 use super::keys::{find_key, KeySupport};
+use super::kinds::AuthType;
 use super::settings::Settings;
 use super::warning::{ConfigWarning, WarningMessage};
 use super::Config;
@@ -18,14 +20,23 @@ use super::Config;
 /// Database names pgfunnel keeps for its admin console.
 pub const RESERVED_DATABASES: &[&str] = &["pgbouncer"];
 
-/// Builds and validates a config from INI items read from `origin` (and its includes).
-pub fn build_config(items: Vec<IniItem>, origin: &Path) -> Result<Config, ConfigError> {
-    let mut builder = Builder::default();
+/// Builds and validates a config from INI items read from `origin` (and its includes). Returns
+/// the config as far as it could be built with every problem found (the reader's `errors`
+/// first, then the items', then validation's); the config is valid only when there are none.
+pub fn build_config_collecting(
+    items: Vec<IniItem>,
+    errors: Vec<ConfigError>,
+    origin: &Path,
+) -> (Config, Vec<ConfigError>) {
+    let mut builder = Builder {
+        errors,
+        ..Builder::default()
+    };
     for item in items {
         match item.section {
-            Section::Pgbouncer => builder.add_setting(item)?,
-            Section::Databases => builder.add_database(item)?,
-            Section::Users => builder.add_user(item)?,
+            Section::Pgbouncer => builder.add_setting(item),
+            Section::Databases => builder.add_database(item),
+            Section::Users => builder.add_user(item),
             Section::Peers => builder.warnings.push(ConfigWarning::new(
                 &item.location,
                 item.key,
@@ -33,14 +44,15 @@ pub fn build_config(items: Vec<IniItem>, origin: &Path) -> Result<Config, Config
             )),
         }
     }
-    let validation_warnings = builder.settings.validate(origin)?;
-    builder.warnings.extend(validation_warnings);
+    let (warnings, mut errors) = builder.settings.problems(origin);
+    builder.warnings.extend(warnings);
+    builder.errors.append(&mut errors);
     let auth_file_path = builder
         .settings
         .auth_file
         .as_deref()
         .map(|file| resolve_against(origin, file));
-    Ok(Config {
+    let config = Config {
         settings: builder.settings,
         databases: builder.databases,
         fallback: builder.fallback,
@@ -48,7 +60,50 @@ pub fn build_config(items: Vec<IniItem>, origin: &Path) -> Result<Config, Config
         warnings: builder.warnings,
         path: Some(origin.to_path_buf()),
         auth_file_path,
-    })
+    };
+    (config, builder.errors)
+}
+
+/// Warnings about a config that loads but cannot serve anyone as it stands, for `pgfunnel check`
+/// and startup: no database at all, or password authentication with nowhere to find passwords.
+pub fn advice(config: &Config) -> Vec<ConfigWarning> {
+    let Some(origin) = config.path.clone() else {
+        return Vec::new(); // URL mode: one database, the URL's user logs in
+    };
+    let at = |key: &str| {
+        config
+            .settings
+            .location_of(key)
+            .cloned()
+            .unwrap_or_else(|| Location {
+                file: origin.clone(),
+                line: 0,
+            })
+    };
+    let mut warnings = Vec::new();
+    if config.databases.is_empty() && config.fallback.is_none() {
+        let detail =
+            "no [databases] entry and no * fallback: every client will get \"no such database\"";
+        let message = WarningMessage::Incomplete { detail };
+        warnings.push(ConfigWarning::new(&at(""), "[databases]", message));
+    }
+    let password_auth = matches!(
+        config.settings.auth_type,
+        AuthType::ScramSha256 | AuthType::Md5 | AuthType::Plain
+    );
+    let any_auth_user = config.settings.auth_user.is_some()
+        || config.databases.iter().any(|d| d.auth_user.is_some())
+        || config
+            .fallback
+            .as_ref()
+            .is_some_and(|d| d.auth_user.is_some());
+    if password_auth && config.auth_file_path.is_none() && !any_auth_user {
+        let detail = "password authentication without auth_file or auth_user: only the user and \
+                      password written in a [databases] entry can log in";
+        let message = WarningMessage::Incomplete { detail };
+        warnings.push(ConfigWarning::new(&at("auth_type"), "auth_type", message));
+    }
+    warnings
 }
 
 /// Resolves `path` against the directory of the config file `origin` and makes it absolute
@@ -68,87 +123,102 @@ struct Builder {
     fallback: Option<DatabaseEntry>,
     users: Vec<UserEntry>,
     warnings: Vec<ConfigWarning>,
-    /// Every place each `[pgbouncer]` key (lower-cased) was set, to spot same-file duplicates.
-    keys_seen: HashMap<String, Vec<Location>>,
+    errors: Vec<ConfigError>,
+    /// Where each `[pgbouncer]` key (lower-cased), database and user was last set.
+    keys_seen: HashMap<String, Location>,
     databases_seen: HashMap<String, Location>,
     users_seen: HashMap<String, Location>,
 }
 
-impl Builder {
-    fn add_setting(&mut self, item: IniItem) -> Result<(), ConfigError> {
-        let key = item.key.to_ascii_lowercase();
-        let seen = self.keys_seen.entry(key.clone()).or_default();
-        // Same file twice is a mistake; a later %include overriding a key is how includes are used.
-        if let Some(first) = seen
-            .iter()
-            .find(|l| l.file == item.location.file && l.line != item.location.line)
-        {
-            return Err(ConfigError::DuplicateKey {
-                location: item.location,
-                key,
-                first_line: first.line,
-            });
+/// Records `location` as the place `name` was set; when it was set before in the same file,
+/// warns naming both places. An `%include`d file overriding a key is how includes are used,
+/// so that stays silent. PgBouncer takes the later value in both cases.
+fn note_repeat(
+    seen: &mut HashMap<String, Location>,
+    warnings: &mut Vec<ConfigWarning>,
+    name: &str,
+    what: &'static str,
+    location: &Location,
+) {
+    if let Some(first) = seen.insert(name.to_owned(), location.clone()) {
+        if first.file == location.file {
+            let message = WarningMessage::Repeated { what, first };
+            warnings.push(ConfigWarning::new(location, name, message));
         }
-        seen.push(item.location.clone());
+    }
+}
+
+impl Builder {
+    fn add_setting(&mut self, item: IniItem) {
+        let key = item.key.to_ascii_lowercase();
+        let seen = &mut self.keys_seen;
+        note_repeat(seen, &mut self.warnings, &key, "key", &item.location);
         let Some(spec) = find_key(&key) else {
             let warning = ConfigWarning::new(&item.location, key, WarningMessage::UnknownKey);
             self.warnings.push(warning);
-            return Ok(());
+            return;
         };
-        spec.apply(&mut self.settings, &item.value)
-            .map_err(|expected| ConfigError::InvalidValue {
+        if let Err(expected) = spec.apply(&mut self.settings, &item.value) {
+            self.errors.push(ConfigError::InvalidValue {
                 location: item.location.clone(),
                 key: key.clone(),
                 value: item.value.clone(),
                 expected,
-            })?;
+            });
+            return;
+        }
         if spec.support == KeySupport::NoEffect {
             let warning = ConfigWarning::new(&item.location, key, WarningMessage::NoEffect);
             self.warnings.push(warning);
         }
         self.settings.set_at.insert(spec.name, item.location);
-        Ok(())
     }
 
-    fn add_database(&mut self, item: IniItem) -> Result<(), ConfigError> {
+    fn add_database(&mut self, item: IniItem) {
         if RESERVED_DATABASES.contains(&item.key.as_str()) {
-            return Err(ConfigError::ReservedDatabase {
+            // Stricter than PgBouncer on purpose: such an entry would hide the admin console.
+            self.errors.push(ConfigError::ReservedDatabase {
                 location: item.location,
                 name: item.key,
             });
+            return;
         }
-        if let Some(first) = self.databases_seen.get(&item.key) {
-            return Err(ConfigError::DuplicateDatabase {
-                location: item.location,
-                name: item.key,
-                first: first.clone(),
-            });
-        }
-        self.databases_seen
-            .insert(item.key.clone(), item.location.clone());
-        let entry =
-            parse_database_entry(&item.key, &item.value, &item.location, &mut self.warnings)?;
+        let seen = &mut self.databases_seen;
+        note_repeat(
+            seen,
+            &mut self.warnings,
+            &item.key,
+            "database",
+            &item.location,
+        );
+        let entry = match parse_database_entry(
+            &item.key,
+            &item.value,
+            &item.location,
+            &mut self.warnings,
+        ) {
+            Ok(entry) => entry,
+            Err(e) => return self.errors.push(e),
+        };
         if item.key == FALLBACK_NAME {
             self.fallback = Some(entry);
+        } else if let Some(old) = self.databases.iter_mut().find(|d| d.name == item.key) {
+            *old = entry;
         } else {
             self.databases.push(entry);
         }
-        Ok(())
     }
 
-    fn add_user(&mut self, item: IniItem) -> Result<(), ConfigError> {
-        if let Some(first) = self.users_seen.get(&item.key) {
-            return Err(ConfigError::DuplicateUser {
-                location: item.location,
-                name: item.key,
-                first: first.clone(),
-            });
+    fn add_user(&mut self, item: IniItem) {
+        let seen = &mut self.users_seen;
+        note_repeat(seen, &mut self.warnings, &item.key, "user", &item.location);
+        match parse_user_entry(&item.key, &item.value, &item.location, &mut self.warnings) {
+            Ok(entry) => match self.users.iter_mut().find(|u| u.name == item.key) {
+                Some(old) => *old = entry,
+                None => self.users.push(entry),
+            },
+            Err(e) => self.errors.push(e),
         }
-        self.users_seen
-            .insert(item.key.clone(), item.location.clone());
-        let entry = parse_user_entry(&item.key, &item.value, &item.location, &mut self.warnings)?;
-        self.users.push(entry);
-        Ok(())
     }
 }
 
@@ -240,19 +310,29 @@ mod tests {
         assert!(!c.settings.is_explicit("pool_mode"));
     }
 
-    #[test]
-    fn duplicate_key_in_one_file_names_both_lines() {
-        assert_eq!(
-            error("[pgbouncer]\npool_mode = session\n\nPOOL_MODE = transaction\n"),
-            "pgbouncer.ini:4: duplicate key pool_mode, already set at line 2 of the same file"
-        );
-        // also across [pgbouncer] and its [pgfunnel] alias
-        assert!(error("[pgbouncer]\nverbose = 1\n[pgfunnel]\nverbose = 2\n")
-            .contains("duplicate key verbose"));
+    fn warnings(c: &Config) -> Vec<String> {
+        c.warnings.iter().map(ToString::to_string).collect()
     }
 
     #[test]
-    fn include_overrides_silently_but_not_twice_in_the_including_file() {
+    fn repeated_key_in_one_file_takes_the_later_value_and_warns_with_both_lines() {
+        let c = parse("[pgbouncer]\npool_mode = session\n\nPOOL_MODE = transaction\n");
+        assert_eq!(c.settings.pool_mode, PoolMode::Transaction);
+        assert_eq!(c.settings.location_of("pool_mode").map(|l| l.line), Some(4));
+        assert_eq!(
+            warnings(&c),
+            vec!["pgbouncer.ini:4: pool_mode: key set again; this later value wins over the one at pgbouncer.ini:2 (as in PgBouncer)"]
+        );
+        // also across [pgbouncer] and its [pgfunnel] alias, three times
+        let c = parse("[pgbouncer]\nverbose = 1\n[pgfunnel]\nverbose = 2\nverbose = 0\n");
+        assert_eq!(c.settings.verbose, 0);
+        let w = warnings(&c);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[1].starts_with("pgbouncer.ini:5: verbose:") && w[1].contains("pgbouncer.ini:4"));
+    }
+
+    #[test]
+    fn include_overrides_silently_and_a_later_line_overrides_the_include_with_a_warning() {
         let dir = temp_tree(&[
             (
                 "main.ini",
@@ -260,34 +340,71 @@ mod tests {
             ),
             ("local.ini", "[pgbouncer]\nlisten_port = 2000\n"),
             (
-                "bad.ini",
+                "again.ini",
                 "[pgbouncer]\nlisten_port = 1000\n%include local.ini\nlisten_port = 3000\n",
             ),
         ]);
         let c = Config::load(&dir.path().join("main.ini")).expect("include override");
         assert_eq!(c.settings.listen_port, 2000);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert!(c
             .settings
             .location_of("listen_port")
             .is_some_and(|l| l.file.ends_with("local.ini")));
-        let err = Config::load(&dir.path().join("bad.ini")).expect_err("same-file duplicate");
+        let c = Config::load(&dir.path().join("again.ini")).expect("later line wins");
+        assert_eq!(c.settings.listen_port, 3000);
+        // the include's line was the last place it was set, in another file: no warning
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn repeated_database_and_user_take_the_later_entry_and_warn() {
+        let c = parse("[databases]\nfoo = host=a\nbar = host=c\nfoo = host=b\n");
+        let names: Vec<&str> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, vec!["foo", "bar"], "the entry keeps its place");
+        assert_eq!(c.databases[0].hosts, vec!["b"]);
+        assert_eq!(
+            warnings(&c),
+            vec!["pgbouncer.ini:4: foo: database set again; this later value wins over the one at pgbouncer.ini:2 (as in PgBouncer)"]
+        );
+        let c = parse("[databases]\n* =\n* = host=x\n");
+        assert_eq!(c.fallback.map(|f| f.hosts), Some(vec!["x".to_owned()]));
+        let c = parse("[users]\nbob = pool_size=1\nbob = pool_size=2\n");
+        assert_eq!(c.users.len(), 1);
+        assert_eq!(c.user("bob").and_then(|u| u.pool_size), Some(2));
         assert!(
-            matches!(err, ConfigError::DuplicateKey { first_line: 2, .. }),
-            "{err}"
+            warnings(&c)[0].contains("user set again"),
+            "{:?}",
+            c.warnings
         );
     }
 
     #[test]
-    fn duplicate_database_and_user_are_errors() {
-        assert_eq!(
-            error("[databases]\nfoo = host=a\nfoo = host=b\n"),
-            "pgbouncer.ini:3: database \"foo\" is already defined at pgbouncer.ini:2"
+    fn every_problem_is_reported_not_only_the_first() {
+        let err = Config::parse_str(
+            "[pgbouncer]\npool_mode = sessionx\nlisten_port = 0\nnot a line\n[databases]\npgbouncer = host=a\n",
+            Path::new("pgbouncer.ini"),
+        )
+        .expect_err("four problems");
+        let lines: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(
+            lines[0].starts_with("pgbouncer.ini:2: pool_mode"),
+            "{lines:?}"
         );
         assert!(
-            error("[databases]\n* =\n* = host=x\n").contains("database \"*\" is already defined")
+            lines[1].starts_with("pgbouncer.ini:3: listen_port"),
+            "{lines:?}"
         );
-        assert!(error("[users]\nbob = pool_size=1\nbob = pool_size=2\n")
-            .contains("user \"bob\" is already defined"));
+        assert!(
+            lines[2].starts_with("pgbouncer.ini:4: syntax error"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[3].starts_with("pgbouncer.ini:6: database name"),
+            "{lines:?}"
+        );
+        assert_eq!(err.to_string(), lines.join("\n"));
     }
 
     #[test]

@@ -26,9 +26,11 @@ mod value;
 mod warning;
 
 #[cfg(test)]
+mod fixture_tests;
+#[cfg(test)]
 mod sample_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use std::fs::File;
 use std::io;
@@ -44,7 +46,7 @@ pub use kinds::{
 pub use loader::RESERVED_DATABASES;
 pub use problem::{ConnStringProblem, Expected, SyntaxProblem, UrlProblem};
 pub use settings::{Settings, DEFAULT_AUTH_QUERY};
-pub use url_mode::{UrlTls, URL_ORIGIN};
+pub use url_mode::{looks_like_url, redact_urls, UrlTls, URL_ORIGIN};
 pub use warning::{ConfigWarning, WarningMessage};
 
 /// A loaded, validated configuration. Immutable once built: a reload builds a new one.
@@ -67,13 +69,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `path` and its includes, builds and validates the config, and checks that
-    /// `auth_file` (when set) can be opened for reading, without parsing it. Every error names the
-    /// file (and line when there is one).
+    /// Reads `path` and its includes, builds and validates the config, and checks the files it
+    /// names that must be usable at startup (see [`Config::check_files`]). Every error names the
+    /// file (and line when there is one); several problems come as one [`ConfigError::Many`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let items = ini::read_file(path)?;
-        let config = loader::build_config(items, path)?;
-        config.check_files()?;
+        let (config, errors) = Config::inspect(path)?;
+        if let Some(e) = ConfigError::from_list(errors) {
+            return Err(e);
+        }
         tracing::debug!(
             path = %path.display(),
             databases = config.databases.len(),
@@ -84,31 +87,86 @@ impl Config {
         Ok(config)
     }
 
+    /// For `pgfunnel check`: the config as far as it could be built, with every problem found
+    /// (syntax, values, combinations, files), in file order. Fails only when `path` itself
+    /// cannot be read. The config is usable only when the list is empty.
+    pub fn inspect(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
+        let parsed = ini::read_file(path)?;
+        let (config, mut errors) =
+            loader::build_config_collecting(parsed.items, parsed.errors, path);
+        errors.extend(config.file_problems());
+        sort_by_place(&mut errors);
+        Ok((config, errors))
+    }
+
     /// Parses `text` as if it were the file `origin`: includes are read relative to `origin`'s
     /// directory and `auth_file` is resolved against it, but not checked (see [`Config::check_files`]).
     pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let items = ini::read_text(text, origin)?;
-        loader::build_config(items, origin)
+        let parsed = ini::read_text(text, origin);
+        let (config, mut errors) =
+            loader::build_config_collecting(parsed.items, parsed.errors, origin);
+        sort_by_place(&mut errors);
+        match ConfigError::from_list(errors) {
+            Some(e) => Err(e),
+            None => Ok(config),
+        }
     }
 
-    /// Checks that files the config names and pgfunnel must read at startup exist and are readable:
-    /// today `auth_file`. The error names the setting's location and the resolved path.
+    /// Checks that files the config names and pgfunnel must open at startup are usable:
+    /// `auth_file` readable, the directories of `logfile` and `pidfile` and `unix_socket_dir`
+    /// present. The error
+    /// names the setting's location and the resolved path.
     pub fn check_files(&self) -> Result<(), ConfigError> {
-        let Some(path) = &self.auth_file_path else {
-            return Ok(());
-        };
-        let location = self.location_of("auth_file");
-        let fail = |source: io::Error| ConfigError::AuthFile {
-            location: location.clone(),
-            path: path.clone(),
-            source,
-        };
-        let file = File::open(path).map_err(fail)?;
-        let metadata = file.metadata().map_err(fail)?;
-        if metadata.is_dir() {
-            return Err(fail(io::Error::from(io::ErrorKind::IsADirectory)));
+        match ConfigError::from_list(self.file_problems()) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    fn file_problems(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if let Some(path) = &self.auth_file_path {
+            let location = self.location_of("auth_file");
+            let fail = |source: io::Error| ConfigError::AuthFile {
+                location: location.clone(),
+                path: path.clone(),
+                source,
+            };
+            match File::open(path).and_then(|f| f.metadata()) {
+                Err(e) => errors.push(fail(e)),
+                Ok(m) if m.is_dir() => {
+                    errors.push(fail(io::Error::from(io::ErrorKind::IsADirectory)))
+                }
+                Ok(_) => {}
+            }
+        }
+        let files = [
+            ("logfile", self.settings.logfile.as_deref()),
+            ("pidfile", self.settings.pidfile.as_deref()),
+        ];
+        let socket_dir = &self.settings.unix_socket_dir;
+        // Empty: no socket; `@name`: Linux abstract namespace, no directory.
+        if !socket_dir.is_empty() && !socket_dir.starts_with('@') && !Path::new(socket_dir).is_dir()
+        {
+            errors.push(ConfigError::UnusablePath {
+                location: self.location_of("unix_socket_dir"),
+                key: "unix_socket_dir",
+                path: PathBuf::from(socket_dir),
+                problem: "not an existing directory".into(),
+            });
+        }
+        for (key, path) in files {
+            let Some(path) = path else { continue };
+            if let Some(problem) = unusable_parent(path) {
+                errors.push(ConfigError::UnusablePath {
+                    location: self.location_of(key),
+                    key,
+                    path: path.to_path_buf(),
+                    problem,
+                });
+            }
+        }
+        errors
     }
 
     /// The entry for `name`: the exact `[databases]` entry, else a copy of the `*` fallback named
@@ -157,6 +215,13 @@ impl Config {
         }
     }
 
+    /// Warnings about a config that loads but cannot serve anyone as it stands (no database;
+    /// password authentication with nowhere to look passwords up). Not part of `warnings`:
+    /// `pgfunnel check` and startup add them.
+    pub fn advice(&self) -> Vec<ConfigWarning> {
+        loader::advice(self)
+    }
+
     /// Logs every warning at `warn` level with file, line and key as fields.
     pub fn log_warnings(&self) {
         for w in &self.warnings {
@@ -172,6 +237,36 @@ impl Config {
                 file: self.path.clone().unwrap_or_default(),
                 line: 0,
             })
+    }
+}
+
+/// Orders problems by line within each file, files in the order they first show up; problems
+/// without a line keep their place at the end.
+fn sort_by_place(errors: &mut [ConfigError]) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in errors.iter() {
+        if let Some(l) = e.location() {
+            if !files.contains(&l.file) {
+                files.push(l.file.clone());
+            }
+        }
+    }
+    errors.sort_by_key(|e| match e.location() {
+        Some(l) => (files.iter().position(|f| *f == l.file).unwrap_or(0), l.line),
+        None => (usize::MAX, 0),
+    });
+}
+
+/// Why a file at `path` could not be created: its directory is missing or not a directory.
+fn unusable_parent(path: &Path) -> Option<String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(format!("{} is not a directory", dir.display())),
+        Err(e) => Some(format!("directory {}: {e}", dir.display())),
     }
 }
 

@@ -54,6 +54,12 @@ pub struct Settings {
     pub max_user_client_connections: u32,
     pub max_prepared_statements: u32,
     pub max_packet_size: u32,
+    /// Unanswered requests (Query, Sync, FunctionCall) per client before pgfunnel stops
+    /// reading from it until answers drain (pgfunnel's own).
+    pub max_client_pipeline: u32,
+    /// Largest prepared-statement message (Parse, Bind) pgfunnel gathers whole to rewrite
+    /// (pgfunnel's own); larger ones fail with 54000.
+    pub max_prepared_message_size: u32,
     pub server_round_robin: bool,
     pub server_reset_query: Option<String>,
     pub server_reset_query_always: bool,
@@ -164,6 +170,8 @@ impl Default for Settings {
             max_pool_prepared_statements: 10_000,
             listen_queue_size: 1024,
             max_packet_size: 2_147_483_647,
+            max_client_pipeline: 4096,
+            max_prepared_message_size: 16 * 1024 * 1024,
             server_round_robin: false,
             server_reset_query: Some(s("DISCARD ALL")),
             server_reset_query_always: false,
@@ -241,6 +249,15 @@ impl Settings {
     /// combinations that work but are probably not meant. `origin` names the config for errors
     /// about keys that were not set in a file (URL mode).
     pub(crate) fn validate(&self, origin: &Path) -> Result<Vec<ConfigWarning>, ConfigError> {
+        let (warnings, errors) = self.problems(origin);
+        match ConfigError::from_list(errors) {
+            Some(e) => Err(e),
+            None => Ok(warnings),
+        }
+    }
+
+    /// [`Settings::validate`], returning every error instead of the first.
+    pub(crate) fn problems(&self, origin: &Path) -> (Vec<ConfigWarning>, Vec<ConfigError>) {
         let at = |key: &str| {
             self.location_of(key).cloned().unwrap_or_else(|| Location {
                 file: origin.to_path_buf(),
@@ -254,14 +271,24 @@ impl Settings {
                 value,
                 needed,
             };
+        let mut errors = Vec::new();
+        if matches!(self.auth_type, AuthType::Pam | AuthType::Ldap) {
+            errors.push(ConfigError::Unsupported {
+                location: at("auth_type"),
+                key: "auth_type",
+                value: self.auth_type.to_string(),
+                reason: "PAM and LDAP authentication are not supported by pgfunnel; \
+                         use scram-sha-256, md5, cert or hba",
+            });
+        }
         if self.auth_type == AuthType::Hba && self.auth_hba_file.is_none() {
-            return Err(requires("auth_type", "hba".into(), "auth_hba_file"));
+            errors.push(requires("auth_type", "hba".into(), "auth_hba_file"));
         }
         if self.client_tls_sslmode != SslMode::Disable
             && (self.client_tls_key_file.is_none() || self.client_tls_cert_file.is_none())
         {
             let value = self.client_tls_sslmode.to_string();
-            return Err(requires(
+            errors.push(requires(
                 "client_tls_sslmode",
                 value,
                 "client_tls_key_file and client_tls_cert_file",
@@ -274,7 +301,7 @@ impl Settings {
             ("client_tls_cert_file", "client_tls_key_file"),
         ] {
             if let (Some(path), None) = (self.tls_file(key), self.tls_file(other)) {
-                return Err(requires(key, path.display().to_string(), other));
+                errors.push(requires(key, path.display().to_string(), other));
             }
         }
         if self.listen_addr.is_empty() && self.unix_socket_dir.is_empty() {
@@ -288,7 +315,7 @@ impl Settings {
             } else {
                 "listen_addr"
             };
-            return Err(ConfigError::NothingToListenOn {
+            errors.push(ConfigError::NothingToListenOn {
                 location: at(key),
                 key,
                 other,
@@ -305,7 +332,7 @@ impl Settings {
                 },
             ));
         }
-        Ok(warnings)
+        (warnings, errors)
     }
 
     fn tls_file(&self, key: &str) -> Option<&PathBuf> {
@@ -353,6 +380,20 @@ mod tests {
             err.to_string(),
             "t.ini:3: auth_type = \"hba\" requires auth_hba_file to be set"
         );
+    }
+
+    #[test]
+    fn pam_and_ldap_are_refused_naming_file_and_line() {
+        for (kind, word) in [(AuthType::Pam, "pam"), (AuthType::Ldap, "ldap")] {
+            let mut s = explicit(Settings::default(), "auth_type");
+            s.auth_type = kind;
+            let err = s.validate(Path::new("t.ini")).expect_err("refused");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("t.ini:3: auth_type = \"{word}\": PAM and LDAP")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

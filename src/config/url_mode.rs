@@ -197,6 +197,45 @@ fn decode(text: &str, part: &'static str) -> Result<String, UrlProblem> {
     String::from_utf8(out).map_err(|_| bad)
 }
 
+/// Whether a command-line argument is a database URL rather than a file path
+/// (`postgres://` or `postgresql://`), so `pgfunnel postgres://…` runs URL mode.
+pub fn looks_like_url(text: &str) -> bool {
+    let lower = text.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// `text` with the password of every `scheme://user:password@` in it replaced by `***`: a last
+/// guard for messages that might quote a URL (a URL given where a file path was expected).
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
+            .unwrap_or(tail.len());
+        let (token, after) = tail.split_at(end);
+        match token.rfind('@') {
+            Some(at_sign) => {
+                let userinfo = &token[..at_sign];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&token[at_sign..]);
+            }
+            None => out.push_str(token),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The URL for error messages: still percent-encoded, no password, `-` for what is missing.
 fn redacted(url: &Url) -> String {
     let or_dash = |s: &str| {
@@ -227,6 +266,22 @@ mod tests {
     fn only_db(config: &Config) -> &DatabaseEntry {
         assert_eq!(config.databases.len(), 1);
         &config.databases[0]
+    }
+
+    #[test]
+    fn redact_urls_hides_every_password_and_keeps_the_rest() {
+        assert_eq!(
+            redact_urls("postgres://app:s3cr@t/x@db:5432/app: No such file"),
+            "postgres://app:***@db:5432/app: No such file"
+        );
+        assert_eq!(
+            redact_urls("a postgresql://u:p@h/d and \"postgres://v:q@h\" end"),
+            "a postgresql://u:***@h/d and \"postgres://v:***@h\" end"
+        );
+        assert_eq!(redact_urls("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact_urls("no url here: a:b@c"), "no url here: a:b@c");
+        assert!(looks_like_url("postgres://u@h") && looks_like_url("PostgreSQL://u@h"));
+        assert!(!looks_like_url("/etc/pgbouncer.ini") && !looks_like_url("http://x"));
     }
 
     fn url_error(url: &str) -> String {

@@ -34,14 +34,11 @@ impl ConfigWarning {
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.key,
-            self.message
-        )
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        write!(f, ": {}: {}", self.key, self.message)
     }
 }
 
@@ -65,6 +62,19 @@ pub enum WarningMessage {
         entry: String,
         /// The port used.
         used: u16,
+    },
+    /// A key, database or user given again in the same file: as in PgBouncer the later one
+    /// wins; the warning names both places.
+    Repeated {
+        /// "key", "database" or "user".
+        what: &'static str,
+        /// Where it was set first.
+        first: Location,
+    },
+    /// A setting that leaves pgfunnel unable to do anything useful yet, e.g. no `[databases]`.
+    Incomplete {
+        /// What is missing and what follows.
+        detail: &'static str,
     },
     /// `min_pool_size` larger than the pool size that applies.
     MinPoolAbovePoolSize {
@@ -90,6 +100,11 @@ impl fmt::Display for WarningMessage {
                     "entry \"{entry}\": one port serves all hosts, using {used} (as PgBouncer does)"
                 )
             }
+            Self::Repeated { what, first } => write!(
+                f,
+                "{what} set again; this later value wins over the one at {first} (as in PgBouncer)"
+            ),
+            Self::Incomplete { detail } => f.write_str(detail),
             Self::MinPoolAbovePoolSize { entry } => {
                 write!(
                     f,

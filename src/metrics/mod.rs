@@ -43,6 +43,7 @@ pub struct Metrics {
     connect: HistogramVec,
     connect_failures: IntCounterVec,
     pins: IntCounterVec,
+    refusals: IntCounterVec,
     label_sets: AtomicUsize,
     exporter: exporter::Exporter,
     scrape: Mutex<()>,
@@ -121,6 +122,15 @@ impl Metrics {
         )
         .expect("valid counter");
         let pins = exporter::reg(&r, &names, pins);
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "pgfunnel_client_refusals_total",
+                "Client messages refused before reaching a server (08P01: unknown type, password after login, COPY message outside COPY, bad length; 54000: prepared-statement message over max_prepared_message_size)",
+            ),
+            &["database", "user"],
+        )
+        .expect("valid counter");
+        let refusals = exporter::reg(&r, &names, refusals);
         let exporter = exporter::Exporter::register(&r, &names);
         let now = Instant::now();
         Metrics {
@@ -131,6 +141,7 @@ impl Metrics {
             connect,
             connect_failures,
             pins,
+            refusals,
             label_sets: AtomicUsize::new(0),
             exporter,
             scrape: Mutex::new(()),
@@ -161,6 +172,7 @@ impl Metrics {
             connect: self.connect.with_label_values(&labels),
             connect_failures: self.connect_failures.with_label_values(&labels),
             pins: self.pins.with_label_values(&labels),
+            refusals: self.refusals.with_label_values(&labels),
         }
     }
 

@@ -35,6 +35,20 @@ pub async fn run(args: &MigrateArgs, out: &mut dyn Write) -> Result<(), MigrateE
     let target = match (&args.database, &args.config, &args.database_url) {
         (Some(name), Some(config), _) => Target::from_config(config, name)?,
         (_, _, Some(url)) => Target::from_url(url)?,
+        _ if args.dry_run && args.action == MigrateAction::Up => {
+            // No database to compare with: every (validated) file counts as pending.
+            let _ = writeln!(
+                out,
+                "-- no database given: listing every migration in {} as pending",
+                args.dir.display()
+            );
+            let pending: Vec<&MigrationFile> = files
+                .iter()
+                .filter(|f| args.target.is_none_or(|t| f.version <= t))
+                .collect();
+            report::dry_run(out, &pending);
+            return Ok(());
+        }
         _ => return Err(MigrateError::NoDatabase),
     };
     let client = target.connect().await?;

@@ -26,6 +26,8 @@ pub struct Timers {
     pub connect_failures: IntCounter,
     /// Clients pinned to their server (temp tables, session advisory locks, ...).
     pub pins: IntCounter,
+    /// Client messages refused (08P01 protocol violations, 54000 oversized messages).
+    pub refusals: IntCounter,
 }
 
 impl Timers {
@@ -44,6 +46,8 @@ impl Timers {
             connect_failures: IntCounter::new("failures", "detached")
                 .expect("static counter options are valid"),
             pins: IntCounter::new("pins", "detached").expect("static counter options are valid"),
+            refusals: IntCounter::new("refusals", "detached")
+                .expect("static counter options are valid"),
         }
     }
 }

@@ -69,6 +69,7 @@ pub struct Scanner {
     tag: u8,
     capture: Vec<u8>,
     max_len: u32,
+    error_at: usize,
 }
 
 impl Scanner {
@@ -82,6 +83,7 @@ impl Scanner {
             tag: 0,
             capture: Vec::new(),
             max_len,
+            error_at: 0,
         }
     }
 
@@ -97,10 +99,27 @@ impl Scanner {
         self.header_len == 0 && self.body_remaining == 0
     }
 
+    /// After `feed` failed: how many bytes of its `data` it consumed, up to and including
+    /// the offending header.
+    pub fn consumed_before_error(&self) -> usize {
+        self.error_at
+    }
+
+    /// How many bytes of an incomplete header the last `feed` ended with (0-4). Those bytes
+    /// are not validated yet: a caller that checks headers holds them back.
+    pub fn partial_header_len(&self) -> usize {
+        if self.body_remaining == 0 {
+            self.header_len
+        } else {
+            0
+        }
+    }
+
     /// Feeds newly read bytes. `decide` is asked for every completed header whether the
     /// body must be captured; `event` receives headers and captured messages in order.
     /// Returns the number of bytes consumed (always all of `data` unless an error occurs,
-    /// or `event` returns `false` to stop right after the current message).
+    /// or `event` returns `false`: for a header, the scan stops right after that header;
+    /// for a captured message, right after that message).
     pub fn feed(
         &mut self,
         mut data: &[u8],
@@ -124,6 +143,7 @@ impl Scanner {
                     self.header[3],
                     self.header[4],
                 ]);
+                self.error_at = total - data.len();
                 if len < 4 {
                     return Err(FrameError::InvalidLength {
                         tag: tag as char,
@@ -142,6 +162,11 @@ impl Scanner {
                 self.capturing = decide(tag, len) == Capture::Body;
                 self.capture.clear();
                 let keep_going = event(ScanEvent::Header { tag, len });
+                if !keep_going && self.body_remaining > 0 {
+                    // Stop right after the header: the caller refuses this message (or
+                    // ends the stream) and must know where it starts.
+                    return Ok(total - data.len());
+                }
                 if self.body_remaining == 0 {
                     self.header_len = 0;
                     if self.capturing {
@@ -154,9 +179,6 @@ impl Scanner {
                         return Ok(total - data.len());
                     }
                     continue;
-                }
-                if !keep_going && !self.capturing {
-                    // the caller stops after this message; the body is still skipped below
                 }
             }
             let take = self.body_remaining.min(data.len());

@@ -18,16 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::harness::*;
 use crate::proxy::*;
 
-/// Resident set size of this process in KiB (the in-process proxy included).
-fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS line")
-}
-
 fn startup_packet(user: &str, db: &str) -> Vec<u8> {
     crate::proxy::startup_message(&[("user", user), ("database", db)], 3 << 16)
 }

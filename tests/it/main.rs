@@ -17,6 +17,7 @@ mod flood;
 mod hostile_auth;
 mod hostile_ops;
 mod hostile_state;
+mod hostile_stream;
 mod listen;
 mod metrics;
 mod migrate;

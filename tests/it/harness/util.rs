@@ -1,5 +1,6 @@
 //! Helpers shared by integration tests: waiting on a condition with a timeout (never bare sleeps),
-//! unique per-test names and free loopback ports. Nothing here knows about Postgres.
+//! unique per-test names, free loopback ports and this process's memory. Nothing here knows
+//! about Postgres.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -87,4 +88,14 @@ pub fn tail_file(path: &std::path::Path, max_bytes: usize) -> String {
         }
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
+}
+
+/// Resident set size of this process in KiB (an in-process proxy included).
+pub fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS line")
 }
