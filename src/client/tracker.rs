@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use super::statement::{recognise, PinReason, Recognised};
 use crate::protocol::messages::take_cstr;
 
-/// Largest Query/Parse text inspected for SET and pins; a longer one pins its client
+/// Largest Query/Parse text inspected for SET and pins; a longer Query pins its client
 /// ([`PinReason::Uninspected`]).
 pub const MAX_INSPECTED: u32 = 1024 * 1024;
 
@@ -154,9 +154,11 @@ impl Tracker {
         }
     }
 
-    /// Records a client message's length: a Query or Parse too large to inspect pins.
+    /// Records a client message's length: a Query too large to inspect pins. (A Parse that
+    /// large is not inspected either; the rewriter refuses named ones past
+    /// max_prepared_message_size.)
     pub fn client_length(&mut self, tag: u8, len: u32) {
-        if matches!(tag, b'Q' | b'P') && len > MAX_INSPECTED {
+        if tag == b'Q' && len > MAX_INSPECTED {
             self.pin.get_or_insert(PinReason::Uninspected);
         }
     }
