@@ -5,6 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pgfunnel::client::statement::recognise;
 use pgfunnel::client::tracker::Tracker;
 use pgfunnel::protocol::{Capture, ScanEvent, Scanner};
 
@@ -73,6 +74,23 @@ fn tracker(c: &mut Criterion) {
                 )
                 .expect("valid stream");
             black_box(t.status())
+        });
+    });
+    group.finish();
+    // What every Query and Parse text goes through: typical OLTP texts.
+    let texts: [&[u8]; 4] = [
+        b"SELECT id, name, email FROM users WHERE id = $1",
+        b"UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+        b"INSERT INTO events (kind, payload, created_at) VALUES ($1, $2, now()) RETURNING id",
+        b"select a.x, b.y from a join b on a.id = b.a_id where a.label = 'it''s \\d' and b.z > 3",
+    ];
+    let mut group = c.benchmark_group("statement");
+    group.throughput(Throughput::Elements(texts.len() as u64));
+    group.bench_function("recognise_typical_queries", |b| {
+        b.iter(|| {
+            for t in texts {
+                black_box(recognise(black_box(t)));
+            }
         });
     });
     group.finish();

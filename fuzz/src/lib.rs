@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use pgfunnel::auth::{AuthFile, Hba, HbaRequest, ScramClient, ScramSecret, ScramServer};
+use pgfunnel::client::lexer;
 use pgfunnel::client::prepared::{ServerStatements, StatementRegistry};
 use pgfunnel::client::rewrite::Rewriter;
 use pgfunnel::client::statement::recognise;
@@ -239,9 +240,24 @@ pub fn hba(data: &[u8]) {
     }
 }
 
-/// The SET/RESET/LISTEN/pin statement recogniser on Query and Parse texts.
+/// The SET/RESET/LISTEN/pin statement recogniser on Query and Parse texts, and the
+/// lexer under it: tokens stay inside the text, in order, and statements split only on
+/// `;` tokens.
 pub fn statement(data: &[u8]) {
     let _ = recognise(data);
+    for escapes in [false, true] {
+        let mut toks = Vec::new();
+        lexer::lex(data, escapes, &mut toks);
+        let mut last_end = 0;
+        for t in &toks {
+            assert!(t.start >= last_end && t.start < t.end && t.end as usize <= data.len());
+            assert!(t.inner_start <= t.inner_end && t.inner_end <= t.end);
+            last_end = t.end;
+        }
+        let n: usize = lexer::statements(data, &toks).map(|r| r.len()).sum();
+        let semis = toks.iter().filter(|t| t.is_punct(data, b';')).count();
+        assert_eq!(n + semis, toks.len());
+    }
 }
 
 /// Cursor over fuzz bytes; runs dry with zeros.

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod buffers;
 pub mod handshake;
+pub mod lexer;
 pub mod link_stats;
 pub mod login;
 pub mod params;

@@ -5,8 +5,8 @@
 //! the byte rewriting lives in `rewrite`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -22,11 +22,32 @@ pub struct Statement {
     pub rest: Bytes,
 }
 
-/// Statements of one pool, shared by its clients.
-#[derive(Debug, Default)]
+/// Distinct statements a pool remembers by default (`max_pool_prepared_statements`).
+pub const DEFAULT_REGISTRY_LIMIT: usize = 10_000;
+
+/// Statements of one pool, shared by its clients, at most `limit` of them. Past the limit
+/// the entries no client or server holds go first, then the oldest: an evicted entry only
+/// means the next Parse of that text gets a new id (and server name); clients and servers
+/// that hold the old one keep using it, so eviction never breaks a statement in use.
+#[derive(Debug)]
 pub struct StatementRegistry {
     by_text: DashMap<Bytes, Arc<Statement>>,
     next: AtomicU64,
+    limit: AtomicUsize,
+    evictions: AtomicU64,
+    sweeping: Mutex<()>,
+}
+
+impl Default for StatementRegistry {
+    fn default() -> Self {
+        StatementRegistry {
+            by_text: DashMap::new(),
+            next: AtomicU64::new(0),
+            limit: AtomicUsize::new(DEFAULT_REGISTRY_LIMIT),
+            evictions: AtomicU64::new(0),
+            sweeping: Mutex::new(()),
+        }
+    }
 }
 
 impl StatementRegistry {
@@ -34,6 +55,9 @@ impl StatementRegistry {
     pub fn get_or_insert(&self, rest: &[u8]) -> Arc<Statement> {
         if let Some(s) = self.by_text.get(rest) {
             return s.clone();
+        }
+        if self.by_text.len() >= self.limit() {
+            self.sweep();
         }
         let key = Bytes::copy_from_slice(rest);
         self.by_text
@@ -47,6 +71,58 @@ impl StatementRegistry {
                 })
             })
             .clone()
+    }
+
+    /// Sets the most distinct statements kept (at least 1); applies from the next insert.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit.max(1), Ordering::Relaxed);
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Shrinks the registry to 7/8 of its limit (so sweeps are rare): unheld entries first,
+    /// oldest first. One sweep at a time; a concurrent inserter skips it.
+    fn sweep(&self) {
+        let Ok(_one_at_a_time) = self.sweeping.try_lock() else {
+            return;
+        };
+        let limit = self.limit();
+        let keep = limit - limit / 8;
+        let len = self.by_text.len();
+        if len < limit {
+            return;
+        }
+        let mut all: Vec<(bool, u64, Bytes)> = self
+            .by_text
+            .iter()
+            .map(|e| {
+                (
+                    Arc::strong_count(e.value()) > 1,
+                    e.value().id,
+                    e.key().clone(),
+                )
+            })
+            .collect();
+        all.sort_unstable_by_key(|(held, id, _)| (*held, *id));
+        let mut evicted = 0;
+        for (_, _, key) in all.into_iter().take(len.saturating_sub(keep)) {
+            if self.by_text.remove(&key).is_some() {
+                evicted += 1;
+            }
+        }
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        tracing::debug!(
+            evicted,
+            kept = self.by_text.len(),
+            "prepared statement registry swept"
+        );
+    }
+
+    /// Entries evicted so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// Number of distinct statements.
@@ -140,6 +216,25 @@ mod tests {
         assert_ne!(a.id, c.id, "parameter types are part of the key");
         assert_eq!(r.len(), 2);
         assert_eq!(a.server_name, format!("PGFUNNEL_{}", a.id));
+    }
+
+    #[test]
+    fn registry_stays_bounded_and_keeps_what_is_held() {
+        let r = StatementRegistry::default();
+        r.set_limit(16);
+        let held = r.get_or_insert(b"held\0\0\0");
+        for i in 0..1000 {
+            r.get_or_insert(format!("select {i}\0\0\0").as_bytes());
+            assert!(r.len() <= 16, "registry grew to {}", r.len());
+        }
+        assert!(r.evictions() >= 1000 - 16);
+        let again = r.get_or_insert(b"held\0\0\0");
+        assert_eq!(again.id, held.id, "a statement in use is not evicted");
+        let fresh = r.get_or_insert(b"select 0\0\0\0");
+        assert!(
+            fresh.id > 1000,
+            "an evicted text gets a new id, never an old one"
+        );
     }
 
     #[test]

@@ -338,6 +338,7 @@ impl Relay {
             |ev| {
                 match ev {
                     ScanEvent::Header { tag, len } if refused.is_none() => {
+                        tracker.client_length(tag, len);
                         let unanswered = !tracker.nothing_outstanding();
                         if let Err(e) = validator.client_message(tag, len, unanswered) {
                             refused = Some(e);
@@ -440,6 +441,7 @@ impl Relay {
                     tag::PARAMETER_STATUS => {
                         *params_changed = true;
                         if let Some((k, v)) = parse_parameter_status(body) {
+                            tracker.parameter_status(&k, params.get(&k), &v);
                             seen.insert(k.clone(), v.clone());
                             params.insert(k, v);
                         }

@@ -14,17 +14,28 @@ use super::params::{ClientParams, Reported};
 use super::registry::{ClientEntry, ClientState};
 use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
 use super::rewrite::Rewriter;
-use super::statement::{recognise_listen, Recognised};
+use super::statement::{recognise, recognise_listen, PinReason, Recognised};
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::app::App;
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::PoolMode;
 use crate::error::ErrorKind;
 use crate::net::Stream;
-use crate::pool::listen::Subscription;
+use crate::pool::listen::{Subscription, QUEUE_FULL_SQLSTATE};
 use crate::pool::{Pool, PoolError, PooledServer, Tell};
 use crate::protocol::messages::{self, Severity};
 use crate::server::ServerError;
+
+/// How waiting for an idle client's next request ended.
+enum Idle {
+    /// The relay's outcome (a request, or the client left or misbehaved).
+    End(IdleEnd),
+    /// client_idle_timeout passed.
+    Timeout,
+    /// A notification for this client could not be queued; `mid_message` when one was
+    /// being written to the client at that moment.
+    QueueFull { mid_message: bool },
+}
 
 /// A client that finished the handshake.
 pub struct Session {
@@ -327,6 +338,8 @@ impl Session {
         let mut listener: Option<Subscription> = None;
         let max_prepared = self.app.config().settings.max_prepared_statements as usize;
         if mode != PoolMode::Session && max_prepared > 0 {
+            let registry_limit = self.app.config().settings.max_pool_prepared_statements;
+            pool.statements.set_limit(registry_limit as usize);
             let mut rw = Rewriter::new(pool.statements.clone(), max_prepared);
             rw.set_max_gathered(self.app.config().settings.max_prepared_message_size as usize);
             relay.rewriter = Some(rw);
@@ -342,7 +355,7 @@ impl Session {
                         .wait_idle(&mut relay, timers.client_idle, &mut listener)
                         .await
                     {
-                        Some(IdleEnd::Request) => {
+                        Idle::End(IdleEnd::Request) => {
                             // A LISTEN seen while reading marks a pin; a lone one outside a
                             // transaction is served by the shared listener instead.
                             if mode != PoolMode::Session
@@ -354,8 +367,8 @@ impl Session {
                                 continue;
                             }
                         }
-                        Some(IdleEnd::ClientGone) | Some(IdleEnd::ClientIo(_)) => return,
-                        Some(IdleEnd::ClientProtocol(e)) => {
+                        Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => return,
+                        Idle::End(IdleEnd::ClientProtocol(e)) => {
                             warn!(parent: &self.span, error = %e, "client protocol violation");
                             relay.stats.refused();
                             return send_fatal(
@@ -365,7 +378,10 @@ impl Session {
                             )
                             .await;
                         }
-                        None => {
+                        Idle::QueueFull { mid_message } => {
+                            return self.notification_queue_full(mid_message).await;
+                        }
+                        Idle::Timeout => {
                             warn!(parent: &self.span, "client_idle_timeout");
                             return send_fatal(
                                 &mut self.stream,
@@ -468,15 +484,22 @@ impl Session {
         }
     }
 
-    /// Waits for the client's next request, delivering notifications meanwhile; `None`
-    /// when client_idle_timeout passed.
+    /// Waits for the client's next request, delivering notifications meanwhile; ends early
+    /// when client_idle_timeout passed or the client's notification queue overflowed.
     async fn wait_idle(
         &mut self,
         relay: &mut Relay,
         client_idle: Duration,
         listener: &mut Option<Subscription>,
-    ) -> Option<IdleEnd> {
+    ) -> Idle {
         let deadline = (!client_idle.is_zero()).then(|| tokio::time::Instant::now() + client_idle);
+        let overflow = listener.as_ref().map(Subscription::overflow);
+        let lost = || async {
+            match &overflow {
+                Some(o) => o.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
             let idle_timer = async {
                 match deadline {
@@ -491,15 +514,38 @@ impl Session {
                 }
             };
             tokio::select! {
-                end = relay.wait_for_request(&mut self.stream) => return Some(end),
-                _ = idle_timer => return None,
+                // A lost notification ends the client before anything else.
+                biased;
+                _ = lost() => return Idle::QueueFull { mid_message: false },
+                end = relay.wait_for_request(&mut self.stream) => return Idle::End(end),
+                _ = idle_timer => return Idle::Timeout,
                 Some(msg) = note => {
-                    if self.stream.send(&msg).await.is_err() {
-                        return Some(IdleEnd::ClientGone);
+                    // A client that stops reading blocks this write: the overflow ends it.
+                    tokio::select! {
+                        biased;
+                        r = self.stream.send(&msg) => if r.is_err() {
+                            return Idle::End(IdleEnd::ClientGone);
+                        },
+                        _ = lost() => return Idle::QueueFull { mid_message: true },
                     }
                 }
             }
         }
+    }
+
+    /// Disconnects a client that lost a notification (its queue of `listen_queue_size` was
+    /// full): 53200 unless a notification was half written, then just the close.
+    async fn notification_queue_full(&mut self, mid_message: bool) {
+        warn!(parent: &self.span, "notification queue full: closing the client");
+        if mid_message {
+            return;
+        }
+        let mut buf = BytesMut::new();
+        let msg = "notification queue full: the client did not read its notifications \
+                   (listen_queue_size), some were lost";
+        messages::put_error(&mut buf, Severity::Fatal, QUEUE_FULL_SQLSTATE, msg, None);
+        // The client may not be reading at all: do not wait for it long.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.send(&buf)).await;
     }
 
     /// Answers a lone `LISTEN`/`UNLISTEN` outside a transaction through the pool's shared
@@ -516,7 +562,8 @@ impl Session {
             _ => return false,
         };
         relay.consume_lone_query();
-        let sub = listener.get_or_insert_with(|| pool.listen_hub().subscribe(self.id));
+        let queue = self.app.config().settings.listen_queue_size as usize;
+        let sub = listener.get_or_insert_with(|| pool.listen_hub().subscribe(self.id, queue));
         let confirmed = match action {
             Ok(ch) => sub.listen(ch, pool.settings.connect_timeout).await,
             Err(ch) => {
@@ -617,10 +664,22 @@ impl Session {
             .clone()
             .filter(|q| !q.trim().is_empty());
         // Pinned clients (temp tables, advisory locks...) left session state behind.
-        let must_reset = mode == PoolMode::Session
-            || relay.tracker.pin.is_some()
-            || config.settings.server_reset_query_always;
+        let pin = relay.tracker.pin;
+        let must_reset =
+            mode == PoolMode::Session || pin.is_some() || config.settings.server_reset_query_always;
         drop(config);
+        // Only DISCARD ALL is known to undo everything a pin stands for (identity included);
+        // with another reset query such a server is closed instead of reused.
+        let strict = pin.is_some_and(|p| mode != PoolMode::Session || p == PinReason::Identity);
+        if strict && !reset.as_deref().is_some_and(is_discard_all) {
+            debug!(
+                parent: &self.span,
+                server = server.conn.id,
+                reason = pin.map(PinReason::label),
+                "pinned client left and server_reset_query is not DISCARD ALL: closing server"
+            );
+            return pool.discard(server);
+        }
         if let (true, Some(q)) = (must_reset, reset) {
             match server.conn.run_internal(&q).await {
                 Ok(b'I') => {
@@ -631,8 +690,35 @@ impl Session {
                 _ => return pool.discard(server),
             }
         }
+        if !identity_matches_pool(pool, &server) {
+            debug!(
+                parent: &self.span,
+                server = server.conn.id,
+                "server runs as another role than the pool's user: closing it"
+            );
+            return pool.discard(server);
+        }
         pool.checkin(server);
     }
+}
+
+/// True for a reset query that is `DISCARD ALL` (any case, optional `;`).
+fn is_discard_all(q: &str) -> bool {
+    matches!(recognise(q.as_bytes()), Some(Recognised::ResetAll))
+        && q.trim_start()
+            .get(..7)
+            .is_some_and(|w| w.eq_ignore_ascii_case("discard"))
+}
+
+/// True when the server reports the same `session_authorization` and `is_superuser` as
+/// the pool's first server did (no identity change survived).
+fn identity_matches_pool(pool: &Pool, server: &PooledServer) -> bool {
+    let Some(welcome) = pool.welcome() else {
+        return true;
+    };
+    ["session_authorization", "is_superuser"]
+        .iter()
+        .all(|k| welcome.get(*k) == server.conn.params.get(*k))
 }
 
 fn config_logs_connections(app: &App) -> bool {

@@ -1,16 +1,33 @@
-//! Recognises the few statements pgfunnel acts on, by looking at the start of a query
-//! text only: session-level SET/RESET (remembered and replayed on other servers) and
-//! statements that tie a client to its server (temp tables, session advisory locks,
-//! WITH HOLD cursors, LISTEN, SQL PREPARE). No general SQL parsing.
+//! Recognises the few statements pgfunnel acts on, in every statement of a (multi-statement)
+//! query text, on raw bytes (UTF-8 or not): session-level SET/RESET (remembered and replayed
+//! on other servers), LISTEN/UNLISTEN, and what ties a client to its server: temp tables,
+//! session advisory locks, WITH HOLD cursors, SQL PREPARE, LOAD, session identity changes
+//! (`SET ROLE`, `SET SESSION AUTHORIZATION`), session-level `set_config`, and statements
+//! that name pgfunnel's own server-side prepared statements. No general SQL parsing: the
+//! text is lexed once ([`super::lexer`]) and a few words are looked at.
+//!
+//! Two kinds of rules:
+//! - statement rules look at the first words of each `;`-separated statement (SET, RESET,
+//!   DISCARD, LISTEN, UNLISTEN, PREPARE, LOAD);
+//! - word rules look at word neighbours anywhere, comments and whitespace of any kind
+//!   skipped (`CREATE TEMP`, `INTO TEMP`, `WITH HOLD`, `SET ROLE`, `pg_advisory_lock`,
+//!   `set_config(…)`), also inside string literals (DO blocks, dynamic SQL): a false positive
+//!   costs pooling efficiency, never isolation.
+//!
+//! When a plain string holds a backslash, where it ends depends on
+//! `standard_conforming_strings`: the text is read both ways and the pins of both count.
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
+use super::lexer::{self, Kind, Tok};
+
 /// What a query text means to the pooler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recognised {
-    /// `SET [SESSION] name ...` as a single statement: replay `sql` on other servers.
+    /// `SET [SESSION] name ...`: replay `sql` on other servers.
     Set {
         /// Lowercase parameter name.
         name: String,
@@ -27,12 +44,15 @@ pub enum Recognised {
     Unlisten(Option<String>),
     /// Creates state that lives on this server connection only.
     Pins(PinReason),
+    /// Several statements with session-level SET/RESET among them: the `Set`, `Reset` and
+    /// `ResetAll` of each, in order (a failed multi-statement query applies none of them).
+    Several(Vec<Recognised>),
 }
 
 /// Why a client must keep its server until it disconnects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinReason {
-    /// CREATE TEMP/TEMPORARY TABLE (or other temporary objects).
+    /// CREATE TEMP/TEMPORARY TABLE, SELECT … INTO TEMP, objects in pg_temp.
     TempTable,
     /// pg_advisory_lock and friends at session level.
     AdvisoryLock,
@@ -44,6 +64,17 @@ pub enum PinReason {
     Prepare,
     /// LOAD of a library.
     Load,
+    /// SET ROLE / SET SESSION AUTHORIZATION (or their RESET), or the server reported a
+    /// changed `session_authorization` / `is_superuser`.
+    Identity,
+    /// Session state pgfunnel cannot replay: `set_config(…, false)`, SET SESSION
+    /// CHARACTERISTICS, a SET whose text is not UTF-8, SET in a multi-statement query with
+    /// its own transaction control.
+    SessionState,
+    /// A statement naming pgfunnel's server-side prepared statements (`PGFUNNEL_…`).
+    ReservedName,
+    /// A query text too large to inspect.
+    Uninspected,
 }
 
 impl PinReason {
@@ -56,182 +87,518 @@ impl PinReason {
             PinReason::Listen => "listen",
             PinReason::Prepare => "prepare",
             PinReason::Load => "load",
+            PinReason::Identity => "session_identity",
+            PinReason::SessionState => "session_state",
+            PinReason::ReservedName => "reserved_statement_name",
+            PinReason::Uninspected => "uninspected_query",
         }
     }
 }
 
+/// Prefix of pgfunnel's server-side statement names, lowercase (see `prepared`).
+pub const RESERVED_PREFIX: &[u8] = b"pgfunnel_";
+
 /// Recognises `sql` (a Query or Parse text). Returns `None` for everything else.
 pub fn recognise(sql: &[u8]) -> Option<Recognised> {
-    let text = std::str::from_utf8(sql).ok()?;
-    let text = text.trim_end_matches(['\0']);
-    let trimmed = skip_space_and_comments(text);
-    let first = first_word(trimmed);
-    if first.eq_ignore_ascii_case("set") {
-        return recognise_set(trimmed);
+    let end = sql.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    let raw = &sql[..end];
+    if !may_matter(raw) {
+        return None;
     }
-    if first.eq_ignore_ascii_case("reset") {
-        let rest = single_statement(trimmed[5..].trim())?;
-        if rest.eq_ignore_ascii_case("all") {
-            return Some(Recognised::ResetAll);
+    with_lowercase(raw, |lower| {
+        with_tokens(|toks| recognise_lowered(raw, lower, toks))
+    })
+}
+
+/// The per-query fast path: one pass over the words of the raw text. False only when no
+/// rule could fire: none of the words any rule needs occurs (SET only where a statement
+/// can start, or as `set_config`), and no `--` comment could hide a statement start.
+/// Everything else takes the full path, which decides.
+fn may_matter(s: &[u8]) -> bool {
+    // `$` separates here: `$q$SET` holds the word SET after a dollar quote's tag.
+    let word = |b: u8| lexer::is_ident(b) && b != b'$';
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        let c = s[i];
+        if !word(c) {
+            if c == b'-' && s.get(i + 1) == Some(&b'-') {
+                return true;
+            }
+            i += 1;
+            continue;
         }
-        return valid_name(rest).then(|| Recognised::Reset(rest.to_ascii_lowercase()));
-    }
-    if first.eq_ignore_ascii_case("discard") {
-        let rest = single_statement(trimmed[7..].trim())?;
-        return rest
-            .eq_ignore_ascii_case("all")
-            .then_some(Recognised::ResetAll);
-    }
-    if first.eq_ignore_ascii_case("listen") {
-        if let Some(ch) = single_statement(trimmed[6..].trim()).and_then(channel_name) {
-            return Some(Recognised::Listen(ch));
+        let start = i;
+        while i < n && word(s[i]) {
+            i += 1;
+        }
+        if word_may_matter(s, start, &s[start..i]) {
+            return true;
         }
     }
-    if first.eq_ignore_ascii_case("unlisten") {
-        let rest = single_statement(trimmed[8..].trim())?;
-        if rest == "*" {
-            return Some(Recognised::Unlisten(None));
+    false
+}
+
+/// Whether a word sends the text down the full path: the words and prefixes some rule
+/// needs, dispatched on the first byte (most words stop there).
+fn word_may_matter(s: &[u8], start: usize, w: &[u8]) -> bool {
+    let is = |k: &[u8]| w.eq_ignore_ascii_case(k);
+    let starts = |k: &[u8]| w.len() >= k.len() && w[..k.len()].eq_ignore_ascii_case(k);
+    match w[0].to_ascii_lowercase() {
+        b's' => is(b"set_config") || (is(b"set") && set_may_start_statement(s, start)),
+        b'r' => is(b"reset"),
+        b'l' => is(b"load") || is(b"listen"),
+        // U&"…" identifiers can spell any name with escapes.
+        b'u' => is(b"unlisten") || (is(b"u") && s.get(start + 1) == Some(&b'&')),
+        b'd' => is(b"discard"),
+        b'h' => is(b"hold"),
+        b't' => is(b"temp") || is(b"temporary"),
+        b'p' => {
+            is(b"prepare")
+                || starts(b"pg_temp")
+                || starts(b"pg_advisory_lock")
+                || starts(b"pg_try_advisory_lock")
+                || starts(RESERVED_PREFIX)
         }
-        return channel_name(rest).map(|c| Recognised::Unlisten(Some(c)));
+        _ => false,
     }
-    pin_reason(text).map(Recognised::Pins)
+}
+
+/// False for `UPDATE t SET …`, `ALTER … SET …`: a SET right after a name or `)` starts
+/// no statement (after BEGIN/THEN/ELSE/LOOP of a plpgsql block it may).
+fn set_may_start_statement(s: &[u8], start: usize) -> bool {
+    let Some(p) = s[..start].iter().rposition(|b| !b.is_ascii_whitespace()) else {
+        return true;
+    };
+    match s[p] {
+        b'"' | b')' | b']' => false,
+        // the end of a dollar quote (`$x$SET …` inside EXECUTE)
+        b'$' => true,
+        b if lexer::is_ident(b) => {
+            let from = s[..=p]
+                .iter()
+                .rposition(|&b| !lexer::is_ident(b))
+                .map_or(0, |q| q + 1);
+            let prev = &s[from..=p];
+            [&b"begin"[..], b"then", b"else", b"loop"]
+                .iter()
+                .any(|k| prev.eq_ignore_ascii_case(k))
+        }
+        _ => true,
+    }
+}
+
+fn recognise_lowered(raw: &[u8], lower: &[u8], toks: &mut Vec<Tok>) -> Option<Recognised> {
+    let ambiguous = lexer::lex(lower, false, toks);
+    let first = analyse(raw, lower, toks);
+    if !ambiguous {
+        return first;
+    }
+    toks.clear();
+    lexer::lex(lower, true, toks);
+    let second = analyse(raw, lower, toks);
+    if first == second {
+        return first;
+    }
+    match (first, second) {
+        (Some(Recognised::Pins(r)), _) | (_, Some(Recognised::Pins(r))) => {
+            Some(Recognised::Pins(r))
+        }
+        // The two readings disagree on what the text sets: keep the server.
+        _ => Some(Recognised::Pins(PinReason::SessionState)),
+    }
+}
+
+/// What the word rules found.
+#[derive(Debug, Default)]
+struct Findings {
+    pin: Option<PinReason>,
+    create_or_into: bool,
+    pg_temp: bool,
+    statement_command: bool,
+}
+
+impl Findings {
+    fn pin(&mut self, reason: PinReason) {
+        self.pin.get_or_insert(reason);
+    }
+}
+
+/// Nested string literals are read as SQL this deep (DO bodies, EXECUTE '…' inside them).
+const MAX_NESTING: u32 = 2;
+/// Shorter literals cannot hold anything a rule looks for.
+const MIN_NESTED: u32 = 8;
+
+fn analyse(raw: &[u8], lower: &[u8], toks: &mut Vec<Tok>) -> Option<Recognised> {
+    let mut f = Findings::default();
+    let top = toks.len();
+    let mut count = 0;
+    let mut actions = Vec::new();
+    let mut is_do = false;
+    let mut txn_control = false;
+    for range in lexer::statements(lower, &toks[..top]) {
+        count += 1;
+        let st = &toks[range];
+        match st[0].text(lower) {
+            b"do" => is_do = true,
+            b"begin" | b"start" | b"commit" | b"end" | b"rollback" | b"abort" | b"savepoint"
+            | b"release" => txn_control = true,
+            _ => {}
+        }
+        if let Some(a) = statement(Some(raw), lower, st, &mut f) {
+            actions.push(a);
+        }
+    }
+    words(lower, &toks[..top], &mut f);
+    for i in 0..top {
+        let t = toks[i];
+        if t.kind == Kind::Str && t.inner_end - t.inner_start >= MIN_NESTED {
+            nested(t.inner(lower), 1, is_do, toks, &mut f);
+        }
+    }
+    toks.truncate(top);
+    let escaped_names = memchr::memmem::find(lower, b"u&\"").is_some();
+    if f.statement_command && (RESERVED.find(lower).is_some() || escaped_names) {
+        // The more telling reason wins over PREPARE's.
+        f.pin = Some(PinReason::ReservedName);
+    }
+    if f.pg_temp && f.create_or_into {
+        f.pin(PinReason::TempTable);
+    }
+    if count == 1 {
+        return match f.pin {
+            Some(r) => Some(Recognised::Pins(r)),
+            None => actions.pop(),
+        };
+    }
+    for a in &actions {
+        match a {
+            Recognised::Listen(_) => f.pin(PinReason::Listen),
+            Recognised::Set { .. } | Recognised::Reset(_) | Recognised::ResetAll if txn_control => {
+                f.pin(PinReason::SessionState)
+            }
+            _ => {}
+        }
+    }
+    if let Some(r) = f.pin {
+        return Some(Recognised::Pins(r));
+    }
+    actions.retain(|a| !matches!(a, Recognised::Unlisten(_)));
+    (!actions.is_empty()).then_some(Recognised::Several(actions))
+}
+
+/// Reads a string literal's content as SQL for the word rules (and, inside a DO block, the
+/// statement rules), appending its tokens after the caller's and removing them again.
+fn nested(text: &[u8], depth: u32, is_do: bool, toks: &mut Vec<Tok>, f: &mut Findings) {
+    let base = toks.len();
+    lexer::lex(text, false, toks);
+    let end = toks.len();
+    words(text, &toks[base..end], f);
+    if is_do {
+        for range in lexer::statements(text, &toks[base..end]) {
+            let mut st = &toks[base..end][range];
+            // plpgsql: the first statement of a block follows BEGIN, others THEN/ELSE/LOOP.
+            while st.len() > 1 && matches!(st[0].text(text), b"begin" | b"then" | b"else" | b"loop")
+            {
+                st = &st[1..];
+            }
+            statement(None, text, st, f);
+        }
+    }
+    if depth < MAX_NESTING {
+        for i in base..end {
+            let t = toks[i];
+            if t.kind == Kind::Str && t.inner_end - t.inner_start >= MIN_NESTED {
+                nested(t.inner(text), depth + 1, is_do, toks, f);
+            }
+        }
+    }
+    toks.truncate(base);
+}
+
+static RESERVED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(RESERVED_PREFIX));
+
+fn word_text<'a>(lower: &'a [u8], t: Option<&Tok>) -> Option<&'a [u8]> {
+    t.filter(|t| t.kind == Kind::Word).map(|t| t.text(lower))
+}
+
+/// The word rules: neighbours of a few words anywhere in the token list.
+fn words(lower: &[u8], toks: &[Tok], f: &mut Findings) {
+    for (i, t) in toks.iter().enumerate() {
+        if t.kind == Kind::Quoted && t.inner(lower).starts_with(b"pg_temp") {
+            f.pg_temp = true;
+        }
+        if t.kind != Kind::Word {
+            continue;
+        }
+        let w = t.text(lower);
+        let prev = || word_text(lower, i.checked_sub(1).and_then(|j| toks.get(j)));
+        let next = || word_text(lower, toks.get(i + 1));
+        match w {
+            b"temp" | b"temporary" => {
+                if matches!(
+                    prev(),
+                    Some(b"create" | b"global" | b"local" | b"into" | b"replace")
+                ) || matches!(
+                    next(),
+                    Some(b"table" | b"view" | b"sequence" | b"recursive")
+                ) {
+                    f.pin(PinReason::TempTable);
+                }
+            }
+            b"create" | b"into" => f.create_or_into = true,
+            b"hold" if prev() == Some(b"with") => f.pin(PinReason::HoldCursor),
+            // `SET ROLE`, `SET SESSION ROLE`, `SET SESSION AUTHORIZATION` as statements (not
+            // `UPDATE users SET role = …`).
+            b"role" | b"authorization" if i >= 1 => {
+                let p = toks[i - 1];
+                let set_at = |j: usize| {
+                    matches!(word_text(lower, toks.get(j)), Some(b"set" | b"reset"))
+                        && starts_statement(lower, toks, j)
+                };
+                let session = p.is_word(lower, b"session") && i >= 2 && set_at(i - 2);
+                let identity = if w == b"role" {
+                    session || set_at(i - 1)
+                } else {
+                    session
+                };
+                if identity {
+                    f.pin(PinReason::Identity);
+                }
+            }
+            b"set_config" => {
+                if let Some(reason) = set_config_pin(lower, &toks[i + 1..]) {
+                    f.pin(reason);
+                }
+            }
+            b"deallocate" | b"prepare" | b"execute" => f.statement_command = true,
+            _ => {
+                if w.starts_with(b"pg_advisory_lock") || w.starts_with(b"pg_try_advisory_lock") {
+                    f.pin(PinReason::AdvisoryLock);
+                } else if w.starts_with(b"pg_temp") {
+                    f.pg_temp = true;
+                }
+            }
+        }
+    }
+}
+
+/// True when token `j` can begin a statement: first, after `;`, or after a plpgsql block
+/// word.
+fn starts_statement(lower: &[u8], toks: &[Tok], j: usize) -> bool {
+    let Some(before) = j.checked_sub(1).map(|k| toks[k]) else {
+        return true;
+    };
+    before.is_punct(lower, b';')
+        || matches!(
+            word_text(lower, Some(&before)),
+            Some(b"begin" | b"then" | b"else" | b"loop")
+        )
+}
+
+/// `set_config(name, value, is_local)`: a pin unless `is_local` is literally true.
+fn set_config_pin(lower: &[u8], after: &[Tok]) -> Option<PinReason> {
+    if !after.first().is_some_and(|t| t.is_punct(lower, b'(')) {
+        return None;
+    }
+    let (mut depth, mut commas, mut third, mut third_len) = (0u32, 0u32, None, 0u32);
+    let mut identity = false;
+    let mut closed = false;
+    for (k, t) in after.iter().enumerate() {
+        if t.is_punct(lower, b'(') {
+            depth += 1;
+        } else if t.is_punct(lower, b')') {
+            depth -= 1;
+            if depth == 0 {
+                closed = true;
+                break;
+            }
+        } else if depth == 1 && t.is_punct(lower, b',') {
+            commas += 1;
+            continue;
+        }
+        if k == 1 && t.kind == Kind::Str {
+            identity = matches!(t.inner(lower), b"role" | b"session_authorization");
+        }
+        if commas == 2 && k > 0 && depth >= 1 {
+            third = Some(*t);
+            third_len += 1;
+        }
+    }
+    let local = closed
+        && commas == 2
+        && third_len == 1
+        && third.is_some_and(|t| match t.kind {
+            Kind::Word => t.text(lower) == b"true",
+            Kind::Str => matches!(
+                t.inner(lower),
+                b"t" | b"true" | b"on" | b"y" | b"yes" | b"1"
+            ),
+            _ => false,
+        });
+    match (local, identity) {
+        (true, _) => None,
+        (false, true) => Some(PinReason::Identity),
+        (false, false) => Some(PinReason::SessionState),
+    }
+}
+
+/// The statement rules for one statement (`st` non-empty). `raw` is the original text (the
+/// tokens' offsets index both); `None` inside a string literal, where only pins count.
+fn statement(raw: Option<&[u8]>, lower: &[u8], st: &[Tok], f: &mut Findings) -> Option<Recognised> {
+    let rest = &st[1..];
+    match word_text(lower, st.first())? {
+        b"set" => set_statement(raw, lower, st, f),
+        b"reset" => reset_statement(raw, lower, rest, f),
+        b"discard" => {
+            (rest.len() == 1 && rest[0].is_word(lower, b"all")).then_some(Recognised::ResetAll)
+        }
+        b"listen" => {
+            let ch = match (raw, rest) {
+                (Some(raw), [one]) => channel_name(raw, lower, one),
+                _ => None,
+            };
+            if ch.is_none() {
+                f.pin(PinReason::Listen);
+            }
+            ch.map(Recognised::Listen)
+        }
+        b"unlisten" => match (raw, rest) {
+            (Some(_), [one]) if one.is_punct(lower, b'*') => Some(Recognised::Unlisten(None)),
+            (Some(raw), [one]) => {
+                channel_name(raw, lower, one).map(|c| Recognised::Unlisten(Some(c)))
+            }
+            _ => None,
+        },
+        b"prepare" => {
+            f.pin(PinReason::Prepare);
+            None
+        }
+        b"load" => {
+            f.pin(PinReason::Load);
+            None
+        }
+        _ => None,
+    }
+}
+
+fn set_statement(
+    raw: Option<&[u8]>,
+    lower: &[u8],
+    st: &[Tok],
+    f: &mut Findings,
+) -> Option<Recognised> {
+    let at = |i: usize| word_text(lower, st.get(i));
+    let mut i = 1;
+    match at(i) {
+        Some(b"local" | b"transaction" | b"constraints") => return None,
+        Some(b"session") => {
+            i += 1;
+            match at(i) {
+                Some(b"characteristics") => {
+                    f.pin(PinReason::SessionState);
+                    return None;
+                }
+                Some(b"authorization") => {
+                    f.pin(PinReason::Identity);
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    let name = match (at(i), at(i + 1)) {
+        (Some(b"role" | b"authorization"), _) => None,
+        (Some(b"time"), Some(b"zone")) => Some("timezone".to_owned()),
+        (Some(b"names"), _) => Some("client_encoding".to_owned()),
+        (Some(b"schema"), _) => Some("search_path".to_owned()),
+        (Some(b"xml"), Some(b"option")) => Some("xmloption".to_owned()),
+        _ => match qualified_name(raw.unwrap_or(lower), lower, &st[i.min(st.len())..]) {
+            Some(n) => Some(n),
+            None => {
+                // Not a form we know: whatever it sets cannot be replayed.
+                f.pin(PinReason::SessionState);
+                return None;
+            }
+        },
+    };
+    let Some(name) = name.filter(|n| n != "role" && n != "session_authorization") else {
+        f.pin(PinReason::Identity);
+        return None;
+    };
+    let sql = raw.and_then(|raw| {
+        let text = &raw[st[0].start as usize..st[st.len() - 1].end as usize];
+        std::str::from_utf8(text).ok().map(|t| format!("{t};"))
+    });
+    match sql {
+        Some(sql) => Some(Recognised::Set { name, sql }),
+        None => {
+            // Not UTF-8, or a session SET inside a DO block: nothing to replay.
+            f.pin(PinReason::SessionState);
+            None
+        }
+    }
+}
+
+fn reset_statement(
+    raw: Option<&[u8]>,
+    lower: &[u8],
+    rest: &[Tok],
+    f: &mut Findings,
+) -> Option<Recognised> {
+    let at = |i: usize| word_text(lower, rest.get(i));
+    let name = match (at(0), at(1)) {
+        (Some(b"all"), None) if rest.len() == 1 => return Some(Recognised::ResetAll),
+        (Some(b"role" | b"session" | b"authorization"), _) => None,
+        (Some(b"time"), Some(b"zone")) => Some("timezone".to_owned()),
+        _ => Some(qualified_name(raw.unwrap_or(lower), lower, rest)?),
+    };
+    match name.filter(|n| n != "role" && n != "session_authorization") {
+        Some(n) => Some(Recognised::Reset(n)),
+        None => {
+            f.pin(PinReason::Identity);
+            None
+        }
+    }
+}
+
+/// `name` or `a.b` (words fold to lower case, quoted parts keep theirs) at the start of
+/// `toks`; `None` when it is not a name or not UTF-8.
+fn qualified_name(raw: &[u8], lower: &[u8], toks: &[Tok]) -> Option<String> {
+    let mut name = String::new();
+    let mut i = 0;
+    loop {
+        let part = match toks.get(i)? {
+            t if t.kind == Kind::Word => std::str::from_utf8(t.text(lower)).ok()?.to_owned(),
+            t if t.kind == Kind::Quoted => unquote(raw, t)?,
+            _ => return None,
+        };
+        name.push_str(&part);
+        if !toks.get(i + 1).is_some_and(|t| t.is_punct(lower, b'.')) {
+            return Some(name);
+        }
+        name.push('.');
+        i += 2;
+    }
+}
+
+/// A quoted identifier's name (`""` is a quote), when closed, non-empty and UTF-8.
+fn unquote(raw: &[u8], t: &Tok) -> Option<String> {
+    let closed = t.end > t.inner_end && raw.get(t.inner_end as usize) == Some(&b'"');
+    let inner = std::str::from_utf8(t.inner(raw)).ok()?;
+    (closed && !inner.is_empty()).then(|| inner.replace("\"\"", "\""))
 }
 
 /// A channel identifier as Postgres stores it: unquoted names fold to lower case,
 /// `"Quoted"` ones keep their case. Anything else is not recognised.
-fn channel_name(s: &str) -> Option<String> {
-    if let Some(inner) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        let name = inner.replace("\"\"", "\"");
-        return (!name.is_empty() && !inner.replace("\"\"", "").contains('"')).then_some(name);
-    }
-    let ok = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$');
-    ok.then(|| s.to_ascii_lowercase())
-}
-
-fn recognise_set(stmt: &str) -> Option<Recognised> {
-    let body = single_statement(stmt[3..].trim_start())?;
-    let mut words = body.split_whitespace();
-    let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("local")
-        || name.eq_ignore_ascii_case("transaction")
-        || name.eq_ignore_ascii_case("constraints")
-    {
-        return None;
-    }
-    if name.eq_ignore_ascii_case("session") {
-        name = words.next()?;
-        if name.eq_ignore_ascii_case("characteristics") {
-            return None;
-        }
-    }
-    let name = if name.eq_ignore_ascii_case("time") {
-        "timezone".to_owned()
-    } else if name.eq_ignore_ascii_case("authorization") {
-        "session_authorization".to_owned()
-    } else {
-        let n = name.split(['=', '\'']).next().unwrap_or(name);
-        if !valid_name(n) {
-            return None;
-        }
-        n.to_ascii_lowercase()
-    };
-    Some(Recognised::Set {
-        name,
-        sql: format!("{};", stmt.trim_end().trim_end_matches(';').trim_end()),
-    })
-}
-
-/// The statement without a trailing `;`, or `None` when the text holds more than one
-/// statement (a `;` followed by anything but space). Quoted `;` makes it unrecognised,
-/// which is the safe side.
-fn single_statement(s: &str) -> Option<&str> {
-    let s = s.trim_end();
-    let s = s.strip_suffix(';').unwrap_or(s).trim_end();
-    (!s.contains(';') && !s.contains("--") && !s.contains("/*")).then_some(s)
-}
-
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-}
-
-fn first_word(s: &str) -> &str {
-    let end = s
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(s.len());
-    &s[..end]
-}
-
-fn skip_space_and_comments(mut s: &str) -> &str {
-    loop {
-        s = s.trim_start();
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map(|(_, r)| r).unwrap_or("");
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.split_once("*/").map(|(_, r)| r).unwrap_or("");
-        } else {
-            return s;
-        }
+fn channel_name(raw: &[u8], lower: &[u8], t: &Tok) -> Option<String> {
+    match t.kind {
+        Kind::Word => String::from_utf8(t.text(lower).to_vec()).ok(),
+        Kind::Quoted => unquote(raw, t),
+        _ => None,
     }
 }
-
-/// Finds session-bound constructs anywhere in the text (case-insensitive substring
-/// checks; a false positive only costs pooling efficiency, never correctness). Runs on
-/// every query: the text is lowercased once into a reused buffer and searched with
-/// SIMD substring finders instead of a case-folding compare at every offset.
-fn pin_reason(text: &str) -> Option<PinReason> {
-    let f = &*PIN_FINDERS;
-    let found = with_lowercase(text.as_bytes(), |lower| {
-        let has = |finder: &Finder<'static>| finder.find(lower).is_some();
-        if has(&f.pg) && (has(&f.advisory_lock) || has(&f.try_advisory_lock)) {
-            return Some(PinReason::AdvisoryLock);
-        }
-        if has(&f.create) && (has(&f.temp) || has(&f.temporary) || has(&f.pg_temp)) {
-            return Some(PinReason::TempTable);
-        }
-        if has(&f.with_hold) {
-            return Some(PinReason::HoldCursor);
-        }
-        None
-    });
-    if found.is_some() {
-        return found;
-    }
-    let start = first_word(skip_space_and_comments(text));
-    [
-        ("listen", PinReason::Listen),
-        ("prepare", PinReason::Prepare),
-        ("load", PinReason::Load),
-    ]
-    .into_iter()
-    .find_map(|(word, reason)| start.eq_ignore_ascii_case(word).then_some(reason))
-}
-
-/// Substring searchers for `pin_reason`, built once (building one costs more than a search).
-struct PinFinders {
-    pg: Finder<'static>,
-    advisory_lock: Finder<'static>,
-    try_advisory_lock: Finder<'static>,
-    create: Finder<'static>,
-    temp: Finder<'static>,
-    temporary: Finder<'static>,
-    pg_temp: Finder<'static>,
-    with_hold: Finder<'static>,
-}
-
-static PIN_FINDERS: LazyLock<PinFinders> = LazyLock::new(|| PinFinders {
-    pg: Finder::new(b"pg_"),
-    advisory_lock: Finder::new(b"pg_advisory_lock"),
-    try_advisory_lock: Finder::new(b"pg_try_advisory_lock"),
-    create: Finder::new(b"create"),
-    temp: Finder::new(b" temp "),
-    temporary: Finder::new(b" temporary "),
-    pg_temp: Finder::new(b"pg_temp"),
-    with_hold: Finder::new(b"with hold"),
-});
 
 /// Texts up to this size are lowercased into a per-thread buffer that is kept; longer
 /// ones get a buffer of their own, so one huge query does not pin memory.
@@ -240,7 +607,7 @@ const KEPT_LOWERCASE: usize = 16 * 1024;
 /// Calls `f` with an ASCII-lowercased copy of `text`.
 fn with_lowercase<R>(text: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     thread_local! {
-        static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        static LOWER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     if text.len() > KEPT_LOWERCASE {
         return f(&text.to_ascii_lowercase());
@@ -255,155 +622,43 @@ fn with_lowercase<R>(text: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     })
 }
 
+/// Token lists up to this many entries keep their per-thread buffer.
+const KEPT_TOKENS: usize = 4096;
+
+/// Calls `f` with an empty token buffer (per thread, reused).
+fn with_tokens<R>(f: impl FnOnce(&mut Vec<Tok>) -> R) -> R {
+    thread_local! {
+        static TOKENS: RefCell<Vec<Tok>> = const { RefCell::new(Vec::new()) };
+    }
+    TOKENS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut toks) => {
+            toks.clear();
+            let r = f(&mut toks);
+            if toks.capacity() > KEPT_TOKENS {
+                *toks = Vec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// `LISTEN`/`UNLISTEN` as a single statement (what the shared listener serves); cheap
 /// for everything else, which is rejected on its first word.
 pub fn recognise_listen(sql: &[u8]) -> Option<Recognised> {
-    let text = std::str::from_utf8(sql).ok()?;
-    let first = first_word(skip_space_and_comments(text));
-    if !first.eq_ignore_ascii_case("listen") && !first.eq_ignore_ascii_case("unlisten") {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let head = &sql[start..];
+    let word = |w: &[u8]| head.len() >= w.len() && head[..w.len()].eq_ignore_ascii_case(w);
+    // A leading comment: let the full recogniser decide.
+    if !(word(b"listen") || word(b"unlisten") || word(b"--") || word(b"/*")) {
         return None;
     }
     recognise(sql).filter(|r| matches!(r, Recognised::Listen(_) | Recognised::Unlisten(_)))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(name: &str, sql: &str) -> Option<Recognised> {
-        Some(Recognised::Set {
-            name: name.into(),
-            sql: sql.into(),
-        })
-    }
-
-    #[test]
-    fn recognises_session_set_forms() {
-        assert_eq!(
-            recognise(b"SET statement_timeout = '5s'"),
-            set("statement_timeout", "SET statement_timeout = '5s';")
-        );
-        assert_eq!(
-            recognise(b"  set SESSION search_path TO a, b;  "),
-            set("search_path", "set SESSION search_path TO a, b;")
-        );
-        assert_eq!(
-            recognise(b"SET TIME ZONE 'UTC'\0"),
-            set("timezone", "SET TIME ZONE 'UTC';")
-        );
-        assert_eq!(
-            recognise(b"set myapp.tenant='x'"),
-            set("myapp.tenant", "set myapp.tenant='x';")
-        );
-        assert_eq!(
-            recognise(b"-- comment\nSET work_mem=1"),
-            set("work_mem", "SET work_mem=1;")
-        );
-    }
-
-    #[test]
-    fn ignores_local_transaction_and_multi_statement_sets() {
-        assert_eq!(recognise(b"SET LOCAL work_mem = 1"), None);
-        assert_eq!(
-            recognise(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
-            None
-        );
-        assert_eq!(recognise(b"SET a = 1; SET b = 2"), None);
-        assert_eq!(recognise(b"SET a = ';'"), None);
-        assert_eq!(recognise(b"select 1"), None);
-        assert_eq!(recognise(b"SETTLE"), None);
-        assert_eq!(recognise(&[0xff, 0xfe]), None);
-    }
-
-    #[test]
-    fn recognises_resets() {
-        assert_eq!(recognise(b"RESET ALL"), Some(Recognised::ResetAll));
-        assert_eq!(recognise(b"discard all;"), Some(Recognised::ResetAll));
-        assert_eq!(
-            recognise(b"RESET work_mem"),
-            Some(Recognised::Reset("work_mem".into()))
-        );
-        assert_eq!(recognise(b"RESET a; select 1"), None);
-    }
-
-    #[test]
-    fn recognises_listen_and_unlisten() {
-        assert_eq!(
-            recognise(b"LISTEN Jobs"),
-            Some(Recognised::Listen("jobs".into()))
-        );
-        assert_eq!(
-            recognise(b"listen \"Mixed\";"),
-            Some(Recognised::Listen("Mixed".into()))
-        );
-        assert_eq!(recognise(b"UNLISTEN *"), Some(Recognised::Unlisten(None)));
-        assert_eq!(
-            recognise(b"unlisten jobs"),
-            Some(Recognised::Unlisten(Some("jobs".into())))
-        );
-        assert_eq!(
-            recognise(b"LISTEN a; select 1"),
-            Some(Recognised::Pins(PinReason::Listen))
-        );
-    }
-
-    #[test]
-    fn recognises_pins() {
-        assert_eq!(
-            recognise(b"CREATE TEMP TABLE t(x int)"),
-            Some(Recognised::Pins(PinReason::TempTable))
-        );
-        assert_eq!(
-            recognise(b"create temporary table t as select 1"),
-            Some(Recognised::Pins(PinReason::TempTable))
-        );
-        assert_eq!(
-            recognise(b"select pg_advisory_lock(1)"),
-            Some(Recognised::Pins(PinReason::AdvisoryLock))
-        );
-        assert_eq!(
-            recognise(b"select pg_advisory_xact_lock(1)"),
-            None,
-            "transaction-level locks end with the transaction"
-        );
-        assert_eq!(
-            recognise(b"DECLARE c CURSOR WITH HOLD FOR select 1"),
-            Some(Recognised::Pins(PinReason::HoldCursor))
-        );
-        assert_eq!(
-            recognise(b"LISTEN ch"),
-            Some(Recognised::Listen("ch".into()))
-        );
-        assert_eq!(
-            recognise(b"PREPARE p AS select 1"),
-            Some(Recognised::Pins(PinReason::Prepare))
-        );
-        assert_eq!(recognise(b"select 'no temp here'"), None);
-        assert_eq!(
-            recognise(b"Select PG_Advisory_Lock(1)"),
-            Some(Recognised::Pins(PinReason::AdvisoryLock))
-        );
-        let mut long = b"select 1 from t where x = '".to_vec();
-        long.extend(std::iter::repeat_n(b'a', KEPT_LOWERCASE));
-        long.extend(b"' and y in (select pg_try_ADVISORY_lock(2))");
-        assert_eq!(
-            recognise(&long),
-            Some(Recognised::Pins(PinReason::AdvisoryLock))
-        );
-    }
-
-    #[test]
-    fn recognise_listen_only_takes_listen_forms() {
-        assert_eq!(
-            recognise_listen(b" /* c */ LISTEN Jobs;"),
-            Some(Recognised::Listen("jobs".into()))
-        );
-        assert_eq!(
-            recognise_listen(b"unlisten *"),
-            Some(Recognised::Unlisten(None))
-        );
-        assert_eq!(recognise_listen(b"LISTEN a; select 1"), None);
-        assert_eq!(recognise_listen(b"select pg_advisory_lock(1)"), None);
-        assert_eq!(recognise_listen(b"SET a = 1"), None);
-    }
-}
+#[path = "statement_tests.rs"]
+mod tests;

@@ -7,8 +7,12 @@ use std::collections::{HashMap, VecDeque};
 use super::statement::{recognise, PinReason, Recognised};
 use crate::protocol::messages::take_cstr;
 
-/// Largest Query/Parse text inspected for SET and pins; longer texts pass unexamined.
-pub const MAX_INSPECTED: u32 = 64 * 1024;
+/// Largest Query/Parse text inspected for SET and pins; a longer Query pins its client
+/// ([`PinReason::Uninspected`]).
+pub const MAX_INSPECTED: u32 = 1024 * 1024;
+
+/// Largest Bind/Execute body captured (only their names are read).
+const MAX_NAMES_BODY: u32 = 64 * 1024;
 
 /// A change to the client's session settings that the server confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +147,29 @@ impl Default for Tracker {
 impl Tracker {
     /// Whether the body of a client message with this type and length must be captured.
     pub fn wants_client_body(tag: u8, len: u32) -> bool {
-        matches!(tag, b'Q' | b'P' | b'B' | b'E') && len <= MAX_INSPECTED
+        match tag {
+            b'Q' | b'P' => len <= MAX_INSPECTED,
+            b'B' | b'E' => len <= MAX_NAMES_BODY,
+            _ => false,
+        }
+    }
+
+    /// Records a client message's length: a Query too large to inspect pins. (A Parse that
+    /// large is not inspected either; the rewriter refuses named ones past
+    /// max_prepared_message_size.)
+    pub fn client_length(&mut self, tag: u8, len: u32) {
+        if tag == b'Q' && len > MAX_INSPECTED {
+            self.pin.get_or_insert(PinReason::Uninspected);
+        }
+    }
+
+    /// Records a ParameterStatus: a changed `session_authorization` or `is_superuser`
+    /// (however the client changed its identity) pins the client to its server.
+    pub fn parameter_status(&mut self, name: &str, old: Option<&String>, new: &str) {
+        let identity = matches!(name, "session_authorization" | "is_superuser");
+        if identity && old.is_some_and(|o| o != new) {
+            self.pin.get_or_insert(PinReason::Identity);
+        }
     }
 
     /// Records a client message header (every message, captured or not).
@@ -273,21 +299,19 @@ impl Tracker {
     /// Records a ReadyForQuery from the server with its status byte.
     pub fn ready_for_query(&mut self, status: u8) {
         let request = self.requests.pop_front().unwrap_or_default();
-        let change = match (request.failed, request.action) {
-            (false, Some(Recognised::Set { name, sql })) => Some(SettingChange::Set { name, sql }),
-            (false, Some(Recognised::Reset(n))) => Some(SettingChange::Reset(n)),
-            (false, Some(Recognised::ResetAll)) => Some(SettingChange::ResetAll),
-            _ => None,
-        };
-        match status {
+        let action = if request.failed { None } else { request.action };
+        let target = match status {
             b'I' => {
                 if self.status != b'I' && self.last_tag_commit == Some(true) {
                     self.changes.append(&mut self.in_transaction);
                 }
                 self.in_transaction.clear();
-                self.changes.extend(change);
+                &mut self.changes
             }
-            _ => self.in_transaction.extend(change),
+            _ => &mut self.in_transaction,
+        };
+        if let Some(action) = action {
+            push_changes(action, target);
         }
         self.last_tag_commit = None;
         self.status = status;
@@ -311,6 +335,21 @@ impl Tracker {
     /// True when every request is answered (whatever the transaction status).
     pub fn nothing_outstanding(&self) -> bool {
         self.requests.is_empty() && !self.unsynced
+    }
+}
+
+/// The setting changes a successful request made.
+fn push_changes(action: Recognised, out: &mut Vec<SettingChange>) {
+    match action {
+        Recognised::Set { name, sql } => out.push(SettingChange::Set { name, sql }),
+        Recognised::Reset(n) => out.push(SettingChange::Reset(n)),
+        Recognised::ResetAll => out.push(SettingChange::ResetAll),
+        Recognised::Several(all) => {
+            for a in all {
+                push_changes(a, out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -504,6 +543,39 @@ mod tests {
                 sql: "SET search_path = app;".into()
             }]
         );
+    }
+
+    #[test]
+    fn every_set_of_a_multi_statement_query_is_reported() {
+        let mut t = Tracker::default();
+        query(&mut t, "SET a = 1; select 1; SET b = 2");
+        t.ready_for_query(b'I');
+        assert_eq!(t.changes.len(), 2);
+        query(&mut t, "SET c = 1; select 1/0");
+        t.server_error();
+        t.ready_for_query(b'I');
+        assert_eq!(t.changes.len(), 2, "a failed query string applied nothing");
+    }
+
+    #[test]
+    fn identity_reported_by_the_server_pins() {
+        let mut t = Tracker::default();
+        let was = "app".to_owned();
+        t.parameter_status("session_authorization", Some(&was), "app");
+        t.parameter_status("TimeZone", Some(&was), "UTC");
+        assert_eq!(t.pin, None);
+        t.parameter_status("session_authorization", Some(&was), "other");
+        assert_eq!(t.pin, Some(PinReason::Identity));
+    }
+
+    #[test]
+    fn oversized_query_text_pins() {
+        let mut t = Tracker::default();
+        t.client_length(b'Q', MAX_INSPECTED);
+        t.client_length(b'B', MAX_INSPECTED + 1);
+        assert_eq!(t.pin, None);
+        t.client_length(b'Q', MAX_INSPECTED + 1);
+        assert_eq!(t.pin, Some(PinReason::Uninspected));
     }
 
     #[test]

@@ -174,7 +174,8 @@ fn show_ldap_options(v: &Option<String>) -> String {
 }
 
 /// Every `[pgbouncer]` key PgBouncer 1.25/1.26 knows, plus pgfunnel's own (`log_format`,
-/// `metrics_listen`, `worker_threads`, `max_client_pipeline`, `max_prepared_message_size`),
+/// `metrics_listen`, `worker_threads`, `max_client_pipeline`, `max_prepared_message_size`,
+/// `listen_queue_size`, `max_pool_prepared_statements`),
 /// in alphabetical order as PgBouncer's SHOW CONFIG lists them.
 #[rustfmt::skip]
 pub static SETTING_KEYS: &[SettingKey] = &[
@@ -213,6 +214,7 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("listen_addr", listen_addr, RESTART, list, show_items),
     no_effect!("listen_backlog", RESTART, "128"),
     applied!("listen_port", listen_port, RESTART, parse_port, show_num),
+    applied!("listen_queue_size", listen_queue_size, RELOAD, positive, show_num),
     applied!("log_connections", log_connections, RELOAD, parse_bool, show_flag),
     applied!("log_disconnections", log_disconnections, RELOAD, parse_bool, show_flag),
     applied!("log_format", log_format, RESTART, LogFormat::parse, show_num),
@@ -225,6 +227,7 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("max_db_client_connections", max_db_client_connections, RELOAD, count, show_num),
     applied!("max_db_connections", max_db_connections, RELOAD, count, show_num),
     applied!("max_packet_size", max_packet_size, RELOAD, packet_size, show_num),
+    applied!("max_pool_prepared_statements", max_pool_prepared_statements, RELOAD, positive, show_num),
     applied!("max_prepared_message_size", max_prepared_message_size, RELOAD, packet_size, show_num),
     applied!("max_prepared_statements", max_prepared_statements, RELOAD, count, show_num),
     applied!("max_user_client_connections", max_user_client_connections, RELOAD, count, show_num),

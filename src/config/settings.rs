@@ -125,6 +125,10 @@ pub struct Settings {
     /// Tokio worker threads; 0 = one per core.
     pub worker_threads: usize,
     pub log_format: LogFormat,
+    /// Distinct prepared statements remembered per pool (oldest unused evicted past it).
+    pub max_pool_prepared_statements: u32,
+    /// Notifications queued per LISTENing client; past it the client is disconnected.
+    pub listen_queue_size: u32,
     /// Raw values of the keys pgfunnel accepts without acting on them (`KeySupport::NoEffect`).
     pub no_effect: BTreeMap<&'static str, String>,
     /// Where each explicitly set key was set (absent = default).
@@ -163,6 +167,8 @@ impl Default for Settings {
             max_user_connections: 0,
             max_user_client_connections: 0,
             max_prepared_statements: 200,
+            max_pool_prepared_statements: 10_000,
+            listen_queue_size: 1024,
             max_packet_size: 2_147_483_647,
             max_client_pipeline: 4096,
             max_prepared_message_size: 16 * 1024 * 1024,

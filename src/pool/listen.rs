@@ -4,25 +4,70 @@
 //! while those clients hold no server. Reconnects and re-listens when its server goes away.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
 use crate::client::params::quote_ident;
 use crate::protocol::messages::{self, take_cstr};
 use crate::server::{self, ServerConnection, ServerTarget};
 
-/// Notifications queued per client before new ones are dropped (a client that never
-/// reads must not grow pgfunnel's memory).
+/// Notifications queued per client by default (`listen_queue_size`): a client that does
+/// not read them must not grow pgfunnel's memory.
 pub const CLIENT_QUEUE: usize = 1024;
+
+/// SQLSTATE of the error a client gets when its notification queue overflowed
+/// (`out_of_memory`, the class Postgres uses for its own full notification queue).
+pub const QUEUE_FULL_SQLSTATE: &str = "53200";
 
 #[derive(Debug, Default)]
 struct Subscribers {
-    by_channel: HashMap<String, HashMap<u64, mpsc::Sender<Bytes>>>,
+    by_channel: HashMap<String, HashMap<u64, Subscriber>>,
+}
+
+/// Where one client's notifications go.
+#[derive(Debug, Clone)]
+struct Subscriber {
+    tx: mpsc::Sender<Bytes>,
+    overflow: Arc<Overflow>,
+}
+
+/// Set once a client's queue was full: a notification could not be queued, so the client
+/// would silently miss it. The session disconnects such a client (see `Subscription`).
+#[derive(Debug, Default)]
+pub struct Overflow {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Overflow {
+    /// True once a notification for this client was lost.
+    pub fn happened(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Waits until a notification for this client is lost.
+    pub async fn wait(&self) {
+        if self.happened() {
+            return;
+        }
+        // notify_one leaves a permit when nobody waits, so a loss between the check and
+        // this await still wakes us.
+        self.notify.notified().await;
+    }
+
+    fn raise(&self) -> bool {
+        let first = !self.flag.swap(true, Ordering::AcqRel);
+        if first {
+            self.notify.notify_one();
+        }
+        first
+    }
 }
 
 /// The shared listener of one pool.
@@ -30,6 +75,7 @@ struct Subscribers {
 pub struct ListenHub {
     subs: Mutex<Subscribers>,
     commands: mpsc::UnboundedSender<Command>,
+    overflows: AtomicU64,
 }
 
 /// Work for the hub's task.
@@ -39,7 +85,7 @@ enum Command {
     Listen {
         channel: String,
         client: u64,
-        tx: mpsc::Sender<Bytes>,
+        to: Subscriber,
         ack: oneshot::Sender<()>,
     },
     /// The subscribed set shrank; UNLISTEN what nobody wants.
@@ -53,7 +99,7 @@ pub struct Subscription {
     client: u64,
     /// Notifications for this client, as complete NotificationResponse messages.
     pub rx: mpsc::Receiver<Bytes>,
-    tx: mpsc::Sender<Bytes>,
+    to: Subscriber,
     channels: HashSet<String>,
 }
 
@@ -64,21 +110,31 @@ impl ListenHub {
         let hub = Arc::new(ListenHub {
             subs: Mutex::new(Subscribers::default()),
             commands: tx,
+            overflows: AtomicU64::new(0),
         });
         tokio::spawn(run(Arc::downgrade(&hub), target, connect_timeout, rx));
         hub
     }
 
-    /// A new, empty subscription for client `client`.
-    pub fn subscribe(self: &Arc<Self>, client: u64) -> Subscription {
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    /// A new, empty subscription for client `client` that queues at most `queue`
+    /// notifications.
+    pub fn subscribe(self: &Arc<Self>, client: u64, queue: usize) -> Subscription {
+        let (tx, rx) = mpsc::channel(queue.max(1));
         Subscription {
             hub: self.clone(),
             client,
             rx,
-            tx,
+            to: Subscriber {
+                tx,
+                overflow: Arc::default(),
+            },
             channels: HashSet::new(),
         }
+    }
+
+    /// Clients whose notification queue overflowed so far.
+    pub fn overflows(&self) -> u64 {
+        self.overflows.load(Ordering::Relaxed)
     }
 
     fn channels(&self) -> HashSet<String> {
@@ -89,11 +145,17 @@ impl ListenHub {
     fn fan_out(&self, channel: &str, msg: Bytes) {
         let subs = crate::panic::lock(&self.subs);
         if let Some(clients) = subs.by_channel.get(channel) {
-            for tx in clients.values() {
-                if tx.try_send(msg.clone()).is_err() {
-                    debug!(
-                        channel,
-                        "client notification queue full: notification dropped"
+            for (client, to) in clients {
+                let full = matches!(
+                    to.tx.try_send(msg.clone()),
+                    Err(mpsc::error::TrySendError::Full(_))
+                );
+                if full && to.overflow.raise() {
+                    self.overflows.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        client,
+                        channel = %channel.escape_debug(),
+                        "client notification queue full (listen_queue_size): disconnecting the client"
                     );
                 }
             }
@@ -111,7 +173,7 @@ impl Subscription {
         let cmd = Command::Listen {
             channel,
             client: self.client,
-            tx: self.tx.clone(),
+            to: self.to.clone(),
             ack,
         };
         if self.hub.commands.send(cmd).is_err() {
@@ -137,6 +199,11 @@ impl Subscription {
         }
         drop(subs);
         let _ = self.hub.commands.send(Command::Changed);
+    }
+
+    /// Raised when a notification for this client could not be queued.
+    pub fn overflow(&self) -> Arc<Overflow> {
+        self.to.overflow.clone()
     }
 
     /// True when the client listens on at least one channel.
@@ -234,7 +301,7 @@ fn join(hub: &Weak<ListenHub>, cmds: impl Iterator<Item = Command>) {
         if let Command::Listen {
             channel,
             client,
-            tx,
+            to,
             ack,
         } = cmd
         {
@@ -242,7 +309,7 @@ fn join(hub: &Weak<ListenHub>, cmds: impl Iterator<Item = Command>) {
             subs.by_channel
                 .entry(channel)
                 .or_default()
-                .insert(client, tx);
+                .insert(client, to);
             drop(subs);
             let _ = ack.send(());
         }
@@ -303,16 +370,46 @@ fn deliver(hub: &Weak<ListenHub>, body: BytesMut) {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn subscriptions_route_by_channel_and_clean_up_on_drop() {
+    fn test_hub() -> Arc<ListenHub> {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let hub = Arc::new(ListenHub {
+        Arc::new(ListenHub {
             subs: Mutex::new(Subscribers::default()),
             commands: tx,
+            overflows: AtomicU64::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_raises_overflow_once_instead_of_dropping_silently() {
+        let hub = test_hub();
+        let mut a = hub.subscribe(1, 2);
+        let b = hub.subscribe(2, 2);
+        let cmds = [(1, a.to.clone()), (2, b.to.clone())].map(|(id, to)| Command::Listen {
+            channel: "jobs".into(),
+            client: id,
+            to,
+            ack: oneshot::channel().0,
         });
-        let mut a = hub.subscribe(1);
-        let mut b = hub.subscribe(2);
-        let (atx, btx) = (a.tx.clone(), b.tx.clone());
+        join(&Arc::downgrade(&hub), cmds.into_iter());
+        hub.fan_out("jobs", Bytes::from_static(b"n1"));
+        assert_eq!(a.rx.try_recv().ok(), Some(Bytes::from_static(b"n1")));
+        hub.fan_out("jobs", Bytes::from_static(b"n2"));
+        hub.fan_out("jobs", Bytes::from_static(b"n3"));
+        assert!(!a.overflow().happened(), "a reads its queue");
+        assert!(b.overflow().happened(), "b's queue of 2 could not take n3");
+        while a.rx.try_recv().is_ok() {}
+        hub.fan_out("jobs", Bytes::from_static(b"n4"));
+        assert_eq!(hub.overflows(), 1, "counted once per client");
+        // The wait returns at once once raised.
+        b.overflow().wait().await;
+    }
+
+    #[tokio::test]
+    async fn subscriptions_route_by_channel_and_clean_up_on_drop() {
+        let hub = test_hub();
+        let mut a = hub.subscribe(1, CLIENT_QUEUE);
+        let mut b = hub.subscribe(2, CLIENT_QUEUE);
+        let (atx, btx) = (a.to.clone(), b.to.clone());
         join(
             &Arc::downgrade(&hub),
             [
@@ -321,10 +418,10 @@ mod tests {
                 ("other", 2, btx),
             ]
             .into_iter()
-            .map(|(c, id, tx)| Command::Listen {
+            .map(|(c, id, to)| Command::Listen {
                 channel: c.into(),
                 client: id,
-                tx,
+                to,
                 ack: oneshot::channel().0,
             }),
         );

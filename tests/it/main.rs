@@ -16,6 +16,7 @@ mod drivers;
 mod flood;
 mod hostile_auth;
 mod hostile_ops;
+mod hostile_state;
 mod hostile_stream;
 mod listen;
 mod metrics;

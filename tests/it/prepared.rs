@@ -123,12 +123,12 @@ async fn schema_change_needs_no_manual_step() {
 }
 
 /// A raw protocol-3 connection logged in with trust auth.
-struct Raw {
-    s: TcpStream,
+pub(crate) struct Raw {
+    pub(crate) s: TcpStream,
 }
 
 impl Raw {
-    async fn connect(proxy: &Proxy) -> Raw {
+    pub(crate) async fn connect(proxy: &Proxy) -> Raw {
         let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
         let mut body = (3i32 << 16).to_be_bytes().to_vec();
         for (k, v) in [("user", "plain_user"), ("database", "app")] {
@@ -146,19 +146,19 @@ impl Raw {
         raw
     }
 
-    async fn send(&mut self, tag: u8, body: &[u8]) {
+    pub(crate) async fn send(&mut self, tag: u8, body: &[u8]) {
         let mut m = vec![tag];
         m.extend(((body.len() + 4) as i32).to_be_bytes());
         m.extend_from_slice(body);
         self.s.write_all(&m).await.expect("send");
     }
 
-    async fn parse(&mut self, name: &str, sql: &str) {
+    pub(crate) async fn parse(&mut self, name: &str, sql: &str) {
         self.send(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
             .await;
     }
 
-    async fn recv(&mut self) -> (u8, Vec<u8>) {
+    pub(crate) async fn recv(&mut self) -> (u8, Vec<u8>) {
         let mut h = [0u8; 5];
         tokio::time::timeout(Duration::from_secs(10), self.s.read_exact(&mut h))
             .await
@@ -171,7 +171,7 @@ impl Raw {
     }
 
     /// Reads up to and including ReadyForQuery; returns the message types seen.
-    async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+    pub(crate) async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
         let mut seen = Vec::new();
         loop {
             let m = self.recv().await;
@@ -188,7 +188,7 @@ fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
     msgs.iter().map(|(t, _)| *t as char).collect()
 }
 
-fn code(body: &[u8]) -> String {
+pub(crate) fn code(body: &[u8]) -> String {
     let mut i = 0;
     while i < body.len() && body[i] != 0 {
         let end = body[i + 1..].iter().position(|&b| b == 0).expect("nul") + i + 1;
