@@ -103,7 +103,7 @@ struct Request {
 
 /// Tracks outstanding requests on one linked (client, server) pair.
 ///
-/// Release rule (DESIGN §1): the server goes back only when ReadyForQuery says `I` and no
+/// Release rule: the server goes back only when ReadyForQuery says `I` and no
 /// request the client already sent still awaits its answer. Every Query, Sync and
 /// FunctionCall is answered by exactly one ReadyForQuery; Parse/Bind/Describe/Close/
 /// Execute/Flush without a following Sync leave the exchange open.
