@@ -81,7 +81,7 @@ pub struct ServeArgs {
     /// `pgbouncer`). In URL mode the URL's user is the one that can log in.
     #[arg(long, value_name = "USER[,USER]", value_delimiter = ',')]
     pub admin_users: Option<Vec<String>>,
-    /// Override metrics_listen: serve /metrics, /healthz and /readyz over HTTP at this address.
+    /// Override metrics_listen: serve /metrics, /health/live and /health/ready over HTTP here.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
     /// Override unix_socket_dir: also listen on a Unix socket in this directory (URL mode has
