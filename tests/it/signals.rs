@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::harness::*;
-use crate::proxy::{db_line, userlist};
+use crate::proxy::{db_line, ini, userlist};
 
-/// pgfunnel started as a child process on a free port, killed on drop.
-struct Binary {
+/// pgfunnel started as a child process on a free port, killed on drop (even when a test
+/// panics). Other test modules use it to measure the binary's own memory, apart from
+/// whatever else runs in this test process.
+pub(crate) struct Binary {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -26,15 +28,27 @@ impl Drop for Binary {
 
 impl Binary {
     fn start(pool_opts: &str) -> Binary {
+        Binary::start_with(
+            &db_line("app", "app", pool_opts),
+            "admin_users = plain_user",
+        )
+    }
+
+    /// Starts with these `[databases]` lines and `extra` `[pgbouncer]` lines (see `ini`),
+    /// the harness users in the auth_file and a log file in its temp dir; returns once it
+    /// accepts TCP connections.
+    pub(crate) fn start_with(databases: &str, extra: &str) -> Binary {
         PgServer::shared();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let ini = format!(
-            "[databases]\n{}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\nadmin_users = plain_user\nlogfile = {}/pgfunnel.log\n",
-            db_line("app", "app", pool_opts),
-            dir.path().display()
+        let text = ini(
+            databases,
+            &format!(
+                "listen_port = {port}\nlogfile = {}/pgfunnel.log\n{extra}",
+                dir.path().display()
+            ),
         );
-        std::fs::write(dir.path().join("pgfunnel.ini"), ini).expect("ini");
+        std::fs::write(dir.path().join("pgfunnel.ini"), text).expect("ini");
         std::fs::write(dir.path().join("userlist.txt"), userlist("")).expect("userlist");
         let child = Command::new(env!("CARGO_BIN_EXE_pgfunnel"))
             .arg("-q")
@@ -49,6 +63,16 @@ impl Binary {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         b
+    }
+
+    /// The loopback address it listens on.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Its resident set size in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        vm_rss_kib_of(self.child.id())
     }
 
     fn signal(&self, sig: i32) {
@@ -78,7 +102,7 @@ impl Binary {
         tail_file(&self.dir.path().join("pgfunnel.log"), 4000)
     }
 
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
         user: &str,
         password: &str,

@@ -1,5 +1,5 @@
 //! Helpers shared by integration tests: waiting on a condition with a timeout (never bare sleeps),
-//! unique per-test names, free loopback ports and this process's memory. Nothing here knows
+//! unique per-test names, free loopback ports and a process's memory. Nothing here knows
 //! about Postgres.
 
 use std::future::Future;
@@ -90,9 +90,16 @@ pub fn tail_file(path: &std::path::Path, max_bytes: usize) -> String {
     }
 }
 
-/// Resident set size of this process in KiB (an in-process proxy included).
+/// Resident set size of this whole test process in KiB (an in-process proxy included, and
+/// every test running concurrently); `vm_rss_kib_of` a child's pid measures only that child.
 pub fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    vm_rss_kib_of(std::process::id())
+}
+
+/// Resident set size in KiB of the live process `pid`, from `/proc/<pid>/status`.
+pub fn vm_rss_kib_of(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
