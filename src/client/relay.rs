@@ -524,6 +524,9 @@ impl Relay {
                     for _ in 0..rw.take_refusals() {
                         self.stats.refused();
                     }
+                    if rw.take_large_parse() {
+                        self.tracker.uninspected_parse = true;
+                    }
                 }
             }
             // client -> server (all but a held-back partial header), server -> client

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::prepared::{ServerStatements, Statement, StatementRegistry};
-use super::tracker::{CopyInWatch, CopyStep};
+use super::tracker::{CopyInWatch, CopyStep, MAX_INSPECTED};
 use crate::protocol::messages::{
     self, parse_error_fields, put_cstr, put_message, take_cstr, Severity,
 };
@@ -82,6 +82,9 @@ pub struct Rewriter {
     max_gathered: usize,
     /// Messages refused for their size since `take_refusals` was last called.
     refusals: u32,
+    /// A Parse too large for the statement recogniser went to the server since
+    /// `take_large_parse` was last called (the session then does not reuse that server).
+    large_parse: bool,
     /// A message that must be handled whole (Parse/Bind/Describe/Close of any size, others up
     /// to WHOLE_LIMIT), gathered here across reads. The relay stops reading a side once its
     /// input buffer passes its back-pressure limit, so a message larger than that limit left
@@ -114,6 +117,7 @@ impl Rewriter {
             server_streaming: 0,
             max_gathered: DEFAULT_MAX_GATHERED,
             refusals: 0,
+            large_parse: false,
             client_partial: BytesMut::new(),
             server_partial: BytesMut::new(),
             copy: CopyInWatch::default(),
@@ -140,6 +144,12 @@ impl Rewriter {
     /// Messages refused for their size since the last call (for the refusal counter).
     pub fn take_refusals(&mut self) -> u32 {
         std::mem::take(&mut self.refusals)
+    }
+
+    /// Whether a Parse too large to inspect (over `MAX_INSPECTED`) was written toward the
+    /// server since the last call, forwarded or prepared on the fly for a Bind; resets it.
+    pub fn take_large_parse(&mut self) -> bool {
+        std::mem::take(&mut self.large_parse)
     }
 
     /// Replies the client still expects (each costs a little memory until it arrives).
@@ -402,6 +412,7 @@ impl Rewriter {
                 undo: Undo::None,
                 stmt: None,
             });
+            self.large_parse |= msg.len() > MAX_INSPECTED as usize;
             out.extend_from_slice(msg);
             return;
         }
@@ -422,6 +433,7 @@ impl Rewriter {
         }
         self.make_room(out, server, stmt.id);
         server.insert(stmt.clone());
+        self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
         put_parse(out, &stmt);
         let undo = Undo::Parse {
             id: stmt.id,
@@ -526,6 +538,7 @@ impl Rewriter {
         if !server.touch(stmt.id) {
             self.make_room(out, server, stmt.id);
             server.insert(stmt.clone());
+            self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
             put_parse(out, &stmt);
             let undo = Undo::Parse {
                 id: stmt.id,

@@ -436,6 +436,14 @@ impl Session {
                     );
                     pool.discard(server);
                 }
+                RelayEnd::Released if std::mem::take(&mut relay.tracker.uninspected_parse) => {
+                    debug!(
+                        parent: &self.span,
+                        server = server.conn.id,
+                        "a Parse too large to inspect reached this server: not reused"
+                    );
+                    pool.discard(server);
+                }
                 RelayEnd::Released => pool.checkin(server),
                 RelayEnd::Tick => linked = Some(server),
                 RelayEnd::ClientGone | RelayEnd::ClientIo(_) => {
@@ -648,7 +656,7 @@ impl Session {
         relay: &Relay,
         cancelled: bool,
     ) {
-        let clean = relay.server_clean() && !cancelled;
+        let clean = relay.server_clean() && !cancelled && !relay.tracker.uninspected_parse;
         if !clean {
             debug!(
                 parent: &self.span,

@@ -123,6 +123,9 @@ pub struct Tracker {
     pub changes: Vec<SettingChange>,
     /// Set when the client created server-bound state.
     pub pin: Option<PinReason>,
+    /// A Parse too large to inspect was seen this link: its statement may have changed the
+    /// session unseen, so the server is closed instead of reused (see `client_length`).
+    pub uninspected_parse: bool,
 }
 
 impl Default for Tracker {
@@ -140,6 +143,7 @@ impl Default for Tracker {
             copy: CopyInWatch::default(),
             changes: Vec::new(),
             pin: None,
+            uninspected_parse: false,
         }
     }
 }
@@ -154,12 +158,18 @@ impl Tracker {
         }
     }
 
-    /// Records a client message's length: a Query too large to inspect pins. (A Parse that
-    /// large is not inspected either; the rewriter refuses named ones past
-    /// max_prepared_message_size.)
+    /// Records a client message's length: a Query too large to inspect pins. A Parse that
+    /// large is not inspected either; pinning it would change how the rewriter streams or
+    /// refuses it, so instead the server it reaches is closed when the link ends.
     pub fn client_length(&mut self, tag: u8, len: u32) {
-        if tag == b'Q' && len > MAX_INSPECTED {
-            self.pin.get_or_insert(PinReason::Uninspected);
+        if len > MAX_INSPECTED {
+            match tag {
+                b'Q' => {
+                    self.pin.get_or_insert(PinReason::Uninspected);
+                }
+                b'P' => self.uninspected_parse = true,
+                _ => {}
+            }
         }
     }
 
@@ -574,6 +584,9 @@ mod tests {
         t.client_length(b'Q', MAX_INSPECTED);
         t.client_length(b'B', MAX_INSPECTED + 1);
         assert_eq!(t.pin, None);
+        t.client_length(b'P', MAX_INSPECTED + 1);
+        assert_eq!(t.pin, None, "a large Parse does not pin");
+        assert!(t.uninspected_parse, "but its server is not reused");
         t.client_length(b'Q', MAX_INSPECTED + 1);
         assert_eq!(t.pin, Some(PinReason::Uninspected));
     }

@@ -158,6 +158,23 @@ async fn temp_tables_in_any_form_never_reach_the_next_client() {
         drop(a);
         assert!(!next_client_sees_temp(&proxy, &t).await, "{form}");
     }
+    // A Parse too large to inspect (padded past 1 MiB): its server is not reused, whether
+    // the client stays (released after the transaction) or leaves.
+    for stays in [true, false] {
+        let t = unique_name("tmp");
+        let a = connect(&proxy).await;
+        let big = format!(
+            "create temp table {t}(x int) /* {} */",
+            "p".repeat(1100 * 1024)
+        );
+        a.execute(&big, &[]).await.expect("large Parse runs");
+        let kept = stays.then_some(a);
+        assert!(
+            !next_client_sees_temp(&proxy, &t).await,
+            "large Parse (client stays: {stays})"
+        );
+        drop(kept);
+    }
     // Query text that is not UTF-8 (valid LATIN1): the raw bytes are read all the same.
     let t = unique_name("tmp");
     let mut raw = Raw::connect(&proxy).await;
