@@ -64,6 +64,20 @@ impl LinkStats {
         tracing::info!(parent: &self.span, reason, "client pinned to its server");
     }
 
+    /// Counts a client held back by `max_client_pipeline` (once each time it fills up).
+    pub fn pipeline_full(&self) {
+        if let Some(pool) = &self.pool {
+            pool.timers.pipeline_full.inc();
+        }
+    }
+
+    /// Counts a client disconnected for overflowing its notification queue.
+    pub fn notification_overflow(&self) {
+        if let Some(pool) = &self.pool {
+            pool.timers.notification_overflows.inc();
+        }
+    }
+
     /// Counts a client message refused before reaching a server.
     pub fn refused(&self) {
         if let Some(pool) = &self.pool {

@@ -34,7 +34,7 @@ pub struct StatementRegistry {
     by_text: DashMap<Bytes, Arc<Statement>>,
     next: AtomicU64,
     limit: AtomicUsize,
-    evictions: AtomicU64,
+    evictions: prometheus::IntCounter,
     sweeping: Mutex<()>,
 }
 
@@ -44,8 +44,20 @@ impl Default for StatementRegistry {
             by_text: DashMap::new(),
             next: AtomicU64::new(0),
             limit: AtomicUsize::new(DEFAULT_REGISTRY_LIMIT),
-            evictions: AtomicU64::new(0),
+            evictions: prometheus::IntCounter::new("statement_evictions", "detached")
+                .expect("static counter options are valid"),
             sweeping: Mutex::new(()),
+        }
+    }
+}
+
+impl StatementRegistry {
+    /// An empty registry whose evictions are counted in `evictions` (the pool's
+    /// `pgfunnel_prepared_statement_evictions_total`).
+    pub fn counting(evictions: prometheus::IntCounter) -> StatementRegistry {
+        StatementRegistry {
+            evictions,
+            ..StatementRegistry::default()
         }
     }
 }
@@ -112,7 +124,7 @@ impl StatementRegistry {
                 evicted += 1;
             }
         }
-        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        self.evictions.inc_by(evicted);
         tracing::debug!(
             evicted,
             kept = self.by_text.len(),
@@ -122,7 +134,7 @@ impl StatementRegistry {
 
     /// Entries evicted so far.
     pub fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
+        self.evictions.get()
     }
 
     /// Number of distinct statements.

@@ -143,6 +143,8 @@ pub struct Relay {
     /// Unanswered requests (Query, Sync, FunctionCall) at which the relay stops reading the
     /// client until answers drain (`max_client_pipeline`).
     pub max_pipeline: usize,
+    /// The client is not being read because its pipeline is full (counted once per stretch).
+    held_back: bool,
 }
 
 impl Relay {
@@ -174,6 +176,7 @@ impl Relay {
             server_unflushed: false,
             validator: Validator::default(),
             max_pipeline: DEFAULT_MAX_PIPELINE,
+            held_back: false,
         }
     }
 
@@ -591,10 +594,12 @@ impl Relay {
                 }
             }
             // read client (back-pressure: not while too many requests await answers)
-            if self.c2s.len() + self.cin.len() < MAX_PENDING
-                && !self.client_terminated
-                && !self.pipeline_full()
-            {
+            let full = self.pipeline_full();
+            if full && !self.held_back {
+                self.stats.pipeline_full();
+            }
+            self.held_back = full;
+            if self.c2s.len() + self.cin.len() < MAX_PENDING && !self.client_terminated && !full {
                 match poll_fill(cx, &mut *client, self.client_in()) {
                     Poll::Ready(Ok((_, 0))) => return Poll::Ready(RelayEnd::ClientGone),
                     Poll::Ready(Ok((before, n))) => {
@@ -887,6 +892,10 @@ mod tests {
         let mut relay = Relay::new(1 << 20);
         relay.mode = RelayMode::Transaction;
         relay.max_pipeline = 3;
+        let pool = std::sync::Arc::new(crate::pool::stats::PoolStats::new(
+            crate::pool::stats::Timers::detached(),
+        ));
+        relay.stats = LinkStats::for_pool(&pool, tracing::Span::none());
         let syncs = msg(b'S', b"").repeat(3);
         client_far.write_all(&syncs).await.unwrap();
         assert!(matches!(
@@ -917,6 +926,11 @@ mod tests {
         assert_eq!(relay.tracker.outstanding(), 3, "read once answers drained");
         server_far.read_exact(&mut got).await.unwrap();
         assert_eq!(got, syncs);
+        assert_eq!(
+            pool.timers.pipeline_full.get(),
+            2,
+            "each stretch of back-pressure is counted once"
+        );
     }
 
     #[tokio::test]

@@ -379,6 +379,7 @@ impl Session {
                             .await;
                         }
                         Idle::QueueFull { mid_message } => {
+                            relay.stats.notification_overflow();
                             return self.notification_queue_full(mid_message).await;
                         }
                         Idle::Timeout => {

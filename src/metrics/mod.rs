@@ -44,6 +44,9 @@ pub struct Metrics {
     connect_failures: IntCounterVec,
     pins: IntCounterVec,
     refusals: IntCounterVec,
+    pipeline_full: IntCounterVec,
+    notification_overflows: IntCounterVec,
+    statement_evictions: IntCounterVec,
     label_sets: AtomicUsize,
     exporter: exporter::Exporter,
     scrape: Mutex<()>,
@@ -116,7 +119,7 @@ impl Metrics {
         let pins = IntCounterVec::new(
             Opts::new(
                 "pgfunnel_client_pins_total",
-                "Clients pinned to their server in transaction mode (temp tables, session advisory locks, WITH HOLD cursors, SQL PREPARE, LOAD)",
+                "Clients pinned to their server in transaction mode (temp tables, session advisory locks, WITH HOLD cursors, SQL PREPARE, LOAD, identity changes, set_config, statements naming pgfunnel's own, uninspected query texts)",
             ),
             &["database", "user"],
         )
@@ -131,6 +134,23 @@ impl Metrics {
         )
         .expect("valid counter");
         let refusals = exporter::reg(&r, &names, refusals);
+        let pool_counter = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &["database", "user"])
+                .expect("valid counter");
+            exporter::reg(&r, &names, c)
+        };
+        let pipeline_full = pool_counter(
+            "pgfunnel_client_pipeline_full_total",
+            "Times a client was not read because max_client_pipeline requests awaited answers (back-pressure, no error)",
+        );
+        let notification_overflows = pool_counter(
+            "pgfunnel_client_notification_overflows_total",
+            "Clients disconnected (53200) because more than listen_queue_size notifications waited for them",
+        );
+        let statement_evictions = pool_counter(
+            "pgfunnel_prepared_statement_evictions_total",
+            "Statements dropped from the pool's prepared-statement registry past max_pool_prepared_statements",
+        );
         let exporter = exporter::Exporter::register(&r, &names);
         let now = Instant::now();
         Metrics {
@@ -142,6 +162,9 @@ impl Metrics {
             connect_failures,
             pins,
             refusals,
+            pipeline_full,
+            notification_overflows,
+            statement_evictions,
             label_sets: AtomicUsize::new(0),
             exporter,
             scrape: Mutex::new(()),
@@ -173,6 +196,9 @@ impl Metrics {
             connect_failures: self.connect_failures.with_label_values(&labels),
             pins: self.pins.with_label_values(&labels),
             refusals: self.refusals.with_label_values(&labels),
+            pipeline_full: self.pipeline_full.with_label_values(&labels),
+            notification_overflows: self.notification_overflows.with_label_values(&labels),
+            statement_evictions: self.statement_evictions.with_label_values(&labels),
         }
     }
 

@@ -164,7 +164,9 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             returned: tokio::sync::Notify::new(),
-            statements: Arc::default(),
+            statements: Arc::new(crate::client::prepared::StatementRegistry::counting(
+                timers.statement_evictions.clone(),
+            )),
             listen_hub: std::sync::OnceLock::new(),
             login_failure: retry::LoginFailure::default(),
             filler: fill::Filler::default(),

@@ -28,6 +28,12 @@ pub struct Timers {
     pub pins: IntCounter,
     /// Client messages refused (08P01 protocol violations, 54000 oversized messages).
     pub refusals: IntCounter,
+    /// Times a client was held back because `max_client_pipeline` requests awaited answers.
+    pub pipeline_full: IntCounter,
+    /// Clients disconnected because their notification queue (`listen_queue_size`) overflowed.
+    pub notification_overflows: IntCounter,
+    /// Statements dropped from the pool's registry (`max_pool_prepared_statements`).
+    pub statement_evictions: IntCounter,
 }
 
 impl Timers {
@@ -38,6 +44,9 @@ impl Timers {
             Histogram::with_opts(HistogramOpts::new(name, "detached"))
                 .expect("static histogram options are valid")
         };
+        let c = |name: &str| {
+            IntCounter::new(name, "detached").expect("static counter options are valid")
+        };
         Timers {
             query: h("query"),
             xact: h("xact"),
@@ -46,8 +55,10 @@ impl Timers {
             connect_failures: IntCounter::new("failures", "detached")
                 .expect("static counter options are valid"),
             pins: IntCounter::new("pins", "detached").expect("static counter options are valid"),
-            refusals: IntCounter::new("refusals", "detached")
-                .expect("static counter options are valid"),
+            refusals: c("refusals"),
+            pipeline_full: c("pipeline_full"),
+            notification_overflows: c("notification_overflows"),
+            statement_evictions: c("statement_evictions"),
         }
     }
 }

@@ -226,6 +226,18 @@ async fn statement_registry_stays_bounded_with_many_distinct_statements() {
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     assert!(len <= 20, "registry holds {len} statements");
     assert!(evicted >= 150, "evicted {evicted}");
+    let exported = metric_sum(app, "pgfunnel_prepared_statement_evictions_total");
+    assert_eq!(exported, evicted as f64, "/metrics counts the evictions");
+}
+
+/// Sum of every sample of one metric family in pgfunnel's /metrics text.
+fn metric_sum(app: &pgfunnel::app::App, name: &str) -> f64 {
+    app.metrics
+        .render(app)
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,6 +292,11 @@ async fn listen_queue_overflow_disconnects_the_client_with_53200() {
         .find(|(tag, _)| *tag == b'E')
         .expect("an error before the close");
     assert_eq!(code(&fatal.1), "53200");
+    assert_eq!(
+        metric_sum(app, "pgfunnel_client_notification_overflows_total"),
+        1.0,
+        "/metrics counts the overflow"
+    );
     // Others are unaffected.
     notifier
         .simple_query("select 1")
