@@ -54,7 +54,8 @@ pub async fn login(
     if user == "pgbouncer" && same_os_user(stream) {
         let mut buf = bytes::BytesMut::new();
         messages::put_auth(&mut buf, auth_code::OK, &[]);
-        tokio::io::AsyncWriteExt::write_all(stream, &buf)
+        stream
+            .send(&buf)
             .await
             .map_err(|_| ConsoleLoginError::Protocol)?;
         return Ok(Access::Admin);

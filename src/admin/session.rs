@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tracing::debug;
 
 use super::auth::{self, Access};
@@ -59,7 +59,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             };
             let mut buf = BytesMut::new();
             messages::put_error(&mut buf, Severity::Fatal, code, &e.to_string(), None);
-            let _ = stream.write_all(&buf).await;
+            let _ = stream.send(&buf).await;
             return;
         }
     };
@@ -73,7 +73,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
     }
     messages::put_backend_key(&mut out, 0, 0);
     messages::put_ready(&mut out, b'I');
-    if stream.write_all(&out).await.is_err() {
+    if stream.send(&out).await.is_err() {
         return;
     }
     let mut conn = Console {
@@ -89,13 +89,13 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             Err(msg) => {
                 let mut buf = BytesMut::new();
                 messages::put_error(&mut buf, Severity::Fatal, "08P01", msg, None);
-                let _ = stream.write_all(&buf).await;
+                let _ = stream.send(&buf).await;
                 return;
             }
         };
         let mut out = BytesMut::new();
         let keep = conn.handle(tag, &body, &mut out).await;
-        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+        if !out.is_empty() && stream.send(&out).await.is_err() {
             return;
         }
         if !keep {

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
@@ -339,7 +338,7 @@ async fn sync_channels(
     }
     let mut out = BytesMut::new();
     messages::put_query(&mut out, &sql);
-    c.stream.write_all(&out).await?;
+    c.stream.send(&out).await?;
     loop {
         match c.read_message().await? {
             (b'A', body) => deliver(hub, body),
