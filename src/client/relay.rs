@@ -749,20 +749,33 @@ mod tests {
             .ok()
     }
 
-    #[tokio::test]
-    async fn releases_server_on_ready_for_query_idle() {
+    /// A transaction-mode relay whose client (far end `client_far`) sent the Query `sql`,
+    /// read as the request that asks for a server (far end `server_far`).
+    async fn requested(
+        sql: &[u8],
+    ) -> (
+        Relay,
+        DuplexStream,
+        DuplexStream,
+        DuplexStream,
+        DuplexStream,
+    ) {
         let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
-        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
+        let (server, server_far) = tokio::io::duplex(1 << 16);
         let mut relay = Relay::new(1 << 20);
         relay.mode = RelayMode::Transaction;
-        client_far
-            .write_all(&msg(b'Q', b"select 1\0"))
-            .await
-            .unwrap();
+        client_far.write_all(&msg(b'Q', sql)).await.unwrap();
         assert!(matches!(
             relay.wait_for_request(&mut client).await,
             IdleEnd::Request
         ));
+        (relay, client, client_far, server, server_far)
+    }
+
+    #[tokio::test]
+    async fn releases_server_on_ready_for_query_idle() {
+        let (mut relay, mut client, mut client_far, mut server, mut server_far) =
+            requested(b"select 1\0").await;
         let server_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 14];
             server_far.read_exact(&mut buf).await.unwrap();
@@ -792,15 +805,8 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_server_while_in_transaction_and_tracks_parameters() {
-        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
-        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
-        let mut relay = Relay::new(1 << 20);
-        relay.mode = RelayMode::Transaction;
-        client_far.write_all(&msg(b'Q', b"begin\0")).await.unwrap();
-        assert!(matches!(
-            relay.wait_for_request(&mut client).await,
-            IdleEnd::Request
-        ));
+        let (mut relay, mut client, mut client_far, mut server, mut server_far) =
+            requested(b"begin\0").await;
         let mut reply = msg(b'S', b"TimeZone\0UTC\0");
         reply.extend(msg(b'Z', b"T"));
         server_far.write_all(&reply).await.unwrap();
@@ -850,15 +856,8 @@ mod tests {
 
     #[tokio::test]
     async fn refused_message_split_across_reads_never_reaches_the_server() {
-        let (mut client, mut client_far) = tokio::io::duplex(1 << 16);
-        let (mut server, mut server_far) = tokio::io::duplex(1 << 16);
-        let mut relay = Relay::new(1 << 20);
-        relay.mode = RelayMode::Transaction;
-        client_far.write_all(&msg(b'Q', b"begin\0")).await.unwrap();
-        assert!(matches!(
-            relay.wait_for_request(&mut client).await,
-            IdleEnd::Request
-        ));
+        let (mut relay, mut client, mut client_far, mut server, mut server_far) =
+            requested(b"begin\0").await;
         server_far.write_all(&msg(b'Z', b"T")).await.unwrap();
         let password = msg(b'p', b"secret\0");
         client_far.write_all(&password[..2]).await.unwrap();
