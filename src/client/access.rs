@@ -10,6 +10,7 @@ use super::login::{self, Exchange, LoginError, LoginOutcome};
 use crate::app::App;
 use crate::auth::{self, ClientAuthMethod, HbaMethod, HbaRequest, ScramServer, Secret};
 use crate::config::AuthType;
+use crate::error::ErrorKind;
 use crate::net::tls_verify::subject_common_name;
 use crate::net::Stream;
 use crate::server::auth_query;
@@ -49,12 +50,12 @@ pub enum Denied {
 }
 
 impl Denied {
-    /// The SQLSTATE sent to the client.
-    pub fn sqlstate(&self) -> &'static str {
+    /// The kind of error the client is told about (its SQLSTATE).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Denied::Password(_) => "28P01",
-            Denied::Protocol(_) => "08P01",
-            _ => "28000",
+            Denied::Password(_) => ErrorKind::Auth,
+            Denied::Protocol(_) => ErrorKind::Protocol,
+            _ => ErrorKind::NotAuthorized,
         }
     }
 }

@@ -4,13 +4,16 @@
 pub mod access;
 pub mod buffers;
 pub mod handshake;
+mod idle;
 pub mod lexer;
+mod link;
 pub mod link_stats;
 pub mod login;
 pub mod params;
 pub mod prepared;
 pub mod registry;
 pub mod relay;
+pub mod release;
 pub mod rewrite;
 pub mod session;
 pub mod statement;
@@ -25,12 +28,11 @@ use std::sync::Arc;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::app::App;
-use crate::error::ErrorKind;
+use crate::error::{ClientError, ErrorKind};
 use crate::net::Stream;
-use crate::protocol::messages::Severity;
 use handshake::{Handshake, HandshakeError, HandshakeFailure};
 use registry::{ClientEntry, ClientIdentity, Registered};
-use session::{send_error, Session};
+use session::{send_client_error, Session};
 
 /// Serves one accepted connection to completion. Never panics on client input; every
 /// refusal is a Postgres error message followed by close. Registers the client (SHOW
@@ -133,14 +135,14 @@ async fn login(
             max_client_conn = app.config().settings.max_client_conn,
             "too many clients"
         );
-        let code = ErrorKind::TooManyClients.sqlstate();
         let msg = crate::net::listener::TOO_MANY_CLIENTS;
-        send_error(&mut stream, Severity::Fatal, code, msg, None).await;
+        let error = ClientError::fatal(ErrorKind::TooManyClients, msg);
+        send_client_error(&mut stream, &error).await;
         return None;
     }
     if app.control.is_disabled(&database) {
         let msg = format!("database does not allow connections: {database}");
-        send_error(&mut stream, Severity::Fatal, "08P01", &msg, None).await;
+        send_client_error(&mut stream, &ClientError::fatal(ErrorKind::Disabled, msg)).await;
         return None;
     }
     match Session::new(registered.entry.id, app.clone(), stream, params) {
@@ -149,7 +151,8 @@ async fn login(
             Some(session)
         }
         Err((mut stream, msg)) => {
-            send_error(&mut stream, Severity::Fatal, "28000", msg, None).await;
+            let error = ClientError::fatal(ErrorKind::NotAuthorized, msg);
+            send_client_error(&mut stream, &error).await;
             None
         }
     }
@@ -159,18 +162,18 @@ async fn login(
 /// as 08P01, a missing TLS as 28000 (as Postgres), nothing after a failed TLS handshake.
 async fn report_handshake_failure(failure: HandshakeFailure) {
     let HandshakeFailure { stream, error } = failure;
-    let code = match &error {
+    let kind = match &error {
         HandshakeError::Startup(crate::protocol::startup::StartupError::Io(_))
         | HandshakeError::Tls(_) => {
             debug!(error = %error, "client handshake failed");
             return;
         }
-        HandshakeError::SslRequired => "28000",
-        _ => ErrorKind::Protocol.sqlstate(),
+        HandshakeError::SslRequired => ErrorKind::NotAuthorized,
+        _ => ErrorKind::Protocol,
     };
     warn!(error = %error, "client handshake refused");
     if let Some(mut stream) = stream {
-        send_error(&mut stream, Severity::Fatal, code, &error.to_string(), None).await;
+        send_client_error(&mut stream, &ClientError::fatal(kind, error.to_string())).await;
     }
 }
 

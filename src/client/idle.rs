@@ -1,0 +1,127 @@
+//! A client between links: waiting for its next request while delivering its
+//! notifications (client_idle_timeout, the notification queue bound), and answering a lone
+//! LISTEN/UNLISTEN through the pool's shared listener without a server.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tracing::warn;
+
+use super::relay::{IdleEnd, Relay};
+use super::session::Session;
+use super::statement::{recognise_listen, Recognised};
+use crate::error::{ClientError, ErrorKind};
+use crate::pool::listen::Subscription;
+use crate::pool::Pool;
+use crate::protocol::messages;
+
+/// How waiting for an idle client's next request ended.
+pub(super) enum Idle {
+    /// The relay's outcome (a request, or the client left or misbehaved).
+    End(IdleEnd),
+    /// client_idle_timeout passed.
+    Timeout,
+    /// A notification for this client could not be queued; `mid_message` when one was
+    /// being written to the client at that moment.
+    QueueFull { mid_message: bool },
+}
+
+impl Session {
+    /// Waits for the client's next request, delivering notifications meanwhile; ends early
+    /// when client_idle_timeout passed or the client's notification queue overflowed.
+    pub(super) async fn wait_idle(
+        &mut self,
+        relay: &mut Relay,
+        client_idle: Duration,
+        listener: &mut Option<Subscription>,
+    ) -> Idle {
+        let deadline = (!client_idle.is_zero()).then(|| tokio::time::Instant::now() + client_idle);
+        let overflow = listener.as_ref().map(Subscription::overflow);
+        let lost = || async {
+            match &overflow {
+                Some(o) => o.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        loop {
+            let idle_timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let note = async {
+                match listener.as_mut() {
+                    Some(l) => l.rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                // A lost notification ends the client before anything else.
+                biased;
+                _ = lost() => return Idle::QueueFull { mid_message: false },
+                end = relay.wait_for_request(&mut self.stream) => return Idle::End(end),
+                _ = idle_timer => return Idle::Timeout,
+                Some(msg) = note => {
+                    // A client that stops reading blocks this write: the overflow ends it.
+                    tokio::select! {
+                        biased;
+                        r = self.stream.send(&msg) => if r.is_err() {
+                            return Idle::End(IdleEnd::ClientGone);
+                        },
+                        _ = lost() => return Idle::QueueFull { mid_message: true },
+                    }
+                }
+            }
+        }
+    }
+
+    /// Disconnects a client that lost a notification (its queue of `listen_queue_size` was
+    /// full): 53200 unless a notification was half written, then just the close.
+    pub(super) async fn notification_queue_full(&mut self, mid_message: bool) {
+        warn!(parent: &self.span, "notification queue full: closing the client");
+        if mid_message {
+            return;
+        }
+        let msg = "notification queue full: the client did not read its notifications \
+                   (listen_queue_size), some were lost";
+        let buf = ClientError::fatal(ErrorKind::QueueFull, msg).to_message();
+        // The client may not be reading at all: do not wait for it long.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.send(&buf)).await;
+    }
+
+    /// Answers a lone `LISTEN`/`UNLISTEN` outside a transaction through the pool's shared
+    /// listener. Returns false when the request is something else.
+    pub(super) async fn serve_listen(
+        &mut self,
+        pool: &Pool,
+        relay: &mut Relay,
+        listener: &mut Option<Subscription>,
+    ) -> bool {
+        let (tag, action) = match relay.lone_query().and_then(recognise_listen) {
+            Some(Recognised::Listen(ch)) => ("LISTEN", Ok(ch)),
+            Some(Recognised::Unlisten(ch)) => ("UNLISTEN", Err(ch)),
+            _ => return false,
+        };
+        relay.consume_lone_query();
+        let queue = self.app.config().settings.listen_queue_size as usize;
+        let sub = listener.get_or_insert_with(|| pool.listen_hub().subscribe(self.id, queue));
+        let confirmed = match action {
+            Ok(ch) => sub.listen(ch, pool.settings.connect_timeout).await,
+            Err(ch) => {
+                sub.unlisten(ch.as_deref());
+                true
+            }
+        };
+        let mut buf = BytesMut::new();
+        if confirmed {
+            messages::put_message(&mut buf, b'C', |b| messages::put_cstr(b, tag));
+        } else {
+            let msg = "could not LISTEN: the shared listener connection is not available";
+            ClientError::error(ErrorKind::ServerUnavailable, msg).put(&mut buf);
+        }
+        messages::put_ready(&mut buf, b'I');
+        let _ = self.stream.send(&buf).await;
+        true
+    }
+}

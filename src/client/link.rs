@@ -1,0 +1,409 @@
+//! One client's link cycle after login: wait for a request (idle, `super::idle`), check out
+//! a server, bring its parameters in line, relay until the link ends, then carry out the
+//! release decision of `super::release` (check the server in, close it, keep it, or end
+//! the session).
+
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use super::idle::Idle;
+use super::link_stats::LinkStats;
+use super::params::{ClientParams, Reported};
+use super::registry::ClientState;
+use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
+use super::release::{
+    after_client_left, disposition, AfterClientLeft, Disposition, LinkEnd, ResetPolicy, ServerFate,
+};
+use super::rewrite::Rewriter;
+use super::session::{send_client_error, send_server_error, Session};
+use super::timeouts::{Expired, LinkTimeouts};
+use crate::cancel::{CancelHandle, CancelTarget};
+use crate::config::PoolMode;
+use crate::error::{ClientError, ErrorKind};
+use crate::pool::listen::Subscription;
+use crate::pool::{Pool, PooledServer};
+use crate::protocol::messages;
+use crate::server::ServerError;
+
+/// What the wait between two links produced.
+enum Between {
+    /// A request that needs a server.
+    Request,
+    /// The request was answered without a server (LISTEN/UNLISTEN): wait again.
+    Answered,
+    /// The session ends.
+    End,
+}
+
+impl Session {
+    /// The link cycle, until the session ends: wait for a request, link a server, relay,
+    /// release. `linked` is a server already held (session mode, or the login's checkout).
+    pub(super) async fn serve(
+        &mut self,
+        pool: &Arc<Pool>,
+        mode: PoolMode,
+        params: &mut ClientParams,
+        cancel: &CancelHandle,
+        mut linked: Option<PooledServer>,
+    ) {
+        let timers = self.app.link_timeouts(&self.user);
+        let mut relay = self.new_relay(pool, mode, &timers);
+        let mut listener: Option<Subscription> = None;
+        loop {
+            let mut server = match linked.take() {
+                Some(s) => s,
+                None => {
+                    let idle = timers.client_idle;
+                    match self
+                        .between_links(pool, mode, &mut relay, idle, &mut listener)
+                        .await
+                    {
+                        Between::Request => {}
+                        Between::Answered => continue,
+                        Between::End => return,
+                    }
+                    match self.checkout(pool).await {
+                        Some(s) => s,
+                        None => return,
+                    }
+                }
+            };
+            if let Err(e) = sync_parameters(params, &mut server, &mut relay).await {
+                match e {
+                    ServerError::Rejected(_) => pool.checkin(server),
+                    _ => pool.discard(server),
+                }
+                return send_server_error(&mut self.stream, &e, &self.span).await;
+            }
+            let (end, timed_out, cancelled) = self
+                .link(&mut relay, &mut server, cancel, &timers, params)
+                .await;
+            let link = LinkEnd {
+                end: &end,
+                cancelled,
+                timed_out,
+                tracker: &relay.tracker,
+                server_clean: relay.server_clean(),
+            };
+            let server_id = server.conn.id;
+            match disposition(&link) {
+                Disposition::Close {
+                    error,
+                    server: fate,
+                } => {
+                    self.log_link_end(&end, timed_out, &relay);
+                    return self.close(pool, mode, server, &link, error, fate).await;
+                }
+                Disposition::Checkin => pool.checkin(server),
+                Disposition::Discard(reason) => {
+                    debug!(parent: &self.span, server = server_id, reason, "server not reused");
+                    pool.discard(server);
+                }
+                Disposition::Keep => linked = Some(server),
+            }
+            if matches!(end, RelayEnd::Released) && !cancelled {
+                // Noted for this link only: the server it concerned is closed.
+                relay.tracker.uninspected_parse = false;
+            }
+        }
+    }
+
+    /// A relay for this client's mode, limits and prepared-statement rewriting.
+    fn new_relay(&self, pool: &Pool, mode: PoolMode, timers: &LinkTimeouts) -> Relay {
+        let settings = &self.app.config().settings;
+        let mut relay = Relay::new(settings.max_packet_size);
+        relay.mode = match mode {
+            PoolMode::Session => RelayMode::Session,
+            PoolMode::Transaction => RelayMode::Transaction,
+            PoolMode::Statement => RelayMode::Statement,
+        };
+        relay.timed = timers.any_linked();
+        relay.max_pipeline = settings.max_client_pipeline as usize;
+        let max_prepared = settings.max_prepared_statements as usize;
+        if mode != PoolMode::Session && max_prepared > 0 {
+            let registry_limit = settings.max_pool_prepared_statements;
+            pool.statements.set_limit(registry_limit as usize);
+            let mut rw = Rewriter::new(pool.statements.clone(), max_prepared);
+            rw.set_max_gathered(settings.max_prepared_message_size as usize);
+            relay.rewriter = Some(rw);
+        }
+        relay.stats = LinkStats::for_pool(&pool.stats, self.span.clone());
+        relay
+    }
+
+    /// Waits for the client's next request with no server linked; answers what needs no
+    /// server (a lone LISTEN/UNLISTEN outside a transaction) and ends the session when the
+    /// client left, misbehaved, idled too long or lost notifications.
+    async fn between_links(
+        &mut self,
+        pool: &Pool,
+        mode: PoolMode,
+        relay: &mut Relay,
+        client_idle: std::time::Duration,
+        listener: &mut Option<Subscription>,
+    ) -> Between {
+        self.mark(ClientState::Idle);
+        let was_pinned = relay.tracker.pin.is_some();
+        let error = match self.wait_idle(relay, client_idle, listener).await {
+            Idle::End(IdleEnd::Request) => {
+                // A LISTEN seen while reading marks a pin; a lone one outside a
+                // transaction is served by the shared listener instead.
+                if mode != PoolMode::Session
+                    && !was_pinned
+                    && Box::pin(self.serve_listen(pool, relay, listener)).await
+                {
+                    relay.tracker.pin = None;
+                    return Between::Answered;
+                }
+                return Between::Request;
+            }
+            Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => return Between::End,
+            Idle::End(IdleEnd::ClientProtocol(e)) => {
+                warn!(parent: &self.span, error = %e, "client protocol violation");
+                relay.stats.refused();
+                ClientError::fatal(ErrorKind::Protocol, e.to_string())
+            }
+            Idle::QueueFull { mid_message } => {
+                relay.stats.notification_overflow();
+                self.notification_queue_full(mid_message).await;
+                return Between::End;
+            }
+            Idle::Timeout => {
+                warn!(parent: &self.span, "client_idle_timeout");
+                let msg = "client_idle_timeout: client was idle too long";
+                ClientError::fatal(ErrorKind::Timeout, msg)
+            }
+        };
+        send_client_error(&mut self.stream, &error).await;
+        Between::End
+    }
+
+    /// Links `server` to this client for one relay run: registers it for cancel requests,
+    /// relays, then records what the link changed in the client's parameters. Returns the
+    /// relay's end, the timer that ended the link (if any) and whether a cancel request
+    /// reached the server meanwhile.
+    async fn link(
+        &mut self,
+        relay: &mut Relay,
+        server: &mut PooledServer,
+        cancel: &CancelHandle,
+        timers: &LinkTimeouts,
+        params: &mut ClientParams,
+    ) -> (RelayEnd, Option<Expired>, bool) {
+        cancel
+            .entry
+            .link(CancelTarget {
+                addr: server.conn.cancel_addr.clone(),
+                key: server.conn.key.clone(),
+            })
+            .await;
+        let (end, timed_out) = self
+            .relay_linked(relay, server, timers, &mut params.expected)
+            .await;
+        let cancelled = cancel.entry.unlink().await;
+        if std::mem::take(&mut relay.params_changed) {
+            params.invalidate();
+            server.conn.synced_fp = None;
+        }
+        for change in relay.tracker.changes.drain(..) {
+            params.apply_change(change, &mut server.conn);
+        }
+        (end, timed_out, cancelled)
+    }
+
+    /// Logs why a link ended the session (and counts a refused client message).
+    fn log_link_end(&self, end: &RelayEnd, timed_out: Option<Expired>, relay: &Relay) {
+        let span = &self.span;
+        if let Some(t) = timed_out {
+            warn!(parent: span, reason = ?t, "closing client and server");
+            return;
+        }
+        match end {
+            RelayEnd::ClientProtocol(e) => {
+                warn!(parent: span, error = %e, "client protocol violation");
+                relay.stats.refused();
+            }
+            RelayEnd::ServerGone(e) => {
+                debug!(parent: span, error = %e, "server connection lost while linked")
+            }
+            RelayEnd::ServerProtocol(e) => {
+                warn!(parent: span, error = %e, "server protocol violation")
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the session after a link: tells the client `error` (if any) and releases the
+    /// server as `fate` says.
+    async fn close(
+        &mut self,
+        pool: &Arc<Pool>,
+        mode: PoolMode,
+        server: PooledServer,
+        link: &LinkEnd<'_>,
+        error: Option<ClientError>,
+        fate: ServerFate,
+    ) {
+        match fate {
+            ServerFate::Discard(reason) => {
+                debug!(parent: &self.span, server = server.conn.id, reason, "server closed");
+                pool.discard(server);
+                if let Some(e) = error {
+                    send_client_error(&mut self.stream, &e).await;
+                }
+            }
+            ServerFate::ClientLeft => {
+                if let Some(e) = error {
+                    send_client_error(&mut self.stream, &e).await;
+                }
+                self.release_after_client(pool, mode, server, link).await;
+            }
+        }
+    }
+
+    /// The client is gone: return the server only if it is idle and the reset succeeds.
+    async fn release_after_client(
+        &mut self,
+        pool: &Arc<Pool>,
+        mode: PoolMode,
+        mut server: PooledServer,
+        link: &LinkEnd<'_>,
+    ) {
+        let config = self.app.config();
+        let policy = ResetPolicy {
+            mode,
+            reset_query: config.settings.server_reset_query.clone(),
+            reset_always: config.settings.server_reset_query_always,
+        };
+        drop(config);
+        let reset = match after_client_left(link, &policy) {
+            AfterClientLeft::Discard(reason) => {
+                debug!(
+                    parent: &self.span,
+                    server = server.conn.id,
+                    pin = link.tracker.pin.map(|p| p.label()),
+                    reason,
+                    "closing server"
+                );
+                return pool.discard(server);
+            }
+            AfterClientLeft::Reuse { reset } => reset,
+        };
+        if let Some(q) = reset {
+            match server.conn.run_internal(&q).await {
+                Ok(b'I') => {
+                    server.conn.applied.clear();
+                    server.conn.synced_fp = None;
+                    server.conn.prepared.clear();
+                }
+                _ => return pool.discard(server),
+            }
+        }
+        if !identity_matches_pool(pool, &server) {
+            debug!(
+                parent: &self.span,
+                server = server.conn.id,
+                "server runs as another role than the pool's user: closing it"
+            );
+            return pool.discard(server);
+        }
+        pool.checkin(server);
+    }
+
+    /// Relays one link, enforcing query_timeout (cancel), idle_transaction_timeout and
+    /// transaction_timeout. Returns the relay's end and the timer that ended the link, if
+    /// one did.
+    async fn relay_linked(
+        &mut self,
+        relay: &mut Relay,
+        server: &mut PooledServer,
+        timers: &LinkTimeouts,
+        expected: &mut Reported,
+    ) -> (RelayEnd, Option<Expired>) {
+        let release = relay.tracker.pin.is_none();
+        let conn = &mut server.conn;
+        let mut link = LinkState {
+            params: &mut conn.params,
+            seen: expected,
+            prepared: &mut conn.prepared,
+        };
+        if !relay.timed {
+            let end = relay
+                .run(&mut self.stream, &mut conn.stream, release, &mut link)
+                .await;
+            return (end, None);
+        }
+        loop {
+            let deadline = timers.next_deadline(&relay.clock, &relay.tracker);
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                end = relay.run(&mut self.stream, &mut conn.stream, release, &mut link) => return (end, None),
+                _ = sleep => {}
+            }
+            match timers.expired(&relay.clock, &relay.tracker) {
+                Some(Expired::Query) => {
+                    warn!(parent: &self.span, "query_timeout: cancelling the running query");
+                    crate::cancel::send_cancel(CancelTarget {
+                        addr: conn.cancel_addr.clone(),
+                        key: conn.key.clone(),
+                    })
+                    .await;
+                    relay.clock.busy_since = Some(std::time::Instant::now());
+                }
+                Some(e @ (Expired::IdleTransaction | Expired::Transaction)) => {
+                    return (RelayEnd::Tick, Some(e))
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// True when the server reports the same `session_authorization` and `is_superuser` as
+/// the pool's first server did (no identity change survived).
+fn identity_matches_pool(pool: &Pool, server: &PooledServer) -> bool {
+    let Some(welcome) = pool.welcome() else {
+        return true;
+    };
+    ["session_authorization", "is_superuser"]
+        .iter()
+        .all(|k| welcome.get(*k) == server.conn.params.get(*k))
+}
+
+/// Brings the server's session parameters in line with the client's before any client
+/// byte reaches it. Values the server normalised (`iso` -> `ISO, MDY`) are reported to
+/// the client through ParameterStatus queued ahead of the server's replies.
+async fn sync_parameters(
+    params: &mut ClientParams,
+    server: &mut PooledServer,
+    relay: &mut Relay,
+) -> Result<(), ServerError> {
+    let fp = params.fingerprint();
+    if server.conn.synced_fp == Some(fp) {
+        return Ok(());
+    }
+    let Some(sql) = params.sync_sql(&server.conn) else {
+        server.conn.synced_fp = Some(fp);
+        return Ok(());
+    };
+    let wanted: Vec<String> = params.expected.keys().cloned().collect();
+    server.conn.run_internal(&sql).await?;
+    params.mark_applied(&mut server.conn);
+    for k in wanted {
+        if let (Some(now), Some(exp)) = (server.conn.params.get(&k), params.expected.get(&k)) {
+            if now != exp {
+                messages::put_parameter_status(&mut relay.s2c, &k, now);
+                params.expected.insert(k, now.clone());
+            }
+        }
+    }
+    params.invalidate();
+    server.conn.synced_fp = Some(params.fingerprint());
+    Ok(())
+}
