@@ -67,3 +67,4 @@ pub mod protocol;
 pub mod reload;
 pub mod server;
 pub mod shutdown;
+pub mod users;

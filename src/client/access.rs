@@ -6,8 +6,8 @@
 use tokio::sync::Semaphore;
 use tracing::warn;
 
+use super::context::AuthContext;
 use super::login::{self, Exchange, LoginError, LoginOutcome};
-use crate::app::App;
 use crate::auth::{self, ClientAuthMethod, HbaMethod, HbaRequest, ScramServer, Secret};
 use crate::config::AuthType;
 use crate::error::ErrorKind;
@@ -62,7 +62,7 @@ impl Denied {
 
 /// Authenticates `user` for `database` on `stream`; sends AuthenticationOk on success.
 pub async fn admit(
-    app: &App,
+    app: &dyn AuthContext,
     stream: &mut Stream,
     user: &str,
     database: &str,
@@ -110,7 +110,7 @@ pub async fn admit(
 /// `scram_server`. Under trust an unknown user still fails when users come from an
 /// auth_file, as in PgBouncer. Sends AuthenticationOk on success.
 pub async fn password_exchange(
-    app: &App,
+    app: &dyn AuthContext,
     stream: &mut Stream,
     user: &str,
     auth_type_name: Option<&str>,
@@ -118,7 +118,7 @@ pub async fn password_exchange(
 ) -> Result<LoginOutcome, LoginError> {
     let mix = app.users().mix();
     let method = match auth_type_name {
-        Some(name) => auth::choose_method_masked(name, secret, user, &app.scram_mock_key, mix),
+        Some(name) => auth::choose_method_masked(name, secret, user, app.scram_mock_key(), mix),
         None => ClientAuthMethod::Trust,
     };
     if method == ClientAuthMethod::Trust && secret.is_none() && app.has_auth_file() {
@@ -133,7 +133,7 @@ pub async fn password_exchange(
         method,
         secret,
         scram,
-        mock_key: &app.scram_mock_key,
+        mock_key: app.scram_mock_key(),
     };
     login::authenticate(stream, exchange).await
 }
@@ -148,7 +148,7 @@ static DERIVATIONS: Semaphore = Semaphore::const_new(2);
 /// get the mock exchange, whose salt is just as stable. No path costs a derivation per
 /// attempt, so the work before the first challenge is the same for all of them.
 async fn scram_server(
-    app: &App,
+    app: &dyn AuthContext,
     stream: &Stream,
     user: &str,
     secret: Option<&Secret>,
@@ -160,10 +160,10 @@ async fn scram_server(
         }
         // An md5 hash cannot drive SCRAM, and an empty password never matches (as in
         // Postgres): behave exactly as for an unknown user.
-        Some(_) | None => ScramServer::for_unknown_user(user, &app.scram_mock_key),
+        Some(_) | None => ScramServer::for_unknown_user(user, app.scram_mock_key()),
     };
     let binding = match stream.is_tls() {
-        true => app.tls.client().end_point.clone(),
+        true => app.client_tls().end_point.clone(),
         false => None,
     };
     server.with_channel_binding(binding)
@@ -171,12 +171,12 @@ async fn scram_server(
 
 /// The cached SCRAM verifier of a plaintext secret, derived on a blocking thread the first
 /// time (one of at most two at once).
-async fn plain_verifier(app: &App, user: &str, password: &str) -> auth::ScramSecret {
+async fn plain_verifier(app: &dyn AuthContext, user: &str, password: &str) -> auth::ScramSecret {
     let users = app.users();
     if let Some(found) = users.plain_scram().get(user, password.as_bytes()) {
         return found;
     }
-    let key = app.scram_mock_key;
+    let key = *app.scram_mock_key();
     let (name, pw) = (user.to_owned(), password.to_owned());
     let derive = move || auth::derive_plain_scram(&name, pw.as_bytes(), &key);
     let derived = match DERIVATIONS.acquire().await {
@@ -195,7 +195,7 @@ async fn plain_verifier(app: &App, user: &str, password: &str) -> auth::ScramSec
 
 /// The method of the first `auth_hba_file` rule matching this connection; reject when none
 /// does or the file could not be loaded.
-fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMethod {
+fn hba_rule(app: &dyn AuthContext, stream: &Stream, user: &str, database: &str) -> HbaMethod {
     let Some(hba) = app.hba() else {
         return HbaMethod::Reject;
     };
@@ -211,7 +211,7 @@ fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMethod
 /// The stored secret of `user`: auth_file (or URL) first, then `auth_query` as
 /// `auth_user` when one is configured for `database`. Errors are logged and count as
 /// "unknown user", so the client sees the ordinary authentication failure.
-async fn find_secret(app: &App, database: &str, user: &str) -> Option<Secret> {
+async fn find_secret(app: &dyn AuthContext, database: &str, user: &str) -> Option<Secret> {
     if let Some(secret) = app.stored_secret(user) {
         return Some(secret);
     }

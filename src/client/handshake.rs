@@ -8,7 +8,7 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
-use crate::app::App;
+use super::context::SessionContext;
 use crate::config::SslMode;
 use crate::net::tls::{ClientSideTls, ALPN_POSTGRESQL};
 use crate::net::Stream;
@@ -75,9 +75,9 @@ impl HandshakeFailure {
 /// Runs the pre-authentication exchange and returns the (possibly now TLS) stream.
 pub async fn handshake(
     mut stream: Stream,
-    app: &App,
+    app: &dyn SessionContext,
 ) -> Result<(Stream, Handshake), HandshakeFailure> {
-    let tls = app.tls.client();
+    let tls = app.client_tls();
     if tls.acceptor.is_some() && starts_with_tls_record(&stream).await {
         stream = accept_tls(stream, &tls, true).await?;
     }
@@ -117,7 +117,7 @@ pub async fn handshake(
                 }
             }
             StartupPacket::Cancel { pid, secret } => {
-                if !app.cancel.cancel(pid, &secret).await {
+                if !app.cancel().cancel(pid, &secret).await {
                     debug!(pid, "cancel request for unknown or idle key ignored");
                 }
                 return Ok((stream, Handshake::Cancelled));

@@ -104,7 +104,7 @@ impl Session {
             _ => return false,
         };
         relay.consume_lone_query();
-        let queue = self.app.config().settings.listen_queue_size as usize;
+        let queue = self.ctx.config().settings.listen_queue_size as usize;
         let sub = listener.get_or_insert_with(|| pool.listen_hub().subscribe(self.id, queue));
         let confirmed = match action {
             Ok(ch) => sub.listen(ch, pool.settings.connect_timeout).await,

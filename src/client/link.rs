@@ -47,7 +47,7 @@ impl Session {
         cancel: &CancelHandle,
         mut linked: Option<PooledServer>,
     ) {
-        let timers = self.app.link_timeouts(&self.user);
+        let timers = self.ctx.link_timeouts(&self.user);
         let mut relay = self.new_relay(pool, mode, &timers);
         let mut listener: Option<Subscription> = None;
         loop {
@@ -111,7 +111,7 @@ impl Session {
 
     /// A relay for this client's mode, limits and prepared-statement rewriting.
     fn new_relay(&self, pool: &Pool, mode: PoolMode, timers: &LinkTimeouts) -> Relay {
-        let settings = &self.app.config().settings;
+        let settings = &self.ctx.config().settings;
         let mut relay = Relay::new(settings.max_packet_size);
         relay.mode = match mode {
             PoolMode::Session => RelayMode::Session,
@@ -270,7 +270,7 @@ impl Session {
         mut server: PooledServer,
         link: &LinkEnd<'_>,
     ) {
-        let config = self.app.config();
+        let config = self.ctx.config();
         let policy = ResetPolicy {
             mode,
             reset_query: config.settings.server_reset_query.clone(),

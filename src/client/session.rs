@@ -8,9 +8,9 @@ use bytes::BytesMut;
 use tracing::{debug, info, warn, Instrument};
 
 use super::access::{self, Denied};
+use super::context::SessionContext;
 use super::params::ClientParams;
 use super::registry::{ClientEntry, ClientState};
-use crate::app::App;
 use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
 use crate::net::Stream;
@@ -21,7 +21,7 @@ use crate::server::ServerError;
 /// A client that finished the handshake.
 pub struct Session {
     pub(super) id: u64,
-    pub(super) app: Arc<App>,
+    pub(super) ctx: Arc<dyn SessionContext>,
     pub(super) stream: Stream,
     pub(super) user: String,
     pub(super) database: String,
@@ -81,7 +81,7 @@ impl Session {
     /// Creates a session for a client whose startup parameters were read.
     pub fn new(
         id: u64,
-        app: Arc<App>,
+        ctx: Arc<dyn SessionContext>,
         stream: Stream,
         mut startup: Vec<(String, String)>,
     ) -> Result<Self, (Stream, &'static str)> {
@@ -107,11 +107,11 @@ impl Session {
                 "replication connections are not supported by pgfunnel",
             ));
         }
-        let ignored = app.config().settings.ignore_startup_parameters.clone();
+        let ignored = ctx.config().settings.ignore_startup_parameters.clone();
         startup.retain(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)));
         Ok(Session {
             id,
-            app,
+            ctx,
             stream,
             user,
             database,
@@ -123,10 +123,10 @@ impl Session {
 
     /// Runs the session to its end.
     pub async fn run(mut self) {
-        let config = self.app.config();
+        let config = self.ctx.config();
         let login_timeout = config.settings.client_login_timeout;
         let admitted = Box::pin(
-            access::admit(&self.app, &mut self.stream, &self.user, &self.database)
+            access::admit(&*self.ctx, &mut self.stream, &self.user, &self.database)
                 .instrument(self.span.clone()),
         );
         let admitted = if login_timeout.is_zero() {
@@ -154,7 +154,7 @@ impl Session {
                 return send_client_error(&mut self.stream, &error).await;
             }
         };
-        let pool = match self.app.pool_for(&self.database, &self.user) {
+        let pool = match self.ctx.pool_for(&self.database, &self.user) {
             Some(p) => p,
             None => {
                 let msg = format!("no such database: {}", self.database);
@@ -167,7 +167,7 @@ impl Session {
             let key = outcome.scram_client_key;
             pool.target().credential.learn(secret.as_ref(), key);
         }
-        let _slot = match self.app.admit_client(&self.database, &self.user) {
+        let _slot = match self.ctx.admit_client(&self.database, &self.user) {
             Ok(slot) => slot,
             Err(limit) => {
                 warn!(parent: &self.span, limit, "client limit reached");
@@ -177,12 +177,12 @@ impl Session {
             }
         };
         pool.stats.client_logged_in();
-        let mode = self.app.pool_mode_for(&self.database, &self.user);
+        let mode = self.ctx.pool_mode_for(&self.database, &self.user);
         drop(config);
-        if config_logs_connections(&self.app) {
+        if config_logs_connections(&*self.ctx) {
             info!(parent: &self.span, user = %self.user, db = %self.database, "login");
         }
-        let cancel = self.app.cancel.register();
+        let cancel = self.ctx.cancel().register();
         // Login replies need the server's parameters; the first client of a pool waits
         // for a server connection, later ones are answered from the cached values.
         let mut held = None;
@@ -230,7 +230,7 @@ impl Session {
 
     pub(super) async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
         self.mark(ClientState::Waiting);
-        let notify = self.app.config().settings.query_wait_notify;
+        let notify = self.ctx.config().settings.query_wait_notify;
         let stream = &mut self.stream;
         // query_wait_notify: tell a queued client why it waits, then keep waiting.
         let mut tell = || {
@@ -270,6 +270,10 @@ impl Session {
     }
 }
 
-fn config_logs_connections(app: &App) -> bool {
+fn config_logs_connections(app: &dyn SessionContext) -> bool {
     app.config().settings.log_connections
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -183,7 +183,7 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
                             refuse_at_accept(&app2, sock, peer);
                             continue;
                         }
-                        crate::client::spawn(&app2, Stream::Tcp(sock), peer.to_string());
+                        crate::app::spawn(&app2, Stream::Tcp(sock), peer.to_string());
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -204,7 +204,7 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
                 };
                 match accepted {
                     Ok((sock, _)) => {
-                        crate::client::spawn(&app2, Stream::Unix(sock), "unix".to_owned());
+                        crate::app::spawn(&app2, Stream::Unix(sock), "unix".to_owned());
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");

@@ -1,0 +1,250 @@
+//! Client admission: the per-database and per-user client limits ([`ClientSlot`]), and
+//! the flow of an accepted connection up to its session: handshake, console routing,
+//! max_client_conn, disabled databases ([`handle`], [`spawn`]).
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tracing::{info, warn, Instrument};
+
+use super::App;
+use crate::client::handshake::{self, Handshake};
+use crate::client::registry::{ClientEntry, Registered};
+use crate::client::session::{send_client_error, Session};
+use crate::error::{ClientError, ErrorKind};
+use crate::net::Stream;
+
+impl App {
+    /// Counts a client against max_db_client_connections and max_user_client_connections.
+    /// Returns the name of the limit that is full, or a guard that uncounts on drop.
+    pub fn admit_client(&self, database: &str, user: &str) -> Result<ClientSlot, &'static str> {
+        let config = self.config();
+        let db_max = config
+            .database(database)
+            .map(|e| config.effective_max_db_client_connections(&e))
+            .unwrap_or(0);
+        let user_max = config.effective_max_user_client_connections(config.user(user));
+        let keys = [
+            (
+                0u8,
+                database.to_owned(),
+                db_max,
+                "max_db_client_connections",
+            ),
+            (
+                1u8,
+                user.to_owned(),
+                user_max,
+                "max_user_client_connections",
+            ),
+        ];
+        let mut taken = Vec::new();
+        for (kind, name, max, label) in keys {
+            let mut count = self.client_counts.entry((kind, name.clone())).or_insert(0);
+            if max > 0 && *count >= max as usize {
+                drop(count);
+                drop(ClientSlot {
+                    counts: self.client_counts.clone(),
+                    keys: taken,
+                });
+                return Err(label);
+            }
+            *count += 1;
+            taken.push((kind, name));
+        }
+        Ok(ClientSlot {
+            counts: self.client_counts.clone(),
+            keys: taken,
+        })
+    }
+}
+
+/// A client counted against per-database and per-user client limits.
+#[derive(Debug)]
+pub struct ClientSlot {
+    counts: Arc<DashMap<(u8, String), usize>>,
+    keys: Vec<(u8, String)>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        for k in self.keys.drain(..) {
+            if let Some(mut c) = self.counts.get_mut(&k) {
+                *c = c.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection to completion. Never panics on client input; every
+/// refusal is a Postgres error message followed by close. Registers the client (SHOW
+/// CLIENTS) at once and returns its entry and the future to spawn as the client's task;
+/// the caller attaches the spawned task to the entry ([`ClientEntry::attach`]) so that
+/// KILL / KILL_CLIENT / shutdown can end it.
+///
+/// Memory: every idle client is one such task, so its future holds only what an idle
+/// client needs. This is a plain fn (an async fn keeps its arguments for the client's
+/// whole life) and the futures below are created where they are awaited (a future an
+/// async block captures is stored twice); the login phase runs in a box that is freed
+/// once the session starts.
+pub fn handle(
+    app: Arc<App>,
+    stream: Stream,
+    peer: String,
+) -> (Arc<ClientEntry>, impl Future<Output = ()> + Send) {
+    let id = app.next_client_id();
+    let span = tracing::info_span!("client", id, peer = %peer);
+    let local = match &stream {
+        Stream::Tcp(s) => s.local_addr().ok(),
+        _ => None,
+    };
+    let registered = app.clients.register(id, &peer, local);
+    let entry = registered.entry.clone();
+    let task_entry = entry.clone();
+    // The span is entered only while logging in; afterwards the session names it as the
+    // parent of its events, so the transaction loop does not enter and leave it at every
+    // poll of the task.
+    let task = async move {
+        serve(app.clone(), stream, registered, &span).await;
+        if task_entry.identity().is_some() && app.config().settings.log_disconnections {
+            let reason = task_entry.close_reason().unwrap_or("client close request");
+            info!(parent: &span, reason, "closing client");
+        }
+    };
+    (entry, task)
+}
+
+/// Spawns an accepted connection's task on `app`'s tracker (see [`handle`]).
+pub fn spawn(app: &Arc<App>, stream: Stream, peer: String) {
+    let (entry, task) = handle(app.clone(), stream, peer);
+    entry.attach(app.tasks.spawn(task).abort_handle());
+}
+
+/// Logs the client in and runs its session; the registry entry goes when this ends.
+async fn serve(app: Arc<App>, stream: Stream, registered: Registered, span: &tracing::Span) {
+    let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
+    let _guard = ClientCountGuard(app.clone());
+    // Boxed: TLS and startup state are large and needed only until the session starts.
+    let logging_in = login(&app, stream, &registered, count).instrument(span.clone());
+    let Some(session) = Box::pin(logging_in).await else {
+        return;
+    };
+    session.run().await
+}
+
+/// Handshake and admission up to a [`Session`] ready to authenticate; `None` when the
+/// client was refused (and told why), cancelled, or served as an admin console client.
+/// `count` is the number of connected clients including this one (max_client_conn).
+async fn login(
+    app: &Arc<App>,
+    stream: Stream,
+    registered: &Registered,
+    count: usize,
+) -> Option<Session> {
+    let login_timeout = app.config().settings.client_login_timeout;
+    let hs = handshake::handshake(stream, &**app);
+    let hs = if login_timeout.is_zero() {
+        hs.await
+    } else {
+        match tokio::time::timeout(login_timeout, hs).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!("client_login_timeout during startup");
+                return None;
+            }
+        }
+    };
+    let (mut stream, params) = match hs {
+        Ok((stream, Handshake::Startup(p))) => (stream, p),
+        Ok((_, Handshake::Cancelled)) => return None,
+        Err(failure) => {
+            crate::client::report_handshake_failure(failure).await;
+            return None;
+        }
+    };
+    let identity = crate::client::identity_of(&params);
+    let database = identity.database.clone();
+    let user = identity.user.clone();
+    registered.entry.identify(identity);
+    // The console is exempt from max_client_conn, as in PgBouncer.
+    if crate::control::is_console(&database) {
+        let entry = registered.entry.clone();
+        Box::pin(crate::admin::session::run(app.clone(), stream, user, entry)).await;
+        return None;
+    }
+    if count > app.config().settings.max_client_conn as usize {
+        warn!(
+            max_client_conn = app.config().settings.max_client_conn,
+            "too many clients"
+        );
+        let msg = crate::net::listener::TOO_MANY_CLIENTS;
+        let error = ClientError::fatal(ErrorKind::TooManyClients, msg);
+        send_client_error(&mut stream, &error).await;
+        return None;
+    }
+    if app.control.is_disabled(&database) {
+        let msg = format!("database does not allow connections: {database}");
+        send_client_error(&mut stream, &ClientError::fatal(ErrorKind::Disabled, msg)).await;
+        return None;
+    }
+    match Session::new(registered.entry.id, app.clone(), stream, params) {
+        Ok(mut session) => {
+            session.entry = Some(registered.entry.clone());
+            Some(session)
+        }
+        Err((mut stream, msg)) => {
+            let error = ClientError::fatal(ErrorKind::NotAuthorized, msg);
+            send_client_error(&mut stream, &error).await;
+            None
+        }
+    }
+}
+
+struct ClientCountGuard(Arc<App>);
+
+impl Drop for ClientCountGuard {
+    fn drop(&mut self) {
+        self.0.client_count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle client is one task holding this future: large login-phase state (TLS,
+    /// SCRAM) is boxed so it is freed after login instead of being carried for the client's
+    /// whole life.
+    #[test]
+    fn client_task_futures_stay_small() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let config = crate::config::Config::parse_str(
+                "[databases]\n[pgbouncer]\n",
+                std::path::Path::new("/tmp/x.ini"),
+            )
+            .expect("config");
+            let tls = crate::net::TlsConfigs::load(&config.settings).expect("tls");
+            let app = super::App::new(config, Default::default(), tls, None);
+            let (a, _a) = tokio::net::UnixStream::pair().expect("pair");
+            let (b, _b) = tokio::net::UnixStream::pair().expect("pair");
+            let session = crate::client::session::Session::new(
+                1,
+                app.clone(),
+                crate::net::Stream::Unix(b),
+                vec![("user".into(), "u".into())],
+            )
+            .unwrap_or_else(|_| panic!("session"));
+            let handle = super::handle(app, crate::net::Stream::Unix(a), "x".into());
+            let run = session.run();
+            let (handle, run) = (std::mem::size_of_val(&handle), std::mem::size_of_val(&run));
+            assert!(run <= 4096, "run: {run}");
+            // The task holds the session's future inline; login state, the peer string and
+            // a second copy of any future must not add to it.
+            assert!(handle <= run + 512, "handle: {handle}, run: {run}");
+        });
+    }
+}

@@ -1,0 +1,74 @@
+//! The running pgfunnel as the narrow contexts the client side sees
+//! ([`crate::client::context`]).
+
+use std::sync::Arc;
+
+use super::App;
+use crate::auth::{Hba, Secret};
+use crate::cancel::CancelRegistry;
+use crate::client::context::{AuthContext, ClientGuard, SessionContext};
+use crate::client::timeouts::LinkTimeouts;
+use crate::config::{Config, PoolMode};
+use crate::net::tls::ClientSideTls;
+use crate::pool::Pool;
+use crate::users::Users;
+
+impl AuthContext for App {
+    fn config(&self) -> Arc<Config> {
+        App::config(self)
+    }
+
+    fn users(&self) -> Arc<Users> {
+        App::users(self)
+    }
+
+    fn scram_mock_key(&self) -> &[u8; 32] {
+        &self.scram_mock_key
+    }
+
+    fn client_tls(&self) -> Arc<ClientSideTls> {
+        self.tls.client()
+    }
+
+    fn hba(&self) -> Option<Arc<Hba>> {
+        App::hba(self)
+    }
+
+    fn stored_secret(&self, user: &str) -> Option<Secret> {
+        App::stored_secret(self, user)
+    }
+
+    fn has_auth_file(&self) -> bool {
+        App::has_auth_file(self)
+    }
+
+    fn pool_as(&self, database: &str, server_user: &str) -> Option<Arc<Pool>> {
+        App::pool_as(self, database, server_user)
+    }
+
+    fn remember_looked_up(&self, user: &str, secret: Option<Secret>) {
+        App::remember_looked_up(self, user, secret)
+    }
+}
+
+impl SessionContext for App {
+    fn pool_for(&self, database: &str, user: &str) -> Option<Arc<Pool>> {
+        App::pool_for(self, database, user)
+    }
+
+    fn pool_mode_for(&self, database: &str, user: &str) -> PoolMode {
+        App::pool_mode_for(self, database, user)
+    }
+
+    fn admit_client(&self, database: &str, user: &str) -> Result<ClientGuard, &'static str> {
+        App::admit_client(self, database, user).map(|slot| Box::new(slot) as ClientGuard)
+    }
+
+    fn link_timeouts(&self, user: &str) -> LinkTimeouts {
+        App::link_timeouts(self, user)
+    }
+
+    fn cancel(&self) -> &Arc<CancelRegistry> {
+        &self.cancel
+    }
+}

@@ -1,0 +1,55 @@
+//! What the client side needs from the running pgfunnel, as two narrow traits the
+//! application implements (`app::context`): [`AuthContext`] for authentication (users,
+//! secrets, HBA rules, TLS end point) and [`SessionContext`] for a session (pool lookup,
+//! client limits, cancel registry, settings). A session built on a small implementation
+//! needs no listener, console or metrics.
+
+use std::sync::Arc;
+
+use crate::auth::{Hba, Secret};
+use crate::cancel::CancelRegistry;
+use crate::client::timeouts::LinkTimeouts;
+use crate::config::{Config, PoolMode};
+use crate::net::tls::ClientSideTls;
+use crate::pool::Pool;
+use crate::users::Users;
+
+/// Held while a client counts against the per-database and per-user client limits;
+/// dropping it uncounts the client.
+pub type ClientGuard = Box<dyn Send + Sync>;
+
+/// What authenticating a client needs.
+pub trait AuthContext: Send + Sync {
+    /// The current config (settings, databases, users).
+    fn config(&self) -> Arc<Config>;
+    /// The loaded users (auth_file or URL).
+    fn users(&self) -> Arc<Users>;
+    /// The per-process key that makes unknown users' fake SCRAM salts stable.
+    fn scram_mock_key(&self) -> &[u8; 32];
+    /// TLS toward clients (its certificate's end point binds SCRAM to the channel).
+    fn client_tls(&self) -> Arc<ClientSideTls>;
+    /// The parsed `auth_hba_file`, when one is loaded.
+    fn hba(&self) -> Option<Arc<Hba>>;
+    /// The secret of `user` from the auth_file (or URL), if listed there.
+    fn stored_secret(&self, user: &str) -> Option<Secret>;
+    /// True when users come from an auth_file (trust then still requires the user).
+    fn has_auth_file(&self) -> bool;
+    /// The pool of `database` logging in as `server_user` (for `auth_query`).
+    fn pool_as(&self, database: &str, server_user: &str) -> Option<Arc<Pool>>;
+    /// Records an `auth_query` answer (`None` forgets the user).
+    fn remember_looked_up(&self, user: &str, secret: Option<Secret>);
+}
+
+/// What a client's session needs beyond authentication.
+pub trait SessionContext: AuthContext {
+    /// The pool serving `user` on `database`; `None` when the database is unknown.
+    fn pool_for(&self, database: &str, user: &str) -> Option<Arc<Pool>>;
+    /// The pool mode for a client of `database` logging in as `user`.
+    fn pool_mode_for(&self, database: &str, user: &str) -> PoolMode;
+    /// Counts a client against the client limits; `Err` names the limit that is full.
+    fn admit_client(&self, database: &str, user: &str) -> Result<ClientGuard, &'static str>;
+    /// The timeouts that apply to a client logged in as `user`.
+    fn link_timeouts(&self, user: &str) -> LinkTimeouts;
+    /// Cancel keys of connected clients.
+    fn cancel(&self) -> &Arc<CancelRegistry>;
+}
