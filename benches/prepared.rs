@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pgfunnel::client::prepared::{ServerStatements, StatementRegistry};
 use pgfunnel::client::rewrite::Rewriter;
+use pgfunnel::pool::prepared::{ServerStatements, StatementRegistry};
 
 fn msg(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);

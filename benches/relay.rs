@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pgfunnel::client::prepared::ServerStatements;
 use pgfunnel::client::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
+use pgfunnel::pool::prepared::ServerStatements;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 fn msg(out: &mut Vec<u8>, tag: u8, body: &[u8]) {

@@ -26,27 +26,27 @@ pub struct CancelTarget {
 }
 
 #[derive(Debug, Default)]
-struct LinkState {
+struct CancelLink {
     target: Option<CancelTarget>,
     cancelled: bool,
 }
 
-/// One client's cancel slot.
+/// One client's cancel entry: the server it is linked to, if any.
 #[derive(Debug)]
 pub struct CancelEntry {
     secret: [u8; 4],
-    state: Mutex<LinkState>,
+    state: Mutex<CancelLink>,
 }
 
 impl CancelEntry {
-    /// Points the slot at the server the client was just linked to.
+    /// Points the entry at the server the client was just linked to.
     pub async fn link(&self, target: CancelTarget) {
         let mut s = self.state.lock().await;
         s.target = Some(target);
         s.cancelled = false;
     }
 
-    /// Clears the slot when the client gives its server back. Waits for a cancel being
+    /// Clears the entry when the client gives its server back. Waits for a cancel being
     /// sent right now, and returns true when a cancel was sent during this link: such a
     /// server must not serve another client, since Postgres delivers a cancel
     /// asynchronously and it could still interrupt the next client's query.
@@ -69,7 +69,7 @@ pub struct CancelHandle {
     registry: Arc<CancelRegistry>,
     /// The pid part of the client's key.
     pub pid: i32,
-    /// The slot.
+    /// The entry.
     pub entry: Arc<CancelEntry>,
 }
 
@@ -94,7 +94,7 @@ impl CancelRegistry {
             let pid: i32 = rng.gen_range(1..i32::MAX);
             let entry = Arc::new(CancelEntry {
                 secret: rng.gen(),
-                state: Mutex::new(LinkState::default()),
+                state: Mutex::new(CancelLink::default()),
             });
             if let dashmap::Entry::Vacant(v) = self.entries.entry(pid) {
                 v.insert(entry.clone());
@@ -108,7 +108,7 @@ impl CancelRegistry {
     }
 
     /// Serves a CancelRequest: when the key is known and its client is linked, sends a
-    /// cancel to that server (holding the slot, so the link cannot end meanwhile).
+    /// cancel to that server (holding the entry, so the link cannot end meanwhile).
     /// Unknown keys, wrong secrets and idle clients do nothing. Returns whether a cancel
     /// was sent.
     pub async fn cancel(&self, pid: i32, secret: &[u8]) -> bool {

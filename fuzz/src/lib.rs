@@ -11,12 +11,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use pgfunnel::auth::{AuthFile, Hba, HbaRequest, ScramClient, ScramSecret, ScramServer};
 use pgfunnel::client::lexer;
-use pgfunnel::client::prepared::{ServerStatements, StatementRegistry};
 use pgfunnel::client::rewrite::Rewriter;
 use pgfunnel::client::statement::recognise;
 use pgfunnel::client::tracker::Tracker;
 use pgfunnel::client::validate::{Validator, LARGE_MESSAGE_LIMIT, SMALL_MESSAGE_LIMIT};
 use pgfunnel::config::Config;
+use pgfunnel::pool::prepared::{ServerStatements, StatementRegistry};
 use pgfunnel::protocol::frame::{Capture, FrameError, ScanEvent, Scanner};
 use pgfunnel::protocol::startup::decode_startup;
 

@@ -1,4 +1,4 @@
-//! Client admission: the per-database and per-user client limits ([`ClientSlot`]), and
+//! Client admission: the per-database and per-user client limits ([`ClientAdmission`]), and
 //! the flow of an accepted connection up to its session: handshake, console routing,
 //! max_client_conn, disabled databases ([`handle`], [`spawn`]).
 
@@ -19,7 +19,11 @@ use crate::net::Stream;
 impl App {
     /// Counts a client against max_db_client_connections and max_user_client_connections.
     /// Returns the name of the limit that is full, or a guard that uncounts on drop.
-    pub fn admit_client(&self, database: &str, user: &str) -> Result<ClientSlot, &'static str> {
+    pub fn admit_client(
+        &self,
+        database: &str,
+        user: &str,
+    ) -> Result<ClientAdmission, &'static str> {
         let config = self.config();
         let db_max = config
             .database(database)
@@ -45,7 +49,7 @@ impl App {
             let mut count = self.client_counts.entry((kind, name.clone())).or_insert(0);
             if max > 0 && *count >= max as usize {
                 drop(count);
-                drop(ClientSlot {
+                drop(ClientAdmission {
                     counts: self.client_counts.clone(),
                     keys: taken,
                 });
@@ -54,7 +58,7 @@ impl App {
             *count += 1;
             taken.push((kind, name));
         }
-        Ok(ClientSlot {
+        Ok(ClientAdmission {
             counts: self.client_counts.clone(),
             keys: taken,
         })
@@ -63,12 +67,12 @@ impl App {
 
 /// A client counted against per-database and per-user client limits.
 #[derive(Debug)]
-pub struct ClientSlot {
+pub struct ClientAdmission {
     counts: Arc<DashMap<(u8, String), usize>>,
     keys: Vec<(u8, String)>,
 }
 
-impl Drop for ClientSlot {
+impl Drop for ClientAdmission {
     fn drop(&mut self) {
         for k in self.keys.drain(..) {
             if let Some(mut c) = self.counts.get_mut(&k) {

@@ -61,7 +61,7 @@ impl SessionContext for App {
     }
 
     fn admit_client(&self, database: &str, user: &str) -> Result<ClientGuard, &'static str> {
-        App::admit_client(self, database, user).map(|slot| Box::new(slot) as ClientGuard)
+        App::admit_client(self, database, user).map(|admitted| Box::new(admitted) as ClientGuard)
     }
 
     fn link_timeouts(&self, user: &str) -> LinkTimeouts {

@@ -29,7 +29,7 @@ mod pools;
 mod startup;
 
 pub use crate::users::Users;
-pub use admission::{handle, spawn, ClientSlot};
+pub use admission::{handle, spawn, ClientAdmission};
 pub use startup::{start, Running};
 
 /// Shared state, passed to every task as `Arc<App>`.

@@ -11,7 +11,6 @@ mod link;
 pub mod link_stats;
 pub mod login;
 pub mod params;
-pub mod prepared;
 pub mod registry;
 pub mod relay;
 pub mod release;

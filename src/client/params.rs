@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::tracker::SettingChange;
+use crate::protocol::sql::{quote_ident, quote_literal};
 use crate::server::ServerConnection;
 
 /// Reported parameters a client cannot change (or that differ by role, not by session).
@@ -285,30 +286,6 @@ pub fn parse_options(options: &str) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-/// Quotes a SQL string literal (E'' form when backslashes are present, so the result
-/// does not depend on standard_conforming_strings).
-pub fn quote_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 3);
-    if s.contains('\\') {
-        out.push('E');
-    }
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
-
-/// Quotes an identifier.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 #[cfg(test)]

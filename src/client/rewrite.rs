@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::prepared::{ServerStatements, Statement, StatementRegistry};
 use super::tracker::{CopyInWatch, CopyStep, MAX_INSPECTED};
+use crate::pool::prepared::{ServerStatements, Statement, StatementRegistry};
 use crate::protocol::messages::{
     self, parse_error_fields, put_cstr, put_message, take_cstr, Severity,
 };

@@ -5,7 +5,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::MAX_STREAMED_NAMES;
-use crate::client::prepared::Statement;
+use crate::pool::prepared::Statement;
 use crate::protocol::messages::{put_cstr, put_message};
 
 /// Moves what has arrived of a message streamed through unchanged; true once it is done.

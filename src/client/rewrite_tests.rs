@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use super::*;
-use crate::client::prepared::{ServerStatements, StatementRegistry};
+use crate::pool::prepared::{ServerStatements, StatementRegistry};
 use crate::protocol::messages::{put_cstr, put_message};
 
 /// What the relay reads per call (its READ_CHUNK); the relay stops reading a side once

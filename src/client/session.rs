@@ -167,8 +167,8 @@ impl Session {
             let key = outcome.scram_client_key;
             pool.target().credential.learn(secret.as_ref(), key);
         }
-        let _slot = match self.ctx.admit_client(&self.database, &self.user) {
-            Ok(slot) => slot,
+        let _admitted = match self.ctx.admit_client(&self.database, &self.user) {
+            Ok(admitted) => admitted,
             Err(limit) => {
                 warn!(parent: &self.span, limit, "client limit reached");
                 let msg = format!("no more connections allowed ({limit})");

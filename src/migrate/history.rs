@@ -6,6 +6,8 @@
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
+pub use crate::protocol::sql::{quote_ident, quote_literal};
+
 use super::error::MigrateError;
 use super::files::MigrationFile;
 use super::plan::{AppliedRow, Drift};
@@ -208,22 +210,6 @@ pub async fn query_rows(
 pub async fn rollback(client: &Client) {
     if let Err(e) = client.batch_execute("ROLLBACK").await {
         tracing::debug!(error = %e, "rollback after error failed");
-    }
-}
-
-/// Quotes an identifier as Postgres's `quote_ident` does (always quoted).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a string literal as Postgres's `quote_literal` does: `E'...'` when it holds a
-/// backslash, so the result is the same whatever `standard_conforming_strings` says.
-pub fn quote_literal(text: &str) -> String {
-    let doubled = text.replace('\'', "''");
-    if doubled.contains('\\') {
-        format!("E'{}'", doubled.replace('\\', "\\\\"))
-    } else {
-        format!("'{doubled}'")
     }
 }
 

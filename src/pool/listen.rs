@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
-use crate::client::params::quote_ident;
 use crate::protocol::messages::{self, take_cstr};
+use crate::protocol::sql::quote_ident;
 use crate::server::{self, ServerConnection, ServerTarget};
 
 /// Notifications queued per client by default (`listen_queue_size`): a client that does

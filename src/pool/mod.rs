@@ -23,6 +23,7 @@ mod control;
 pub mod gate;
 pub mod limits;
 pub mod listen;
+pub mod prepared;
 pub mod stats;
 pub use gate::Gate;
 pub use limits::LimitGroup;
@@ -128,7 +129,7 @@ pub struct Pool {
     welcome: Mutex<Option<Arc<HashMap<String, String>>>>,
     returned: tokio::sync::Notify,
     /// Prepared statements of this pool's clients, de-duplicated by text and types.
-    pub statements: Arc<crate::client::prepared::StatementRegistry>,
+    pub statements: Arc<crate::pool::prepared::StatementRegistry>,
     /// Live counters.
     pub stats: Arc<PoolStats>,
     listen_hub: std::sync::OnceLock<Arc<listen::ListenHub>>,
@@ -164,7 +165,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             returned: tokio::sync::Notify::new(),
-            statements: Arc::new(crate::client::prepared::StatementRegistry::counting(
+            statements: Arc::new(crate::pool::prepared::StatementRegistry::counting(
                 timers.statement_evictions.clone(),
             )),
             listen_hub: std::sync::OnceLock::new(),

@@ -56,7 +56,7 @@ pub enum CancelAddr {
 pub struct BackendKey {
     /// Server process id.
     pub pid: i32,
-    /// Secret (4 bytes in protocol 3.0). `Bytes`, so handing the key to the cancel slot
+    /// Secret (4 bytes in protocol 3.0). `Bytes`, so handing the key to the cancel entry
     /// at every link is a reference-count bump, not an allocation.
     pub secret: bytes::Bytes,
 }
@@ -85,7 +85,7 @@ pub struct ServerInfo {
     pub on_loan: std::sync::atomic::AtomicBool,
 }
 
-/// A logged-in server connection. Owned by exactly one pool slot or one client at a time.
+/// A logged-in server connection. Owned by its pool's idle list or by one client at a time.
 #[derive(Debug)]
 pub struct ServerConnection {
     /// The socket.
@@ -113,7 +113,7 @@ pub struct ServerConnection {
     /// holds until it closes.
     pub slots: Vec<tokio::sync::OwnedSemaphorePermit>,
     /// Statements pgfunnel prepared on this connection (transaction/statement mode).
-    pub prepared: crate::client::prepared::ServerStatements,
+    pub prepared: crate::pool::prepared::ServerStatements,
     /// Identity for SHOW SERVERS.
     pub info: Arc<ServerInfo>,
 }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgfunnel::client::params::Reported;
-use pgfunnel::client::prepared::ServerStatements;
 use pgfunnel::client::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
+use pgfunnel::pool::prepared::ServerStatements;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -2,7 +2,7 @@
 //! are de-duplicated per pool by query text and parameter types and get a server-side name
 //! `PGFUNNEL_<id>`; each server keeps an LRU of what it has prepared (closing what it
 //! evicts); each client keeps its own name -> statement map. Owns the bookkeeping only;
-//! the byte rewriting lives in `rewrite`.
+//! the byte rewriting lives in `client::rewrite`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
