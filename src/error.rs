@@ -43,11 +43,17 @@ pub enum ErrorKind {
     QueueFull,
     /// pgfunnel is shutting down, or an operator ended the client (57P01).
     Shutdown,
+    /// A message is larger than pgfunnel handles whole (54000, program_limit_exceeded).
+    TooLarge,
+    /// A prepared statement of that name already exists (42P05, as Postgres).
+    DuplicateStatement,
+    /// No prepared statement of that name exists (26000, as Postgres).
+    UnknownStatement,
 }
 
 impl ErrorKind {
     /// The SQLSTATE sent to a client for this kind.
-    pub fn sqlstate(self) -> &'static str {
+    pub const fn sqlstate(self) -> &'static str {
         match self {
             ErrorKind::Protocol => "08P01",
             ErrorKind::Auth => "28P01",
@@ -63,6 +69,9 @@ impl ErrorKind {
             ErrorKind::TransactionTimeout => "25P04",
             ErrorKind::QueueFull => "53200",
             ErrorKind::Shutdown => "57P01",
+            ErrorKind::TooLarge => "54000",
+            ErrorKind::DuplicateStatement => "42P05",
+            ErrorKind::UnknownStatement => "26000",
         }
     }
 
@@ -83,6 +92,9 @@ impl ErrorKind {
             ErrorKind::TransactionTimeout => "transaction_timeout",
             ErrorKind::QueueFull => "queue_full",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::DuplicateStatement => "duplicate_statement",
+            ErrorKind::UnknownStatement => "unknown_statement",
         }
     }
 }

@@ -14,6 +14,7 @@ use super::command;
 use super::{execute, AdminError, Reply};
 use crate::app::App;
 use crate::client::registry::{ClientEntry, ClientState};
+use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::protocol::messages::{self, put_cstr, put_message, take_cstr, Severity};
 
@@ -53,9 +54,9 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
         Ok(a) => a,
         Err(e) => {
             let code = match e {
-                auth::ConsoleLoginError::Protocol => "08P01",
-                auth::ConsoleLoginError::Failed(_) => "28P01",
-                auth::ConsoleLoginError::NotAllowed => "28000",
+                auth::ConsoleLoginError::Protocol => ErrorKind::Protocol.sqlstate(),
+                auth::ConsoleLoginError::Failed(_) => ErrorKind::Auth.sqlstate(),
+                auth::ConsoleLoginError::NotAllowed => ErrorKind::NotAuthorized.sqlstate(),
             };
             let mut buf = BytesMut::new();
             messages::put_error(&mut buf, Severity::Fatal, code, &e.to_string(), None);
@@ -88,7 +89,13 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             Ok(None) => return,
             Err(msg) => {
                 let mut buf = BytesMut::new();
-                messages::put_error(&mut buf, Severity::Fatal, "08P01", msg, None);
+                messages::put_error(
+                    &mut buf,
+                    Severity::Fatal,
+                    ErrorKind::Protocol.sqlstate(),
+                    msg,
+                    None,
+                );
                 let _ = stream.send(&buf).await;
                 return;
             }
@@ -170,7 +177,13 @@ impl Console {
                     "unsupported packet type for admin console: {}",
                     other as char
                 );
-                messages::put_error(out, Severity::Fatal, "08P01", &msg, None);
+                messages::put_error(
+                    out,
+                    Severity::Fatal,
+                    ErrorKind::Protocol.sqlstate(),
+                    &msg,
+                    None,
+                );
                 return false;
             }
         }
@@ -362,7 +375,13 @@ fn put_command_complete(out: &mut BytesMut, tag: &str) {
 fn put_admin_error(out: &mut BytesMut, e: &AdminError) {
     debug!(error = %e, "console command failed");
     // PgBouncer reports console errors with SQLSTATE 08P01 (send_pooler_error).
-    messages::put_error(out, Severity::Error, "08P01", &e.to_string(), None);
+    messages::put_error(
+        out,
+        Severity::Error,
+        ErrorKind::Protocol.sqlstate(),
+        &e.to_string(),
+        None,
+    );
 }
 
 #[cfg(test)]

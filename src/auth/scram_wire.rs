@@ -94,8 +94,8 @@ impl ScramError {
     /// as Postgres does.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            ScramError::InvalidProof => "28P01",
-            _ => "08P01",
+            ScramError::InvalidProof => crate::error::ErrorKind::Auth.sqlstate(),
+            _ => crate::error::ErrorKind::Protocol.sqlstate(),
         }
     }
 }

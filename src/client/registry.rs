@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::messages::{self, Severity};
 
 /// SQLSTATE admin_shutdown, sent to a killed client.
-pub const ADMIN_SHUTDOWN: &str = "57P01";
+pub const ADMIN_SHUTDOWN: &str = crate::error::ErrorKind::Shutdown.sqlstate();
 
 /// Postgres's message for a session ended by an administrator.
 pub const KILLED_MESSAGE: &str = "terminating connection due to administrator command";

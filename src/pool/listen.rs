@@ -22,7 +22,7 @@ pub const CLIENT_QUEUE: usize = 1024;
 
 /// SQLSTATE of the error a client gets when its notification queue overflowed
 /// (`out_of_memory`, the class Postgres uses for its own full notification queue).
-pub const QUEUE_FULL_SQLSTATE: &str = "53200";
+pub const QUEUE_FULL_SQLSTATE: &str = crate::error::ErrorKind::QueueFull.sqlstate();
 
 #[derive(Debug, Default)]
 struct Subscribers {

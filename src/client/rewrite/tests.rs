@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::*;
 use crate::pool::prepared::{ServerStatements, StatementRegistry};
-use crate::protocol::messages::{put_cstr, put_message};
+use crate::protocol::messages::{self, put_cstr, put_message, Severity};
 
 /// What the relay reads per call (its READ_CHUNK); the relay stops reading a side once
 /// 64 KiB await, so a whole-handled message must not wait in `input`.

@@ -1,0 +1,178 @@
+//! The rewriter's server side: replies to the client's requests delivered in order,
+//! replies to injected requests dropped, made-up replies inserted, and the bookkeeping of
+//! requests the server skipped or failed undone.
+
+use bytes::{Buf, BytesMut};
+
+use super::framing::{next_whole, stream_part, Next};
+use super::{completes, is_async, Expect, Kind, Rewriter, Undo, WHOLE_LIMIT};
+use crate::pool::prepared::ServerStatements;
+use crate::protocol::messages::parse_error_fields;
+
+impl Rewriter {
+    pub(super) fn flush_fakes(&mut self, s2c: &mut BytesMut) {
+        while let Some(Expect::Fake(bytes)) = self.expect.front() {
+            s2c.extend_from_slice(bytes);
+            self.expect.pop_front();
+        }
+    }
+
+    /// Moves server messages from `input` to `out`, dropping replies to injected requests,
+    /// replacing injected errors and inserting made-up replies in order.
+    pub fn server_to_client(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        loop {
+            self.flush_fakes(out);
+            if self.server_streaming > 0 {
+                if !stream_part(&mut self.server_streaming, input, out) {
+                    break;
+                }
+                continue;
+            }
+            if self.server_partial.is_empty() {
+                if input.len() < 5 {
+                    break;
+                }
+                let tag = input[0];
+                let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
+                if len > WHOLE_LIMIT && !matches!(tag, b'E' | b'1' | b'3') {
+                    // Rows and copy data: they never complete a request except by their end.
+                    out.extend_from_slice(&input[..5]);
+                    input.advance(5);
+                    self.server_streaming = len - 4;
+                    continue;
+                }
+            }
+            match next_whole(&mut self.server_partial, input) {
+                Next::Incomplete => break,
+                Next::InInput(total) => {
+                    self.server_message(input[0], &input[..total], out, server);
+                    input.advance(total);
+                }
+                Next::Gathered(msg) => self.server_message(msg[0], &msg, out, server),
+            }
+        }
+        self.flush_fakes(out);
+    }
+
+    pub(super) fn server_message(
+        &mut self,
+        tag: u8,
+        msg: &[u8],
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        self.flush_fakes(out);
+        if tag == b'C' {
+            let body = &msg[5..];
+            if body.starts_with(b"DISCARD ALL") || body.starts_with(b"DEALLOCATE ALL") {
+                server.clear();
+                self.statements.clear();
+            }
+        }
+        if tag == b'E' {
+            return self.server_error(msg, out, server);
+        }
+        let Some(head) = self.expect.front() else {
+            out.extend_from_slice(msg);
+            return;
+        };
+        let (kind, forward) = match head {
+            Expect::Forward { kind, .. } => (*kind, true),
+            Expect::Skip { kind, .. } => (*kind, false),
+            Expect::Replace(_) => (Kind::Parse, false),
+            // flush_fakes ran just above, so no made-up reply is at the head
+            Expect::Fake(_) => (Kind::Sync, true),
+        };
+        if forward || !completes(kind, tag) && is_async(tag) {
+            out.extend_from_slice(msg);
+        }
+        if completes(kind, tag) {
+            self.expect.pop_front();
+        }
+    }
+
+    pub(super) fn server_error(
+        &mut self,
+        msg: &[u8],
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        self.flush_fakes(out);
+        let Some(head) = self.expect.pop_front() else {
+            out.extend_from_slice(msg);
+            return;
+        };
+        match head {
+            // Query, FunctionCall and Sync are completed by their ReadyForQuery.
+            Expect::Forward {
+                kind: Kind::Query | Kind::Sync,
+                ..
+            } => {
+                self.expect.push_front(head);
+                out.extend_from_slice(msg);
+                return;
+            }
+            Expect::Forward { undo, stmt, .. } => {
+                self.undo(undo, server);
+                if let Some(stmt) = stmt {
+                    let f = parse_error_fields(&msg[5..]);
+                    if f.code == "0A000"
+                        && f.message
+                            .contains("cached plan must not change result type")
+                    {
+                        // The statement's plan is stale after DDL: re-prepare it next time.
+                        if server.remove(stmt.id).is_some() {
+                            server.pending_close.push(stmt);
+                        }
+                    }
+                }
+                out.extend_from_slice(msg);
+            }
+            Expect::Skip { undo, .. } => {
+                self.undo(undo, server);
+                out.extend_from_slice(msg);
+            }
+            Expect::Replace(err) => out.extend_from_slice(&err),
+            Expect::Fake(bytes) => {
+                out.extend_from_slice(&bytes);
+                out.extend_from_slice(msg);
+            }
+        }
+        // After an error the server ignores everything up to the next Sync.
+        while let Some(next) = self.expect.front() {
+            if matches!(
+                next,
+                Expect::Forward {
+                    kind: Kind::Sync,
+                    ..
+                }
+            ) {
+                break;
+            }
+            if let Some(Expect::Forward { undo, .. } | Expect::Skip { undo, .. }) =
+                self.expect.pop_front()
+            {
+                self.undo(undo, server);
+            }
+        }
+        self.aborted = self.expect.is_empty();
+    }
+
+    pub(super) fn undo(&mut self, undo: Undo, server: &mut ServerStatements) {
+        match undo {
+            Undo::None => {}
+            Undo::Parse { id, client_name } => {
+                server.remove(id);
+                if let Some(n) = client_name {
+                    self.statements.remove(&n);
+                }
+            }
+            Undo::Close(stmt) => server.insert(stmt),
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The rewriter's client side: client messages toward the server, statement names mapped
+//! to pool-wide ones, missing statements prepared on the fly, evicted ones closed, and
+//! messages too large to handle whole streamed or refused.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::framing::{bind_names, next_whole, put_bytes_cstr, put_parse, stream_part, Next};
+use super::{Expect, Kind, Rewriter, Undo, MAX_STREAMED_NAMES, WHOLE_LIMIT};
+use crate::client::tracker::{CopyStep, MAX_INSPECTED};
+use crate::error::{ClientError, ErrorKind};
+use crate::pool::prepared::{ServerStatements, Statement};
+use crate::protocol::messages::{put_cstr, put_message, take_cstr};
+
+impl Rewriter {
+    /// Moves whole client messages from `input` to `out` (rewritten where needed).
+    /// A message that must be handled whole but is incomplete moves into the rewriter, so
+    /// `input` is left holding at most an incomplete 5-byte header: the caller may keep
+    /// reading whatever its own buffer limits are. Framing was validated by the scanner.
+    pub fn client_to_server(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+        s2c: &mut BytesMut,
+    ) {
+        for stmt in std::mem::take(&mut server.pending_close) {
+            self.inject_close(out, stmt);
+        }
+        loop {
+            if self.client_streaming > 0 {
+                let done = if self.client_discarding {
+                    let n = self.client_streaming.min(input.len());
+                    input.advance(n);
+                    self.client_streaming -= n;
+                    self.client_streaming == 0
+                } else {
+                    stream_part(&mut self.client_streaming, input, out)
+                };
+                if !done {
+                    break;
+                }
+                self.client_discarding = false;
+                continue;
+            }
+            if self.client_partial.is_empty() {
+                if input.len() < 5 {
+                    break;
+                }
+                let tag = input[0];
+                let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
+                if len > WHOLE_LIMIT && !self.head_ready(tag, input) {
+                    break;
+                }
+                match self.copy.client_message(tag) {
+                    CopyStep::Normal => {}
+                    CopyStep::IgnoredSync => self.ignored_sync = true,
+                    CopyStep::Began { ignored_syncs } => self.forget_syncs(ignored_syncs),
+                }
+                if len > WHOLE_LIMIT && self.start_streaming(tag, len, input, out, server) {
+                    continue;
+                }
+            }
+            match next_whole(&mut self.client_partial, input) {
+                Next::Incomplete => break,
+                Next::InInput(total) => {
+                    self.client_message(&input[..total], out, server);
+                    input.advance(total);
+                }
+                Next::Gathered(msg) => self.client_message(&msg, out, server),
+            }
+        }
+        self.flush_fakes(s2c);
+    }
+
+    /// Decides what happens to a client message too large to handle whole by default
+    /// (its header is at the start of `input`): true when it now streams through (or is
+    /// dropped), false when it must be gathered whole.
+    pub(super) fn start_streaming(
+        &mut self,
+        tag: u8,
+        len: usize,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) -> bool {
+        if tag == b'B' && !self.aborted {
+            if let Some((portal, name)) = bind_names(input) {
+                self.stream_bind(len, portal, name, input, out, server);
+                return true;
+            }
+        }
+        // Unnamed statements are forwarded unchanged; while the server skips to Sync
+        // after an error, everything is.
+        let unchanged = !matches!(tag, b'P' | b'B' | b'D' | b'C')
+            || (tag == b'P' && input[5] == 0)
+            || self.aborted;
+        if unchanged {
+            match tag {
+                b'P' if !self.aborted => self.expect.push_back(Expect::Forward {
+                    kind: Kind::Parse,
+                    undo: Undo::None,
+                    stmt: None,
+                }),
+                _ if !self.aborted => self.note_plain(tag),
+                _ => {}
+            }
+            out.extend_from_slice(&input[..5]);
+        } else if len + 1 > self.max_gathered {
+            let what = match tag {
+                b'P' => "Parse",
+                b'B' => "Bind",
+                b'D' => "Describe",
+                _ => "Close",
+            };
+            let text = format!(
+                "{what} message of {} bytes exceeds max_prepared_message_size ({} bytes)",
+                len + 1,
+                self.max_gathered
+            );
+            self.inject_error(out, ErrorKind::TooLarge, text);
+            self.client_discarding = true;
+            self.refusals += 1;
+        } else {
+            return false;
+        }
+        input.advance(5);
+        self.client_streaming = len - 4;
+        true
+    }
+
+    /// Whether enough of a large message's start is in `input` to decide how to handle it:
+    /// a Parse's first body byte (unnamed or not), a Bind's two names (or so many bytes
+    /// without them that it is gathered whole instead).
+    pub(super) fn head_ready(&self, tag: u8, input: &[u8]) -> bool {
+        match tag {
+            b'P' => input.len() > 5,
+            b'B' if !self.aborted => {
+                bind_names(input).is_some() || input.len() >= 5 + MAX_STREAMED_NAMES
+            }
+            _ => true,
+        }
+    }
+
+    /// Streams a large Bind (its names, `portal_end`/`name_end` offsets into `input`, are
+    /// there): the statement name is rewritten in a new header and the parameters follow
+    /// unchanged, never gathered. A Bind of an unknown statement is dropped (its error
+    /// injected, as for a whole one).
+    pub(super) fn stream_bind(
+        &mut self,
+        len: usize,
+        portal_end: usize,
+        name_end: usize,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let portal = Bytes::copy_from_slice(&input[5..portal_end]);
+        let name = input[portal_end + 1..name_end].to_vec();
+        let rest = len - 4 - (name_end + 1 - 5);
+        if name.is_empty() {
+            self.portals.remove(&portal);
+            self.expect.push_back(Expect::Forward {
+                kind: Kind::Bind,
+                undo: Undo::None,
+                stmt: None,
+            });
+            out.extend_from_slice(&input[..name_end + 1]);
+        } else if let Some(stmt) = self.lookup(out, &name, server) {
+            self.portals.insert(portal.clone(), stmt.clone());
+            let new_len = 4 + portal.len() + 1 + stmt.server_name.len() + 1 + rest;
+            out.put_u8(b'B');
+            out.put_u32(new_len as u32);
+            put_bytes_cstr(out, &portal);
+            put_cstr(out, &stmt.server_name);
+            self.expect.push_back(Expect::Forward {
+                kind: Kind::Bind,
+                undo: Undo::None,
+                stmt: Some(stmt),
+            });
+        } else {
+            self.client_discarding = true;
+        }
+        input.advance(name_end + 1);
+        self.client_streaming = rest;
+    }
+
+    /// Handles one whole client message (`msg` includes its header).
+    pub(super) fn client_message(
+        &mut self,
+        msg: &[u8],
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let tag = msg[0];
+        if std::mem::take(&mut self.ignored_sync) {
+            out.extend_from_slice(msg);
+            return;
+        }
+        if self.aborted {
+            if tag == b'S' {
+                self.aborted = false;
+                self.note_plain(tag);
+            }
+            out.extend_from_slice(msg);
+            return;
+        }
+        let body = &msg[5..];
+        match tag {
+            b'P' => self.parse(msg, body, out, server),
+            b'B' => self.bind(msg, body, out, server),
+            b'D' => self.describe(msg, body, out, server),
+            b'C' => self.close(msg, body, out),
+            _ => {
+                self.note_plain(tag);
+                if tag == b'E' {
+                    let mut rest = body;
+                    let portal = take_cstr(&mut rest).unwrap_or_default();
+                    if let Some(Expect::Forward { stmt, .. }) = self.expect.back_mut() {
+                        *stmt = self.portals.get(portal).cloned();
+                    }
+                }
+                out.extend_from_slice(msg);
+            }
+        }
+    }
+
+    /// Drops the expectations of the newest `n` Syncs (the server ignored them in copy-in
+    /// mode). Nothing after the COPY's Execute was answered, so they are still queued.
+    pub(super) fn forget_syncs(&mut self, mut n: usize) {
+        let mut i = self.expect.len();
+        while n > 0 && i > 0 {
+            i -= 1;
+            if matches!(
+                self.expect[i],
+                Expect::Forward {
+                    kind: Kind::Sync,
+                    ..
+                }
+            ) {
+                self.expect.remove(i);
+                n -= 1;
+            }
+        }
+    }
+
+    pub(super) fn note_plain(&mut self, tag: u8) {
+        let kind = match tag {
+            b'E' => Kind::Execute,
+            b'S' => Kind::Sync,
+            b'Q' | b'F' => Kind::Query,
+            _ => return,
+        };
+        self.expect.push_back(Expect::Forward {
+            kind,
+            undo: Undo::None,
+            stmt: None,
+        });
+    }
+
+    pub(super) fn parse(
+        &mut self,
+        msg: &[u8],
+        body: &[u8],
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let mut rest = body;
+        let name = take_cstr(&mut rest).unwrap_or_default();
+        if name.is_empty() {
+            self.expect.push_back(Expect::Forward {
+                kind: Kind::Parse,
+                undo: Undo::None,
+                stmt: None,
+            });
+            self.large_parse |= msg.len() > MAX_INSPECTED as usize;
+            out.extend_from_slice(msg);
+            return;
+        }
+        if self.statements.contains_key(name) {
+            let text = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
+            return self.inject_error(out, ErrorKind::DuplicateStatement, text);
+        }
+        let stmt = self.registry.get_or_insert(rest);
+        let name = Bytes::copy_from_slice(name);
+        self.statements.insert(name.clone(), stmt.clone());
+        if server.touch(stmt.id) {
+            self.expect
+                .push_back(Expect::Fake(Bytes::from_static(b"1\0\0\0\x04")));
+            return;
+        }
+        self.make_room(out, server, stmt.id);
+        server.insert(stmt.clone());
+        self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
+        put_parse(out, &stmt);
+        let undo = Undo::Parse {
+            id: stmt.id,
+            client_name: Some(name),
+        };
+        self.expect.push_back(Expect::Forward {
+            kind: Kind::Parse,
+            undo,
+            stmt: Some(stmt),
+        });
+    }
+
+    pub(super) fn bind(
+        &mut self,
+        msg: &[u8],
+        body: &[u8],
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let mut rest = body;
+        let (Some(portal), Some(name)) = (take_cstr(&mut rest), take_cstr(&mut rest)) else {
+            return self.forward(out, msg, Kind::Bind);
+        };
+        let portal = Bytes::copy_from_slice(portal);
+        if name.is_empty() {
+            self.portals.remove(&portal);
+            return self.forward(out, msg, Kind::Bind);
+        }
+        let Some(stmt) = self.lookup(out, name, server) else {
+            return;
+        };
+        self.portals.insert(portal.clone(), stmt.clone());
+        put_message(out, b'B', |b| {
+            put_bytes_cstr(b, &portal);
+            put_cstr(b, &stmt.server_name);
+            b.put_slice(rest);
+        });
+        self.expect.push_back(Expect::Forward {
+            kind: Kind::Bind,
+            undo: Undo::None,
+            stmt: Some(stmt),
+        });
+    }
+
+    pub(super) fn describe(
+        &mut self,
+        msg: &[u8],
+        body: &[u8],
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+    ) {
+        let mut rest = &body[1.min(body.len())..];
+        let name = take_cstr(&mut rest).unwrap_or_default();
+        if body.first() != Some(&b'S') || name.is_empty() {
+            return self.forward(out, msg, Kind::Describe);
+        }
+        let Some(stmt) = self.lookup(out, name, server) else {
+            return;
+        };
+        put_message(out, b'D', |b| {
+            b.put_u8(b'S');
+            put_cstr(b, &stmt.server_name);
+        });
+        self.expect.push_back(Expect::Forward {
+            kind: Kind::Describe,
+            undo: Undo::None,
+            stmt: Some(stmt),
+        });
+    }
+
+    pub(super) fn close(&mut self, msg: &[u8], body: &[u8], out: &mut BytesMut) {
+        let mut rest = &body[1.min(body.len())..];
+        let name = take_cstr(&mut rest).unwrap_or_default();
+        if body.first() != Some(&b'S') || name.is_empty() {
+            return self.forward(out, msg, Kind::Close);
+        }
+        // Closing is local: other clients may use the same server statement.
+        self.statements.remove(name);
+        self.expect
+            .push_back(Expect::Fake(Bytes::from_static(b"3\0\0\0\x04")));
+    }
+
+    pub(super) fn forward(&mut self, out: &mut BytesMut, msg: &[u8], kind: Kind) {
+        self.expect.push_back(Expect::Forward {
+            kind,
+            undo: Undo::None,
+            stmt: None,
+        });
+        out.extend_from_slice(msg);
+    }
+
+    /// The client's statement `name`, prepared on this server (injecting a Parse when the
+    /// server lacks it). An unknown name injects Postgres's own 26000 error.
+    pub(super) fn lookup(
+        &mut self,
+        out: &mut BytesMut,
+        name: &[u8],
+        server: &mut ServerStatements,
+    ) -> Option<Arc<Statement>> {
+        let Some(stmt) = self.statements.get(name).cloned() else {
+            let text = format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            );
+            self.inject_error(out, ErrorKind::UnknownStatement, text);
+            return None;
+        };
+        if !server.touch(stmt.id) {
+            self.make_room(out, server, stmt.id);
+            server.insert(stmt.clone());
+            self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
+            put_parse(out, &stmt);
+            let undo = Undo::Parse {
+                id: stmt.id,
+                client_name: None,
+            };
+            self.expect.push_back(Expect::Skip {
+                kind: Kind::Parse,
+                undo,
+            });
+        }
+        Some(stmt)
+    }
+
+    pub(super) fn make_room(
+        &mut self,
+        out: &mut BytesMut,
+        server: &mut ServerStatements,
+        keep: u64,
+    ) {
+        while let Some(victim) = server.evict_for(self.capacity, keep) {
+            self.inject_close(out, victim);
+        }
+    }
+
+    pub(super) fn inject_close(&mut self, out: &mut BytesMut, stmt: Arc<Statement>) {
+        put_message(out, b'C', |b| {
+            b.put_u8(b'S');
+            put_cstr(b, &stmt.server_name);
+        });
+        self.expect.push_back(Expect::Skip {
+            kind: Kind::Close,
+            undo: Undo::Close(stmt),
+        });
+    }
+
+    /// Makes the server fail the pipeline here (so it skips to Sync, as Postgres would for
+    /// the client's own error) and shows the client an ERROR of `kind` with `text` instead
+    /// of that failure.
+    pub(super) fn inject_error(&mut self, out: &mut BytesMut, kind: ErrorKind, text: String) {
+        put_message(out, b'P', |b| {
+            put_cstr(b, "");
+            put_cstr(b, "pgfunnel: statement refused");
+            b.put_i16(0);
+        });
+        let err = ClientError::error(kind, text).to_message();
+        self.expect.push_back(Expect::Replace(err.freeze()));
+    }
+}
