@@ -1,0 +1,57 @@
+//! Pool maintenance: idle connections closed past server_idle_timeout or server_lifetime
+//! (the janitor's `reap`), on RECONNECT or shutdown, or one at a time to free a slot of a
+//! shared limit.
+
+use tracing::debug;
+
+use super::Pool;
+use crate::server::ServerConnection;
+
+impl Pool {
+    /// Closes one idle connection (to free a shared-limit slot); false when none is idle.
+    pub fn close_one_idle(&self) -> bool {
+        let conn = {
+            let mut idle = crate::panic::lock(&self.idle);
+            if idle.is_empty() {
+                return false;
+            }
+            // the least recently used one
+            idle.remove(0)
+        };
+        let mut conn = conn;
+        // Free the shared-limit slots now, not after the goodbye round trip.
+        conn.slots.clear();
+        tokio::spawn(conn.close());
+        true
+    }
+
+    pub(super) fn expired(&self, conn: &ServerConnection) -> bool {
+        let life = self.settings.server_lifetime;
+        (!life.is_zero() && conn.created.elapsed() >= life) || self.close_needed(conn.created)
+    }
+
+    /// Closes idle connections past server_idle_timeout or server_lifetime and those the
+    /// server closed. Called periodically by the janitor.
+    pub fn reap(&self) {
+        let idle_limit = self.settings.server_idle_timeout;
+        let mut idle = crate::panic::lock(&self.idle);
+        let mut keep = Vec::with_capacity(idle.len());
+        for mut conn in idle.drain(..) {
+            let too_idle = !idle_limit.is_zero() && conn.last_used.elapsed() >= idle_limit;
+            if too_idle || self.expired(&conn) || !conn.is_usable() {
+                debug!(server = conn.id, "closing idle server");
+                tokio::spawn(conn.close());
+            } else {
+                keep.push(conn);
+            }
+        }
+        *idle = keep;
+    }
+
+    /// Closes every idle connection (RECONNECT, shutdown).
+    pub fn close_idle(&self) {
+        for conn in crate::panic::lock(&self.idle).drain(..) {
+            tokio::spawn(conn.close());
+        }
+    }
+}
