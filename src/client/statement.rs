@@ -14,13 +14,12 @@
 //!   `set_config(…)`), also inside string literals (DO blocks, dynamic SQL): a false positive
 //!   costs pooling efficiency, never isolation.
 //!
+//! The statement rules live in `rules`, the word rules in `words`.
+//!
 //! When a plain string holds a backslash, where it ends depends on
 //! `standard_conforming_strings`: the text is read both ways and the pins of both count.
 
 use std::cell::RefCell;
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
 
 use super::lexer::{self, Kind, Tok};
 
@@ -316,290 +315,6 @@ fn nested(text: &[u8], depth: u32, is_do: bool, toks: &mut Vec<Tok>, f: &mut Fin
     toks.truncate(base);
 }
 
-static RESERVED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(RESERVED_PREFIX));
-
-fn word_text<'a>(lower: &'a [u8], t: Option<&Tok>) -> Option<&'a [u8]> {
-    t.filter(|t| t.kind == Kind::Word).map(|t| t.text(lower))
-}
-
-/// The word rules: neighbours of a few words anywhere in the token list.
-fn words(lower: &[u8], toks: &[Tok], f: &mut Findings) {
-    for (i, t) in toks.iter().enumerate() {
-        if t.kind == Kind::Quoted && t.inner(lower).starts_with(b"pg_temp") {
-            f.pg_temp = true;
-        }
-        if t.kind != Kind::Word {
-            continue;
-        }
-        let w = t.text(lower);
-        let prev = || word_text(lower, i.checked_sub(1).and_then(|j| toks.get(j)));
-        let next = || word_text(lower, toks.get(i + 1));
-        match w {
-            b"temp" | b"temporary" => {
-                if matches!(
-                    prev(),
-                    Some(b"create" | b"global" | b"local" | b"into" | b"replace")
-                ) || matches!(
-                    next(),
-                    Some(b"table" | b"view" | b"sequence" | b"recursive")
-                ) {
-                    f.pin(PinReason::TempTable);
-                }
-            }
-            b"create" | b"into" => f.create_or_into = true,
-            b"hold" if prev() == Some(b"with") => f.pin(PinReason::HoldCursor),
-            // `SET ROLE`, `SET SESSION ROLE`, `SET SESSION AUTHORIZATION` as statements (not
-            // `UPDATE users SET role = …`).
-            b"role" | b"authorization" if i >= 1 => {
-                let p = toks[i - 1];
-                let set_at = |j: usize| {
-                    matches!(word_text(lower, toks.get(j)), Some(b"set" | b"reset"))
-                        && starts_statement(lower, toks, j)
-                };
-                let session = p.is_word(lower, b"session") && i >= 2 && set_at(i - 2);
-                let identity = if w == b"role" {
-                    session || set_at(i - 1)
-                } else {
-                    session
-                };
-                if identity {
-                    f.pin(PinReason::Identity);
-                }
-            }
-            b"set_config" => {
-                if let Some(reason) = set_config_pin(lower, &toks[i + 1..]) {
-                    f.pin(reason);
-                }
-            }
-            b"deallocate" | b"prepare" | b"execute" => f.statement_command = true,
-            _ => {
-                if w.starts_with(b"pg_advisory_lock") || w.starts_with(b"pg_try_advisory_lock") {
-                    f.pin(PinReason::AdvisoryLock);
-                } else if w.starts_with(b"pg_temp") {
-                    f.pg_temp = true;
-                }
-            }
-        }
-    }
-}
-
-/// True when token `j` can begin a statement: first, after `;`, or after a plpgsql block
-/// word.
-fn starts_statement(lower: &[u8], toks: &[Tok], j: usize) -> bool {
-    let Some(before) = j.checked_sub(1).map(|k| toks[k]) else {
-        return true;
-    };
-    before.is_punct(lower, b';')
-        || matches!(
-            word_text(lower, Some(&before)),
-            Some(b"begin" | b"then" | b"else" | b"loop")
-        )
-}
-
-/// `set_config(name, value, is_local)`: a pin unless `is_local` is literally true.
-fn set_config_pin(lower: &[u8], after: &[Tok]) -> Option<PinReason> {
-    if !after.first().is_some_and(|t| t.is_punct(lower, b'(')) {
-        return None;
-    }
-    let (mut depth, mut commas, mut third, mut third_len) = (0u32, 0u32, None, 0u32);
-    let mut identity = false;
-    let mut closed = false;
-    for (k, t) in after.iter().enumerate() {
-        if t.is_punct(lower, b'(') {
-            depth += 1;
-        } else if t.is_punct(lower, b')') {
-            depth -= 1;
-            if depth == 0 {
-                closed = true;
-                break;
-            }
-        } else if depth == 1 && t.is_punct(lower, b',') {
-            commas += 1;
-            continue;
-        }
-        if k == 1 && t.kind == Kind::Str {
-            identity = matches!(t.inner(lower), b"role" | b"session_authorization");
-        }
-        if commas == 2 && k > 0 && depth >= 1 {
-            third = Some(*t);
-            third_len += 1;
-        }
-    }
-    let local = closed
-        && commas == 2
-        && third_len == 1
-        && third.is_some_and(|t| match t.kind {
-            Kind::Word => t.text(lower) == b"true",
-            Kind::Str => matches!(
-                t.inner(lower),
-                b"t" | b"true" | b"on" | b"y" | b"yes" | b"1"
-            ),
-            _ => false,
-        });
-    match (local, identity) {
-        (true, _) => None,
-        (false, true) => Some(PinReason::Identity),
-        (false, false) => Some(PinReason::SessionState),
-    }
-}
-
-/// The statement rules for one statement (`st` non-empty). `raw` is the original text (the
-/// tokens' offsets index both); `None` inside a string literal, where only pins count.
-fn statement(raw: Option<&[u8]>, lower: &[u8], st: &[Tok], f: &mut Findings) -> Option<Recognised> {
-    let rest = &st[1..];
-    match word_text(lower, st.first())? {
-        b"set" => set_statement(raw, lower, st, f),
-        b"reset" => reset_statement(raw, lower, rest, f),
-        b"discard" => {
-            (rest.len() == 1 && rest[0].is_word(lower, b"all")).then_some(Recognised::ResetAll)
-        }
-        b"listen" => {
-            let ch = match (raw, rest) {
-                (Some(raw), [one]) => channel_name(raw, lower, one),
-                _ => None,
-            };
-            if ch.is_none() {
-                f.pin(PinReason::Listen);
-            }
-            ch.map(Recognised::Listen)
-        }
-        b"unlisten" => match (raw, rest) {
-            (Some(_), [one]) if one.is_punct(lower, b'*') => Some(Recognised::Unlisten(None)),
-            (Some(raw), [one]) => {
-                channel_name(raw, lower, one).map(|c| Recognised::Unlisten(Some(c)))
-            }
-            _ => None,
-        },
-        b"prepare" => {
-            f.pin(PinReason::Prepare);
-            None
-        }
-        b"load" => {
-            f.pin(PinReason::Load);
-            None
-        }
-        _ => None,
-    }
-}
-
-fn set_statement(
-    raw: Option<&[u8]>,
-    lower: &[u8],
-    st: &[Tok],
-    f: &mut Findings,
-) -> Option<Recognised> {
-    let at = |i: usize| word_text(lower, st.get(i));
-    let mut i = 1;
-    match at(i) {
-        Some(b"local" | b"transaction" | b"constraints") => return None,
-        Some(b"session") => {
-            i += 1;
-            match at(i) {
-                Some(b"characteristics") => {
-                    f.pin(PinReason::SessionState);
-                    return None;
-                }
-                Some(b"authorization") => {
-                    f.pin(PinReason::Identity);
-                    return None;
-                }
-                _ => {}
-            }
-        }
-        _ => {}
-    }
-    let name = match (at(i), at(i + 1)) {
-        (Some(b"role" | b"authorization"), _) => None,
-        (Some(b"time"), Some(b"zone")) => Some("timezone".to_owned()),
-        (Some(b"names"), _) => Some("client_encoding".to_owned()),
-        (Some(b"schema"), _) => Some("search_path".to_owned()),
-        (Some(b"xml"), Some(b"option")) => Some("xmloption".to_owned()),
-        _ => match qualified_name(raw.unwrap_or(lower), lower, &st[i.min(st.len())..]) {
-            Some(n) => Some(n),
-            None => {
-                // Not a form we know: whatever it sets cannot be replayed.
-                f.pin(PinReason::SessionState);
-                return None;
-            }
-        },
-    };
-    let Some(name) = name.filter(|n| n != "role" && n != "session_authorization") else {
-        f.pin(PinReason::Identity);
-        return None;
-    };
-    let sql = raw.and_then(|raw| {
-        let text = &raw[st[0].start as usize..st[st.len() - 1].end as usize];
-        std::str::from_utf8(text).ok().map(|t| format!("{t};"))
-    });
-    match sql {
-        Some(sql) => Some(Recognised::Set { name, sql }),
-        None => {
-            // Not UTF-8, or a session SET inside a DO block: nothing to replay.
-            f.pin(PinReason::SessionState);
-            None
-        }
-    }
-}
-
-fn reset_statement(
-    raw: Option<&[u8]>,
-    lower: &[u8],
-    rest: &[Tok],
-    f: &mut Findings,
-) -> Option<Recognised> {
-    let at = |i: usize| word_text(lower, rest.get(i));
-    let name = match (at(0), at(1)) {
-        (Some(b"all"), None) if rest.len() == 1 => return Some(Recognised::ResetAll),
-        (Some(b"role" | b"session" | b"authorization"), _) => None,
-        (Some(b"time"), Some(b"zone")) => Some("timezone".to_owned()),
-        _ => Some(qualified_name(raw.unwrap_or(lower), lower, rest)?),
-    };
-    match name.filter(|n| n != "role" && n != "session_authorization") {
-        Some(n) => Some(Recognised::Reset(n)),
-        None => {
-            f.pin(PinReason::Identity);
-            None
-        }
-    }
-}
-
-/// `name` or `a.b` (words fold to lower case, quoted parts keep theirs) at the start of
-/// `toks`; `None` when it is not a name or not UTF-8.
-fn qualified_name(raw: &[u8], lower: &[u8], toks: &[Tok]) -> Option<String> {
-    let mut name = String::new();
-    let mut i = 0;
-    loop {
-        let part = match toks.get(i)? {
-            t if t.kind == Kind::Word => std::str::from_utf8(t.text(lower)).ok()?.to_owned(),
-            t if t.kind == Kind::Quoted => unquote(raw, t)?,
-            _ => return None,
-        };
-        name.push_str(&part);
-        if !toks.get(i + 1).is_some_and(|t| t.is_punct(lower, b'.')) {
-            return Some(name);
-        }
-        name.push('.');
-        i += 2;
-    }
-}
-
-/// A quoted identifier's name (`""` is a quote), when closed, non-empty and UTF-8.
-fn unquote(raw: &[u8], t: &Tok) -> Option<String> {
-    let closed = t.end > t.inner_end && raw.get(t.inner_end as usize) == Some(&b'"');
-    let inner = std::str::from_utf8(t.inner(raw)).ok()?;
-    (closed && !inner.is_empty()).then(|| inner.replace("\"\"", "\""))
-}
-
-/// A channel identifier as Postgres stores it: unquoted names fold to lower case,
-/// `"Quoted"` ones keep their case. Anything else is not recognised.
-fn channel_name(raw: &[u8], lower: &[u8], t: &Tok) -> Option<String> {
-    match t.kind {
-        Kind::Word => String::from_utf8(t.text(lower).to_vec()).ok(),
-        Kind::Quoted => unquote(raw, t),
-        _ => None,
-    }
-}
-
 /// Texts up to this size are lowercased into a per-thread buffer that is kept; longer
 /// ones get a buffer of their own, so one huge query does not pin memory.
 const KEPT_LOWERCASE: usize = 16 * 1024;
@@ -659,6 +374,11 @@ pub fn recognise_listen(sql: &[u8]) -> Option<Recognised> {
     recognise(sql).filter(|r| matches!(r, Recognised::Listen(_) | Recognised::Unlisten(_)))
 }
 
+mod rules;
+mod words;
+
+use rules::statement;
+use words::{words, RESERVED};
+
 #[cfg(test)]
-#[path = "statement_tests.rs"]
 mod tests;
