@@ -70,11 +70,7 @@ impl Session {
                 }
             };
             if let Err(e) = sync_parameters(params, &mut server, &mut relay).await {
-                match e {
-                    ServerError::Rejected(_) => pool.checkin(server),
-                    _ => pool.discard(server),
-                }
-                return send_server_error(&mut self.stream, &e, &self.span).await;
+                return self.sync_failed(pool, server, e).await;
             }
             let (end, timed_out, cancelled) = self
                 .link(&mut relay, &mut server, cancel, &timers, params)
@@ -107,6 +103,16 @@ impl Session {
                 relay.tracker.uninspected_parse = false;
             }
         }
+    }
+
+    /// The server refused the client's parameters (it stays usable) or broke: the session
+    /// ends with the server's error.
+    async fn sync_failed(&mut self, pool: &Pool, server: PooledServer, e: ServerError) {
+        match e {
+            ServerError::Rejected(_) => pool.checkin(server),
+            _ => pool.discard(server),
+        }
+        send_server_error(&mut self.stream, &e, &self.span).await
     }
 
     /// A relay for this client's mode, limits and prepared-statement rewriting.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tracing::{debug, info, warn, Instrument};
 
-use super::access::{self, Denied};
+use super::access::{self, Admitted, Denied};
+use super::context::ClientGuard;
 use super::context::SessionContext;
 use super::params::ClientParams;
 use super::registry::{ClientEntry, ClientState};
+use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
 use crate::net::Stream;
@@ -121,64 +123,16 @@ impl Session {
         })
     }
 
-    /// Runs the session to its end.
+    /// Runs the session to its end: authentication, admission, login replies, then the
+    /// link cycle.
     pub async fn run(mut self) {
-        let config = self.ctx.config();
-        let login_timeout = config.settings.client_login_timeout;
-        let admitted = Box::pin(
-            access::admit(&*self.ctx, &mut self.stream, &self.user, &self.database)
-                .instrument(self.span.clone()),
-        );
-        let admitted = if login_timeout.is_zero() {
-            admitted.await
-        } else {
-            match tokio::time::timeout(login_timeout, admitted).await {
-                Ok(r) => r,
-                Err(_) => {
-                    warn!(parent: &self.span, "client_login_timeout during authentication");
-                    return;
-                }
-            }
+        let Some(admitted) = self.authenticate().await else {
+            return;
         };
-        let (secret, outcome) = match admitted {
-            Ok(a) => (a.secret, a.outcome),
-            Err(Denied::Protocol(e)) => {
-                debug!(parent: &self.span, error = %e, "client left or misbehaved during authentication");
-                let msg = "invalid authentication exchange";
-                let error = ClientError::fatal(ErrorKind::Protocol, msg);
-                return send_client_error(&mut self.stream, &error).await;
-            }
-            Err(denied) => {
-                warn!(parent: &self.span, user = %self.user, reason = %denied, "client authentication failed");
-                let error = ClientError::fatal(denied.kind(), denied.to_string());
-                return send_client_error(&mut self.stream, &error).await;
-            }
+        let Some((pool, _admitted)) = self.admit(&admitted).await else {
+            return;
         };
-        let pool = match self.ctx.pool_for(&self.database, &self.user) {
-            Some(p) => p,
-            None => {
-                let msg = format!("no such database: {}", self.database);
-                let error = ClientError::fatal(ErrorKind::UnknownDatabase, msg);
-                return send_client_error(&mut self.stream, &error).await;
-            }
-        };
-        if pool.key.user == self.user {
-            // SCRAM pass-through: the pool logs in with what this client just proved.
-            let key = outcome.scram_client_key;
-            pool.target().credential.learn(secret.as_ref(), key);
-        }
-        let _admitted = match self.ctx.admit_client(&self.database, &self.user) {
-            Ok(admitted) => admitted,
-            Err(limit) => {
-                warn!(parent: &self.span, limit, "client limit reached");
-                let msg = format!("no more connections allowed ({limit})");
-                let error = ClientError::fatal(ErrorKind::TooManyClients, msg);
-                return send_client_error(&mut self.stream, &error).await;
-            }
-        };
-        pool.stats.client_logged_in();
         let mode = self.ctx.pool_mode_for(&self.database, &self.user);
-        drop(config);
         if config_logs_connections(&*self.ctx) {
             info!(parent: &self.span, user = %self.user, db = %self.database, "login");
         }
@@ -197,14 +151,7 @@ impl Session {
             },
         };
         let mut params = ClientParams::from_startup(&welcome, &self.startup);
-        let mut buf = BytesMut::new();
-        let mut names: Vec<_> = params.expected.iter().collect();
-        names.sort();
-        for (k, v) in names {
-            messages::put_parameter_status(&mut buf, k, v);
-        }
-        messages::put_backend_key(&mut buf, cancel.pid, cancel.secret_i32());
-        messages::put_ready(&mut buf, b'I');
+        let buf = login_replies(&params, &cancel);
         if self.stream.send(&buf).await.is_err() {
             if let Some(s) = held {
                 pool.checkin(s);
@@ -217,9 +164,75 @@ impl Session {
             }
         }
         // Nothing of the login stays with an idle client.
-        drop((buf, welcome, secret));
+        drop((buf, welcome, admitted));
         self.startup = Vec::new();
         Box::pin(self.serve(&pool, mode, &mut params, &cancel, held)).await;
+    }
+
+    /// Authenticates the client within client_login_timeout; `None` when it was refused
+    /// (and told why), left, or ran out of time.
+    async fn authenticate(&mut self) -> Option<Admitted> {
+        let login_timeout = self.ctx.config().settings.client_login_timeout;
+        let admitted = Box::pin(
+            access::admit(&*self.ctx, &mut self.stream, &self.user, &self.database)
+                .instrument(self.span.clone()),
+        );
+        let admitted = if login_timeout.is_zero() {
+            admitted.await
+        } else {
+            match tokio::time::timeout(login_timeout, admitted).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!(parent: &self.span, "client_login_timeout during authentication");
+                    return None;
+                }
+            }
+        };
+        let error = match admitted {
+            Ok(a) => return Some(a),
+            Err(Denied::Protocol(e)) => {
+                debug!(parent: &self.span, error = %e, "client left or misbehaved during authentication");
+                let msg = "invalid authentication exchange";
+                ClientError::fatal(ErrorKind::Protocol, msg)
+            }
+            Err(denied) => {
+                warn!(parent: &self.span, user = %self.user, reason = %denied, "client authentication failed");
+                ClientError::fatal(denied.kind(), denied.to_string())
+            }
+        };
+        send_client_error(&mut self.stream, &error).await;
+        None
+    }
+
+    /// Finds the client's pool and counts the client against the client limits; `None`
+    /// when the database is unknown or a limit is full (the client is told).
+    async fn admit(&mut self, admitted: &Admitted) -> Option<(Arc<Pool>, ClientGuard)> {
+        let Some(pool) = self.ctx.pool_for(&self.database, &self.user) else {
+            let msg = format!("no such database: {}", self.database);
+            let error = ClientError::fatal(ErrorKind::UnknownDatabase, msg);
+            send_client_error(&mut self.stream, &error).await;
+            return None;
+        };
+        if pool.key.user == self.user {
+            // SCRAM pass-through: the pool logs in with what this client just proved.
+            let key = admitted.outcome.scram_client_key;
+            pool.target()
+                .credential
+                .learn(admitted.secret.as_ref(), key);
+        }
+        match self.ctx.admit_client(&self.database, &self.user) {
+            Ok(guard) => {
+                pool.stats.client_logged_in();
+                Some((pool, guard))
+            }
+            Err(limit) => {
+                warn!(parent: &self.span, limit, "client limit reached");
+                let msg = format!("no more connections allowed ({limit})");
+                let error = ClientError::fatal(ErrorKind::TooManyClients, msg);
+                send_client_error(&mut self.stream, &error).await;
+                None
+            }
+        }
     }
 
     pub(super) fn mark(&self, state: ClientState) {
@@ -268,6 +281,20 @@ impl Session {
             }
         }
     }
+}
+
+/// The login replies: the parameters the client expects (sorted), its cancel key, and
+/// ReadyForQuery.
+fn login_replies(params: &ClientParams, cancel: &CancelHandle) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let mut names: Vec<_> = params.expected.iter().collect();
+    names.sort();
+    for (k, v) in names {
+        messages::put_parameter_status(&mut buf, k, v);
+    }
+    messages::put_backend_key(&mut buf, cancel.pid, cancel.secret_i32());
+    messages::put_ready(&mut buf, b'I');
+    buf
 }
 
 fn config_logs_connections(app: &dyn SessionContext) -> bool {

@@ -63,6 +63,8 @@ impl Relay {
             && self.rewriter.as_ref().is_none_or(Rewriter::is_settled)
     }
 
+    /// One poll of the pump: rewrite, write both ways, check whether the link ends, read
+    /// both ways; loops while anything moved.
     fn poll_relay<C, S>(
         &mut self,
         cx: &mut Context<'_>,
@@ -77,70 +79,13 @@ impl Relay {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
-            let mut progress = false;
-            if let Some(rw) = self.rewriter.as_mut() {
-                if !self.cin.is_empty() {
-                    rw.client_to_server(&mut self.cin, &mut self.c2s, link.prepared, &mut self.s2c);
-                    for _ in 0..rw.take_refusals() {
-                        self.stats.refused();
-                    }
-                    if rw.take_large_parse() {
-                        self.tracker.uninspected_parse = true;
-                    }
-                }
-            }
-            // client -> server (all but a held-back partial header), server -> client
-            let ready = self.forwardable();
-            match poll_send(
-                cx,
-                &mut *server,
-                &mut self.c2s,
-                ready,
-                &mut self.server_unflushed,
-            ) {
-                Ok(moved) => progress |= moved,
-                Err(e) => return Poll::Ready(RelayEnd::ServerGone(e)),
-            }
-            let all = self.s2c.len();
-            match poll_send(
-                cx,
-                &mut *client,
-                &mut self.s2c,
-                all,
-                &mut self.client_unflushed,
-            ) {
-                Ok(moved) => progress |= moved,
-                Err(e) => return Poll::Ready(RelayEnd::ClientIo(e)),
-            }
-            if self.statement_violation {
-                self.statement_violation = false;
-                return Poll::Ready(RelayEnd::TransactionInStatementMode);
-            }
-            // A pin can appear mid-link (BEGIN; CREATE TEMP TABLE ...; COMMIT): from then on
-            // the client keeps this server.
-            if let (Some(reason), false) = (self.tracker.pin, self.pin_noted) {
-                self.pin_noted = true;
-                self.stats.pinned(reason.label());
-            }
-            if release_when_idle
-                && self.tracker.pin.is_none()
-                && self.tracker.is_idle()
-                && self.settled()
-                && self.client_scan.at_boundary()
-                && self.server_scan.at_boundary()
-            {
-                return Poll::Ready(RelayEnd::Released);
-            }
-            if self.client_terminated
-                && !self.server_unflushed
-                && self.c2s.is_empty()
-                && self.s2c.is_empty()
-                && self.cin.is_empty()
-            {
-                return Poll::Ready(RelayEnd::ClientGone);
-            }
-            if self.timed && self.clock.epoch != epoch {
-                return Poll::Ready(RelayEnd::Tick);
+            self.rewrite_client_input(link);
+            let mut progress = match self.write_both(cx, client, server) {
+                Ok(moved) => moved,
+                Err(end) => return Poll::Ready(end),
+            };
+            if let Some(end) = self.link_end(release_when_idle, epoch) {
+                return Poll::Ready(end);
             }
             // read server
             if self.s2c.len() + self.sin.len() < MAX_PENDING {
@@ -150,28 +95,112 @@ impl Relay {
                     Poll::Pending => {}
                 }
             }
-            // read client (back-pressure: not while too many requests await answers)
-            let full = self.pipeline_full();
-            if full && !self.held_back {
-                self.stats.pipeline_full();
-            }
-            self.held_back = full;
-            if self.c2s.len() + self.cin.len() < MAX_PENDING && !self.client_terminated && !full {
-                match poll_fill(cx, &mut *client, self.client_in()) {
-                    Poll::Ready(Ok((_, 0))) => return Poll::Ready(RelayEnd::ClientGone),
-                    Poll::Ready(Ok((before, n))) => {
-                        if let Err(e) = self.scan_client(before, n) {
-                            return Poll::Ready(RelayEnd::ClientProtocol(e));
-                        }
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
-                    Poll::Pending => {}
-                }
+            match self.read_client(cx, client) {
+                Poll::Ready(Ok(())) => progress = true,
+                Poll::Ready(Err(end)) => return Poll::Ready(end),
+                Poll::Pending => {}
             }
             if !progress {
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// Passes what the client sent through the rewriter (when one is set).
+    fn rewrite_client_input(&mut self, link: &mut LinkState<'_>) {
+        if let Some(rw) = self.rewriter.as_mut() {
+            if !self.cin.is_empty() {
+                rw.client_to_server(&mut self.cin, &mut self.c2s, link.prepared, &mut self.s2c);
+                for _ in 0..rw.take_refusals() {
+                    self.stats.refused();
+                }
+                if rw.take_large_parse() {
+                    self.tracker.uninspected_parse = true;
+                }
+            }
+        }
+    }
+
+    /// Writes client -> server (all but a held-back partial header) and server -> client;
+    /// returns whether bytes moved, or how the link ends when a socket failed.
+    fn write_both<C, S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut C,
+        server: &mut S,
+    ) -> Result<bool, RelayEnd>
+    where
+        C: AsyncWrite + Unpin,
+        S: AsyncWrite + Unpin,
+    {
+        let ready = self.forwardable();
+        let unflushed = &mut self.server_unflushed;
+        let to_server = poll_send(cx, &mut *server, &mut self.c2s, ready, unflushed)
+            .map_err(RelayEnd::ServerGone)?;
+        let all = self.s2c.len();
+        let unflushed = &mut self.client_unflushed;
+        let to_client = poll_send(cx, &mut *client, &mut self.s2c, all, unflushed)
+            .map_err(RelayEnd::ClientIo)?;
+        Ok(to_server || to_client)
+    }
+
+    /// How the link ends now, if it does: a transaction block in statement mode, the
+    /// server released (idle, owing nothing, every byte delivered), the client gone once
+    /// its last bytes are out, or a timer tick.
+    fn link_end(&mut self, release_when_idle: bool, epoch: u64) -> Option<RelayEnd> {
+        if self.statement_violation {
+            self.statement_violation = false;
+            return Some(RelayEnd::TransactionInStatementMode);
+        }
+        // A pin can appear mid-link (BEGIN; CREATE TEMP TABLE ...; COMMIT): from then on
+        // the client keeps this server.
+        if let (Some(reason), false) = (self.tracker.pin, self.pin_noted) {
+            self.pin_noted = true;
+            self.stats.pinned(reason.label());
+        }
+        if release_when_idle
+            && self.tracker.pin.is_none()
+            && self.tracker.is_idle()
+            && self.settled()
+            && self.client_scan.at_boundary()
+            && self.server_scan.at_boundary()
+        {
+            return Some(RelayEnd::Released);
+        }
+        if self.client_terminated
+            && !self.server_unflushed
+            && self.c2s.is_empty()
+            && self.s2c.is_empty()
+            && self.cin.is_empty()
+        {
+            return Some(RelayEnd::ClientGone);
+        }
+        (self.timed && self.clock.epoch != epoch).then_some(RelayEnd::Tick)
+    }
+
+    /// Reads the client, unless too many of its requests await answers (back-pressure,
+    /// counted once per stretch) or too many of its bytes await writing.
+    fn read_client<C: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut C,
+    ) -> Poll<Result<(), RelayEnd>> {
+        let full = self.pipeline_full();
+        if full && !self.held_back {
+            self.stats.pipeline_full();
+        }
+        self.held_back = full;
+        if self.c2s.len() + self.cin.len() >= MAX_PENDING || self.client_terminated || full {
+            return Poll::Pending;
+        }
+        match poll_fill(cx, &mut *client, self.client_in()) {
+            Poll::Ready(Ok((_, 0))) => Poll::Ready(Err(RelayEnd::ClientGone)),
+            Poll::Ready(Ok((before, n))) => match self.scan_client(before, n) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(e) => Poll::Ready(Err(RelayEnd::ClientProtocol(e))),
+            },
+            Poll::Ready(Err(e)) => Poll::Ready(Err(RelayEnd::ClientIo(e))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
