@@ -1,48 +1,53 @@
-//! pgfunnel: a PostgreSQL connection pooler.
+//! pgfunnel: a PostgreSQL connection pooler, a drop-in for PgBouncer.
 //!
-//! How a connection travels:
-//! - `net::listener` accepts TCP and Unix-socket connections (refusing TCP ones over
-//!   `max_client_conn` at accept, before any TLS) and spawns one task per client; `net::stream`
-//!   is the byte stream (TCP, Unix, TLS) both sides use, `net::tls` builds the rustls configs
-//!   with the verifiers of `net::tls_verify` and `net::tls_chain` (what OpenSSL accepts and
-//!   webpki refuses: v1 certificates, a self-signed CA as its own end entity), `net::dns`
-//!   caches server host names.
-//! - `client::handshake` answers SSLRequest/GSSENCRequest (or direct TLS), serves
-//!   CancelRequests through the `cancel` registry and reads the StartupMessage
-//!   (`protocol::startup`).
-//! - `client::access` picks the method (`auth_type`, `auth_hba_file`) and finds the secret
-//!   (auth_file or `auth_query`); `client::login` runs the exchange with the sans-I/O `auth`
-//!   verifiers (SCRAM with `auth::channel_binding` over TLS, md5, cleartext, trust), giving
-//!   unknown users the same challenge kind, salt and work (`auth::plain_cache` derives
-//!   plaintext users' verifiers once, off the relay threads).
-//! - `client::session` resolves the (database, user) `pool::Pool`, sends the login replies,
-//!   then loops: wait for a request, `Pool::checkout`, bring the server's parameters in line
-//!   (`client::params`), relay (`client::relay`, the hot loop, with buffers lent by
-//!   `client::buffers`), and release the server when `client::tracker` says it is idle
-//!   (transaction/statement mode) or at disconnect after `server_reset_query` (session mode).
-//!   A server is never returned dirty. In the relay, `client::validate` checks every client
-//!   message against the protocol state before it is forwarded; `client::statement` (over
-//!   `client::lexer`) finds SET/RESET, LISTEN and what pins in every statement of a query
-//!   text; `client::rewrite` and `client::prepared` map named prepared statements onto shared
-//!   servers; `client::timeouts` holds the exact deadlines and `client::link_stats` the
-//!   accounting.
-//! - `server` opens and logs in server connections (`connect`, `tls`, `login`, `auth_query`);
-//!   `pool` bounds and reuses them (`limits` across pools, `gate` for PAUSE, `retry` while a
-//!   server is down, `fill` for `min_pool_size`, `listen` for the shared LISTEN connection,
-//!   `stats` for counters).
-//! - `config` reads PgBouncer-format ini files (and URL mode); `cli` and `main` wire it up;
-//!   `logging` sets up `tracing` output, escaping every field and colouring only a terminal.
-//! - `admin` is the console on the virtual database `pgbouncer`/`pgfunnel` (SHOW views,
-//!   control commands over the simple and extended protocol); `control` holds the actions it
-//!   shares with the signal handlers (pause, reload, kill...), `reload` builds and swaps a new
-//!   config, and `shutdown` the three shutdown modes. `client::registry` lists connected
-//!   clients for SHOW CLIENTS and KILL.
-//! - `metrics` serves /metrics (pgbouncer_exporter names plus per-pool histograms) and
-//!   /health/live, /health/ready on `metrics_listen`.
-//! - `error` maps each error kind to the SQLSTATE a client sees and a metric label.
-//! - `panic`: a panic ends one client task only and is logged as a bug; std locks recover.
-//! - `migrate` is the `pgfunnel migrate` subcommand: numbered SQL migrations applied once,
-//!   each in its own transaction behind a transaction-level lock (safe through the pooler).
+//! The life of a client connection:
+//! 1. Accept. `net::listener` accepts TCP and Unix-socket connections (refusing TCP ones
+//!    over `max_client_conn` before any TLS) and hands each to `app::spawn`, which
+//!    registers it (`client::registry`, for SHOW CLIENTS and KILL) and runs it as one task.
+//!    `net::stream` is the byte stream both sides use (TCP, Unix, TLS); `net::tls` builds
+//!    the rustls configs (with `net::tls_verify` and `net::tls_chain` for what OpenSSL
+//!    accepts and webpki refuses), `net::dns` caches server host names.
+//! 2. Handshake and admission (`app::admission`). `client::handshake` answers
+//!    SSLRequest/GSSENCRequest (or direct TLS), serves CancelRequests through the `cancel`
+//!    registry and reads the StartupMessage (`protocol::startup`). The console database
+//!    (`pgbouncer`/`pgfunnel`) goes to `admin`; a full `max_client_conn` or a disabled
+//!    database is refused; everyone else becomes a `client::session::Session`, which sees
+//!    the running pgfunnel only through the narrow traits of `client::context`.
+//! 3. Authentication. `client::access` picks the method (`auth_type`, `auth_hba_file`) and
+//!    finds the secret (`users`, or `auth_query` through a pool); `client::login` runs the
+//!    exchange with the sans-I/O `auth` verifiers (SCRAM with channel binding over TLS,
+//!    md5, cleartext, trust), giving unknown users the same challenge kind, salt and work.
+//! 4. Login. The session resolves its (database, user) `pool::Pool` (planned by
+//!    `app::pools`), counts itself against the client limits, and sends the login replies
+//!    from the parameters the pool's first server reported.
+//! 5. The link cycle (`client::link`), until the client leaves: wait for a request with no
+//!    server held (`client::idle`: notifications, client_idle_timeout, a lone LISTEN served
+//!    by the pool's shared listener, `pool::listen`); check out a server (`pool::checkout`:
+//!    FIFO wait, reserve pool, shared limits); bring its parameters in line with the
+//!    client's (`client::params`); relay (`client::relay`: the I/O pump, with every client
+//!    message checked by `client::validate` and watched by `client::tracker`, which uses
+//!    `client::statement` over `client::lexer` to find SET/RESET, LISTEN and what pins a
+//!    client to its server; `client::rewrite` maps named prepared statements onto the
+//!    pool-wide registry of `pool::prepared`; `client::timeouts` holds the link's
+//!    deadlines); then release the server as `client::release` decides.
+//! 6. Release. A server goes back to the pool only when it is idle and owes nothing, no
+//!    cancel reached it during the link, and no query text too large to inspect went
+//!    through it; a server whose client left is reused only when clean, after
+//!    `server_reset_query` where the mode or a pin requires one. Everything else is
+//!    closed. `pool::maintenance` closes idle servers past their idle time or lifetime.
+//! 7. Errors. Whatever the client is told about a failure is an `error::ClientError`
+//!    (SQLSTATE, severity, text), written by one function.
+//!
+//! Around it: `server` opens and logs in server connections (`connect`, `tls`, `login`,
+//! `auth_query`); `pool` also holds `limits` across pools, `gate` for PAUSE, `retry`
+//! while a server is down, `fill` for `min_pool_size` and `stats`. `config` reads
+//! PgBouncer-format ini files (and URL mode); `cli` and `main` wire it up; `logging` sets
+//! up `tracing` output, escaping every field. `admin` is the console (SHOW views, control
+//! commands); `control` holds the actions it shares with the signal handlers, `reload`
+//! builds and swaps a new config, `shutdown` the three shutdown modes. `metrics` serves
+//! /metrics and the health endpoints. `panic`: a panic ends one client task only. `migrate`
+//! is the `pgfunnel migrate` subcommand. ARCHITECTURE.md has the module map and the
+//! invariants.
 //!
 //! Lint policy: no `unwrap()` outside tests; `expect` only where failure is a bug.
 

@@ -12,7 +12,7 @@ use crate::pool::{LimitGroup, Pool, PoolKey, PoolSettings};
 use crate::server::{ServerCredential, ServerTarget};
 
 impl App {
-    /// The timeouts that apply to a client logged in as `user` ([users] overrides first).
+    /// The timeouts that apply to a client logged in as `user` (the `[users]` overrides first).
     pub fn link_timeouts(&self, user: &str) -> LinkTimeouts {
         let config = self.config();
         let u = config.user(user);

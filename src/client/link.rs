@@ -12,9 +12,7 @@ use super::link_stats::LinkStats;
 use super::params::{ClientParams, Reported};
 use super::registry::ClientState;
 use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
-use super::release::{
-    after_client_left, disposition, AfterClientLeft, Disposition, LinkEnd, ResetPolicy, ServerFate,
-};
+use super::release::{disposition, Disposition, LinkEnd};
 use super::rewrite::Rewriter;
 use super::session::{send_client_error, send_server_error, Session};
 use super::timeouts::{Expired, LinkTimeouts};
@@ -218,105 +216,6 @@ impl Session {
         (end, timed_out, cancelled)
     }
 
-    /// Logs why a link ended the session (and counts a refused client message).
-    fn log_link_end(&self, end: &RelayEnd, timed_out: Option<Expired>, relay: &Relay) {
-        let span = &self.span;
-        if let Some(t) = timed_out {
-            warn!(parent: span, reason = ?t, "closing client and server");
-            return;
-        }
-        match end {
-            RelayEnd::ClientProtocol(e) => {
-                warn!(parent: span, error = %e, "client protocol violation");
-                relay.stats.refused();
-            }
-            RelayEnd::ServerGone(e) => {
-                debug!(parent: span, error = %e, "server connection lost while linked")
-            }
-            RelayEnd::ServerProtocol(e) => {
-                warn!(parent: span, error = %e, "server protocol violation")
-            }
-            _ => {}
-        }
-    }
-
-    /// Ends the session after a link: tells the client `error` (if any) and releases the
-    /// server as `fate` says.
-    async fn close(
-        &mut self,
-        pool: &Arc<Pool>,
-        mode: PoolMode,
-        server: PooledServer,
-        link: &LinkEnd<'_>,
-        error: Option<ClientError>,
-        fate: ServerFate,
-    ) {
-        match fate {
-            ServerFate::Discard(reason) => {
-                debug!(parent: &self.span, server = server.conn.id, reason, "server closed");
-                pool.discard(server);
-                if let Some(e) = error {
-                    send_client_error(&mut self.stream, &e).await;
-                }
-            }
-            ServerFate::ClientLeft => {
-                if let Some(e) = error {
-                    send_client_error(&mut self.stream, &e).await;
-                }
-                self.release_after_client(pool, mode, server, link).await;
-            }
-        }
-    }
-
-    /// The client is gone: return the server only if it is idle and the reset succeeds.
-    async fn release_after_client(
-        &mut self,
-        pool: &Arc<Pool>,
-        mode: PoolMode,
-        mut server: PooledServer,
-        link: &LinkEnd<'_>,
-    ) {
-        let config = self.ctx.config();
-        let policy = ResetPolicy {
-            mode,
-            reset_query: config.settings.server_reset_query.clone(),
-            reset_always: config.settings.server_reset_query_always,
-        };
-        drop(config);
-        let reset = match after_client_left(link, &policy) {
-            AfterClientLeft::Discard(reason) => {
-                debug!(
-                    parent: &self.span,
-                    server = server.conn.id,
-                    pin = link.tracker.pin.map(|p| p.label()),
-                    reason,
-                    "closing server"
-                );
-                return pool.discard(server);
-            }
-            AfterClientLeft::Reuse { reset } => reset,
-        };
-        if let Some(q) = reset {
-            match server.conn.run_internal(&q).await {
-                Ok(b'I') => {
-                    server.conn.applied.clear();
-                    server.conn.synced_fp = None;
-                    server.conn.prepared.clear();
-                }
-                _ => return pool.discard(server),
-            }
-        }
-        if !identity_matches_pool(pool, &server) {
-            debug!(
-                parent: &self.span,
-                server = server.conn.id,
-                "server runs as another role than the pool's user: closing it"
-            );
-            return pool.discard(server);
-        }
-        pool.checkin(server);
-    }
-
     /// Relays one link, enforcing query_timeout (cancel), idle_transaction_timeout and
     /// transaction_timeout. Returns the relay's end and the timer that ended the link, if
     /// one did.
@@ -369,17 +268,6 @@ impl Session {
             }
         }
     }
-}
-
-/// True when the server reports the same `session_authorization` and `is_superuser` as
-/// the pool's first server did (no identity change survived).
-fn identity_matches_pool(pool: &Pool, server: &PooledServer) -> bool {
-    let Some(welcome) = pool.welcome() else {
-        return true;
-    };
-    ["session_authorization", "is_superuser"]
-        .iter()
-        .all(|k| welcome.get(*k) == server.conn.params.get(*k))
 }
 
 /// Brings the server's session parameters in line with the client's before any client

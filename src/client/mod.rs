@@ -1,9 +1,24 @@
-//! Everything on the client side of a connection: the handshake, authentication, the
-//! session state machine, parameter tracking and the relay hot loop.
+//! Everything on the client side of a connection, from the handshake to the last byte:
+//! - before login: `handshake` (SSLRequest, TLS, CancelRequest, StartupMessage), `access`
+//!   and `login` (method, secret, password exchange);
+//! - the session: `session` (authentication, admission, login replies), `link` (the link
+//!   cycle), `idle` (between links: notifications, LISTEN through the shared listener),
+//!   `release` (the pure decision whether a server may be pooled again), `params`
+//!   (parameters the client expects and the SQL that brings a server in line),
+//!   `timeouts`;
+//! - the relay: `relay` (idle wait, observation, the I/O pump), `validate`, `tracker`,
+//!   `statement` over `lexer`, `rewrite` (prepared statements on shared servers),
+//!   `buffers`, `link_stats`;
+//! - `registry` (SHOW CLIENTS, KILL) and `context`, the narrow view of the running
+//!   pgfunnel a session needs (implemented by `app`, which this module does not import).
+//!
+//! Also the failures of the handshake reported to the client, and a client's identity
+//! from its startup parameters.
 
 pub mod access;
 pub mod buffers;
 pub mod context;
+mod finish;
 pub mod handshake;
 mod idle;
 pub mod lexer;

@@ -1,7 +1,8 @@
 //! Connected clients by id: what SHOW CLIENTS lists and what KILL / KILL_CLIENT / shutdown
 //! end. Each client task registers on accept and is removed when its entry guard drops.
-//! The registry never touches sockets: ending a client means firing its kill token, which
-//! `client::handle` watches.
+//! The registry never touches sockets: ending a client marks its entry killed (its kill
+//! token, read by [`ClientEntry::farewell`]) and aborts the client's task, attached by
+//! `app::spawn`; the session's drop then writes the farewell ErrorResponse.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -6,7 +6,8 @@
 //! moved unchanged; large messages stream through without being buffered whole.
 //!
 //! This file holds the rewriter's state and what it expects back; `requests` rewrites
-//! client messages, `replies` server messages, `framing` finds, gathers and streams
+//! client messages (`streaming` those too large to handle whole), `replies` server
+//! messages, `framing` finds, gathers and streams
 //! messages and writes the few the rewriter builds.
 
 use std::collections::{HashMap, VecDeque};
@@ -179,6 +180,7 @@ fn is_async(tag: u8) -> bool {
 mod framing;
 mod replies;
 mod requests;
+mod streaming;
 
 #[cfg(test)]
 mod tests;
