@@ -164,7 +164,9 @@ async fn login(
         Ok((stream, Handshake::Startup(p))) => (stream, p),
         Ok((_, Handshake::Cancelled)) => return None,
         Err(failure) => {
-            crate::client::report_handshake_failure(failure).await;
+            if let Some(kind) = crate::client::report_handshake_failure(failure).await {
+                app.metrics.client_error(kind);
+            }
             return None;
         }
     };
@@ -185,13 +187,16 @@ async fn login(
         );
         let msg = crate::net::listener::TOO_MANY_CLIENTS;
         let error = ClientError::fatal(ErrorKind::TooManyClients, msg);
-        send_client_error(&mut stream, &error).await;
-        return None;
+        return refuse(app, &mut stream, error).await;
     }
     if app.control.is_disabled(&database) {
         let msg = format!("database does not allow connections: {database}");
-        send_client_error(&mut stream, &ClientError::fatal(ErrorKind::Disabled, msg)).await;
-        return None;
+        return refuse(
+            app,
+            &mut stream,
+            ClientError::fatal(ErrorKind::Disabled, msg),
+        )
+        .await;
     }
     match Session::new(registered.entry.id, app.clone(), stream, params) {
         Ok(mut session) => {
@@ -200,10 +205,16 @@ async fn login(
         }
         Err((mut stream, msg)) => {
             let error = ClientError::fatal(ErrorKind::NotAuthorized, msg);
-            send_client_error(&mut stream, &error).await;
-            None
+            refuse(app, &mut stream, error).await
         }
     }
+}
+
+/// Tells a client refused before its session why (counted by kind); always `None`.
+async fn refuse(app: &App, stream: &mut Stream, error: ClientError) -> Option<Session> {
+    app.metrics.client_error(error.kind);
+    send_client_error(stream, &error).await;
+    None
 }
 
 struct ClientCountGuard(Arc<App>);

@@ -9,6 +9,7 @@ use crate::cancel::CancelRegistry;
 use crate::client::context::{AuthContext, ClientGuard, SessionContext};
 use crate::client::timeouts::LinkTimeouts;
 use crate::config::{Config, PoolMode};
+use crate::error::ErrorKind;
 use crate::net::tls::ClientSideTls;
 use crate::pool::Pool;
 use crate::users::Users;
@@ -70,5 +71,9 @@ impl SessionContext for App {
 
     fn cancel(&self) -> &Arc<CancelRegistry> {
         &self.cancel
+    }
+
+    fn client_error(&self, kind: ErrorKind) {
+        self.metrics.client_error(kind);
     }
 }

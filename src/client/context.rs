@@ -10,6 +10,7 @@ use crate::auth::{Hba, Secret};
 use crate::cancel::CancelRegistry;
 use crate::client::timeouts::LinkTimeouts;
 use crate::config::{Config, PoolMode};
+use crate::error::ErrorKind;
 use crate::net::tls::ClientSideTls;
 use crate::pool::Pool;
 use crate::users::Users;
@@ -52,4 +53,6 @@ pub trait SessionContext: AuthContext {
     fn link_timeouts(&self, user: &str) -> LinkTimeouts;
     /// Cancel keys of connected clients.
     fn cancel(&self) -> &Arc<CancelRegistry>;
+    /// Counts an error reported to a client (a metric labelled by its kind).
+    fn client_error(&self, _kind: ErrorKind) {}
 }

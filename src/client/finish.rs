@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 
 use super::relay::{Relay, RelayEnd};
 use super::release::{after_client_left, AfterClientLeft, LinkEnd, ResetPolicy, ServerFate};
-use super::session::{send_client_error, Session};
+use super::session::Session;
 use super::timeouts::Expired;
 use crate::config::PoolMode;
 use crate::error::ClientError;
@@ -53,12 +53,12 @@ impl Session {
                 debug!(parent: &self.span, server = server.conn.id, reason, "server closed");
                 pool.discard(server);
                 if let Some(e) = error {
-                    send_client_error(&mut self.stream, &e).await;
+                    self.tell(&e).await;
                 }
             }
             ServerFate::ClientLeft => {
                 if let Some(e) = error {
-                    send_client_error(&mut self.stream, &e).await;
+                    self.tell(&e).await;
                 }
                 self.release_after_client(pool, mode, server, link).await;
             }

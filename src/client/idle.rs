@@ -85,6 +85,7 @@ impl Session {
         }
         let msg = "notification queue full: the client did not read its notifications \
                    (listen_queue_size), some were lost";
+        self.ctx.client_error(ErrorKind::QueueFull);
         let buf = ClientError::fatal(ErrorKind::QueueFull, msg).to_message();
         // The client may not be reading at all: do not wait for it long.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.send(&buf)).await;
@@ -118,6 +119,7 @@ impl Session {
             messages::put_message(&mut buf, b'C', |b| messages::put_cstr(b, tag));
         } else {
             let msg = "could not LISTEN: the shared listener connection is not available";
+            self.ctx.client_error(ErrorKind::ServerUnavailable);
             ClientError::error(ErrorKind::ServerUnavailable, msg).put(&mut buf);
         }
         messages::put_ready(&mut buf, b'I');

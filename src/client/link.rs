@@ -14,7 +14,7 @@ use super::registry::ClientState;
 use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
 use super::release::{disposition, Disposition, LinkEnd};
 use super::rewrite::Rewriter;
-use super::session::{send_client_error, send_server_error, Session};
+use super::session::Session;
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::PoolMode;
@@ -110,7 +110,7 @@ impl Session {
             ServerError::Rejected(_) => pool.checkin(server),
             _ => pool.discard(server),
         }
-        send_server_error(&mut self.stream, &e, &self.span).await
+        self.tell_server_error(&e).await
     }
 
     /// A relay for this client's mode, limits and prepared-statement rewriting.
@@ -179,7 +179,7 @@ impl Session {
                 ClientError::fatal(ErrorKind::Timeout, msg)
             }
         };
-        send_client_error(&mut self.stream, &error).await;
+        self.tell(&error).await;
         Between::End
     }
 

@@ -45,21 +45,22 @@ use session::send_client_error;
 
 /// Tells the client why the handshake failed, when it can still be told: protocol errors
 /// as 08P01, a missing TLS as 28000 (as Postgres), nothing after a failed TLS handshake.
-pub async fn report_handshake_failure(failure: HandshakeFailure) {
+/// Returns the kind of error the client was told, if one was.
+pub async fn report_handshake_failure(failure: HandshakeFailure) -> Option<ErrorKind> {
     let HandshakeFailure { stream, error } = failure;
     let kind = match &error {
         HandshakeError::Startup(crate::protocol::startup::StartupError::Io(_))
         | HandshakeError::Tls(_) => {
             debug!(error = %error, "client handshake failed");
-            return;
+            return None;
         }
         HandshakeError::SslRequired => ErrorKind::NotAuthorized,
         _ => ErrorKind::Protocol,
     };
     warn!(error = %error, "client handshake refused");
-    if let Some(mut stream) = stream {
-        send_client_error(&mut stream, &ClientError::fatal(kind, error.to_string())).await;
-    }
+    let mut stream = stream?;
+    send_client_error(&mut stream, &ClientError::fatal(kind, error.to_string())).await;
+    Some(kind)
 }
 
 /// User, database (defaulting to the user, as Postgres) and application_name from the

@@ -70,15 +70,6 @@ pub fn server_client_error(e: &ServerError) -> ClientError {
     }
 }
 
-/// Forwards a server-side failure to the client (see [`server_client_error`]), logging
-/// the failures that are pgfunnel's to report.
-pub(super) async fn send_server_error(stream: &mut Stream, e: &ServerError, span: &tracing::Span) {
-    if !matches!(e, ServerError::Rejected(_) | ServerError::Timeout) {
-        warn!(parent: span, error = %e, "server login failed");
-    }
-    send_client_error(stream, &server_client_error(e)).await;
-}
-
 impl Session {
     /// Creates a session for a client whose startup parameters were read.
     pub fn new(
@@ -200,7 +191,7 @@ impl Session {
                 ClientError::fatal(denied.kind(), denied.to_string())
             }
         };
-        send_client_error(&mut self.stream, &error).await;
+        self.tell(&error).await;
         None
     }
 
@@ -210,7 +201,7 @@ impl Session {
         let Some(pool) = self.ctx.pool_for(&self.database, &self.user) else {
             let msg = format!("no such database: {}", self.database);
             let error = ClientError::fatal(ErrorKind::UnknownDatabase, msg);
-            send_client_error(&mut self.stream, &error).await;
+            self.tell(&error).await;
             return None;
         };
         if pool.key.user == self.user {
@@ -229,10 +220,26 @@ impl Session {
                 warn!(parent: &self.span, limit, "client limit reached");
                 let msg = format!("no more connections allowed ({limit})");
                 let error = ClientError::fatal(ErrorKind::TooManyClients, msg);
-                send_client_error(&mut self.stream, &error).await;
+                self.tell(&error).await;
                 None
             }
         }
+    }
+
+    /// Tells the client about `error`, counted by its kind: every error a session reports
+    /// goes through here.
+    pub(super) async fn tell(&mut self, error: &ClientError) {
+        self.ctx.client_error(error.kind);
+        send_client_error(&mut self.stream, error).await;
+    }
+
+    /// Forwards a server-side failure to the client (see [`server_client_error`]), logging
+    /// the failures that are pgfunnel's to report.
+    pub(super) async fn tell_server_error(&mut self, e: &ServerError) {
+        if !matches!(e, ServerError::Rejected(_) | ServerError::Timeout) {
+            warn!(parent: &self.span, error = %e, "server login failed");
+        }
+        self.tell(&server_client_error(e)).await;
     }
 
     pub(super) fn mark(&self, state: ClientState) {
@@ -264,19 +271,19 @@ impl Session {
                 let hint = "raise pool_size or query_wait_timeout, or find what holds the \
                             servers (SHOW POOLS)";
                 let error = ClientError::fatal(ErrorKind::PoolTimeout, msg).with_hint(hint);
-                send_client_error(&mut self.stream, &error).await;
+                self.tell(&error).await;
                 None
             }
             Err(PoolError::Connect(e)) => {
                 if let Some(entry) = &self.entry {
                     entry.set_close_reason("server login failed");
                 }
-                send_server_error(&mut self.stream, &e, &self.span).await;
+                self.tell_server_error(&e).await;
                 None
             }
             Err(PoolError::Closed) => {
                 let error = ClientError::fatal(ErrorKind::Shutdown, "pgfunnel is shutting down");
-                send_client_error(&mut self.stream, &error).await;
+                self.tell(&error).await;
                 None
             }
         }

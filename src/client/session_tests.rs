@@ -10,6 +10,7 @@ use crate::cancel::CancelRegistry;
 use crate::client::context::{AuthContext, ClientGuard, SessionContext};
 use crate::client::timeouts::LinkTimeouts;
 use crate::config::{Config, PoolMode};
+use crate::error::ErrorKind;
 use crate::net::tls::{ClientSideTls, TlsConfigs};
 use crate::net::Stream;
 use crate::pool::Pool;
@@ -19,6 +20,8 @@ use crate::users::Users;
 /// more.
 struct Bare {
     config: Arc<Config>,
+    /// The kinds of the errors reported to clients, in order.
+    errors: std::sync::Mutex<Vec<ErrorKind>>,
     tls: TlsConfigs,
     cancel: Arc<CancelRegistry>,
 }
@@ -33,6 +36,7 @@ impl Bare {
         let tls = TlsConfigs::load(&config.settings).expect("tls");
         Arc::new(Bare {
             config: Arc::new(config),
+            errors: Default::default(),
             tls,
             cancel: Arc::default(),
         })
@@ -83,6 +87,9 @@ impl SessionContext for Bare {
     fn cancel(&self) -> &Arc<CancelRegistry> {
         &self.cancel
     }
+    fn client_error(&self, kind: ErrorKind) {
+        self.errors.lock().expect("lock").push(kind);
+    }
 }
 
 /// Runs a session for `startup` on `ctx` and returns everything it wrote to the client.
@@ -115,12 +122,16 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_session_on_a_bare_context_refuses_an_unknown_database_after_login() {
     runtime().block_on(async {
-        let out = session_output(Bare::new(), &[("user", "u"), ("database", "nowhere")]).await;
+        let ctx = Bare::new();
+        let out = session_output(ctx.clone(), &[("user", "u"), ("database", "nowhere")]).await;
         // AuthenticationOk (trust), then the FATAL error for the missing pool.
         assert!(out.starts_with(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]), "{out:?}");
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("3D000"), "{text}");
         assert!(text.contains("no such database: nowhere"), "{text}");
+        // Counted once, under its kind.
+        let errors = ctx.errors.lock().expect("lock").clone();
+        assert_eq!(errors, vec![ErrorKind::UnknownDatabase]);
     });
 }
 

@@ -47,6 +47,7 @@ pub struct Metrics {
     pipeline_full: IntCounterVec,
     notification_overflows: IntCounterVec,
     statement_evictions: IntCounterVec,
+    client_errors: IntCounterVec,
     label_sets: AtomicUsize,
     exporter: exporter::Exporter,
     scrape: Mutex<()>,
@@ -151,6 +152,15 @@ impl Metrics {
             "pgfunnel_prepared_statement_evictions_total",
             "Statements dropped from the pool's prepared-statement registry past max_pool_prepared_statements",
         );
+        let client_errors = IntCounterVec::new(
+            Opts::new(
+                "pgfunnel_client_errors_total",
+                "Errors pgfunnel reported to clients, by kind (the SQLSTATE's category)",
+            ),
+            &["kind"],
+        )
+        .expect("valid counter");
+        let client_errors = exporter::reg(&r, &names, client_errors);
         let exporter = exporter::Exporter::register(&r, &names);
         let now = Instant::now();
         Metrics {
@@ -165,6 +175,7 @@ impl Metrics {
             pipeline_full,
             notification_overflows,
             statement_evictions,
+            client_errors,
             label_sets: AtomicUsize::new(0),
             exporter,
             scrape: Mutex::new(()),
@@ -172,6 +183,11 @@ impl Metrics {
             health: health::HealthCache::default(),
             names: names.into_inner(),
         }
+    }
+
+    /// Counts an error reported to a client, labelled by its kind.
+    pub fn client_error(&self, kind: crate::error::ErrorKind) {
+        self.client_errors.with_label_values(&[kind.label()]).inc();
     }
 
     /// Every metric family name this registry can expose.
