@@ -12,7 +12,7 @@ use tracing::{info, warn, Instrument};
 use super::App;
 use crate::client::handshake::{self, Handshake};
 use crate::client::registry::{ClientEntry, Registered};
-use crate::client::session::{send_client_error, Session};
+use crate::client::session::{send_client_error, within, Session};
 use crate::error::{ClientError, ErrorKind};
 use crate::net::Stream;
 
@@ -149,16 +149,9 @@ async fn login(
 ) -> Option<Session> {
     let login_timeout = app.config().settings.client_login_timeout;
     let hs = handshake::handshake(stream, &**app);
-    let hs = if login_timeout.is_zero() {
-        hs.await
-    } else {
-        match tokio::time::timeout(login_timeout, hs).await {
-            Ok(r) => r,
-            Err(_) => {
-                warn!("client_login_timeout during startup");
-                return None;
-            }
-        }
+    let Some(hs) = within(login_timeout, hs).await else {
+        warn!("client_login_timeout during startup");
+        return None;
     };
     let (mut stream, params) = match hs {
         Ok((stream, Handshake::Startup(p))) => (stream, p),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::App;
 use crate::auth::Secret;
 use crate::client::timeouts::LinkTimeouts;
-use crate::config::{Config, PoolMode, ServerCheckQuery, SslNegotiation};
+use crate::config::{Config, DatabaseEntry, PoolMode, ServerCheckQuery, SslNegotiation};
 use crate::pool::{LimitGroup, Pool, PoolKey, PoolSettings};
 use crate::server::{ServerCredential, ServerTarget};
 
@@ -163,25 +163,32 @@ impl App {
                 .as_ref()
                 .is_some_and(|t| t.sslnegotiation == Some(SslNegotiation::Direct)),
         };
-        let user_entry = config.user(&server_user);
-        let settings = PoolSettings {
-            pool_size: config.effective_pool_size(&entry, user_entry) as usize,
-            reserve_pool_size: config.effective_reserve_pool_size(&entry, user_entry) as usize,
-            reserve_pool_timeout: s.reserve_pool_timeout,
-            query_wait_timeout: config.effective_query_wait_timeout(&entry, user_entry),
-            connect_timeout: s.server_connect_timeout,
-            server_lifetime: config.effective_server_lifetime(&entry),
-            server_idle_timeout: s.server_idle_timeout,
-            min_pool_size: config.effective_min_pool_size(&entry) as usize,
-            server_check_delay: s.server_check_delay,
-            server_check_query: match &s.server_check_query {
-                ServerCheckQuery::EmptyQuery => Some(String::new()),
-                ServerCheckQuery::Disabled => None,
-                ServerCheckQuery::Sql(q) => Some(q.clone()),
-            },
-            limits: Vec::new(),
-            server_login_retry: s.server_login_retry,
-        };
+        let settings = pool_settings(config, &entry, &server_user);
         Some((key, target, settings))
+    }
+}
+
+/// The settings of the pool of `entry` logging in as `server_user` under `config` (shared
+/// limits not yet attached).
+fn pool_settings(config: &Config, entry: &DatabaseEntry, server_user: &str) -> PoolSettings {
+    let s = &config.settings;
+    let user_entry = config.user(server_user);
+    PoolSettings {
+        pool_size: config.effective_pool_size(entry, user_entry) as usize,
+        reserve_pool_size: config.effective_reserve_pool_size(entry, user_entry) as usize,
+        reserve_pool_timeout: s.reserve_pool_timeout,
+        query_wait_timeout: config.effective_query_wait_timeout(entry, user_entry),
+        connect_timeout: s.server_connect_timeout,
+        server_lifetime: config.effective_server_lifetime(entry),
+        server_idle_timeout: s.server_idle_timeout,
+        min_pool_size: config.effective_min_pool_size(entry) as usize,
+        server_check_delay: s.server_check_delay,
+        server_check_query: match &s.server_check_query {
+            ServerCheckQuery::EmptyQuery => Some(String::new()),
+            ServerCheckQuery::Disabled => None,
+            ServerCheckQuery::Sql(q) => Some(q.clone()),
+        },
+        limits: Vec::new(),
+        server_login_retry: s.server_login_retry,
     }
 }

@@ -3,6 +3,7 @@
 //! where errors are written to a client ([`send_client_error`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tracing::{debug, info, warn, Instrument};
@@ -49,6 +50,15 @@ impl Drop for Session {
 /// Every error pgfunnel itself reports to a client goes through here.
 pub async fn send_client_error(stream: &mut Stream, error: &ClientError) {
     let _ = stream.send(&error.to_message()).await;
+}
+
+/// Runs `fut` within `limit` (zero: no limit); `None` when the limit passed first.
+pub async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    if limit.is_zero() {
+        Some(fut.await)
+    } else {
+        tokio::time::timeout(limit, fut).await.ok()
+    }
 }
 
 /// What a client is told about a server-side failure: the server's own SQLSTATE and
@@ -168,16 +178,9 @@ impl Session {
             access::admit(&*self.ctx, &mut self.stream, &self.user, &self.database)
                 .instrument(self.span.clone()),
         );
-        let admitted = if login_timeout.is_zero() {
-            admitted.await
-        } else {
-            match tokio::time::timeout(login_timeout, admitted).await {
-                Ok(r) => r,
-                Err(_) => {
-                    warn!(parent: &self.span, "client_login_timeout during authentication");
-                    return None;
-                }
-            }
+        let Some(admitted) = within(login_timeout, admitted).await else {
+            warn!(parent: &self.span, "client_login_timeout during authentication");
+            return None;
         };
         let error = match admitted {
             Ok(a) => return Some(a),
