@@ -257,7 +257,7 @@ impl App {
         let db_max = config
             .database(database)
             .map(|e| config.effective_max_db_client_connections(&e))
-            .unwrap_or(0);
+            .unwrap_or(config.settings.max_db_client_connections);
         let user_max = config.effective_max_user_client_connections(config.user(user));
         let keys = [
             (

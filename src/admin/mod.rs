@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod command;
+pub mod console_stats;
 pub mod result;
 pub mod session;
 pub mod socket_views;

@@ -147,7 +147,7 @@ impl Session {
             ));
         }
         let ignored = app.config().settings.ignore_startup_parameters.clone();
-        startup.retain(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)));
+        crate::protocol::startup::drop_ignored(&mut startup, &ignored);
         Ok(Session {
             id,
             app,
@@ -209,7 +209,7 @@ impl Session {
             Ok(slot) => slot,
             Err(limit) => {
                 warn!(parent: &self.span, limit, "client limit reached");
-                let msg = format!("no more connections allowed ({limit})");
+                let msg = format!("client connections exceeded ({limit})");
                 return send_fatal(&mut self.stream, ErrorKind::TooManyClients, &msg).await;
             }
         };
