@@ -569,13 +569,14 @@ impl Rewriter {
         });
     }
 
-    /// Makes the server fail the pipeline here (so it skips to Sync, as Postgres would for
-    /// the client's own error) and shows the client `code`/`text` instead of that failure.
+    /// Makes the server fail the pipeline here (so it skips to Sync and aborts the
+    /// transaction, as Postgres would for the client's own error) and shows the client
+    /// `code`/`text` instead of that failure. No SQL is sent: the request is a Describe of a
+    /// statement name pgfunnel never creates, which Postgres answers with 26000.
     fn inject_error(&mut self, out: &mut BytesMut, code: &str, text: &str) {
-        put_message(out, b'P', |b| {
-            put_cstr(b, "");
+        put_message(out, b'D', |b| {
+            b.put_u8(b'S');
             put_cstr(b, "pgfunnel: statement refused");
-            b.put_i16(0);
         });
         let mut err = BytesMut::new();
         messages::put_error(&mut err, Severity::Error, code, text, None);
