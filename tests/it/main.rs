@@ -21,6 +21,7 @@ mod hostile_stream;
 mod listen;
 mod metrics;
 mod migrate;
+mod parity;
 mod prepared;
 mod relay_stress;
 mod server_tls;
