@@ -62,7 +62,10 @@ mod tests {
         s.command();
         s.command();
         let t = s.totals();
-        assert_eq!((t.client_login_count, t.query_count, t.xact_count), (1, 2, 2));
+        assert_eq!(
+            (t.client_login_count, t.query_count, t.xact_count),
+            (1, 2, 2)
+        );
         assert_eq!(s.older(), StatsTotals::default());
         s.rotate();
         s.rotate();

@@ -146,9 +146,10 @@ pub fn sockets(app: &App) -> ResultSet {
 /// sockets with unsent or unparsed bytes; pgfunnel cannot see into its per-task buffers,
 /// so it lists what is in flight instead: active and waiting clients, servers on loan.
 pub fn active_sockets(app: &App) -> ResultSet {
-    with_buffer_columns([clients(app), servers(app)], |row| {
-        matches!(&row[4], Value::Text(s) if s == "active" || s == "waiting")
-    })
+    with_buffer_columns(
+        [clients(app), servers(app)],
+        |row| matches!(&row[4], Value::Text(s) if s == "active" || s == "waiting"),
+    )
 }
 
 fn with_buffer_columns(parts: [ResultSet; 2], keep: impl Fn(&[Value]) -> bool) -> ResultSet {
@@ -179,8 +180,16 @@ pub fn mem(app: &App) -> ResultSet {
         .map(|p| p.stats.active.load(std::sync::atomic::Ordering::Relaxed) + p.idle_count())
         .sum();
     let rows = [
-        ("user_cache", size_of::<crate::config::UserEntry>(), config.users.len()),
-        ("db_cache", size_of::<crate::config::DatabaseEntry>(), config.databases.len()),
+        (
+            "user_cache",
+            size_of::<crate::config::UserEntry>(),
+            config.users.len(),
+        ),
+        (
+            "db_cache",
+            size_of::<crate::config::DatabaseEntry>(),
+            config.databases.len(),
+        ),
         ("pool_cache", size_of::<Pool>(), app.pools.len()),
         ("server_cache", size_of::<ServerInfo>(), servers),
         (

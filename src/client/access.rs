@@ -247,7 +247,11 @@ impl AuthLookup {
             (None, None, None)
         } else {
             let entry = config.database(database)?;
-            (entry.auth_user.clone(), entry.auth_query.clone(), entry.auth_dbname.clone())
+            (
+                entry.auth_user.clone(),
+                entry.auth_query.clone(),
+                entry.auth_dbname.clone(),
+            )
         };
         Some(AuthLookup {
             auth_user: db_user.or_else(|| s.auth_user.clone())?,

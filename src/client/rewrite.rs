@@ -70,7 +70,6 @@ enum Expect {
 #[derive(Debug)]
 pub struct Rewriter {
     registry: Arc<StatementRegistry>,
-    capacity: usize,
     statements: HashMap<Bytes, Arc<Statement>>,
     portals: HashMap<Bytes, Arc<Statement>>,
     expect: VecDeque<Expect>,
@@ -104,11 +103,12 @@ pub struct Rewriter {
 }
 
 impl Rewriter {
-    /// Creates the state for one client of a pool.
+    /// Creates the state for one client of a pool; `capacity` (max_prepared_statements)
+    /// becomes the pool's per-server LRU size, for its open connections too.
     pub fn new(registry: Arc<StatementRegistry>, capacity: usize) -> Self {
+        registry.set_server_capacity(capacity);
         Rewriter {
             registry,
-            capacity,
             statements: HashMap::new(),
             portals: HashMap::new(),
             expect: VecDeque::new(),
@@ -553,7 +553,8 @@ impl Rewriter {
     }
 
     fn make_room(&mut self, out: &mut BytesMut, server: &mut ServerStatements, keep: u64) {
-        while let Some(victim) = server.evict_for(self.capacity, keep) {
+        let capacity = self.registry.server_capacity();
+        while let Some(victim) = server.evict_for(capacity, keep) {
             self.inject_close(out, victim);
         }
     }

@@ -193,13 +193,22 @@ fn named_parse_over_the_gather_limit_is_refused_with_54000_and_dropped() {
         out.len() < 200,
         "only an injected failing Describe and the Sync: {out:?}"
     );
-    assert_eq!(out[0], b'D', "no SQL is sent to make the server fail: {out:?}");
+    assert_eq!(
+        out[0], b'D',
+        "no SQL is sent to make the server fail: {out:?}"
+    );
     assert!(!out.contains(&b'P'), "no Parse: {out:?}");
     assert!(out.ends_with(&sync()));
     assert_eq!(registry.len(), 0, "nothing of it was kept");
     // The server fails the injected Describe; the client sees 54000 instead, then Sync's reply.
     let mut reply = BytesMut::new();
-    messages::put_error(&mut reply, Severity::Error, "26000", "no such statement", None);
+    messages::put_error(
+        &mut reply,
+        Severity::Error,
+        "26000",
+        "no such statement",
+        None,
+    );
     put_message(&mut reply, b'Z', |b| b.put_u8(b'I'));
     let mut to_client = BytesMut::new();
     rw.server_to_client(&mut reply, &mut to_client, &mut server);

@@ -197,13 +197,13 @@ mod tests {
         let mut p = params(&[
             ("user", "u"),
             ("extra_float_digits", "3"),
-            ("options", "-c extra_float_digits=2 -csearch_path=a\\ b --work-mem=64kB"),
+            (
+                "options",
+                "-c extra_float_digits=2 -csearch_path=a\\ b --work-mem=64kB",
+            ),
         ]);
         drop_ignored(&mut p, &ignored);
-        assert_eq!(
-            p,
-            params(&[("user", "u"), ("options", "-c work_mem=64kB")])
-        );
+        assert_eq!(p, params(&[("user", "u"), ("options", "-c work_mem=64kB")]));
         let mut only = params(&[("options", "--extra-float-digits=3")]);
         drop_ignored(&mut only, &ignored);
         assert!(only.is_empty());

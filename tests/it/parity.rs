@@ -127,7 +127,10 @@ async fn auth_query_that_cannot_run_is_a_config_error_and_database_settings_win(
     admin.simple_query("DISABLE authdb").await.expect("disable");
     for (db, expected) in [
         ("via_console", "bouncer config error"),
-        ("via_disabled", "authentication database \"authdb\" is disabled"),
+        (
+            "via_disabled",
+            "authentication database \"authdb\" is disabled",
+        ),
         ("bad_query", "auth_query failed"),
         ("global_user", "auth_query: no server connection"),
     ] {
@@ -191,7 +194,12 @@ async fn sockets_active_sockets_and_mem_report_live_connections() {
     let sockets = rows(&admin, "SHOW SOCKETS").await;
     let kinds: Vec<(&str, &str)> = sockets
         .iter()
-        .map(|r| (field(r, "type").unwrap_or(""), field(r, "database").unwrap_or("")))
+        .map(|r| {
+            (
+                field(r, "type").unwrap_or(""),
+                field(r, "database").unwrap_or(""),
+            )
+        })
         .collect();
     assert!(kinds.contains(&("C", "app")), "{kinds:?}");
     assert!(kinds.contains(&("S", "app")), "{kinds:?}");
@@ -307,7 +315,8 @@ async fn passwords_up_to_pgbouncers_auth_packet_limit_log_in() {
 async fn too_many_clients_of_one_user_names_max_user_client_connections() {
     PgServer::shared();
     let users = "[users]\nplain_user = max_user_client_connections=1";
-    let text = ini(&db_line("app", "app", ""), "").replace("[pgbouncer]", &format!("{users}\n[pgbouncer]"));
+    let text = ini(&db_line("app", "app", ""), "")
+        .replace("[pgbouncer]", &format!("{users}\n[pgbouncer]"));
     let proxy = Proxy::start(&text, &userlist("")).await;
     let _first = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     let e = proxy
@@ -319,4 +328,37 @@ async fn too_many_clients_of_one_user_names_max_user_client_connections() {
         message(&e),
         "client connections exceeded (max_user_client_connections)"
     );
+}
+
+async fn server_statement_count(c: &Client) -> i64 {
+    let sql = "select count(*) from pg_prepared_statements where name like 'PGFUNNEL_%'";
+    let row = rows(c, sql).await;
+    number(&row[0], "count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_max_prepared_statements_shrinks_open_server_connections() {
+    PgServer::shared();
+    let opts =
+        format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction pool_size=1");
+    let proxy = Proxy::simple(&opts, "admin_users = plain_user").await;
+    let c = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
+    for i in 0..4 {
+        c.prepare(&format!("select {i}::int"))
+            .await
+            .expect("prepare");
+    }
+    assert_eq!(server_statement_count(&c).await, 4);
+    let admin = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "pgbouncer").await;
+    admin
+        .simple_query("SET max_prepared_statements = 2")
+        .await
+        .expect("set");
+    // The client and its server were open before the SET; the next Parse applies it.
+    let st = c.prepare("select 10::int").await.expect("prepare");
+    assert_eq!(
+        c.query_one(&st, &[]).await.expect("run").get::<_, i32>(0),
+        10
+    );
+    assert_eq!(server_statement_count(&c).await, 2);
 }
