@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::link_stats::PreparedCounts;
 use super::prepared::{ServerStatements, Statement, StatementRegistry};
 use super::tracker::{CopyInWatch, CopyStep, MAX_INSPECTED};
 use crate::protocol::messages::{
@@ -81,6 +82,8 @@ pub struct Rewriter {
     max_gathered: usize,
     /// Messages refused for their size since `take_refusals` was last called.
     refusals: u32,
+    /// Prepared-statement traffic since `take_counts` was last called.
+    counts: PreparedCounts,
     /// A Parse too large for the statement recogniser went to the server since
     /// `take_large_parse` was last called (the session then does not reuse that server).
     large_parse: bool,
@@ -117,6 +120,7 @@ impl Rewriter {
             server_streaming: 0,
             max_gathered: DEFAULT_MAX_GATHERED,
             refusals: 0,
+            counts: PreparedCounts::default(),
             large_parse: false,
             client_partial: BytesMut::new(),
             server_partial: BytesMut::new(),
@@ -144,6 +148,11 @@ impl Rewriter {
     /// Messages refused for their size since the last call (for the refusal counter).
     pub fn take_refusals(&mut self) -> u32 {
         std::mem::take(&mut self.refusals)
+    }
+
+    /// The parse and bind counts since the last call (for SHOW STATS); resets them.
+    pub fn take_counts(&mut self) -> PreparedCounts {
+        std::mem::take(&mut self.counts)
     }
 
     /// Whether a Parse too large to inspect (over `MAX_INSPECTED`) was written toward the
@@ -423,6 +432,7 @@ impl Rewriter {
             );
             return self.inject_error(out, "42P05", &text);
         }
+        self.counts.client_parses += 1;
         let stmt = self.registry.get_or_insert(rest);
         let name = Bytes::copy_from_slice(name);
         self.statements.insert(name.clone(), stmt.clone());
@@ -435,6 +445,7 @@ impl Rewriter {
         server.insert(stmt.clone());
         self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
         put_parse(out, &stmt);
+        self.counts.server_parses += 1;
         let undo = Undo::Parse {
             id: stmt.id,
             client_name: Some(name),
@@ -459,6 +470,7 @@ impl Rewriter {
         let Some(stmt) = self.lookup(out, name, server) else {
             return;
         };
+        self.counts.binds += 1;
         self.portals.insert(portal.clone(), stmt.clone());
         put_message(out, b'B', |b| {
             put_bytes_cstr(b, &portal);
@@ -540,6 +552,7 @@ impl Rewriter {
             server.insert(stmt.clone());
             self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
             put_parse(out, &stmt);
+            self.counts.server_parses += 1;
             let undo = Undo::Parse {
                 id: stmt.id,
                 client_name: None,

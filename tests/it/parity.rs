@@ -362,3 +362,26 @@ async fn set_max_prepared_statements_shrinks_open_server_connections() {
     );
     assert_eq!(server_statement_count(&c).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_and_bind_counters_count_prepared_statement_traffic() {
+    PgServer::shared();
+    let opts =
+        format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction pool_size=1");
+    let proxy = Proxy::simple(&opts, "admin_users = plain_user").await;
+    let a = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
+    let b = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
+    let st = a.prepare("select $1::int * 2").await.expect("prepare");
+    for i in 0..3 {
+        let row = a.query_one(&st, &[&i]).await.expect("run");
+        assert_eq!(row.get::<_, i32>(0), i * 2);
+    }
+    // The same text from another client: a new client Parse, answered without the server.
+    let st = b.prepare("select $1::int * 2").await.expect("prepare");
+    b.query_one(&st, &[&5i32]).await.expect("run");
+    let admin = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "pgbouncer").await;
+    let totals = row_where(&admin, "SHOW STATS_TOTALS", "database", "app").await;
+    assert_eq!(number(&totals, "client_parse_count"), 2, "{totals:?}");
+    assert_eq!(number(&totals, "server_parse_count"), 1, "{totals:?}");
+    assert_eq!(number(&totals, "bind_count"), 4, "{totals:?}");
+}
