@@ -249,6 +249,7 @@ impl Pool {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return Err(PoolError::Timeout);
             }
+            limits::tell_if_due(&mut notice);
             tokio::select! {
                 _ = self.returned.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}

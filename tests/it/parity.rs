@@ -385,3 +385,47 @@ async fn parse_and_bind_counters_count_prepared_statement_traffic() {
     assert_eq!(number(&totals, "server_parse_count"), 1, "{totals:?}");
     assert_eq!(number(&totals, "bind_count"), 4, "{totals:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_notify_also_tells_clients_held_by_max_db_connections() {
+    use futures::StreamExt;
+    PgServer::shared();
+    let extra = "pool_mode = transaction\nquery_wait_notify = 1";
+    let proxy = Proxy::simple("max_db_connections=1", extra).await;
+    // Another user: its own pool has room, the database's limit has none. It logs in
+    // first (a pool's first login needs a server), so its server is idle when the holder's
+    // pool takes the database's only slot from it.
+    let (waiter, mut connection) = tokio_postgres::connect(
+        &proxy.conn_str(SCRAM_USER, SCRAM_PASSWORD, "app"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = m {
+                let _ = tx.send(n.message().to_owned());
+            }
+        }
+    });
+    let holder = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
+    holder
+        .batch_execute("begin; select 1")
+        .await
+        .expect("begin");
+    let query = tokio::spawn(async move { waiter.simple_query("select 2").await.map(|_| ()) });
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(20), notices.recv())
+        .await
+        .expect("a notice while held by max_db_connections");
+    assert!(
+        notice.is_some_and(|m| m.contains("client being queued")),
+        "query_wait_notify text"
+    );
+    holder.batch_execute("commit").await.expect("commit");
+    query
+        .await
+        .expect("join")
+        .expect("the queued query runs once the slot frees");
+}
