@@ -542,6 +542,7 @@ fn spawn_janitor(app: &Arc<App>) {
                 unsafe { libc::malloc_trim(0) };
                 peak_clients = clients;
             }
+            crate::pool::fill::open_forced_pools(&app2);
             let pools: Vec<Arc<Pool>> = app2.pools.iter().map(|p| p.clone()).collect();
             for pool in pools {
                 pool.reap();

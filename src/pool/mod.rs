@@ -14,7 +14,7 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-mod fill;
+pub(crate) mod fill;
 mod retry;
 
 use crate::server::{ServerConnection, ServerError, ServerInfo, ServerTarget};

@@ -429,3 +429,28 @@ async fn query_wait_notify_also_tells_clients_held_by_max_db_connections() {
         .expect("join")
         .expect("the queued query runs once the slot frees");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_of_a_forced_user_database_is_kept_without_clients() {
+    let pg = PgServer::shared();
+    let marker = unique_name("warm_forced");
+    let opts = format!(
+        "user={SCRAM_USER} password={SCRAM_PASSWORD} min_pool_size=2 application_name={marker}"
+    );
+    let _proxy = Proxy::simple(&opts, "").await;
+    // No client ever connects.
+    wait_until_async(
+        std::time::Duration::from_secs(15),
+        "two warm servers",
+        || async {
+            pg.admin_sql(&format!(
+                "select count(*) from pg_stat_activity where application_name = '{marker}'"
+            ))
+            .trim()
+            .parse::<i64>()
+            .expect("n")
+                >= 2
+        },
+    )
+    .await;
+}
