@@ -127,8 +127,7 @@ pub fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
         return Ok(None);
     };
     let dir = config.path.as_deref().and_then(|p| p.parent());
-    let path = dir.map_or_else(|| file.clone(), |d| d.join(file));
-    Hba::load(&path).map(Some)
+    Hba::load(&crate::auth::resolve_hba_path(dir, file)).map(Some)
 }
 
 impl App {
