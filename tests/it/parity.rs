@@ -3,30 +3,11 @@
 //! ACTIVE_SOCKETS / MEM, `--version`, `ignore_startup_parameters` inside `options`, long
 //! passwords, and 53300 messages that name the limit.
 
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
+use crate::admin::rows;
 use crate::harness::*;
 use crate::proxy::*;
-
-/// Rows of a simple-protocol query as (column, value) lists.
-async fn rows(c: &Client, sql: &str) -> Vec<Vec<(String, Option<String>)>> {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    msgs.into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, col)| (col.name().to_owned(), r.get(i).map(str::to_owned)))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
 
 fn field<'a>(row: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
     row.iter()
