@@ -2,7 +2,9 @@
 //! session state machine, parameter tracking and the relay hot loop.
 
 pub mod access;
+pub mod backend_key;
 pub mod buffers;
+pub mod canonical;
 pub mod handshake;
 pub mod lexer;
 pub mod link_stats;

@@ -223,6 +223,13 @@ impl Session {
         // Login replies need the server's parameters; the first client of a pool waits
         // for a server connection, later ones are answered from the cached values.
         let mut held = None;
+        if mode == PoolMode::Session {
+            // Its own server before the login replies (real pid, server's values).
+            let Some(server) = Box::pin(self.checkout(&pool)).await else {
+                return;
+            };
+            held = Some(server);
+        }
         let welcome = match pool.welcome() {
             Some(w) => w,
             None => match Box::pin(self.checkout(&pool)).await {
@@ -234,13 +241,24 @@ impl Session {
             },
         };
         let mut params = ClientParams::from_startup(&welcome, &self.startup);
+        let own_key = match mode {
+            PoolMode::Session => {
+                let adopted = self.adopt_server(&pool, &mut params, &mut held, &cancel);
+                let Some(key) = Box::pin(adopted).await else {
+                    return;
+                };
+                Some(key)
+            }
+            _ => None,
+        };
         let mut buf = BytesMut::new();
         let mut names: Vec<_> = params.expected.iter().collect();
         names.sort();
         for (k, v) in names {
             messages::put_parameter_status(&mut buf, k, v);
         }
-        messages::put_backend_key(&mut buf, cancel.pid, cancel.secret_i32());
+        let pid = own_key.as_ref().map_or(cancel.pid, |k| k.pid());
+        messages::put_backend_key(&mut buf, pid, cancel.secret_i32());
         messages::put_ready(&mut buf, b'I');
         if self.stream.send(&buf).await.is_err() {
             if let Some(s) = held {
@@ -765,3 +783,6 @@ async fn sync_parameters(
     server.conn.synced_fp = Some(params.fingerprint());
     Ok(())
 }
+
+#[path = "own_server.rs"]
+mod own_server;

@@ -30,4 +30,5 @@ mod soak;
 mod tls;
 mod tls_parity;
 mod transaction_pool;
+mod transparency;
 mod upstream;
