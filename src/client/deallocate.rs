@@ -15,6 +15,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::{Expect, Kind, Rewriter, Undo};
+use crate::client::words::{identifier, keyword, skip_space, Ident};
 use crate::protocol::messages::{put_cstr, put_message, put_query};
 
 /// What a lone DEALLOCATE statement names.
@@ -49,64 +50,6 @@ pub(crate) fn recognise(text: &[u8]) -> Option<Target> {
         Ident::Bare(w) if w == b"all" => Target::All,
         Ident::Bare(w) | Ident::Quoted(w) => Target::Name(w),
     })
-}
-
-enum Ident {
-    /// Unquoted, folded to lower case.
-    Bare(Vec<u8>),
-    /// Double-quoted, `""` unescaped.
-    Quoted(Vec<u8>),
-}
-
-fn skip_space(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    &s[n..]
-}
-
-/// `word` (any case) followed by white space or a quote; returns what follows the space.
-fn keyword<'a>(s: &'a [u8], word: &[u8]) -> Option<&'a [u8]> {
-    let head = s.get(..word.len())?;
-    if !head.eq_ignore_ascii_case(word) {
-        return None;
-    }
-    let rest = &s[word.len()..];
-    match rest.first() {
-        Some(b) if b.is_ascii_whitespace() => Some(skip_space(rest)),
-        Some(b'"') => Some(rest),
-        _ => None,
-    }
-}
-
-/// An identifier at the start of `s` (after white space) and what follows it.
-fn identifier(s: &[u8]) -> Option<(Ident, &[u8])> {
-    let s = skip_space(s);
-    if let Some(body) = s.strip_prefix(b"\"") {
-        let mut out = Vec::new();
-        let mut i = 0;
-        loop {
-            match body.get(i)? {
-                b'"' if body.get(i + 1) == Some(&b'"') => {
-                    out.push(b'"');
-                    i += 2;
-                }
-                b'"' => break,
-                &b => {
-                    out.push(b);
-                    i += 1;
-                }
-            }
-        }
-        return (!out.is_empty()).then_some((Ident::Quoted(out), &body[i + 1..]));
-    }
-    let first = *s.first()?;
-    if !(first.is_ascii_alphabetic() || first == b'_' || first >= 0x80) {
-        return None;
-    }
-    let n = s
-        .iter()
-        .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80)
-        .count();
-    Some((Ident::Bare(s[..n].to_ascii_lowercase()), &s[n..]))
 }
 
 impl Rewriter {

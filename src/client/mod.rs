@@ -19,6 +19,7 @@ pub mod statement;
 pub mod timeouts;
 pub mod tracker;
 pub mod validate;
+pub mod words;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

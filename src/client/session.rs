@@ -384,6 +384,19 @@ impl Session {
                                 relay.tracker.pin = None;
                                 continue;
                             }
+                            // A lone NOTIFY of a listening client: its own notification first.
+                            if mode != PoolMode::Session
+                                && !was_pinned
+                                && Box::pin(self.serve_notify(
+                                    pool,
+                                    &mut relay,
+                                    &mut listener,
+                                    cancel.pid,
+                                ))
+                                .await
+                            {
+                                continue;
+                            }
                         }
                         Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => return,
                         Idle::End(IdleEnd::ClientProtocol(e)) => {
@@ -786,3 +799,5 @@ async fn sync_parameters(
 
 #[path = "own_server.rs"]
 mod own_server;
+#[path = "self_notify.rs"]
+mod self_notify;

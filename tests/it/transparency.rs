@@ -260,3 +260,40 @@ async fn simple_query_deallocate_of_a_protocol_statement_acts_as_a_close() {
     assert_eq!(tags(&got), "2DCZ");
     assert_eq!(first_value(&got), "4");
 }
+
+fn notification(body: &[u8]) -> (i32, String) {
+    let pid = i32::from_be_bytes(body[..4].try_into().expect("pid"));
+    let mut parts = body[4..].split(|&c| c == 0);
+    let channel = String::from_utf8_lossy(parts.next().expect("channel")).into_owned();
+    let payload = String::from_utf8_lossy(parts.next().expect("payload")).into_owned();
+    (pid, format!("{channel}:{payload}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_own_notify_arrives_before_ready_for_query_with_the_given_pid() {
+    PgServer::shared();
+    let proxy = Proxy::simple(&forced("transaction pool_size=2"), "auth_type = trust").await;
+    let (mut a, replies) = login(&proxy, &[]).await;
+    let (a_pid, _) = backend_key(&replies);
+    let (mut b, _) = login(&proxy, &[]).await;
+    assert_eq!(tags(&query(&mut a, "LISTEN pd_own").await), "CZ");
+    assert_eq!(tags(&query(&mut b, "LISTEN pd_own").await), "CZ");
+    for i in 0..10 {
+        let got = query(&mut a, &format!("NOTIFY pd_own, 'n{i}'")).await;
+        assert_eq!(tags(&got), "ACZ", "round {i}: as from Postgres");
+        assert_eq!(notification(&got[0].1), (a_pid, format!("pd_own:n{i}")));
+        assert_eq!(got[1].1, b"NOTIFY\0");
+        // Another listener sees the same sender pid.
+        let (t, body) = b.recv().await;
+        assert_eq!(t, b'A');
+        assert_eq!(notification(&body), (a_pid, format!("pd_own:n{i}")));
+    }
+    // A channel a does not listen on goes to a pooled server as before.
+    assert_eq!(tags(&query(&mut a, "NOTIFY pd_other, 'x'").await), "CZ");
+    // Errors are Postgres's own.
+    let long = "x".repeat(9000);
+    let got = query(&mut a, &format!("NOTIFY pd_own, '{long}'")).await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(code(&got[0].1), "22023");
+    assert_eq!(first_value(&query(&mut a, "select 5").await), "5");
+}
