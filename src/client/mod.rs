@@ -11,6 +11,7 @@ pub mod params;
 pub mod prepared;
 pub mod registry;
 pub mod relay;
+pub mod replication;
 pub mod rewrite;
 pub mod session;
 pub mod statement;
