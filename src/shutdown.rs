@@ -11,6 +11,8 @@ use tracing::info;
 
 use crate::app::App;
 use crate::control::is_console;
+use crate::net::Stream;
+use crate::protocol::messages::Severity;
 
 /// How to shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +109,20 @@ async fn drive(app: &Arc<App>) {
         p.close_idle();
     }
     app.stopping.finished.cancel();
+}
+
+/// During a shutdown only admin-console clients log in (over the Unix socket, which stays
+/// open while TCP listeners are closed): a pooled client is told `server shutting down`
+/// (FATAL 08P01, as PgBouncer) and true is returned.
+pub async fn refuse_pooled_login(app: &App, stream: &mut Stream) -> bool {
+    if app.stopping.requested().is_none() {
+        return false;
+    }
+    info!("login refused: shutting down");
+    let code = crate::error::ErrorKind::Protocol.sqlstate();
+    let msg = crate::client::server_wait::SHUTTING_DOWN;
+    crate::client::session::send_error(stream, Severity::Fatal, code, msg, None).await;
+    true
 }
 
 /// Returns once no client other than admin-console ones is connected.

@@ -299,7 +299,16 @@ impl Session {
             stream.write_now(&buf);
         };
         let notice = (!notify.is_zero()).then_some((notify, &mut tell as Tell<'_>));
-        let result = pool.checkout_noticed(notice).await;
+        let query_timeout = self.app.link_timeouts(&self.user).query;
+        let waited = super::server_wait::wait_for_server(&self.app, pool, notice, query_timeout);
+        let result = match waited.await {
+            Ok(s) => Ok(s),
+            Err(super::server_wait::WaitEnd::Pool(e)) => Err(e),
+            Err(end) => {
+                super::server_wait::refuse(&mut self.stream, &end, self.entry.as_deref()).await;
+                return None;
+            }
+        };
         match result {
             Ok(s) => {
                 self.mark(ClientState::Active);
@@ -660,10 +669,10 @@ impl Session {
                     relay.clock.busy_since = Some(std::time::Instant::now());
                 }
                 Some(Expired::IdleTransaction) => {
-                    return (RelayEnd::Tick, Some(("25P03", "idle transaction timeout")))
+                    return (RelayEnd::Tick, Some((ErrorKind::Timeout.sqlstate(), "idle transaction timeout")))
                 }
                 Some(Expired::Transaction) => {
-                    return (RelayEnd::Tick, Some(("25P04", "transaction timeout")))
+                    return (RelayEnd::Tick, Some((ErrorKind::Timeout.sqlstate(), "transaction timeout")))
                 }
                 None => {}
             }

@@ -23,6 +23,7 @@ mod metrics;
 mod migrate;
 mod prepared;
 mod relay_stress;
+mod replication;
 mod server_tls;
 mod session_pool;
 mod signals;
