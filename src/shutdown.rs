@@ -1,7 +1,9 @@
 //! Shutdown with PgBouncer 1.23+ semantics: immediate (SIGQUIT, SHUTDOWN), WAIT_FOR_SERVERS
-//! (SIGINT: hold new transactions, let running ones finish, then exit) and WAIT_FOR_CLIENTS
-//! (SIGTERM: stop accepting, exit when the last client left). A second request while waiting
-//! turns into an immediate exit.
+//! (SIGINT: clients starting a transaction or waiting for a server get `server shutting
+//! down`, running transactions finish, then exit) and WAIT_FOR_CLIENTS (SIGTERM: keep serving
+//! connected clients, exit when the last one left). TCP listeners close at once; the Unix
+//! socket stays open for the console until the end. A second request while waiting turns
+//! into an immediate exit.
 
 use std::sync::Arc;
 

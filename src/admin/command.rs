@@ -111,8 +111,7 @@ pub enum ParseError {
 
 /// Why SUSPEND is refused (PgBouncer 1.26 removed it with online restart).
 pub const SUSPEND_REFUSED: &str = "SUSPEND is not supported: it served online restart (-R), \
-     which pgfunnel does not have and PgBouncer 1.26 removed; use PAUSE and RESUME, or \
-     so_reuseport-style rolling restarts with SHUTDOWN WAIT_FOR_CLIENTS";
+     which pgfunnel does not have and PgBouncer 1.26 removed; use PAUSE and RESUME";
 
 /// Parses one console query.
 pub fn parse(query: &str) -> Result<Command, ParseError> {

@@ -81,8 +81,8 @@ pub async fn admit_for(
 ) -> Result<Admitted, Denied> {
     let auth_type = app.config().settings.auth_type;
     let physical = replication == Some(super::replication::ReplicationKind::Physical);
-    let rule = (auth_type == AuthType::Hba)
-        .then(|| hba_rule(app, stream, user, database, physical));
+    let rule =
+        (auth_type == AuthType::Hba).then(|| hba_rule(app, stream, user, database, physical));
     let admitted = |secret| Admitted {
         secret,
         outcome: LoginOutcome::default(),

@@ -84,7 +84,10 @@ pub async fn refuse(stream: &mut Stream, end: &WaitEnd, entry: Option<&ClientEnt
         WaitEnd::ShuttingDown => SHUTTING_DOWN,
         WaitEnd::Pool(_) => return,
     };
-    warn!(reason = message, "closing client while it waited for a server");
+    warn!(
+        reason = message,
+        "closing client while it waited for a server"
+    );
     if let Some(e) = entry {
         e.set_close_reason(message);
     }

@@ -269,7 +269,11 @@ impl Session {
     }
 
     /// A replication client: a dedicated server, bytes passed through (`client::replication`).
-    async fn serve_replication(&mut self, pool: &Arc<Pool>, kind: super::replication::ReplicationKind) {
+    async fn serve_replication(
+        &mut self,
+        pool: &Arc<Pool>,
+        kind: super::replication::ReplicationKind,
+    ) {
         let cancel = self.app.cancel.register();
         let client = super::replication::ReplicationClient {
             kind,
@@ -669,10 +673,16 @@ impl Session {
                     relay.clock.busy_since = Some(std::time::Instant::now());
                 }
                 Some(Expired::IdleTransaction) => {
-                    return (RelayEnd::Tick, Some((ErrorKind::Timeout.sqlstate(), "idle transaction timeout")))
+                    return (
+                        RelayEnd::Tick,
+                        Some((ErrorKind::Timeout.sqlstate(), "idle transaction timeout")),
+                    )
                 }
                 Some(Expired::Transaction) => {
-                    return (RelayEnd::Tick, Some((ErrorKind::Timeout.sqlstate(), "transaction timeout")))
+                    return (
+                        RelayEnd::Tick,
+                        Some((ErrorKind::Timeout.sqlstate(), "transaction timeout")),
+                    )
                 }
                 None => {}
             }

@@ -261,7 +261,11 @@ fn describe(conn: &ServerConnection, target: &ServerTarget) -> ServerInfo {
 
 /// The SHOW SERVERS `replication` word for a connection opened with `target`.
 fn replication_kind(target: &ServerTarget) -> &'static str {
-    match target.startup_params.iter().find(|(k, _)| k == "replication") {
+    match target
+        .startup_params
+        .iter()
+        .find(|(k, _)| k == "replication")
+    {
         Some((_, v)) if v == "database" => "logical",
         Some(_) => "physical",
         None => "none",

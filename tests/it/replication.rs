@@ -136,7 +136,9 @@ async fn pg_receivewal_streams_through_a_dedicated_server_that_takes_an_idle_one
     let proxy = replication_proxy(1).await;
     let admin = console(&proxy).await;
     // A normal client leaves an idle server in the pool of one.
-    let normal = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "replication").await;
+    let normal = proxy
+        .connect(PLAIN_USER, PLAIN_PASSWORD, "replication")
+        .await;
     normal.simple_query("select 1").await.expect("normal query");
     drop(normal);
     let wal = tempfile::tempdir().expect("tempdir");
@@ -164,12 +166,19 @@ async fn pg_receivewal_streams_through_a_dedicated_server_that_takes_an_idle_one
         "pg_receivewal failed: {}",
         stderr(&out)
     );
-    wait_until_async(Duration::from_secs(10), "replication server closed", || async {
-        count_kind(&admin, "SERVERS", "physical").await == 0
-    })
+    wait_until_async(
+        Duration::from_secs(10),
+        "replication server closed",
+        || async { count_kind(&admin, "SERVERS", "physical").await == 0 },
+    )
     .await;
-    let again = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "replication").await;
-    again.simple_query("select 1").await.expect("slot free again");
+    let again = proxy
+        .connect(PLAIN_USER, PLAIN_PASSWORD, "replication")
+        .await;
+    again
+        .simple_query("select 1")
+        .await
+        .expect("slot free again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +205,15 @@ async fn pg_recvlogical_decodes_changes_through_pgfunnel() {
     let table = unique_name("decoded");
     pg.admin_sql_in(APP_DB, &format!("CREATE TABLE {table} (id int)"));
     let mut create = tool(&proxy, "pg_recvlogical");
-    create.args(["-d", "logical", "-S", &slot, "-P", "test_decoding", "--create-slot"]);
+    create.args([
+        "-d",
+        "logical",
+        "-S",
+        &slot,
+        "-P",
+        "test_decoding",
+        "--create-slot",
+    ]);
     let out = run_bounded(create).await;
     assert!(out.status.success(), "create slot: {}", stderr(&out));
     let file = tempfile::NamedTempFile::new().expect("tempfile");
@@ -234,8 +251,14 @@ async fn logical_subscription_replicates_rows_through_pgfunnel() {
     let proxy = replication_proxy(3).await;
     let name = unique_name("sub");
     pg.admin_sql_in(APP_DB, &format!("CREATE TABLE {name} (id int primary key)"));
-    pg.admin_sql_in(APP2_DB, &format!("CREATE TABLE {name} (id int primary key)"));
-    pg.admin_sql_in(APP_DB, &format!("CREATE PUBLICATION {name} FOR TABLE {name}"));
+    pg.admin_sql_in(
+        APP2_DB,
+        &format!("CREATE TABLE {name} (id int primary key)"),
+    );
+    pg.admin_sql_in(
+        APP_DB,
+        &format!("CREATE PUBLICATION {name} FOR TABLE {name}"),
+    );
     // In one cluster, CREATE SUBSCRIPTION cannot create its slot (it would wait for its own
     // transaction): the slot is made first, as the Postgres manual says.
     pg.admin_sql_in(
@@ -276,7 +299,10 @@ async fn logical_subscription_replicates_rows_through_pgfunnel() {
         pg.admin_sql_in(APP_DB, &sql).trim() == "f"
     })
     .await;
-    pg.admin_sql_in(APP_DB, &format!("SELECT pg_drop_replication_slot('{name}')"));
+    pg.admin_sql_in(
+        APP_DB,
+        &format!("SELECT pg_drop_replication_slot('{name}')"),
+    );
     pg.admin_sql_in(APP_DB, &format!("DROP PUBLICATION {name}"));
     pg.admin_sql_in(APP_DB, &format!("DROP TABLE {name}"));
     pg.admin_sql_in(APP2_DB, &format!("DROP TABLE {name}"));

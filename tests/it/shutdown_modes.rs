@@ -58,7 +58,10 @@ async fn wait_for_servers_refuses_tcp_keeps_the_console_socket_and_ends_new_tran
     let idle = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     idle.simple_query("select 1").await.expect("served before");
     holder.batch_execute("BEGIN").await.expect("begin");
-    holder.simple_query("select 1").await.expect("in transaction");
+    holder
+        .simple_query("select 1")
+        .await
+        .expect("in transaction");
     let admin = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "pgbouncer").await;
     admin
         .simple_query("SHUTDOWN WAIT_FOR_SERVERS")
@@ -70,7 +73,9 @@ async fn wait_for_servers_refuses_tcp_keeps_the_console_socket_and_ends_new_tran
         .await
         .expect("console over the Unix socket during shutdown");
     console.simple_query("SHOW VERSION").await.expect("show");
-    let e = unix_connect(&proxy, "app").await.err().expect("refused");
+    let Err(e) = unix_connect(&proxy, "app").await else {
+        panic!("a pooled login over the Unix socket is refused during shutdown");
+    };
     assert_eq!(message(&e), "server shutting down");
     // A connected client starting a new transaction is told why it cannot.
     let e = tokio::time::timeout(LIMIT, idle.simple_query("select 1"))
@@ -81,7 +86,10 @@ async fn wait_for_servers_refuses_tcp_keeps_the_console_socket_and_ends_new_tran
     assert_eq!(message(&e), "server shutting down");
     // The running transaction finishes, then the shutdown completes.
     assert!(!finished(&proxy));
-    holder.batch_execute("COMMIT").await.expect("commit goes on");
+    holder
+        .batch_execute("COMMIT")
+        .await
+        .expect("commit goes on");
     wait_until_async(LIMIT, "shutdown finished", || async { finished(&proxy) }).await;
 }
 

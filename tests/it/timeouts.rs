@@ -18,7 +18,8 @@ const LIMIT: Duration = Duration::from_secs(15);
 
 async fn txn_proxy(extra: &str) -> Proxy {
     PgServer::shared();
-    let opts = format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction pool_size=1");
+    let opts =
+        format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction pool_size=1");
     Proxy::simple(&opts, extra).await
 }
 
@@ -63,7 +64,10 @@ async fn query_timeout_ends_a_client_waiting_for_a_busy_pool_with_08p01() {
         .expect_err("no server within query_timeout");
     assert_eq!(sqlstate(&e), "08P01", "{e:?}");
     assert_eq!(message(&e), "query timeout");
-    holder.batch_execute("COMMIT").await.expect("holder unaffected");
+    holder
+        .batch_execute("COMMIT")
+        .await
+        .expect("holder unaffected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,14 +76,19 @@ async fn query_timeout_bounds_the_first_server_login_of_a_pool() {
     let dbs = format!("stall = host=127.0.0.1 port={port} dbname=x user=u password=p");
     let extra = "query_timeout = 0.3\nserver_connect_timeout = 60\nquery_wait_timeout = 60";
     let proxy = Proxy::start(&ini(&dbs, extra), &userlist("")).await;
-    let e = tokio::time::timeout(LIMIT, proxy.try_connect(PLAIN_USER, PLAIN_PASSWORD, "stall"))
+    let connecting = proxy.try_connect(PLAIN_USER, PLAIN_PASSWORD, "stall");
+    let connected = tokio::time::timeout(LIMIT, connecting)
         .await
-        .expect("login bounded by query_timeout")
-        .err()
-        .expect("no server answered");
+        .expect("login bounded by query_timeout");
+    let Err(e) = connected else {
+        panic!("no server answered");
+    };
     assert_eq!(sqlstate(&e), "08P01", "{e:?}");
     assert_eq!(message(&e), "query timeout");
-    assert!(accepted.load(Ordering::SeqCst) >= 1, "a server login was under way");
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "a server login was under way"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,11 +99,13 @@ async fn server_connect_timeout_cuts_a_server_that_stalls_during_authentication(
     // query_wait_timeout: more than one attempt proves the cut came during authentication.
     let extra = "server_connect_timeout = 0.2\nquery_wait_timeout = 2";
     let proxy = Proxy::start(&ini(&dbs, extra), &userlist("")).await;
-    let e = tokio::time::timeout(LIMIT, proxy.try_connect(PLAIN_USER, PLAIN_PASSWORD, "stall"))
+    let connecting = proxy.try_connect(PLAIN_USER, PLAIN_PASSWORD, "stall");
+    let connected = tokio::time::timeout(LIMIT, connecting)
         .await
-        .expect("login bounded")
-        .err()
-        .expect("the stalled server never let anyone in");
+        .expect("login bounded");
+    let Err(e) = connected else {
+        panic!("the stalled server never let anyone in");
+    };
     assert!(e.code().is_some(), "a Postgres error, not a hang: {e:?}");
     assert!(message(&e).contains("timed out"), "{e:?}");
     assert!(
