@@ -70,6 +70,7 @@ pub async fn wait_for_server(
         tokio::time::sleep(query_timeout).await;
     };
     tokio::select! {
+        biased;
         r = pool.checkout_noticed(notice) => r.map_err(WaitEnd::Pool),
         _ = timer => Err(WaitEnd::QueryTimeout),
         _ = stopping => Err(WaitEnd::ShuttingDown),

@@ -18,11 +18,11 @@ const TOOL_LIMIT: Duration = Duration::from_secs(60);
 /// pgfunnel with `replication` (what physical tools ask for) and `logical` (for
 /// `replication=database`), both as the superuser, and plain_user as console admin.
 async fn replication_proxy(pool_size: u32) -> Proxy {
-    replication_proxy_as(SUPERUSER, pool_size).await
+    replication_proxy_as(SUPERUSER, pool_size, "").await
 }
 
-/// As [`replication_proxy`] with the server role `user`.
-async fn replication_proxy_as(user: &str, pool_size: u32) -> Proxy {
+/// As [`replication_proxy`] with the server role `user` and `extra` `[pgbouncer]` lines.
+async fn replication_proxy_as(user: &str, pool_size: u32, extra: &str) -> Proxy {
     let pg = PgServer::shared();
     let line = |name: &str| {
         format!(
@@ -32,7 +32,10 @@ async fn replication_proxy_as(user: &str, pool_size: u32) -> Proxy {
     };
     let dbs = format!("{}\n{}", line("replication"), line("logical"));
     Proxy::start(
-        &ini(&dbs, "admin_users = plain_user\nquery_wait_timeout = 20"),
+        &ini(
+            &dbs,
+            &format!("admin_users = plain_user\nquery_wait_timeout = 20\n{extra}"),
+        ),
         &userlist(""),
     )
     .await
@@ -218,7 +221,9 @@ async fn pg_recvlogical_decodes_changes_through_pgfunnel() {
     assert!(out.status.success(), "create slot: {}", stderr(&out));
     let file = tempfile::NamedTempFile::new().expect("tempfile");
     let mut start = tool(&proxy, "pg_recvlogical");
+    // The walsender runs with the client's application_name.
     start
+        .env("PGAPPNAME", &slot)
         .args(["-d", "logical", "-S", &slot, "--start", "-F", "0", "-f"])
         .arg(file.path());
     let child = start
@@ -233,6 +238,8 @@ async fn pg_recvlogical_decodes_changes_through_pgfunnel() {
     .await;
     assert_eq!(count_kind(&admin, "CLIENTS", "logical").await, 1);
     assert_eq!(count_kind(&admin, "SERVERS", "logical").await, 1);
+    let sql = format!("SELECT count(*) FROM pg_stat_replication WHERE application_name = '{slot}'");
+    assert_eq!(pg.admin_sql(&sql).trim(), "1");
     stop_streaming(child).await;
     wait_until_async(Duration::from_secs(10), "walsender gone", || async {
         count_kind(&admin, "SERVERS", "logical").await == 0
@@ -311,7 +318,7 @@ async fn logical_subscription_replicates_rows_through_pgfunnel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walsender_refusal_reaches_the_client_as_a_login_failure() {
     // A role without REPLICATION and without a pg_hba replication line.
-    let proxy = replication_proxy_as(TRUST_USER, 1).await;
+    let proxy = replication_proxy_as(TRUST_USER, 1, "").await;
     let wal = tempfile::tempdir().expect("tempdir");
     let mut cmd = tool(&proxy, "pg_receivewal");
     cmd.arg("-D").arg(wal.path()).arg("--no-loop");
@@ -319,4 +326,36 @@ async fn walsender_refusal_reaches_the_client_as_a_login_failure() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("replication connection"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_receivewal_streams_over_client_tls() {
+    let pki = crate::tls::Pki::new();
+    // `require`: a plaintext client would be refused, so WAL arriving proves TLS was used.
+    let proxy = replication_proxy_as(SUPERUSER, 1, &pki.client_tls_lines("require")).await;
+    let wal = tempfile::tempdir().expect("tempdir");
+    let mut cmd = tool(&proxy, "pg_receivewal");
+    cmd.env("PGSSLMODE", "require")
+        .arg("-D")
+        .arg(wal.path())
+        .arg("--no-loop");
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pg_receivewal");
+    wait_until_async(Duration::from_secs(20), "WAL received over TLS", || async {
+        dir_has_wal(wal.path())
+    })
+    .await;
+    let out = stop_streaming(child).await;
+    assert!(!stderr(&out).contains("FATAL"), "{}", stderr(&out));
+    let mut plain = tool(&proxy, "pg_receivewal");
+    plain
+        .env("PGSSLMODE", "disable")
+        .arg("-D")
+        .arg(wal.path())
+        .arg("--no-loop");
+    let out = run_bounded(plain).await;
+    assert!(!out.status.success(), "plaintext refused under require");
 }
