@@ -128,6 +128,23 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Starts `pg_receivewal` (`cmd`) into `dir` and returns once WAL arrived there.
+async fn receive_wal(mut cmd: Command, dir: &Path) -> Child {
+    let child = cmd
+        .arg("-D")
+        .arg(dir)
+        .arg("--no-loop")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pg_receivewal");
+    wait_until_async(Duration::from_secs(20), "WAL received", || async {
+        dir_has_wal(dir)
+    })
+    .await;
+    child
+}
+
 fn dir_has_wal(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|entries| entries.flatten().next().is_some())
@@ -145,17 +162,7 @@ async fn pg_receivewal_streams_through_a_dedicated_server_that_takes_an_idle_one
     normal.simple_query("select 1").await.expect("normal query");
     drop(normal);
     let wal = tempfile::tempdir().expect("tempdir");
-    let mut cmd = tool(&proxy, "pg_receivewal");
-    cmd.arg("-D").arg(wal.path()).arg("--no-loop");
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pg_receivewal");
-    wait_until_async(Duration::from_secs(20), "WAL received", || async {
-        dir_has_wal(wal.path())
-    })
-    .await;
+    let child = receive_wal(tool(&proxy, "pg_receivewal"), wal.path()).await;
     let servers = socket_rows(&admin, "SERVERS").await;
     assert_eq!(
         servers,
@@ -335,19 +342,8 @@ async fn pg_receivewal_streams_over_client_tls() {
     let proxy = replication_proxy_as(SUPERUSER, 1, &pki.client_tls_lines("require")).await;
     let wal = tempfile::tempdir().expect("tempdir");
     let mut cmd = tool(&proxy, "pg_receivewal");
-    cmd.env("PGSSLMODE", "require")
-        .arg("-D")
-        .arg(wal.path())
-        .arg("--no-loop");
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pg_receivewal");
-    wait_until_async(Duration::from_secs(20), "WAL received over TLS", || async {
-        dir_has_wal(wal.path())
-    })
-    .await;
+    cmd.env("PGSSLMODE", "require");
+    let child = receive_wal(cmd, wal.path()).await;
     let out = stop_streaming(child).await;
     assert!(!stderr(&out).contains("FATAL"), "{}", stderr(&out));
     let mut plain = tool(&proxy, "pg_receivewal");

@@ -52,6 +52,21 @@ async fn stalling_server() -> (u16, Arc<AtomicUsize>) {
     (port, accepted)
 }
 
+/// The error a client gets logging in to database `stall` (the stalling server on `port`)
+/// through a pgfunnel with these `[pgbouncer]` lines; bounded by `LIMIT`.
+async fn stalled_login_error(port: u16, extra: &str) -> tokio_postgres::Error {
+    let dbs = format!("stall = host=127.0.0.1 port={port} dbname=x user=u password=p");
+    let proxy = Proxy::start(&ini(&dbs, extra), &userlist("")).await;
+    let connecting = proxy.try_connect(PLAIN_USER, PLAIN_PASSWORD, "stall");
+    let connected = tokio::time::timeout(LIMIT, connecting)
+        .await
+        .expect("the login is bounded");
+    let Err(e) = connected else {
+        panic!("the stalled server let a client in");
+    };
+    e
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_timeout_ends_a_client_waiting_for_a_busy_pool_with_08p01() {
     let proxy = txn_proxy("query_timeout = 0.3\nquery_wait_timeout = 60").await;
@@ -73,16 +88,8 @@ async fn query_timeout_ends_a_client_waiting_for_a_busy_pool_with_08p01() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_timeout_bounds_the_first_server_login_of_a_pool() {
     let (port, accepted) = stalling_server().await;
-    let dbs = format!("stall = host=127.0.0.1 port={port} dbname=x user=u password=p");
     let extra = "query_timeout = 0.3\nserver_connect_timeout = 60\nquery_wait_timeout = 60";
-    let proxy = Proxy::start(&ini(&dbs, extra), &userlist("")).await;
-    let connecting = proxy.try_connect(PLAIN_USER, PLAIN_PASSWORD, "stall");
-    let connected = tokio::time::timeout(LIMIT, connecting)
-        .await
-        .expect("login bounded by query_timeout");
-    let Err(e) = connected else {
-        panic!("no server answered");
-    };
+    let e = stalled_login_error(port, extra).await;
     assert_eq!(sqlstate(&e), "08P01", "{e:?}");
     assert_eq!(message(&e), "query timeout");
     assert!(
@@ -94,18 +101,10 @@ async fn query_timeout_bounds_the_first_server_login_of_a_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_connect_timeout_cuts_a_server_that_stalls_during_authentication() {
     let (port, accepted) = stalling_server().await;
-    let dbs = format!("stall = host=127.0.0.1 port={port} dbname=x user=u password=p");
     // Each login attempt is cut at server_connect_timeout and retried until the client's
     // query_wait_timeout: more than one attempt proves the cut came during authentication.
     let extra = "server_connect_timeout = 0.2\nquery_wait_timeout = 2";
-    let proxy = Proxy::start(&ini(&dbs, extra), &userlist("")).await;
-    let connecting = proxy.try_connect(PLAIN_USER, PLAIN_PASSWORD, "stall");
-    let connected = tokio::time::timeout(LIMIT, connecting)
-        .await
-        .expect("login bounded");
-    let Err(e) = connected else {
-        panic!("the stalled server never let anyone in");
-    };
+    let e = stalled_login_error(port, extra).await;
     assert!(e.code().is_some(), "a Postgres error, not a hang: {e:?}");
     assert!(message(&e).contains("timed out"), "{e:?}");
     assert!(
