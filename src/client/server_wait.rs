@@ -80,9 +80,12 @@ pub async fn wait_for_server(
 /// Ends a client whose wait ended with `QueryTimeout` or `ShuttingDown`: FATAL `08P01`
 /// with PgBouncer's words. (Pool failures are reported by the session.)
 pub async fn refuse(stream: &mut Stream, end: &WaitEnd, entry: Option<&ClientEntry>) {
-    let message = match end {
-        WaitEnd::QueryTimeout => QUERY_TIMEOUT,
-        WaitEnd::ShuttingDown => SHUTTING_DOWN,
+    let (message, hint) = match end {
+        WaitEnd::QueryTimeout => (
+            QUERY_TIMEOUT,
+            Some("query_timeout passed while the client waited for a server; raise query_timeout or pool_size, or find what holds the servers (SHOW POOLS)"),
+        ),
+        WaitEnd::ShuttingDown => (SHUTTING_DOWN, None),
         WaitEnd::Pool(_) => return,
     };
     warn!(
@@ -93,5 +96,5 @@ pub async fn refuse(stream: &mut Stream, end: &WaitEnd, entry: Option<&ClientEnt
         e.set_close_reason(message);
     }
     let code = ErrorKind::Timeout.sqlstate();
-    send_error(stream, Severity::Fatal, code, message, None).await;
+    send_error(stream, Severity::Fatal, code, message, hint).await;
 }

@@ -17,7 +17,8 @@ const LIMIT: Duration = Duration::from_secs(15);
 async fn proxy_with_socket() -> (Proxy, tempfile::TempDir) {
     PgServer::shared();
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction");
+    let opts =
+        format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction pool_size=1");
     let extra = format!(
         "admin_users = plain_user\nunix_socket_dir = {}",
         dir.path().display()
@@ -52,7 +53,8 @@ fn finished(proxy: &Proxy) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_for_servers_refuses_tcp_keeps_the_console_socket_and_ends_new_transactions() {
+async fn wait_for_servers_refuses_tcp_keeps_the_console_socket_and_ends_waiting_and_new_transactions(
+) {
     let (proxy, _dir) = proxy_with_socket().await;
     let holder = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     let idle = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
@@ -62,11 +64,28 @@ async fn wait_for_servers_refuses_tcp_keeps_the_console_socket_and_ends_new_tran
         .simple_query("select 1")
         .await
         .expect("in transaction");
+    // A third client queues for the pool's only server.
+    let waiter = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
+    let queued = tokio::spawn(async move { waiter.simple_query("select 1").await.map(|_| ()) });
     let admin = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "pgbouncer").await;
+    wait_until_async(LIMIT, "a client waiting", || async {
+        let rows = admin.simple_query("SHOW CLIENTS").await.expect("show");
+        rows.iter().any(|m| {
+            matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get("state") == Some("waiting"))
+        })
+    })
+    .await;
     admin
         .simple_query("SHUTDOWN WAIT_FOR_SERVERS")
         .await
         .expect("shutdown accepted");
+    let e = tokio::time::timeout(LIMIT, queued)
+        .await
+        .expect("the waiting client is not left waiting")
+        .expect("join")
+        .expect_err("no server during WAIT_FOR_SERVERS");
+    assert_eq!(sqlstate(&e), "08P01", "{e:?}");
+    assert_eq!(message(&e), "server shutting down");
     wait_until_async(LIMIT, "TCP refused", || tcp_refused(&proxy)).await;
     // The console still answers over the Unix socket; pooled logins there are refused.
     let console = unix_connect(&proxy, "pgbouncer")

@@ -79,6 +79,11 @@ async fn query_timeout_ends_a_client_waiting_for_a_busy_pool_with_08p01() {
         .expect_err("no server within query_timeout");
     assert_eq!(sqlstate(&e), "08P01", "{e:?}");
     assert_eq!(message(&e), "query timeout");
+    let hint = e.as_db_error().and_then(|d| d.hint()).unwrap_or_default();
+    assert!(
+        hint.contains("query_timeout"),
+        "the hint names the setting: {hint}"
+    );
     holder
         .batch_execute("COMMIT")
         .await
