@@ -97,12 +97,7 @@ async fn wait_for_servers_refuses_tcp_keeps_the_console_socket_and_ends_waiting_
     };
     assert_eq!(message(&e), "server shutting down");
     // A connected client starting a new transaction is told why it cannot.
-    let e = tokio::time::timeout(LIMIT, idle.simple_query("select 1"))
-        .await
-        .expect("not left waiting")
-        .expect_err("no new transaction during WAIT_FOR_SERVERS");
-    assert_eq!(sqlstate(&e), "08P01", "{e:?}");
-    assert_eq!(message(&e), "server shutting down");
+    crate::timeouts::fatal_08p01(&idle, "select 1", "server shutting down").await;
     // The running transaction finishes, then the shutdown completes.
     assert!(!finished(&proxy));
     holder

@@ -52,6 +52,22 @@ async fn stalling_server() -> (u16, Arc<AtomicUsize>) {
     (port, accepted)
 }
 
+/// Runs `sql` (bounded by `LIMIT`) and checks that it ends in `08P01 <words>`; returns
+/// the error.
+pub(crate) async fn fatal_08p01(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    words: &str,
+) -> tokio_postgres::Error {
+    let e = tokio::time::timeout(LIMIT, client.simple_query(sql))
+        .await
+        .unwrap_or_else(|_| panic!("{sql}: not ended within {LIMIT:?}"))
+        .expect_err("ended by pgfunnel");
+    assert_eq!(sqlstate(&e), "08P01", "{e:?}");
+    assert_eq!(message(&e), words);
+    e
+}
+
 /// The error a client gets logging in to database `stall` (the stalling server on `port`)
 /// through a pgfunnel with these `[pgbouncer]` lines; bounded by `LIMIT`.
 async fn stalled_login_error(port: u16, extra: &str) -> tokio_postgres::Error {
@@ -73,12 +89,7 @@ async fn query_timeout_ends_a_client_waiting_for_a_busy_pool_with_08p01() {
     let holder = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     holder.batch_execute("BEGIN").await.expect("begin");
     let waiter = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
-    let e = tokio::time::timeout(LIMIT, waiter.simple_query("select 1"))
-        .await
-        .expect("the wait is bounded by query_timeout")
-        .expect_err("no server within query_timeout");
-    assert_eq!(sqlstate(&e), "08P01", "{e:?}");
-    assert_eq!(message(&e), "query timeout");
+    let e = fatal_08p01(&waiter, "select 1", "query timeout").await;
     let hint = e.as_db_error().and_then(|d| d.hint()).unwrap_or_default();
     assert!(
         hint.contains("query_timeout"),
@@ -152,10 +163,5 @@ async fn transaction_timeout_closes_a_running_transaction_with_08p01() {
     let proxy = txn_proxy("transaction_timeout = 0.3").await;
     let client = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     client.batch_execute("BEGIN").await.expect("begin");
-    let e = tokio::time::timeout(LIMIT, client.simple_query("select pg_sleep(30)"))
-        .await
-        .expect("bounded")
-        .expect_err("transaction cut");
-    assert_eq!(sqlstate(&e), "08P01", "{e:?}");
-    assert_eq!(message(&e), "transaction timeout");
+    fatal_08p01(&client, "select pg_sleep(30)", "transaction timeout").await;
 }
