@@ -222,11 +222,11 @@ impl Session {
         pool.stats.client_logged_in();
         let mode = self.app.pool_mode_for(&self.database, &self.user);
         drop(config);
-        if let Some(kind) = self.replication {
-            return self.serve_replication(&pool, kind).await;
-        }
         if config_logs_connections(&self.app) {
             info!(parent: &self.span, user = %self.user, db = %self.database, "login");
+        }
+        if let Some(kind) = self.replication {
+            return self.serve_replication(&pool, kind).await;
         }
         let cancel = self.app.cancel.register();
         // Login replies need the server's parameters; the first client of a pool waits
