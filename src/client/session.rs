@@ -45,6 +45,8 @@ pub struct Session {
     user: String,
     database: String,
     startup: Vec<(String, String)>,
+    /// Set for a replication client (served by `client::replication`, never pooled).
+    replication: Option<super::replication::ReplicationKind>,
     /// This client's registry entry (SHOW CLIENTS state), set by `client::handle`.
     pub entry: Option<Arc<ClientEntry>>,
     /// The client's span (the one current when the session was created), named as the
@@ -139,13 +141,10 @@ impl Session {
         let database = take(&mut startup, "database")
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());
-        if take(&mut startup, "replication").is_some_and(|r| r != "false" && r != "0" && r != "off")
-        {
-            return Err((
-                stream,
-                "replication connections are not supported by pgfunnel",
-            ));
-        }
+        let replication = match super::replication::take_kind(&mut startup) {
+            Ok(kind) => kind,
+            Err(msg) => return Err((stream, msg)),
+        };
         let ignored = app.config().settings.ignore_startup_parameters.clone();
         startup.retain(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)));
         Ok(Session {
@@ -155,6 +154,7 @@ impl Session {
             user,
             database,
             startup,
+            replication,
             entry: None,
             span: tracing::Span::current(),
         })
@@ -165,8 +165,14 @@ impl Session {
         let config = self.app.config();
         let login_timeout = config.settings.client_login_timeout;
         let admitted = Box::pin(
-            access::admit(&self.app, &mut self.stream, &self.user, &self.database)
-                .instrument(self.span.clone()),
+            access::admit_for(
+                &self.app,
+                &mut self.stream,
+                &self.user,
+                &self.database,
+                self.replication,
+            )
+            .instrument(self.span.clone()),
         );
         let admitted = if login_timeout.is_zero() {
             admitted.await
@@ -218,6 +224,9 @@ impl Session {
         drop(config);
         if config_logs_connections(&self.app) {
             info!(parent: &self.span, user = %self.user, db = %self.database, "login");
+        }
+        if let Some(kind) = self.replication {
+            return self.serve_replication(&pool, kind).await;
         }
         let cancel = self.app.cancel.register();
         // Login replies need the server's parameters; the first client of a pool waits
@@ -277,6 +286,23 @@ impl Session {
         Box::pin(self.serve(&pool, mode, &mut params, &cancel, held)).await;
     }
 
+    /// A replication client: a dedicated server, bytes passed through (`client::replication`).
+    async fn serve_replication(
+        &mut self,
+        pool: &Arc<Pool>,
+        kind: super::replication::ReplicationKind,
+    ) {
+        let cancel = self.app.cancel.register();
+        let client = super::replication::ReplicationClient {
+            kind,
+            startup: &self.startup,
+            cancel: &cancel,
+            entry: self.entry.as_ref(),
+            span: &self.span,
+        };
+        Box::pin(super::replication::serve(&mut self.stream, pool, client)).await;
+    }
+
     fn mark(&self, state: ClientState) {
         if let Some(e) = &self.entry {
             e.set_state(state);
@@ -295,7 +321,16 @@ impl Session {
             stream.write_now(&buf);
         };
         let notice = (!notify.is_zero()).then_some((notify, &mut tell as Tell<'_>));
-        let result = pool.checkout_noticed(notice).await;
+        let query_timeout = self.app.link_timeouts(&self.user).query;
+        let waited = super::server_wait::wait_for_server(&self.app, pool, notice, query_timeout);
+        let result = match waited.await {
+            Ok(s) => Ok(s),
+            Err(super::server_wait::WaitEnd::Pool(e)) => Err(e),
+            Err(end) => {
+                super::server_wait::refuse(&mut self.stream, &end, self.entry.as_deref()).await;
+                return None;
+            }
+        };
         match result {
             Ok(s) => {
                 self.mark(ClientState::Active);
@@ -669,10 +704,16 @@ impl Session {
                     relay.clock.busy_since = Some(std::time::Instant::now());
                 }
                 Some(Expired::IdleTransaction) => {
-                    return (RelayEnd::Tick, Some(("25P03", "idle transaction timeout")))
+                    return (
+                        RelayEnd::Tick,
+                        Some((ErrorKind::Timeout.sqlstate(), "idle transaction timeout")),
+                    )
                 }
                 Some(Expired::Transaction) => {
-                    return (RelayEnd::Tick, Some(("25P04", "transaction timeout")))
+                    return (
+                        RelayEnd::Tick,
+                        Some((ErrorKind::Timeout.sqlstate(), "transaction timeout")),
+                    )
                 }
                 None => {}
             }
