@@ -14,6 +14,7 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
+mod dedicated;
 pub(crate) mod fill;
 mod retry;
 
