@@ -122,6 +122,12 @@ async fn auth_query_that_cannot_run_is_a_config_error_and_database_settings_win(
         assert_eq!(sqlstate(&e), "08P01", "{db}: {}", message(&e));
         assert_eq!(message(&e), expected, "{db}");
     }
+    // The console uses the global settings; without auth_dbname it would query itself.
+    let e = proxy
+        .try_connect(&role, "aq_cfg_pw", "pgbouncer")
+        .await
+        .expect_err("console lookup without auth_dbname");
+    assert_eq!(message(&e), "bouncer config error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
