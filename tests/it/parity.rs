@@ -195,6 +195,20 @@ async fn sockets_active_sockets_and_mem_report_live_connections() {
     assert_eq!(last, &("send_avail".to_owned(), None));
     // The app client is idle between transactions, its server back in the pool; the console
     // client running this command is active.
+    wait_until_async(
+        std::time::Duration::from_secs(10),
+        "the app client idle and its server back in the pool",
+        || async {
+            let sockets = rows(&admin, "SHOW SOCKETS").await;
+            let app_rows: Vec<_> = sockets
+                .iter()
+                .filter(|r| field(r, "database") == Some("app"))
+                .map(|r| field(r, "state").unwrap_or(""))
+                .collect();
+            app_rows.iter().all(|s| *s == "idle") && app_rows.len() == 2
+        },
+    )
+    .await;
     let active = rows(&admin, "SHOW ACTIVE_SOCKETS").await;
     let dbs: Vec<&str> = active
         .iter()
