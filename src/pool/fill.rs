@@ -32,11 +32,11 @@ pub fn open_forced_pools(app: &crate::app::App) {
         if db.name == crate::config::FALLBACK_NAME || config.effective_min_pool_size(db) == 0 {
             continue;
         }
-        let key_exists = app
-            .pools
-            .iter()
-            .any(|p| p.key.database == db.name && &p.key.user == user);
-        if !key_exists {
+        let key = super::PoolKey {
+            database: db.name.clone(),
+            user: user.clone(),
+        };
+        if !app.pools.contains_key(&key) {
             let _ = app.pool_as(&db.name, user);
         }
     }
