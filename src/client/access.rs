@@ -46,6 +46,9 @@ pub enum Denied {
     /// The client broke the authentication exchange (08P01).
     #[error("invalid authentication exchange")]
     Protocol(#[source] LoginError),
+    /// A cleartext password on an unencrypted WebSocket from another host (28000).
+    #[error("cleartext passwords are refused on an unencrypted WebSocket from another host: use wss:// (client_tls_*) or set edge_allow_plaintext = 1")]
+    Plaintext,
 }
 
 impl Denied {
@@ -95,6 +98,7 @@ pub async fn admit(
         (_, Some(HbaMethod::ScramSha256)) => Some("scram-sha-256"),
         (other, None) => Some(other.as_str()),
     };
+    let method = crate::edge::pipelined::method_for(app, stream, method).await?;
     let secret = find_secret(app, database, user).await;
     match password_exchange(app, stream, user, method, secret.as_ref()).await {
         Ok(outcome) => Ok(Admitted { secret, outcome }),
@@ -161,7 +165,8 @@ async fn scram_server(
         // Postgres): behave exactly as for an unknown user.
         Some(_) | None => ScramServer::for_unknown_user(user, &app.scram_mock_key),
     };
-    let binding = match stream.is_tls() {
+    // A WebSocket client cannot see the TLS channel it runs in: no channel binding.
+    let binding = match stream.is_tls() && !stream.is_edge() {
         true => app.tls.client().end_point.clone(),
         false => None,
     };
@@ -210,7 +215,7 @@ fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMethod
 /// The stored secret of `user`: auth_file (or URL) first, then `auth_query` as
 /// `auth_user` when one is configured for `database`. Errors are logged and count as
 /// "unknown user", so the client sees the ordinary authentication failure.
-async fn find_secret(app: &App, database: &str, user: &str) -> Option<Secret> {
+pub async fn find_secret(app: &App, database: &str, user: &str) -> Option<Secret> {
     if let Some(secret) = app.stored_secret(user) {
         return Some(secret);
     }

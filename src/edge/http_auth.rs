@@ -1,0 +1,103 @@
+//! Who a `/sql` request logs in as: the HBA rule (an HTTP client is `host`, or `hostssl`
+//! over https, with its peer address) or `auth_type` decides whether a password is needed;
+//! the connection string's cleartext password is checked against the stored secret
+//! (auth_file or auth_query), SCRAM secrets included. Unknown users cost the same work as
+//! known ones and get the same answer.
+
+use super::json::PgError;
+use super::Peer;
+use crate::app::App;
+use crate::auth::{self, HbaMethod, HbaRequest, ScramSecret, Secret};
+use crate::client::access::{find_secret, Denied};
+use crate::config::AuthType;
+
+/// A request that may go on.
+pub struct Admitted {
+    /// The user's stored secret, if any.
+    pub secret: Option<Secret>,
+    /// The SCRAM ClientKey of the password (SCRAM pass-through), for SCRAM secrets.
+    pub client_key: Option<[u8; 32]>,
+}
+
+/// Iterations of the stand-in derivation for unknown users (the usual SCRAM count).
+const STAND_IN_ITERATIONS: u32 = 4096;
+
+/// Checks `user`'s `password` for `database`; the error is the driver's error JSON.
+pub async fn admit(
+    app: &App,
+    peer: Peer,
+    user: &str,
+    database: &str,
+    password: &str,
+) -> Result<Admitted, PgError> {
+    let refused = |d: Denied| PgError::new(d.sqlstate(), d.to_string());
+    let settings_type = app.config().settings.auth_type;
+    let needs_password = match settings_type {
+        AuthType::Hba => match hba_method(app, peer, user, database) {
+            HbaMethod::Trust => false,
+            HbaMethod::Md5 | HbaMethod::Password | HbaMethod::ScramSha256 => true,
+            HbaMethod::Reject | HbaMethod::Cert | HbaMethod::Peer => {
+                return Err(refused(Denied::Rejected {
+                    user: user.to_owned(),
+                    database: database.to_owned(),
+                }))
+            }
+        },
+        AuthType::Trust | AuthType::Any => false,
+        AuthType::Cert => return Err(refused(Denied::Certificate(user.to_owned()))),
+        _ => true,
+    };
+    let secret = find_secret(app, database, user).await;
+    if !needs_password {
+        if secret.is_none() && app.has_auth_file() {
+            return Err(refused(Denied::Password(user.to_owned())));
+        }
+        return Ok(Admitted {
+            secret,
+            client_key: None,
+        });
+    }
+    if !peer.may_send_cleartext(app) {
+        return Err(refused(Denied::Plaintext));
+    }
+    let (stored, name, pw) = (secret.clone(), user.to_owned(), password.to_owned());
+    let key = app.scram_mock_key;
+    let check = move || verify(stored.as_ref(), &name, &pw, &key);
+    let verified = tokio::task::spawn_blocking(check).await.unwrap_or(None);
+    match verified {
+        Some(client_key) => Ok(Admitted { secret, client_key }),
+        None => Err(refused(Denied::Password(user.to_owned()))),
+    }
+}
+
+/// `Some(client key when SCRAM)` when `password` matches `secret`. An unknown user costs
+/// one SCRAM derivation against a stand-in salt, as a SCRAM secret does.
+fn verify(
+    secret: Option<&Secret>,
+    user: &str,
+    password: &str,
+    mock_key: &[u8],
+) -> Option<Option<[u8; 32]>> {
+    let pw = password.as_bytes();
+    match secret {
+        Some(Secret::Scram(s)) => auth::scram_client_key_of(s, pw).map(Some),
+        Some(other) => auth::verify_cleartext(other, user, pw).then_some(None),
+        None => {
+            let _ = ScramSecret::from_password(pw, mock_key, STAND_IN_ITERATIONS);
+            None
+        }
+    }
+}
+
+fn hba_method(app: &App, peer: Peer, user: &str, database: &str) -> HbaMethod {
+    let Some(hba) = app.hba() else {
+        return HbaMethod::Reject;
+    };
+    hba.lookup(&HbaRequest {
+        database,
+        user,
+        addr: Some(peer.addr.ip().to_canonical()),
+        tls: peer.tls,
+        replication: false,
+    })
+}
