@@ -57,10 +57,13 @@ impl Peer {
     /// Whether a cleartext password may travel on this connection: always over TLS, from
     /// loopback, or anywhere when `edge_allow_plaintext` is set.
     pub fn may_send_cleartext(&self, app: &App) -> bool {
-        self.tls
-            || self.addr.ip().to_canonical().is_loopback()
-            || app.config().settings.edge_allow_plaintext
+        cleartext_allowed(self, app.config().settings.edge_allow_plaintext)
     }
+}
+
+/// The rule of [`Peer::may_send_cleartext`] with `edge_allow_plaintext` given.
+fn cleartext_allowed(peer: &Peer, allow_plaintext: bool) -> bool {
+    peer.tls || peer.addr.ip().to_canonical().is_loopback() || allow_plaintext
 }
 
 /// Binds `edge_listen` when it is set and serves it until shutdown; returns the bound
@@ -189,5 +192,24 @@ async fn route(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> HttpRespons
                 "not found: the edge listener serves POST /sql and WebSocket upgrades",
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_travels_over_tls_from_loopback_or_when_allowed() {
+        let peer = |addr: &str, tls| Peer {
+            addr: addr.parse().expect("addr"),
+            tls,
+        };
+        assert!(cleartext_allowed(&peer("127.0.0.1:5", false), false));
+        assert!(cleartext_allowed(&peer("[::1]:5", false), false));
+        assert!(cleartext_allowed(&peer("[::ffff:127.0.0.1]:5", false), false));
+        assert!(!cleartext_allowed(&peer("10.1.2.3:5", false), false));
+        assert!(cleartext_allowed(&peer("10.1.2.3:5", true), false));
+        assert!(cleartext_allowed(&peer("10.1.2.3:5", false), true));
     }
 }
