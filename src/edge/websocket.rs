@@ -96,7 +96,7 @@ where
     let _open = app.metrics.edge.websocket_opened();
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let stream = Stream::Edge(Box::new(EdgeStream::new(theirs, peer.addr, peer.tls)));
-    crate::client::spawn(&app, stream, format!("ws:{}", peer.addr));
+    crate::client::spawn(&app, stream, peer.addr.to_string());
     pump(ws, ours).await;
 }
 

@@ -464,3 +464,56 @@ async fn neon_serverless_driver_works_over_http_and_websocket() {
         out.status
     );
 }
+
+/// A TLS connection to the edge listener trusting the test CA, offering `alpn`.
+async fn tls_connect(
+    addr: SocketAddr,
+    pki: &crate::tls::Pki,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let ca = pki.ca.pem();
+    let tls = crate::tls::ClientTls {
+        ca_pem: Some(&ca),
+        cert: None,
+    };
+    let mut config = crate::tls::rustls_client(&tls);
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_wss_use_the_client_tls_files() {
+    let pki = crate::tls::Pki::new();
+    let (_proxy, addr) = edge_proxy(&format!("auth_type = plain\n{}", pki.client_tls_lines("require"))).await;
+    // https: POST /sql over HTTP/1.1.
+    let mut s = tls_connect(addr, &pki, b"http/1.1").await;
+    let cs = conn_string(PLAIN_USER, PLAIN_PASSWORD);
+    let body = r#"{"query":"SELECT 'tls' AS via"}"#;
+    let req = format!(
+        "POST /sql HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nNeon-Connection-String: {cs}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("answer");
+    let (status, _, text) = parse_response(&out);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""via":"tls""#), "{text}");
+    // wss: the Postgres protocol inside, an SSLRequest answered N.
+    let tls = tls_connect(addr, &pki, b"http/1.1").await;
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://localhost/v2", tls)
+        .await
+        .expect("upgrade");
+    let mut ssl = 8i32.to_be_bytes().to_vec();
+    ssl.extend_from_slice(&80877103i32.to_be_bytes());
+    ssl.extend(startup_message(&[("user", PLAIN_USER), ("database", "app")], 3 << 16));
+    ws.send(Message::Binary(ssl.into())).await.expect("send");
+    let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("reply");
+    let Message::Binary(bytes) = frame.expect("open").expect("frame") else {
+        panic!("binary reply expected");
+    };
+    assert_eq!(bytes[0], b'N', "SSLRequest inside wss is answered N");
+}
