@@ -103,7 +103,9 @@ pub async fn handshake(
                     HandshakeError::RequestTwice(GSSENC_REQUEST_MINOR),
                 ));
             }
-            StartupPacket::SslRequest if tls.acceptor.is_some() && matches!(stream, Stream::Tcp(_)) => {
+            StartupPacket::SslRequest
+                if tls.acceptor.is_some() && matches!(stream, Stream::Tcp(_)) =>
+            {
                 if let Err(e) = stream.write_all(b"S").await {
                     return Err(HandshakeFailure::on(stream, StartupError::Io(e)));
                 }

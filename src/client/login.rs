@@ -175,7 +175,9 @@ pub(crate) async fn send_auth<S: AsyncWrite + Unpin>(
 }
 
 /// Reads one PasswordMessage-family ('p') message body, bounded in size.
-pub(crate) async fn read_password<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, LoginError> {
+pub(crate) async fn read_password<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Vec<u8>, LoginError> {
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await?;
     if tag != b'p' {

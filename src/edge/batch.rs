@@ -78,7 +78,14 @@ pub enum ExecError {
 
 /// Commands after which a server's session state is no longer what the pool knows.
 const SESSION_CHANGING: &[&str] = &[
-    "SET", "RESET", "DISCARD", "LISTEN", "UNLISTEN", "PREPARE", "DEALLOCATE", "DECLARE",
+    "SET",
+    "RESET",
+    "DISCARD",
+    "LISTEN",
+    "UNLISTEN",
+    "PREPARE",
+    "DEALLOCATE",
+    "DECLARE",
     "LOAD",
 ];
 
@@ -132,11 +139,23 @@ pub async fn execute(
     let mut budget = budget;
     let mut keep = true;
     if let Some(tx) = tx {
-        server.conn.run_internal(&tx.start_sql()).await.map_err(server_error)?;
+        server
+            .conn
+            .run_internal(&tx.start_sql())
+            .await
+            .map_err(server_error)?;
     }
     let mut failure = None;
     for q in queries {
-        match query::run(&mut server.conn, &q.sql, &q.params, &mut budget, &mut status).await {
+        match query::run(
+            &mut server.conn,
+            &q.sql,
+            &q.params,
+            &mut budget,
+            &mut status,
+        )
+        .await
+        {
             Ok(r) => {
                 keep &= !SESSION_CHANGING.contains(&r.command.as_str());
                 results.push(r);
@@ -153,7 +172,11 @@ pub async fn execute(
         }
     }
     if tx.is_some() {
-        let end = if failure.is_some() { "ROLLBACK" } else { "COMMIT" };
+        let end = if failure.is_some() {
+            "ROLLBACK"
+        } else {
+            "COMMIT"
+        };
         match server.conn.run_internal(end).await {
             Ok(s) => status = s,
             Err(ServerError::Rejected(f)) if failure.is_none() => {
@@ -227,7 +250,9 @@ fn pool_error(e: PoolError) -> ExecError {
                 "server login failed: could not reach the database server",
             )
         }
-        PoolError::Closed => PgError::new(ErrorKind::Shutdown.sqlstate(), "pgfunnel is shutting down"),
+        PoolError::Closed => {
+            PgError::new(ErrorKind::Shutdown.sqlstate(), "pgfunnel is shutting down")
+        }
     };
     ExecError::Refused(err)
 }

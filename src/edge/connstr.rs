@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn a_missing_database_defaults_to_the_user_and_bad_strings_are_refused() {
-        assert_eq!(parse("postgresql://bob:x@h").expect("parses").database, "bob");
+        assert_eq!(
+            parse("postgresql://bob:x@h").expect("parses").database,
+            "bob"
+        );
         assert!(parse("not a url").is_err());
         assert!(parse("http://bob:x@h/db").is_err());
         assert!(parse("postgres://h/db").is_err());

@@ -73,7 +73,11 @@ pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> HttpRe
     resp
 }
 
-async fn serve(app: &Arc<App>, peer: Peer, req: Request<Incoming>) -> Result<HttpResponse, Refusal> {
+async fn serve(
+    app: &Arc<App>,
+    peer: Peer,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, Refusal> {
     let settings = app.config().settings.clone();
     let (max_request, max_response) = (
         settings.edge_max_request_size as usize,
@@ -114,7 +118,10 @@ async fn serve(app: &Arc<App>, peer: Peer, req: Request<Incoming>) -> Result<Htt
         })?;
     let value = match tx {
         Some(_) => {
-            let all: Vec<Value> = results.iter().map(|r| json::result_json(r, format)).collect();
+            let all: Vec<Value> = results
+                .iter()
+                .map(|r| json::result_json(r, format))
+                .collect();
             serde_json::json!({ "results": all })
         }
         None => results
@@ -151,7 +158,10 @@ fn header_flag(headers: &HeaderMap, name: &str) -> Result<Option<bool>, Refusal>
         None => Ok(None),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(_) => Err(Refusal::bad("22023", format!("header {name} must be true or false"))),
+        Some(_) => Err(Refusal::bad(
+            "22023",
+            format!("header {name} must be true or false"),
+        )),
     }
 }
 
@@ -246,19 +256,32 @@ mod tests {
 
     #[test]
     fn bodies_give_one_query_or_a_batch_with_text_parameters() {
-        let (q, batched) = parse_body(br#"{"query":"SELECT $1, $2, $3, $4","params":["a",1,null,{"k":[true]}]}"#)
-            .unwrap_or_else(|_| panic!("parses"));
+        let (q, batched) =
+            parse_body(br#"{"query":"SELECT $1, $2, $3, $4","params":["a",1,null,{"k":[true]}]}"#)
+                .unwrap_or_else(|_| panic!("parses"));
         assert!(!batched);
         assert_eq!(q[0].sql, "SELECT $1, $2, $3, $4");
         assert_eq!(
             q[0].params,
-            vec![Some("a".into()), Some("1".into()), None, Some("{\"k\":[true]}".into())]
+            vec![
+                Some("a".into()),
+                Some("1".into()),
+                None,
+                Some("{\"k\":[true]}".into())
+            ]
         );
-        let (q, batched) = parse_body(br#"{"queries":[{"query":"SELECT 1"},{"query":"SELECT 2","params":[]}]}"#)
-            .unwrap_or_else(|_| panic!("parses"));
+        let (q, batched) =
+            parse_body(br#"{"queries":[{"query":"SELECT 1"},{"query":"SELECT 2","params":[]}]}"#)
+                .unwrap_or_else(|_| panic!("parses"));
         assert!(batched);
         assert_eq!(q.len(), 2);
-        for bad in [&b"{"[..], b"[]", br#"{"query":1}"#, br#"{"queries":{}}"#, br#"{"query":"x","params":"y"}"#] {
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            br#"{"query":1}"#,
+            br#"{"queries":{}}"#,
+            br#"{"query":"x","params":"y"}"#,
+        ] {
             assert!(parse_body(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -209,8 +209,17 @@ mod tests {
 
     #[test]
     fn raw_text_mode_keeps_every_value_as_postgres_text() {
-        for (oid, text) in [(16, "t"), (23, "42"), (701, "1.5"), (114, "{\"a\":1}"), (17, "\\x00ff")] {
-            assert_eq!(value_json(oid, Some(text), true), Value::String(text.into()));
+        for (oid, text) in [
+            (16, "t"),
+            (23, "42"),
+            (701, "1.5"),
+            (114, "{\"a\":1}"),
+            (17, "\\x00ff"),
+        ] {
+            assert_eq!(
+                value_json(oid, Some(text), true),
+                Value::String(text.into())
+            );
         }
         assert_eq!(value_json(23, None, true), Value::Null);
     }
@@ -233,7 +242,10 @@ mod tests {
         assert_eq!(v(3802, "\"s\""), json!("s"));
         assert_eq!(v(25, "text"), json!("text"));
         assert_eq!(v(17, "\\xdead"), json!("\\xdead"));
-        assert_eq!(v(1184, "2024-01-02 03:04:05+00"), json!("2024-01-02 03:04:05+00"));
+        assert_eq!(
+            v(1184, "2024-01-02 03:04:05+00"),
+            json!("2024-01-02 03:04:05+00")
+        );
         assert_eq!(v(1007, "{1,2,NULL}"), json!("{1,2,NULL}"));
         assert_eq!(value_json(16, None, false), Value::Null);
     }

@@ -128,7 +128,12 @@ impl HttpAcceptor {
     }
 }
 
-async fn serve_connection(app: Arc<App>, acceptors: &HttpAcceptor, sock: TcpStream, addr: SocketAddr) {
+async fn serve_connection(
+    app: Arc<App>,
+    acceptors: &HttpAcceptor,
+    sock: TcpStream,
+    addr: SocketAddr,
+) {
     match acceptors.get(&app) {
         Some(acceptor) => match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(sock)).await {
             Ok(Ok(tls)) => serve_http(app, tls, Peer { addr, tls: true }).await,
@@ -207,7 +212,10 @@ mod tests {
         };
         assert!(cleartext_allowed(&peer("127.0.0.1:5", false), false));
         assert!(cleartext_allowed(&peer("[::1]:5", false), false));
-        assert!(cleartext_allowed(&peer("[::ffff:127.0.0.1]:5", false), false));
+        assert!(cleartext_allowed(
+            &peer("[::ffff:127.0.0.1]:5", false),
+            false
+        ));
         assert!(!cleartext_allowed(&peer("10.1.2.3:5", false), false));
         assert!(cleartext_allowed(&peer("10.1.2.3:5", true), false));
         assert!(cleartext_allowed(&peer("10.1.2.3:5", false), true));

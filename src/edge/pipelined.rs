@@ -44,7 +44,9 @@ pub async fn method_for(
             login::send_auth(stream, auth_code::CLEARTEXT, &[])
                 .await
                 .map_err(|e| Denied::Protocol(e.into()))?;
-            login::read_password(stream).await.map_err(Denied::Protocol)?;
+            login::read_password(stream)
+                .await
+                .map_err(Denied::Protocol)?;
             return Ok(None);
         }
         (true, Some(_)) => Some("plain"),

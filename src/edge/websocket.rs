@@ -57,12 +57,13 @@ pub fn accept(app: Arc<App>, peer: Peer, mut req: Request<Incoming>) -> HttpResp
             b"WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",
         )));
         *resp.status_mut() = StatusCode::BAD_REQUEST;
-        resp.headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return resp;
     };
-    let accept_key =
-        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {

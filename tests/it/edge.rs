@@ -138,9 +138,16 @@ async fn pipelined_login_in_one_frame_gets_the_exact_reply_sequence() {
     assert_eq!(msgs[1].0, b'R');
     assert_eq!(auth_code(&msgs[1].1), 0, "AuthenticationOk");
     let first_ready = kinds.iter().position(|&t| t == b'Z').expect("ready");
-    assert!(kinds[2..first_ready - 1].iter().all(|&t| t == b'S'), "{kinds:?}");
+    assert!(
+        kinds[2..first_ready - 1].iter().all(|&t| t == b'S'),
+        "{kinds:?}"
+    );
     assert_eq!(kinds[first_ready - 1], b'K');
-    assert_eq!(&kinds[first_ready + 1..], b"TDCZ", "then the buffered query, once");
+    assert_eq!(
+        &kinds[first_ready + 1..],
+        b"TDCZ",
+        "then the buffered query, once"
+    );
     let row = &msgs[first_ready + 2].1;
     assert_eq!(&row[row.len() - 2..], b"42");
 }
@@ -166,14 +173,18 @@ async fn messages_split_across_frames_and_an_ssl_request_answered_n() {
     let mut ssl = 8i32.to_be_bytes().to_vec();
     ssl.extend_from_slice(&80877103i32.to_be_bytes());
     ws.send(Message::Binary(ssl.into())).await.expect("send");
-    let reply = tokio::time::timeout(WAIT, ws.next()).await.expect("in time");
+    let reply = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("in time");
     assert_eq!(
         reply.expect("open").expect("frame"),
         Message::Binary(b"N".to_vec().into())
     );
     // The startup message byte by byte, in separate frames.
     for b in startup_message(&[("user", PLAIN_USER), ("database", "app")], 3 << 16) {
-        ws.send(Message::Binary(vec![b].into())).await.expect("send");
+        ws.send(Message::Binary(vec![b].into()))
+            .await
+            .expect("send");
     }
     let msgs = read_messages(&mut ws, |m| !m.is_empty()).await;
     assert_eq!(auth_code(&msgs[0].1), 3);
@@ -189,7 +200,9 @@ async fn messages_split_across_frames_and_an_ssl_request_answered_n() {
 async fn a_text_frame_closes_the_socket_with_1003() {
     let (_proxy, addr) = edge_proxy("").await;
     let mut ws = ws_connect(addr, "/v2").await;
-    ws.send(Message::Text("SELECT 1".into())).await.expect("send");
+    ws.send(Message::Text("SELECT 1".into()))
+        .await
+        .expect("send");
     loop {
         let frame = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -207,8 +220,12 @@ async fn a_text_frame_closes_the_socket_with_1003() {
 async fn pings_are_answered_and_a_bad_upgrade_gets_400() {
     let (_proxy, addr) = edge_proxy("").await;
     let mut ws = ws_connect(addr, "/").await;
-    ws.send(Message::Ping(b"hi".to_vec().into())).await.expect("ping");
-    let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("pong in time");
+    ws.send(Message::Ping(b"hi".to_vec().into()))
+        .await
+        .expect("ping");
+    let frame = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("pong in time");
     assert_eq!(
         frame.expect("open").expect("frame"),
         Message::Pong(b"hi".to_vec().into())
@@ -228,10 +245,17 @@ async fn pings_are_answered_and_a_bad_upgrade_gets_400() {
 async fn scram_md5_and_cleartext_work_without_pipelining_and_cancel_works() {
     for auth_type in ["scram-sha-256", "md5", "plain"] {
         let (proxy, addr) = edge_proxy(&format!("auth_type = {auth_type}")).await;
-        let c = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD).await.expect(auth_type);
-        let row = c.query_one("SELECT $1::int + 1", &[&41i32]).await.expect("query");
+        let c = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD)
+            .await
+            .expect(auth_type);
+        let row = c
+            .query_one("SELECT $1::int + 1", &[&41i32])
+            .await
+            .expect("query");
         assert_eq!(row.get::<_, i32>(0), 42);
-        let e = pg_over_ws(addr, PLAIN_USER, "wrong").await.expect_err("wrong");
+        let e = pg_over_ws(addr, PLAIN_USER, "wrong")
+            .await
+            .expect_err("wrong");
         assert_eq!(sqlstate(&e), "28P01", "{auth_type}");
         if auth_type == "plain" {
             // A CancelRequest as the first message of another WebSocket cancels.
@@ -245,7 +269,10 @@ async fn scram_md5_and_cleartext_work_without_pipelining_and_cancel_works() {
                 .cancel_query_raw(theirs, tokio_postgres::NoTls)
                 .await
                 .expect("cancel sent");
-            let result = tokio::time::timeout(WAIT, sleeper).await.expect("ends").expect("task");
+            let result = tokio::time::timeout(WAIT, sleeper)
+                .await
+                .expect("ends")
+                .expect("task");
             assert_eq!(sqlstate(&result.expect_err("cancelled")), "57014");
         }
         drop(proxy);
@@ -281,7 +308,12 @@ fn parse_response(out: &[u8]) -> (u16, Vec<(String, String)>, String) {
     let text = String::from_utf8_lossy(out);
     let (head, body) = text.split_once("\r\n\r\n").expect("head");
     let mut lines = head.lines();
-    let status = lines.next().expect("status line").split(' ').nth(1).expect("code");
+    let status = lines
+        .next()
+        .expect("status line")
+        .split(' ')
+        .nth(1)
+        .expect("code");
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -315,29 +347,52 @@ async fn sql_over_http_returns_fields_rows_and_typed_values() {
     assert_eq!(v["fields"][0]["name"], "n");
     assert_eq!(v["fields"][0]["dataTypeID"], 23);
     assert_eq!(v["fields"][4]["dataTypeID"], 3802);
-    assert_eq!(v["rows"][0], json!({"n": 7, "t": "hi", "z": null, "b": true, "j": {"a": 1}, "y": "\\x00ff"}));
+    assert_eq!(
+        v["rows"][0],
+        json!({"n": 7, "t": "hi", "z": null, "b": true, "j": {"a": 1}, "y": "\\x00ff"})
+    );
     // As the driver asks: arrays of Postgres text.
-    let flags = [("Neon-Raw-Text-Output", "true"), ("Neon-Array-Mode", "true")];
+    let flags = [
+        ("Neon-Raw-Text-Output", "true"),
+        ("Neon-Array-Mode", "true"),
+    ];
     let (status, v) = sql(addr, &flags, &q).await;
     assert_eq!(status, 200);
     assert_eq!(v["rowAsArray"], true);
-    assert_eq!(v["rows"][0], json!(["7", "hi", null, "t", "{\"a\": 1}", "\\x00ff"]));
+    assert_eq!(
+        v["rows"][0],
+        json!(["7", "hi", null, "t", "{\"a\": 1}", "\\x00ff"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_batches_commit_together_and_roll_back_on_a_failing_member() {
     let (_proxy, addr) = edge_proxy("").await;
     let table = unique_name("edge_batch");
-    let (status, v) = sql(addr, &[], &json!({"query": format!("CREATE TABLE {table} (id int primary key)")})).await;
+    let (status, v) = sql(
+        addr,
+        &[],
+        &json!({"query": format!("CREATE TABLE {table} (id int primary key)")}),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
-    let insert = |id: i32| json!({"query": format!("INSERT INTO {table} VALUES ($1)"), "params": [id]});
-    let iso = [("Neon-Batch-Isolation-Level", "Serializable"), ("Neon-Batch-Read-Only", "false")];
+    let insert =
+        |id: i32| json!({"query": format!("INSERT INTO {table} VALUES ($1)"), "params": [id]});
+    let iso = [
+        ("Neon-Batch-Isolation-Level", "Serializable"),
+        ("Neon-Batch-Read-Only", "false"),
+    ];
     let (status, v) = sql(addr, &iso, &json!({"queries": [insert(1), insert(2)]})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["results"][1]["command"], "INSERT");
     assert_eq!(v["results"][1]["rowCount"], 1);
     // The third member fails: the whole batch is rolled back.
-    let (status, v) = sql(addr, &[], &json!({"queries": [insert(3), insert(4), insert(1)]})).await;
+    let (status, v) = sql(
+        addr,
+        &[],
+        &json!({"queries": [insert(3), insert(4), insert(1)]}),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(v["code"], "23505");
     assert_eq!(v["constraint"], format!("{table}_pkey"));
@@ -354,30 +409,61 @@ async fn sql_batches_commit_together_and_roll_back_on_a_failing_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_errors_are_json_with_sqlstate_and_limits_give_413_and_507() {
-    let (_proxy, addr) = edge_proxy("edge_max_request_size = 2000\nedge_max_response_size = 5000").await;
+    let (_proxy, addr) =
+        edge_proxy("edge_max_request_size = 2000\nedge_max_response_size = 5000").await;
     let (status, v) = sql(addr, &[], &json!({"query": "SELECT * FROM no_such_table"})).await;
     assert_eq!((status, v["code"].as_str()), (400, Some("42P01")));
     assert_eq!(v["position"], "15");
     assert_eq!(v["severity"], "ERROR");
     let cs = conn_string(PLAIN_USER, "wrong");
     let body = br#"{"query":"SELECT 1"}"#;
-    let (status, _, text) = http(addr, "POST", "/sql", &[("Neon-Connection-String", &cs)], body).await;
+    let (status, _, text) = http(
+        addr,
+        "POST",
+        "/sql",
+        &[("Neon-Connection-String", &cs)],
+        body,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(text.contains("28P01"), "{text}");
     let cs = conn_string("nobody", "wrong");
-    let (_, _, unknown) = http(addr, "POST", "/sql", &[("Neon-Connection-String", &cs)], body).await;
-    assert_eq!(unknown.replace("nobody", PLAIN_USER), text, "unknown users look the same");
+    let (_, _, unknown) = http(
+        addr,
+        "POST",
+        "/sql",
+        &[("Neon-Connection-String", &cs)],
+        body,
+    )
+    .await;
+    assert_eq!(
+        unknown.replace("nobody", PLAIN_USER),
+        text,
+        "unknown users look the same"
+    );
     let (status, _, text) = http(addr, "POST", "/sql", &[], body).await;
     assert_eq!(status, 400);
     assert!(text.contains("Neon-Connection-String"), "{text}");
     let cs = conn_string(PLAIN_USER, PLAIN_PASSWORD);
-    let (status, _, text) = http(addr, "POST", "/sql", &[("Neon-Connection-String", &cs)], b"{not json").await;
+    let (status, _, text) = http(
+        addr,
+        "POST",
+        "/sql",
+        &[("Neon-Connection-String", &cs)],
+        b"{not json",
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(text.contains("08P01"), "{text}");
     let big = json!({"query": format!("SELECT '{}'", "x".repeat(3000))});
     let (status, _) = sql(addr, &[], &big).await;
     assert_eq!(status, 413);
-    let (status, v) = sql(addr, &[], &json!({"query": "SELECT repeat('y', 100) FROM generate_series(1, 100)"})).await;
+    let (status, v) = sql(
+        addr,
+        &[],
+        &json!({"query": "SELECT repeat('y', 100) FROM generate_series(1, 100)"}),
+    )
+    .await;
     assert_eq!(status, 507, "{v}");
     // The server went back in a usable state.
     let (status, v) = sql(addr, &[], &json!({"query": "SELECT 1 AS one"})).await;
@@ -405,13 +491,31 @@ async fn a_client_gone_mid_query_gets_its_query_cancelled() {
     let observer = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     let running = format!("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()");
     let deadline = tokio::time::Instant::now() + WAIT;
-    while observer.query_one(&running, &[]).await.expect("q").get::<_, i64>(0) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "query never started");
+    while observer
+        .query_one(&running, &[])
+        .await
+        .expect("q")
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "query never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(s);
-    while observer.query_one(&running, &[]).await.expect("q").get::<_, i64>(0) != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "query still running");
+    while observer
+        .query_one(&running, &[])
+        .await
+        .expect("q")
+        .get::<_, i64>(0)
+        != 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "query still running"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -419,15 +523,22 @@ async fn a_client_gone_mid_query_gets_its_query_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_clients_are_counted_in_metrics_and_max_client_conn() {
     let (proxy, addr) = edge_proxy("max_client_conn = 1").await;
-    let held = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD).await.expect("first");
-    let e = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD).await.expect_err("second");
+    let held = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD)
+        .await
+        .expect("first");
+    let e = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD)
+        .await
+        .expect_err("second");
     assert_eq!(sqlstate(&e), "53300");
     drop(held);
     let (status, _) = sql(addr, &[], &json!({"query": "SELECT 1"})).await;
     assert_eq!(status, 200);
     let app = &proxy.running.as_ref().expect("running").app;
     let text = app.metrics.render(app);
-    assert!(text.contains("pgfunnel_edge_requests_total{status=\"200\",transport=\"http\"} 1"), "{text}");
+    assert!(
+        text.contains("pgfunnel_edge_requests_total{status=\"200\",transport=\"http\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("pgfunnel_edge_websockets_total{transport=\"websocket\"} 2"));
     assert!(text.contains("pgfunnel_edge_request_duration_seconds_count{transport=\"http\"} 1"));
 }
@@ -487,7 +598,11 @@ async fn tls_connect(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_and_wss_use_the_client_tls_files() {
     let pki = crate::tls::Pki::new();
-    let (_proxy, addr) = edge_proxy(&format!("auth_type = plain\n{}", pki.client_tls_lines("require"))).await;
+    let (_proxy, addr) = edge_proxy(&format!(
+        "auth_type = plain\n{}",
+        pki.client_tls_lines("require")
+    ))
+    .await;
     // https: POST /sql over HTTP/1.1.
     let mut s = tls_connect(addr, &pki, b"http/1.1").await;
     let cs = conn_string(PLAIN_USER, PLAIN_PASSWORD);
@@ -498,7 +613,9 @@ async fn https_and_wss_use_the_client_tls_files() {
     );
     s.write_all(req.as_bytes()).await.expect("send");
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("answer");
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answer");
     let (status, _, text) = parse_response(&out);
     assert_eq!(status, 200, "{text}");
     assert!(text.contains(r#""via":"tls""#), "{text}");
@@ -509,7 +626,10 @@ async fn https_and_wss_use_the_client_tls_files() {
         .expect("upgrade");
     let mut ssl = 8i32.to_be_bytes().to_vec();
     ssl.extend_from_slice(&80877103i32.to_be_bytes());
-    ssl.extend(startup_message(&[("user", PLAIN_USER), ("database", "app")], 3 << 16));
+    ssl.extend(startup_message(
+        &[("user", PLAIN_USER), ("database", "app")],
+        3 << 16,
+    ));
     ws.send(Message::Binary(ssl.into())).await.expect("send");
     let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("reply");
     let Message::Binary(bytes) = frame.expect("open").expect("frame") else {
