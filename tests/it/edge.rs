@@ -637,3 +637,44 @@ async fn https_and_wss_use_the_client_tls_files() {
     };
     assert_eq!(bytes[0], b'N', "SSLRequest inside wss is answered N");
 }
+
+/// Waits until `app`'s connected client count is `n`.
+async fn wait_clients(app: &pgfunnel::app::App, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.client_count.load(std::sync::atomic::Ordering::Acquire) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "clients: {} (want {n})",
+            app.client_count.load(std::sync::atomic::Ordering::Acquire)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_websockets_leave_nothing_behind_when_closed() {
+    let (proxy, addr) = edge_proxy("").await;
+    let app = proxy.running.as_ref().expect("running").app.clone();
+    let startup = startup_message(&[("user", PLAIN_USER), ("database", "app")], 3 << 16);
+    let mut sockets = Vec::new();
+    for i in 0..100 {
+        let mut ws = ws_connect(addr, "/v2").await;
+        if i % 2 == 0 {
+            // Half a StartupMessage, then nothing.
+            let half = startup[..startup.len() / 2].to_vec();
+            ws.send(Message::Binary(half.into())).await.expect("send");
+        }
+        sockets.push(ws);
+    }
+    wait_clients(&app, 100).await;
+    drop(sockets);
+    wait_clients(&app, 0).await;
+    let text = app.metrics.render(&app);
+    assert!(
+        text.contains("pgfunnel_edge_websockets_open{transport=\"websocket\"} 0"),
+        "{text}"
+    );
+    // Still serving.
+    let c = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD).await.expect("connect");
+    c.simple_query("SELECT 1").await.expect("query");
+}
