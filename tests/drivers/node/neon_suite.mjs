@@ -2,10 +2,17 @@
 // tests/it/edge.rs with EDGE_ADDR (host:port), EDGE_USER, EDGE_PASSWORD and EDGE_TABLE set:
 // neon() over HTTP (typed parameters, fullResults, errors, transactions with every isolation
 // level and a failing member), Pool and Client over WebSocket with pipelined and ordinary
-// logins. Prints "NEON OK <checks>" last; any failed check exits non-zero.
+// logins, and Drizzle's neon-http driver with its migrator. Prints "NEON OK <checks>" last; any failed check exits non-zero.
 import assert from 'node:assert/strict';
 import { neon, neonConfig, Pool, Client } from '@neondatabase/serverless';
 import ws from 'ws';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { drizzle } from 'drizzle-orm/neon-http';
+import { migrate } from 'drizzle-orm/neon-http/migrator';
+import { pgSchema, integer, text } from 'drizzle-orm/pg-core';
+import { eq, sql as dsql } from 'drizzle-orm';
 
 const env = (name) => {
   const v = process.env[name];
@@ -114,4 +121,32 @@ await assert.rejects(
 checks += 2;
 
 await sql`DROP TABLE ${sql.unsafe(table)}`;
+
+// Drizzle's neon-http driver: its migrator (run twice: the second applies nothing), queries
+// and db.batch.
+const schema = `${table}_drizzle`;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'neon-drizzle-'));
+fs.mkdirSync(path.join(dir, 'meta'));
+const journal = { version: '7', dialect: 'postgresql', entries: [{ idx: 0, version: '7', when: 1700000000000, tag: '0000_init', breakpoints: true }] };
+fs.writeFileSync(path.join(dir, 'meta/_journal.json'), JSON.stringify(journal));
+fs.writeFileSync(
+  path.join(dir, '0000_init.sql'),
+  `CREATE TABLE "${schema}"."items" ("id" integer PRIMARY KEY, "name" text NOT NULL);\n--> statement-breakpoint\nINSERT INTO "${schema}"."items" VALUES (1, 'one');\n`,
+);
+const db = drizzle(neon(url));
+const migrations = { migrationsFolder: dir, migrationsSchema: schema, migrationsTable: 'migrations' };
+await migrate(db, migrations);
+await migrate(db, migrations);
+const items = pgSchema(schema).table('items', { id: integer('id').primaryKey(), name: text('name').notNull() });
+await db.insert(items).values({ id: 2, name: 'two' });
+const two = await db.select().from(items).where(eq(items.id, 2));
+check(() => assert.deepEqual(two, [{ id: 2, name: 'two' }]));
+const [all, counted] = await db.batch([db.select().from(items), db.select({ n: dsql`count(*)::int` }).from(items)]);
+check(() => assert.equal(all.length, 2));
+check(() => assert.equal(counted[0].n, 2));
+const applied = await db.execute(dsql.raw(`SELECT count(*)::int AS c FROM "${schema}".migrations`));
+check(() => assert.equal((applied.rows ?? applied)[0].c, 1));
+await sql`DROP SCHEMA ${sql.unsafe(`"${schema}"`)} CASCADE`;
+fs.rmSync(dir, { recursive: true, force: true });
+
 console.log(`NEON OK ${checks}`);
