@@ -675,6 +675,74 @@ async fn idle_and_half_sent_websockets_leave_nothing_behind_when_closed() {
         "{text}"
     );
     // Still serving.
-    let c = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD).await.expect("connect");
+    let c = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD)
+        .await
+        .expect("connect");
     c.simple_query("SELECT 1").await.expect("query");
+}
+
+/// One request on a kept-alive HTTP/1.1 connection; returns the body.
+async fn keep_alive_post(s: &mut TcpStream, head: &str, body: &str) -> String {
+    s.write_all(format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+        .await
+        .expect("send");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((h, rest)) = text.split_once("\r\n\r\n") {
+            let len: usize = h
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().expect("len"))
+                })
+                .expect("content-length");
+            if rest.len() >= len {
+                return rest.to_owned();
+            }
+        }
+    }
+}
+
+/// Throughput of `SELECT 1` round trips: `/sql` requests on one kept-alive connection,
+/// WebSocket round trips and TCP round trips, one client each, in one run. Prints the
+/// rates; run with `cargo test --release --test it edge_round_trips -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn edge_round_trips_next_to_tcp() {
+    const N: usize = 2000;
+    let (proxy, addr) = edge_proxy("auth_type = plain").await;
+    let cs = conn_string(PLAIN_USER, PLAIN_PASSWORD);
+    let head = format!("POST /sql HTTP/1.1\r\nHost: x\r\nNeon-Connection-String: {cs}\r\nNeon-Raw-Text-Output: true\r\nNeon-Array-Mode: true\r\n");
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let body = r#"{"query":"SELECT 1","params":[]}"#;
+    keep_alive_post(&mut s, &head, body).await;
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        let r = keep_alive_post(&mut s, &head, body).await;
+        assert!(r.contains("\"rows\":[[\"1\"]]"), "{r}");
+    }
+    let http = N as f64 / t.elapsed().as_secs_f64();
+    let ws = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD)
+        .await
+        .expect("ws");
+    let tcp = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
+    let mut rates = Vec::new();
+    for c in [&ws, &tcp] {
+        c.simple_query("SELECT 1").await.expect("warm");
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            c.simple_query("SELECT 1").await.expect("query");
+        }
+        rates.push(N as f64 / t.elapsed().as_secs_f64());
+    }
+    println!(
+        "SELECT 1 round trips per second, one client: /sql {http:.0}, WebSocket {:.0}, TCP {:.0}",
+        rates[0], rates[1]
+    );
 }
