@@ -321,6 +321,18 @@ fn parse_response(out: &[u8]) -> (u16, Vec<(String, String)>, String) {
     (status.parse().expect("status"), headers, body.to_owned())
 }
 
+/// `POST /sql` with connection string `cs`.
+async fn post_as(addr: SocketAddr, cs: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    http(
+        addr,
+        "POST",
+        "/sql",
+        &[("Neon-Connection-String", cs)],
+        body,
+    )
+    .await
+}
+
 fn conn_string(user: &str, password: &str) -> String {
     // The host is never dialled: an address nobody listens on proves it.
     format!("postgres://{user}:{password}@192.0.2.1:1/app")
@@ -417,25 +429,11 @@ async fn sql_errors_are_json_with_sqlstate_and_limits_give_413_and_507() {
     assert_eq!(v["severity"], "ERROR");
     let cs = conn_string(PLAIN_USER, "wrong");
     let body = br#"{"query":"SELECT 1"}"#;
-    let (status, _, text) = http(
-        addr,
-        "POST",
-        "/sql",
-        &[("Neon-Connection-String", &cs)],
-        body,
-    )
-    .await;
+    let (status, _, text) = post_as(addr, &cs, body).await;
     assert_eq!(status, 400);
     assert!(text.contains("28P01"), "{text}");
     let cs = conn_string("nobody", "wrong");
-    let (_, _, unknown) = http(
-        addr,
-        "POST",
-        "/sql",
-        &[("Neon-Connection-String", &cs)],
-        body,
-    )
-    .await;
+    let (_, _, unknown) = post_as(addr, &cs, body).await;
     assert_eq!(
         unknown.replace("nobody", PLAIN_USER),
         text,
@@ -445,14 +443,7 @@ async fn sql_errors_are_json_with_sqlstate_and_limits_give_413_and_507() {
     assert_eq!(status, 400);
     assert!(text.contains("Neon-Connection-String"), "{text}");
     let cs = conn_string(PLAIN_USER, PLAIN_PASSWORD);
-    let (status, _, text) = http(
-        addr,
-        "POST",
-        "/sql",
-        &[("Neon-Connection-String", &cs)],
-        b"{not json",
-    )
-    .await;
+    let (status, _, text) = post_as(addr, &cs, b"{not json").await;
     assert_eq!(status, 400);
     assert!(text.contains("08P01"), "{text}");
     let big = json!({"query": format!("SELECT '{}'", "x".repeat(3000))});
@@ -669,11 +660,16 @@ async fn idle_and_half_sent_websockets_leave_nothing_behind_when_closed() {
     wait_clients(&app, 100).await;
     drop(sockets);
     wait_clients(&app, 0).await;
-    let text = app.metrics.render(&app);
-    assert!(
-        text.contains("pgfunnel_edge_websockets_open{transport=\"websocket\"} 0"),
-        "{text}"
-    );
+    // The frame pumps end a little after their sessions.
+    let closed = "pgfunnel_edge_websockets_open{transport=\"websocket\"} 0";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !app.metrics.render(&app).contains(closed) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "WebSockets still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Still serving.
     let c = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD)
         .await
