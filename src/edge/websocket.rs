@@ -30,6 +30,8 @@ use crate::net::{EdgeStream, Stream};
 const PIPE: usize = 64 * 1024;
 /// Largest WebSocket message (and frame) accepted.
 const MAX_MESSAGE: usize = 64 << 20;
+/// Bytes read from the socket at a time (and allocated per WebSocket for it).
+const READ_BUFFER: usize = 8 * 1024;
 /// How long one side may take to finish after the other ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -68,7 +70,11 @@ pub fn accept(app: Arc<App>, peer: Peer, mut req: Request<Incoming>) -> HttpResp
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
+                // Small buffers: an idle WebSocket should cost little (the default read
+                // buffer is 128 KiB, allocated up front).
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(READ_BUFFER)
+                    .write_buffer_size(0)
                     .max_message_size(Some(MAX_MESSAGE))
                     .max_frame_size(Some(MAX_MESSAGE));
                 let io = TokioIo::new(upgraded);
@@ -147,7 +153,7 @@ where
         let _ = ended_tx.send(end);
     };
     let outbound = async move {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; READ_BUFFER];
         let mut watching = true;
         let close = loop {
             let n = tokio::select! {

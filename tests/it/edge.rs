@@ -742,3 +742,44 @@ async fn edge_round_trips_next_to_tcp() {
         rates[0], rates[1]
     );
 }
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Memory of idle WebSockets (upgraded, nothing sent): opens `EDGE_IDLE` (default 2000)
+/// with raw upgrade requests (no WebSocket state on the test side) and prints the RSS
+/// growth per socket. `max_client_conn` is raised so none is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn idle_websocket_memory() {
+    let n: usize = std::env::var("EDGE_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let (proxy, addr) = edge_proxy("max_client_conn = 20000\nclient_login_timeout = 600").await;
+    let app = proxy.running.as_ref().expect("running").app.clone();
+    let before = rss_kib();
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /v2 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            .await
+            .expect("send");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.expect("101");
+        assert_eq!(&head, b"HTTP/1.1 101");
+        sockets.push(s);
+    }
+    wait_clients(&app, n).await;
+    let after = rss_kib();
+    println!(
+        "{n} idle WebSockets: RSS {before} KiB -> {after} KiB, {:.1} KiB each",
+        (after.saturating_sub(before)) as f64 / n as f64
+    );
+}
