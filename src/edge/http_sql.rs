@@ -78,11 +78,12 @@ async fn serve(
     peer: Peer,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, Refusal> {
-    let settings = app.config().settings.clone();
-    let (max_request, max_response) = (
-        settings.edge_max_request_size as usize,
-        settings.edge_max_response_size as usize,
-    );
+    let (max_request, max_response, log_connections) = {
+        let config = app.config();
+        let s = &config.settings;
+        let limits = (s.edge_max_request_size, s.edge_max_response_size);
+        (limits.0 as usize, limits.1 as usize, s.log_connections)
+    };
     let headers = req.headers().clone();
     let conn = header_text(&headers, "neon-connection-string")
         .ok_or_else(|| Refusal::bad("08P01", "missing Neon-Connection-String header"))?;
@@ -107,7 +108,7 @@ async fn serve(
         let credential = &pool.target().credential;
         credential.learn(admitted.secret.as_ref(), admitted.client_key);
     }
-    if settings.log_connections {
+    if log_connections {
         info!(peer = %peer.addr, user = %info.user, db = %info.database, queries = queries.len(), "edge /sql request");
     }
     let results = batch::execute(&pool, &info.params, &queries, tx.as_ref(), max_response)

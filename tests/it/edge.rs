@@ -115,6 +115,14 @@ async fn read_messages(ws: &mut Ws, done: impl Fn(&[(u8, Vec<u8>)]) -> bool) -> 
     out
 }
 
+/// StartupMessage, PasswordMessage and a Query in one frame, as the driver pipelines them.
+fn pipelined_burst(user: &str, password: &str, sql: &str) -> Vec<u8> {
+    let mut burst = startup_message(&[("user", user), ("database", "app")], 3 << 16);
+    burst.extend(message(b'p', &cstr(password)));
+    burst.extend(message(b'Q', &cstr(sql)));
+    burst
+}
+
 fn ready_count(msgs: &[(u8, Vec<u8>)]) -> usize {
     msgs.iter().filter(|(t, _)| *t == b'Z').count()
 }
@@ -127,9 +135,7 @@ fn auth_code(body: &[u8]) -> i32 {
 async fn pipelined_login_in_one_frame_gets_the_exact_reply_sequence() {
     let (_proxy, addr) = edge_proxy("auth_type = scram-sha-256").await;
     let mut ws = ws_connect(addr, "/v2").await;
-    let mut burst = startup_message(&[("user", PLAIN_USER), ("database", "app")], 3 << 16);
-    burst.extend(message(b'p', &cstr(PLAIN_PASSWORD)));
-    burst.extend(message(b'Q', &cstr("SELECT 40 + 2")));
+    let burst = pipelined_burst(PLAIN_USER, PLAIN_PASSWORD, "SELECT 40 + 2");
     ws.send(Message::Binary(burst.into())).await.expect("send");
     let msgs = read_messages(&mut ws, |m| ready_count(m) == 2).await;
     let kinds: Vec<u8> = msgs.iter().map(|(t, _)| *t).collect();
@@ -156,9 +162,7 @@ async fn pipelined_login_in_one_frame_gets_the_exact_reply_sequence() {
 async fn pipelined_wrong_password_is_refused_with_28p01() {
     let (_proxy, addr) = edge_proxy("auth_type = scram-sha-256").await;
     let mut ws = ws_connect(addr, "/v1").await;
-    let mut burst = startup_message(&[("user", PLAIN_USER), ("database", "app")], 3 << 16);
-    burst.extend(message(b'p', &cstr("wrong")));
-    burst.extend(message(b'Q', &cstr("SELECT 1")));
+    let burst = pipelined_burst(PLAIN_USER, "wrong", "SELECT 1");
     ws.send(Message::Binary(burst.into())).await.expect("send");
     let msgs = read_messages(&mut ws, |m| m.iter().any(|(t, _)| *t == b'E')).await;
     let err = &msgs.last().expect("error").1;
@@ -782,4 +786,58 @@ async fn idle_websocket_memory() {
         "{n} idle WebSockets: RSS {before} KiB -> {after} KiB, {:.1} KiB each",
         (after.saturating_sub(before)) as f64 / n as f64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scram_secret_checks_pipelined_and_http_passwords_and_drives_pass_through() {
+    let pg = PgServer::shared();
+    let role = pg.create_role("edge_pt", "edge_pt_pw");
+    let secret = pg.admin_sql(&format!(
+        "SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"
+    ));
+    assert!(secret.starts_with("SCRAM-SHA-256$"));
+    // No forced user: the pool logs in as the role with the key the client proved.
+    let text = ini(
+        &db_line("app", "app", ""),
+        "edge_listen = 127.0.0.1:0\nauth_type = scram-sha-256",
+    );
+    let proxy = Proxy::start(&text, &format!("\"{role}\" \"{secret}\"\n")).await;
+    let addr = proxy
+        .running
+        .as_ref()
+        .and_then(|r| r.edge_addr)
+        .expect("edge");
+    let mut ws = ws_connect(addr, "/v2").await;
+    let burst = pipelined_burst(&role, "edge_pt_pw", "SELECT current_user");
+    ws.send(Message::Binary(burst.into())).await.expect("send");
+    let msgs = read_messages(&mut ws, |m| ready_count(m) == 2).await;
+    let row = &msgs.iter().find(|(t, _)| *t == b'D').expect("row").1;
+    assert!(row.ends_with(role.as_bytes()), "{msgs:?}");
+    let cs = format!("postgres://{role}:edge_pt_pw@h/app");
+    let (status, _, text) = post_as(addr, &cs, br#"{"query":"SELECT current_user AS u"}"#).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(&format!("\"u\":\"{role}\"")), "{text}");
+    let cs = format!("postgres://{role}:nope@h/app");
+    let (status, _, text) = post_as(addr, &cs, br#"{"query":"SELECT 1"}"#).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("28P01"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_trust_a_pipelined_password_is_read_and_the_query_served() {
+    let (_proxy, addr) = edge_proxy("auth_type = trust").await;
+    let mut ws = ws_connect(addr, "/v2").await;
+    let burst = pipelined_burst(PLAIN_USER, "anything", "SELECT 7");
+    ws.send(Message::Binary(burst.into())).await.expect("send");
+    let msgs = read_messages(&mut ws, |m| ready_count(m) == 2).await;
+    assert_eq!(auth_code(&msgs[0].1), 3);
+    assert_eq!(auth_code(&msgs[1].1), 0);
+    assert!(
+        msgs.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"7")),
+        "{msgs:?}"
+    );
+    // Over HTTP no password is needed either.
+    let cs = format!("postgres://{PLAIN_USER}@h/app");
+    let (status, _, text) = post_as(addr, &cs, br#"{"query":"SELECT 1"}"#).await;
+    assert_eq!(status, 200, "{text}");
 }
