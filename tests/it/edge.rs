@@ -841,3 +841,62 @@ async fn under_trust_a_pipelined_password_is_read_and_the_query_served() {
     let (status, _, text) = post_as(addr, &cs, br#"{"query":"SELECT 1"}"#).await;
     assert_eq!(status, 200, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_over_http2_with_prior_knowledge() {
+    let (_proxy, addr) = edge_proxy("").await;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::post(format!("http://{addr}/sql"))
+        .header(
+            "Neon-Connection-String",
+            conn_string(PLAIN_USER, PLAIN_PASSWORD),
+        )
+        .body(())
+        .expect("request");
+    let (resp, mut body) = client.send_request(req, false).expect("send");
+    body.send_data(br#"{"query":"SELECT 2 AS two"}"#.to_vec().into(), true)
+        .expect("body");
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let mut data = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = data.data().await {
+        text.extend_from_slice(&chunk.expect("chunk"));
+    }
+    let v: Value = serde_json::from_slice(&text).expect("json");
+    assert_eq!(v["rows"][0]["two"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_requests_wait_for_a_server_and_time_out_like_clients() {
+    let (proxy, addr) = edge_proxy("default_pool_size = 1\nquery_wait_timeout = 1").await;
+    // A session-mode client holds the only server.
+    let holder = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
+    holder.simple_query("SELECT 1").await.expect("query");
+    let (status, v) = sql(addr, &[], &json!({"query": "SELECT 1"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["code"], "08P01");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("query_wait_timeout")),
+        "{v}"
+    );
+    drop(holder);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, _) = sql(addr, &[], &json!({"query": "SELECT 1"})).await;
+        if status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "server never freed");
+    }
+}
