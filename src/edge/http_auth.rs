@@ -60,9 +60,14 @@ pub async fn admit(
     if !peer.may_send_cleartext(app) {
         return Err(refused(Denied::Plaintext));
     }
+    // An unknown user costs what a known one of a kind drawn from the configured mix of
+    // secrets costs (as the TCP login's challenge does), so timing does not tell them apart.
+    let stand_in_scram = secret.is_none()
+        && auth::choose_method_masked("md5", None, user, &app.scram_mock_key, app.users().mix())
+            == auth::ClientAuthMethod::ScramSha256;
     let (stored, name, pw) = (secret.clone(), user.to_owned(), password.to_owned());
     let key = app.scram_mock_key;
-    let check = move || verify(stored.as_ref(), &name, &pw, &key);
+    let check = move || verify(stored.as_ref(), &name, &pw, &key, stand_in_scram);
     let verified = tokio::task::spawn_blocking(check).await.unwrap_or(None);
     match verified {
         Some(client_key) => Ok(Admitted { secret, client_key }),
@@ -71,19 +76,25 @@ pub async fn admit(
 }
 
 /// `Some(client key when SCRAM)` when `password` matches `secret`. An unknown user costs
-/// one SCRAM derivation against a stand-in salt, as a SCRAM secret does.
+/// one SCRAM derivation against a stand-in salt (`stand_in_scram`) or one md5 check.
 fn verify(
     secret: Option<&Secret>,
     user: &str,
     password: &str,
     mock_key: &[u8],
+    stand_in_scram: bool,
 ) -> Option<Option<[u8; 32]>> {
     let pw = password.as_bytes();
     match secret {
         Some(Secret::Scram(s)) => auth::scram_client_key_of(s, pw).map(Some),
         Some(other) => auth::verify_cleartext(other, user, pw).then_some(None),
-        None => {
+        None if stand_in_scram => {
             let _ = ScramSecret::from_password(pw, mock_key, STAND_IN_ITERATIONS);
+            None
+        }
+        None => {
+            let stand_in = Secret::Md5(auth::md5_secret(user, mock_key));
+            let _ = auth::verify_cleartext(&stand_in, user, pw);
             None
         }
     }

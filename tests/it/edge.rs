@@ -900,3 +900,38 @@ async fn sql_requests_wait_for_a_server_and_time_out_like_clients() {
         assert!(tokio::time::Instant::now() < deadline, "server never freed");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_sees_edge_clients_as_host_with_their_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hba = dir.path().join("hba.conf");
+    std::fs::write(
+        &hba,
+        "host all plain_user 127.0.0.1/32 password\n\
+         hostssl all all all md5\n\
+         host all all 127.0.0.1/32 reject\n",
+    )
+    .expect("write hba");
+    let (_proxy, addr) = edge_proxy(&format!(
+        "auth_type = hba\nauth_hba_file = {}",
+        hba.display()
+    ))
+    .await;
+    let c = pg_over_ws(addr, PLAIN_USER, PLAIN_PASSWORD)
+        .await
+        .expect("password rule");
+    c.simple_query("SELECT 1").await.expect("query");
+    let e = pg_over_ws(addr, MD5_USER, MD5_PASSWORD)
+        .await
+        .expect_err("not hostssl");
+    assert_eq!(sqlstate(&e), "28000");
+    let (status, v) = sql(addr, &[], &json!({"query": "SELECT 1"})).await;
+    assert_eq!(status, 200, "{v}");
+    let cs = conn_string(MD5_USER, MD5_PASSWORD);
+    let (status, _, text) = post_as(addr, &cs, br#"{"query":"SELECT 1"}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        text.contains("28000") && text.contains("no pg_hba.conf entry"),
+        "{text}"
+    );
+}
