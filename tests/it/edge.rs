@@ -935,3 +935,36 @@ async fn hba_sees_edge_clients_as_host_with_their_address() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_mode_serves_sql_over_http_with_edge_listen_flag() {
+    let pg = PgServer::shared();
+    let (port, edge_port) = (free_port(), free_port());
+    let url = format!(
+        "postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@127.0.0.1:{}/app",
+        pg.port()
+    );
+    let edge = format!("127.0.0.1:{edge_port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgfunnel"))
+        .args(["serve", "--upstream", &url, "--port", &port.to_string()])
+        .args(["--edge-listen", &edge])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let addr: SocketAddr = edge.parse().expect("addr");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edge listener never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cs = format!("postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@anywhere/app");
+    let (status, _, text) = post_as(addr, &cs, br#"{"query":"SELECT 9 AS nine"}"#).await;
+    let _ = child.kill().await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""nine":9"#), "{text}");
+}
