@@ -22,7 +22,8 @@ use super::{connstr, http_auth, HttpResponse, Peer};
 use crate::app::App;
 use crate::error::ErrorKind;
 
-/// How long a client may take to send its request body.
+/// How long a client may take to send its request body, at most (a shorter
+/// `client_login_timeout` wins).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The headers a browser may send to `/sql` (CORS preflight answer).
@@ -92,7 +93,7 @@ async fn serve(
         array_mode: header_flag(&headers, "neon-array-mode")?.unwrap_or(false),
         raw_text: header_flag(&headers, "neon-raw-text-output")?.unwrap_or(false),
     };
-    let body = read_body(req, max_request).await?;
+    let body = read_body(req, max_request, super::deadline(app, BODY_TIMEOUT)).await?;
     let (queries, batched) = parse_body(&body)?;
     drop(body);
     let tx = batched.then(|| tx_options(&headers)).transpose()?;
@@ -183,8 +184,12 @@ fn tx_options(headers: &HeaderMap) -> Result<TxOptions, Refusal> {
     })
 }
 
-/// Reads the body within `max` bytes and [`BODY_TIMEOUT`].
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
+/// Reads the body within `max` bytes and `timeout`.
+async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Refusal> {
     let over = || {
         Refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -199,7 +204,7 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal>
         return Err(over());
     }
     let collect = Limited::new(req.into_body(), max).collect();
-    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+    match tokio::time::timeout(timeout, collect).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(over()),
         Ok(Err(_)) => Err(Refusal::bad("08P01", "the request body could not be read")),

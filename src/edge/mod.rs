@@ -38,8 +38,17 @@ use tracing::{debug, info, warn};
 use crate::app::App;
 use crate::net::tls::ClientSideTls;
 
-/// How long a client may take to send a request head (and, for TLS, its handshake).
+/// How long a client may take to send a request head (and, for TLS, its handshake), at
+/// most: a shorter `client_login_timeout` wins.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `limit`, or `client_login_timeout` when that is set and shorter.
+pub fn deadline(app: &App, limit: Duration) -> Duration {
+    match app.config().settings.client_login_timeout {
+        t if t.is_zero() => limit,
+        t => t.min(limit),
+    }
+}
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -135,11 +144,13 @@ async fn serve_connection(
     addr: SocketAddr,
 ) {
     match acceptors.get(&app) {
-        Some(acceptor) => match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(sock)).await {
-            Ok(Ok(tls)) => serve_http(app, tls, Peer { addr, tls: true }).await,
-            Ok(Err(e)) => debug!(peer = %addr, error = %e, "edge TLS handshake failed"),
-            Err(_) => debug!(peer = %addr, "edge TLS handshake timed out"),
-        },
+        Some(acceptor) => {
+            match tokio::time::timeout(deadline(&app, HEAD_TIMEOUT), acceptor.accept(sock)).await {
+                Ok(Ok(tls)) => serve_http(app, tls, Peer { addr, tls: true }).await,
+                Ok(Err(e)) => debug!(peer = %addr, error = %e, "edge TLS handshake failed"),
+                Err(_) => debug!(peer = %addr, "edge TLS handshake timed out"),
+            }
+        }
         None => serve_http(app, sock, Peer { addr, tls: false }).await,
     }
 }
@@ -149,6 +160,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shutdown = app.shutdown.clone();
+    let head_timeout = deadline(&app, HEAD_TIMEOUT);
     let service = hyper::service::service_fn(move |req| {
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(route(app, peer, req).await) }
@@ -157,7 +169,7 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(head_timeout)
         .max_buf_size(64 * 1024);
     builder
         .http2()

@@ -968,3 +968,33 @@ async fn url_mode_serves_sql_over_http_with_edge_listen_flag() {
     assert_eq!(status, 200, "{text}");
     assert!(text.contains(r#""nine":9"#), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_and_bodies_meet_a_deadline() {
+    let (proxy, addr) = edge_proxy("client_login_timeout = 1").await;
+    // A body that never arrives: 408 with the JSON error.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let cs = conn_string(PLAIN_USER, PLAIN_PASSWORD);
+    let head = format!("POST /sql HTTP/1.1\r\nHost: x\r\nNeon-Connection-String: {cs}\r\nContent-Length: 100\r\n\r\n{{\"query\"");
+    s.write_all(head.as_bytes()).await.expect("send");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answered");
+    let (status, _, text) = parse_response(&out);
+    assert_eq!(status, 408, "{text}");
+    assert!(text.contains("08P01"), "{text}");
+    // A head that never ends: the connection is closed.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"POST /sql HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("send");
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(WAIT, s.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "slow head still open");
+    let app = &proxy.running.as_ref().expect("running").app;
+    assert_eq!(
+        app.client_count.load(std::sync::atomic::Ordering::Acquire),
+        0
+    );
+}
