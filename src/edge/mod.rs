@@ -143,6 +143,13 @@ async fn serve_connection(
     sock: TcpStream,
     addr: SocketAddr,
 ) {
+    // A connection that sends nothing is closed at the head deadline (HTTP/1 or HTTP/2 is
+    // only known from the first bytes, before any of hyper's timers runs).
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(deadline(&app, HEAD_TIMEOUT), sock.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
     match acceptors.get(&app) {
         Some(acceptor) => {
             match tokio::time::timeout(deadline(&app, HEAD_TIMEOUT), acceptor.accept(sock)).await {

@@ -992,6 +992,15 @@ async fn slow_heads_and_bodies_meet_a_deadline() {
     let mut sink = Vec::new();
     let closed = tokio::time::timeout(WAIT, s.read_to_end(&mut sink)).await;
     assert!(closed.is_ok(), "slow head still open");
+    // A connection that sends nothing, and one kept alive after an answer, are closed too.
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let closed = tokio::time::timeout(WAIT, silent.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "silent connection still open");
+    let mut kept = TcpStream::connect(addr).await.expect("connect");
+    let head = format!("POST /sql HTTP/1.1\r\nHost: x\r\nNeon-Connection-String: {cs}\r\n");
+    keep_alive_post(&mut kept, &head, r#"{"query":"SELECT 1"}"#).await;
+    let closed = tokio::time::timeout(WAIT, kept.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "idle kept-alive connection still open");
     let app = &proxy.running.as_ref().expect("running").app;
     assert_eq!(
         app.client_count.load(std::sync::atomic::Ordering::Acquire),
