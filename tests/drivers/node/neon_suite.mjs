@@ -1,5 +1,5 @@
 // Neon's serverless driver (@neondatabase/serverless) against pgfunnel's edge listener, run by
-// tests/it/edge.rs with EDGE_ADDR (host:port), EDGE_USER, EDGE_PASSWORD and EDGE_TABLE set:
+// tests/it/edge/shared.rs with EDGE_ADDR (host:port), EDGE_USER, EDGE_PASSWORD and EDGE_TABLE set:
 // neon() over HTTP (typed parameters, fullResults, errors, transactions with every isolation
 // level and a failing member), Pool and Client over WebSocket with pipelined and ordinary
 // logins, and Drizzle's neon-http driver with its migrator. Prints "NEON OK <checks>" last; any failed check exits non-zero.
@@ -16,7 +16,7 @@ import { eq, sql as dsql } from 'drizzle-orm';
 
 const env = (name) => {
   const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set (run through tests/it/edge.rs)`);
+  if (!v) throw new Error(`${name} is not set (run through tests/it/edge/shared.rs)`);
   return v;
 };
 const addr = env('EDGE_ADDR');
