@@ -485,6 +485,8 @@ pub struct Running {
     pub unix_path: Option<PathBuf>,
     /// The bound metrics_listen address, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bound edge_listen address, if any.
+    pub edge_addr: Option<SocketAddr>,
 }
 
 /// Binds listeners and starts serving in the current tokio runtime.
@@ -517,11 +519,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         info!(addr = %bound, "metrics listening");
         metrics_addr = Some(bound);
     }
+    let edge_addr = crate::edge::start(&app).await?;
     Ok(Running {
         app,
         tcp_addrs,
         unix_path,
         metrics_addr,
+        edge_addr,
     })
 }
 

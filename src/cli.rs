@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Override metrics_listen: serve /metrics, /health/live and /health/ready over HTTP here.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
+    /// Override edge_listen: serve Postgres over WebSocket and SQL over HTTP here (Neon's
+    /// serverless driver); an empty value turns it off.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub edge_listen: Option<String>,
     /// Override unix_socket_dir: also listen on a Unix socket in this directory (URL mode has
     /// none by default; an empty value turns it off).
     #[arg(long, value_name = "DIR")]

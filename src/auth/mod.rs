@@ -147,6 +147,18 @@ pub fn verify_cleartext(secret: &Secret, user: &str, password: &[u8]) -> bool {
     }
 }
 
+/// The SCRAM ClientKey of a cleartext `password` checked against a stored SCRAM secret
+/// (one derivation, as [`verify_cleartext`] costs): `Some` only when the password is the
+/// one the secret was made from. Lets a cleartext login drive SCRAM pass-through.
+pub fn scram_client_key_of(stored: &ScramSecret, password: &[u8]) -> Option<[u8; 32]> {
+    if password.is_empty() {
+        return None;
+    }
+    let salted = secret::salted_password(password, &stored.salt, stored.iterations.max(1));
+    let client_key = crypto::hmac_sha256(&salted, &[b"Client Key"]);
+    bool::from(crypto::sha256(&client_key).ct_eq(&stored.stored_key)).then_some(client_key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

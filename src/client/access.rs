@@ -51,6 +51,9 @@ pub enum Denied {
     /// it raises itself); the details are in the log.
     #[error("{0}")]
     Config(String),
+    /// A cleartext password on an unencrypted WebSocket from another host (28000).
+    #[error("cleartext passwords are refused on an unencrypted WebSocket from another host: use wss:// (client_tls_*) or set edge_allow_plaintext = 1")]
+    Plaintext,
 }
 
 impl Denied {
@@ -117,6 +120,7 @@ pub async fn admit_for(
         (_, Some(HbaMethod::ScramSha256)) => Some("scram-sha-256"),
         (other, None) => Some(other.as_str()),
     };
+    let method = crate::edge::pipelined::method_for(app, stream, method).await?;
     let known = find_secret(app, database, user).await?;
     match password_exchange(app, stream, user, method, &known).await {
         Ok(outcome) => Ok(Admitted {
@@ -187,7 +191,8 @@ async fn scram_server(
         // Postgres): behave exactly as for an unknown user.
         Some(_) | None => ScramServer::for_unknown_user(user, &app.scram_mock_key),
     };
-    let binding = match stream.is_tls() {
+    // A WebSocket client cannot see the TLS channel it runs in: no channel binding.
+    let binding = match stream.is_tls() && !stream.is_edge() {
         true => app.tls.client().end_point.clone(),
         false => None,
     };

@@ -79,7 +79,15 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             send_auth(stream, auth_code::CLEARTEXT, &[]).await?;
             let body = read_password(stream).await?;
             let pw = body.strip_suffix(&[0]).unwrap_or(&body);
-            if !(auth::verify_cleartext(secret, user, pw) && known) {
+            let verified = match secret {
+                // The ClientKey lets the pool log in by SCRAM pass-through.
+                Secret::Scram(s) => {
+                    outcome.scram_client_key = auth::scram_client_key_of(s, pw);
+                    outcome.scram_client_key.is_some()
+                }
+                other => auth::verify_cleartext(other, user, pw),
+            };
+            if !(verified && known) {
                 return Err(fail());
             }
         }
@@ -157,7 +165,8 @@ fn parse_sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(mech).ok()?, data))
 }
 
-async fn send_auth<S: AsyncWrite + Unpin>(
+/// Sends one Authentication message (`code` and its payload).
+pub(crate) async fn send_auth<S: AsyncWrite + Unpin>(
     stream: &mut S,
     code: i32,
     payload: &[u8],
@@ -168,7 +177,9 @@ async fn send_auth<S: AsyncWrite + Unpin>(
 }
 
 /// Reads one PasswordMessage-family ('p') message body, bounded in size.
-async fn read_password<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, LoginError> {
+pub(crate) async fn read_password<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Vec<u8>, LoginError> {
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await?;
     if tag != b'p' {
