@@ -2,6 +2,7 @@
 //! session state machine, parameter tracking and the relay hot loop.
 
 pub mod access;
+pub mod app_name;
 pub mod buffers;
 pub mod handshake;
 pub mod lexer;
@@ -22,7 +23,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::app::App;
 use crate::error::ErrorKind;
@@ -63,8 +64,7 @@ pub fn handle(
     let task = async move {
         serve(app.clone(), stream, registered, &span).await;
         if task_entry.identity().is_some() && app.config().settings.log_disconnections {
-            let reason = task_entry.close_reason().unwrap_or("client close request");
-            info!(parent: &span, reason, "closing client");
+            crate::logging::close_reason::log_client_gone(&span, &task_entry);
         }
     };
     (entry, task)
@@ -118,6 +118,7 @@ async fn login(
             return None;
         }
     };
+    let params = app_name::with_client_host(params, &app.config().settings, &registered.entry);
     let identity = identity_of(&params);
     let database = identity.database.clone();
     let user = identity.user.clone();

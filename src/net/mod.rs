@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod listener;
+pub mod sockopt;
 pub mod stream;
 pub mod tls;
 pub mod tls_chain;
