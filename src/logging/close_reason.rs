@@ -134,7 +134,8 @@ pub fn closing_line(reason: &CloseReason, age: Duration) -> String {
 /// Logs a client's close (log_disconnections) in the client's span.
 pub fn log_client_close(span: &tracing::Span, reason: &CloseReason, age: Duration) {
     let line = closing_line(reason, age);
-    info!(parent: span, reason = %reason, age = age.as_secs(), "{line}");
+    let reason: &str = &reason.text();
+    info!(parent: span, reason, age = age.as_secs(), "{line}");
 }
 
 /// Logs the close of a client that ends now (its task finished): the reason recorded on
@@ -172,7 +173,8 @@ pub fn for_denied(denied: &crate::client::access::Denied) -> CloseReason {
 /// (`db/user@addr:port`, as PgBouncer's `S-` prefix does).
 pub fn log_server_close(id: u64, label: &str, reason: &CloseReason, age: Duration) {
     let line = closing_line(reason, age);
-    info!(server = id, label, reason = %reason, age = age.as_secs(), "{line}");
+    let reason: &str = &reason.text();
+    info!(server = id, label, reason, age = age.as_secs(), "{line}");
 }
 
 /// PgBouncer's `new connection to server (from <local addr>)` (log_connections); Unix

@@ -21,6 +21,8 @@ mod hostile_stream;
 mod listen;
 mod metrics;
 mod migrate;
+mod pgb_logs;
+mod pgb_settings;
 mod prepared;
 mod relay_stress;
 mod server_tls;
