@@ -160,6 +160,9 @@ async fn login(
 /// as 08P01, a missing TLS as 28000 (as Postgres), nothing after a failed TLS handshake.
 async fn report_handshake_failure(failure: HandshakeFailure) {
     let HandshakeFailure { stream, error } = failure;
+    if let HandshakeError::Tls(e) = &error {
+        crate::logging::close_reason::log_client_tls_failure(e);
+    }
     let code = match &error {
         HandshakeError::Startup(crate::protocol::startup::StartupError::Io(_))
         | HandshakeError::Tls(_) => {

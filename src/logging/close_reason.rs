@@ -186,6 +186,24 @@ pub fn log_server_open(id: u64, label: &str, local: Option<std::net::SocketAddr>
     }
 }
 
+/// Logs a client's failed TLS handshake as PgBouncer does (`TLS handshake error: …`); a
+/// refused client certificate reads `certificate verify failed`, OpenSSL's words, which
+/// alerts grep for. Other failures (a client that went away) stay at debug level.
+pub fn log_client_tls_failure(error: &std::io::Error) {
+    let rustls_error = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            tracing::warn!(error = ?c, "TLS handshake error: certificate verify failed")
+        }
+        Some(rustls::Error::NoCertificatesPresented) => tracing::warn!(
+            "TLS handshake error: certificate verify failed: no client certificate presented"
+        ),
+        _ => tracing::debug!(error = %error, "client TLS handshake failed"),
+    }
+}
+
 /// PgBouncer's warning when a waiting client is given a reserve_pool slot.
 pub fn log_reserve_taken(database: &str, user: &str) {
     tracing::warn!(db = database, user, "taking connection from reserve_pool");
@@ -242,6 +260,67 @@ mod tests {
         for (reason, words) in cases {
             assert_eq!(reason.text(), words);
         }
+    }
+
+    /// What `log` writes through the text or JSON layer.
+    fn captured(json: bool, log: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::prelude::*;
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                crate::panic::lock(&self.0).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::registry().with(super::super::layer(
+            move || writer.clone(),
+            json,
+            false,
+        ));
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = crate::panic::lock(&sink.0).clone();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    #[test]
+    fn server_close_lines_read_as_pgbouncers_in_text_and_carry_fields_in_json() {
+        let log = || {
+            log_server_close(
+                7,
+                "app/u@127.0.0.1:5432",
+                &CloseReason::Evicted,
+                Duration::from_secs(3),
+            )
+        };
+        let text = captured(false, log);
+        assert!(text.contains("closing because: evicted (age=3s)"), "{text}");
+        let json = captured(true, log);
+        let v: serde_json::Value = serde_json::from_str(json.trim()).expect("JSON");
+        let flat = v.to_string();
+        assert!(flat.contains("\"reason\":\"evicted\""), "{flat}");
+        assert!(flat.contains("closing because: evicted (age=3s)"), "{flat}");
+    }
+
+    #[test]
+    fn a_refused_client_certificate_is_logged_as_certificate_verify_failed() {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let text = captured(false, || log_client_tls_failure(&e));
+        assert!(
+            text.contains("TLS handshake error: certificate verify failed"),
+            "{text}"
+        );
+        let other = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(!captured(false, || log_client_tls_failure(&other)).contains("verify"));
     }
 
     #[test]
