@@ -132,8 +132,7 @@ fn text_log_uses_pgbouncers_phrases_for_connections_and_closes() {
         drop((a, b));
         let e = connect(&p.conn(PLAIN_USER, "wrong", "app"))
             .await
-            .err()
-            .expect("wrong password");
+            .expect_err("wrong password");
         assert_eq!(sqlstate(&e), "28P01");
         for db in ["badpw", "nodns", "down"] {
             assert!(
@@ -188,8 +187,7 @@ fn json_log_keeps_its_fields_with_the_same_reason_strings() {
         drop(c);
         let e = connect(&p.conn(PLAIN_USER, "wrong", "app"))
             .await
-            .err()
-            .expect("wrong password");
+            .expect_err("wrong password");
         assert_eq!(sqlstate(&e), "28P01");
     });
     let text = p.wait_for("password authentication failed (age=");
