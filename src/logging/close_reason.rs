@@ -264,27 +264,11 @@ mod tests {
 
     /// What `log` writes through the text or JSON layer.
     fn captured(json: bool, log: impl FnOnce()) -> String {
-        use std::sync::{Arc, Mutex};
         use tracing_subscriber::prelude::*;
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                crate::panic::lock(&self.0).extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Sink::default();
+        let sink = crate::logging::tests::Captured::default();
         let writer = sink.clone();
-        let subscriber = tracing_subscriber::registry().with(super::super::layer(
-            move || writer.clone(),
-            json,
-            false,
-        ));
-        tracing::subscriber::with_default(subscriber, log);
+        let layer = super::super::layer(move || writer.clone(), json, false);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
         let bytes = crate::panic::lock(&sink.0).clone();
         String::from_utf8(bytes).expect("UTF-8")
     }

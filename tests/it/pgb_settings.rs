@@ -257,13 +257,7 @@ async fn hba_peer_map_admits_the_mapped_os_user_only() {
         sock_dir.path().display()
     );
     let proxy = Proxy::simple(&forced(""), &extra).await;
-    let port = proxy
-        .unix_path
-        .as_ref()
-        .and_then(|u| u.to_str())
-        .and_then(|s| s.rsplit('.').next())
-        .expect("port")
-        .to_owned();
+    let port = proxy.unix_port();
     let conn = |user: &str| {
         format!(
             "host={} port={port} user={user} dbname=app",
