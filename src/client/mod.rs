@@ -62,10 +62,9 @@ pub fn handle(
     // parent of its events, so the transaction loop does not enter and leave it at every
     // poll of the task.
     let task = async move {
-        serve(app.clone(), stream, registered, &span).await;
-        if task_entry.identity().is_some() && app.config().settings.log_disconnections {
-            crate::logging::close_reason::log_client_gone(&span, &task_entry);
-        }
+        // Logs the close when the task ends, also when it is aborted (KILL, shutdown).
+        let log = crate::logging::close_reason::ClientCloseLog::new(app, task_entry, span);
+        serve(log.app.clone(), stream, registered, &log.span).await;
     };
     (entry, task)
 }

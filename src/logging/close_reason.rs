@@ -138,17 +138,50 @@ pub fn log_client_close(span: &tracing::Span, reason: &CloseReason, age: Duratio
     info!(parent: span, reason, age = age.as_secs(), "{line}");
 }
 
-/// Logs the close of a client that ends now (its task finished): the reason recorded on
-/// its registry entry, or `client close request` when it left on its own.
-pub fn log_client_gone(span: &tracing::Span, entry: &crate::client::registry::ClientEntry) {
-    let reason = entry
-        .close_reason()
-        .unwrap_or(CloseReason::ClientCloseRequest);
-    let age = entry.connect_time.elapsed().unwrap_or_default();
-    log_client_close(span, &reason, age);
+/// Logs a client's close when dropped, so a client whose task is aborted (KILL,
+/// KILL_CLIENT, shutdown) is logged too: the reason recorded on its registry entry, else
+/// `server shutting down` or `admin forced disconnect` for a killed client, else `client
+/// close request`. Nothing is logged for a connection that never sent a startup packet, or
+/// with log_disconnections off.
+pub struct ClientCloseLog {
+    /// The app (its config says whether to log).
+    pub app: std::sync::Arc<crate::app::App>,
+    entry: std::sync::Arc<crate::client::registry::ClientEntry>,
+    /// The client's span.
+    pub span: tracing::Span,
 }
 
-/// Records why pgfunnel ends a client (first reason wins), for [`log_client_gone`].
+impl ClientCloseLog {
+    /// A guard for the client of `entry`.
+    pub fn new(
+        app: std::sync::Arc<crate::app::App>,
+        entry: std::sync::Arc<crate::client::registry::ClientEntry>,
+        span: tracing::Span,
+    ) -> ClientCloseLog {
+        ClientCloseLog { app, entry, span }
+    }
+}
+
+impl Drop for ClientCloseLog {
+    fn drop(&mut self) {
+        if self.entry.identity().is_none() || !self.app.config().settings.log_disconnections {
+            return;
+        }
+        let reason = self.entry.close_reason().unwrap_or_else(|| {
+            if !self.entry.kill.is_cancelled() {
+                CloseReason::ClientCloseRequest
+            } else if self.app.shutdown.is_cancelled() {
+                CloseReason::ShuttingDown
+            } else {
+                CloseReason::AdminKill
+            }
+        });
+        let age = self.entry.connect_time.elapsed().unwrap_or_default();
+        log_client_close(&self.span, &reason, age);
+    }
+}
+
+/// Records why pgfunnel ends a client (first reason wins), for [`ClientCloseLog`].
 pub fn note_close(
     entry: &Option<std::sync::Arc<crate::client::registry::ClientEntry>>,
     reason: CloseReason,

@@ -113,7 +113,7 @@ fn text_log_uses_pgbouncers_phrases_for_connections_and_closes() {
     ]
     .join("\n");
     let extra = "pool_mode = transaction\nreserve_pool_timeout = 0.2\nquery_wait_timeout = 2\n\
-                 pool_idle_timeout = 1\nserver_idle_timeout = 1";
+                 pool_idle_timeout = 1\nserver_idle_timeout = 1\nadmin_users = plain_user";
     let p = start(&databases, extra);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -146,6 +146,14 @@ fn text_log_uses_pgbouncers_phrases_for_connections_and_closes() {
             .await
             .expect("auto db");
         auto.simple_query("select 1").await.expect("query");
+        let victim = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "app"))
+            .await
+            .expect("victim");
+        victim.simple_query("select 1").await.expect("query");
+        let console = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "pgbouncer"))
+            .await
+            .expect("console");
+        console.simple_query("KILL app").await.expect("KILL");
     });
     let text = p.wait_for("cleaning up idle pool for user");
     let text = if text.contains("closing because: server idle timeout (age=") {
@@ -167,6 +175,7 @@ fn text_log_uses_pgbouncers_phrases_for_connections_and_closes() {
             "server login failed: FATAL password authentication failed for user \"{SCRAM_USER}\""
         ),
         "because: pool idle timeout (age=",
+        "closing because: admin forced disconnect (age=",
     ] {
         assert!(text.contains(phrase), "missing {phrase:?} in:\n{text}");
     }
