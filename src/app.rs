@@ -92,6 +92,8 @@ pub struct App {
     client_counts: DashMap<(u8, String), usize>,
     /// Cancel keys of connected clients.
     pub cancel: Arc<CancelRegistry>,
+    /// Session-mode clients' keys that carry their server's real pid.
+    pub session_keys: Arc<crate::client::backend_key::SessionKeys>,
     /// Connected clients (for max_client_conn).
     pub client_count: AtomicUsize,
     /// Fires when pgfunnel shuts down.
@@ -149,6 +151,7 @@ impl App {
             user_limits: DashMap::new(),
             client_counts: DashMap::new(),
             cancel: Arc::new(CancelRegistry::default()),
+            session_keys: Arc::default(),
             client_count: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -109,6 +109,10 @@ pub enum ParseError {
     BadArgument(&'static str),
 }
 
+/// Why SUSPEND is refused (PgBouncer 1.26 removed it with online restart).
+pub const SUSPEND_REFUSED: &str = "SUSPEND is not supported: it served online restart (-R), \
+     which pgfunnel does not have and PgBouncer 1.26 removed; use PAUSE and RESUME";
+
 /// Parses one console query.
 pub fn parse(query: &str) -> Result<Command, ParseError> {
     let syntax = || ParseError::Syntax(query.to_owned());
@@ -135,6 +139,7 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
             }
             Command::Show(View::parse(&name).ok_or_else(syntax)?)
         }
+        "suspend" => return Err(ParseError::BadArgument(SUSPEND_REFUSED)),
         "pause" => Command::Pause(arg),
         "resume" => Command::Resume(arg),
         "reconnect" => Command::Reconnect(arg),

@@ -66,8 +66,23 @@ pub async fn admit(
     user: &str,
     database: &str,
 ) -> Result<Admitted, Denied> {
+    admit_for(app, stream, user, database, None).await
+}
+
+/// As [`admit`] for a client that may ask for replication: a physical replication client
+/// matches HBA lines whose database is `replication` (a logical one matches its database
+/// name), as in Postgres.
+pub async fn admit_for(
+    app: &App,
+    stream: &mut Stream,
+    user: &str,
+    database: &str,
+    replication: Option<super::replication::ReplicationKind>,
+) -> Result<Admitted, Denied> {
     let auth_type = app.config().settings.auth_type;
-    let matched = (auth_type == AuthType::Hba).then(|| hba_rule(app, stream, user, database));
+    let physical = replication == Some(super::replication::ReplicationKind::Physical);
+    let matched =
+        (auth_type == AuthType::Hba).then(|| hba_rule(app, stream, user, database, physical));
     let map = matched.as_ref().and_then(|m| m.map.as_deref());
     let allowed = |system: &str| match (app.hba(), map) {
         (Some(hba), _) => hba.name_allowed(map, system, user),
@@ -201,7 +216,7 @@ async fn plain_verifier(app: &App, user: &str, password: &str) -> auth::ScramSec
 
 /// The method of the first `auth_hba_file` rule matching this connection; reject when none
 /// does or the file could not be loaded.
-fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMatch {
+fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str, replication: bool) -> HbaMatch {
     let Some(hba) = app.hba() else {
         return HbaMatch {
             method: HbaMethod::Reject,
@@ -213,7 +228,7 @@ fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMatch 
         user,
         addr: stream.peer_ip(),
         tls: stream.is_tls(),
-        replication: false,
+        replication,
     })
 }
 

@@ -117,7 +117,10 @@ pub async fn handshake(
                 }
             }
             StartupPacket::Cancel { pid, secret } => {
-                if !app.cancel.cancel(pid, &secret).await {
+                // A session-mode client's key carries its server's real pid.
+                if !app.cancel.cancel(pid, &secret).await
+                    && !app.session_keys.cancel(&app.cancel, pid, &secret).await
+                {
                     debug!(pid, "cancel request for unknown or idle key ignored");
                 }
                 return Ok((stream, Handshake::Cancelled));

@@ -350,6 +350,7 @@ impl Rewriter {
             b'B' => self.bind(msg, body, out, server),
             b'D' => self.describe(msg, body, out, server),
             b'C' => self.close(msg, body, out),
+            b'Q' if self.deallocate(msg, out) => {}
             _ => {
                 self.note_plain(tag);
                 if tag == b'E' {
@@ -761,6 +762,8 @@ fn is_async(tag: u8) -> bool {
     matches!(tag, b'N' | b'A' | b'S')
 }
 
+#[path = "deallocate.rs"]
+mod deallocate;
 #[path = "rewrite_framing.rs"]
 mod framing;
 use framing::{bind_names, next_whole, put_bytes_cstr, put_parse, stream_part, Next};

@@ -74,6 +74,8 @@ pub enum CloseReason {
     UncleanServer,
     /// The server's connection pool was dropped (pool_idle_timeout).
     PoolIdleTimeout,
+    /// A replication client's dedicated server, closed when the client left.
+    ReplicationClientClosed,
     /// Any other reason, worded by the caller.
     Other(Cow<'static, str>),
 }
@@ -115,6 +117,7 @@ impl CloseReason {
             TestQueryFailed => "test query failed",
             UncleanServer => "unclean server",
             PoolIdleTimeout => "pool idle timeout",
+            ReplicationClientClosed => "replication client was closed",
             Other(text) => return text.clone(),
         })
     }

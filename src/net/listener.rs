@@ -202,9 +202,18 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
         info!(path = %path.display(), "listening");
         let app2 = app.clone();
         app.tasks.spawn(async move {
+            // During SHUTDOWN the socket stays open for the admin console until the
+            // shutdown finished (pooled clients are refused after their startup packet).
+            let closed = async {
+                app2.shutdown.cancelled().await;
+                if app2.stopping.requested().is_some() {
+                    app2.stopping.finished.cancelled().await;
+                }
+            };
+            tokio::pin!(closed);
             loop {
                 let accepted = tokio::select! {
-                    _ = app2.shutdown.cancelled() => break,
+                    _ = &mut closed => break,
                     r = l.accept() => r,
                 };
                 match accepted {

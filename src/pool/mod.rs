@@ -14,6 +14,7 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
+mod dedicated;
 mod fill;
 mod retry;
 

@@ -425,6 +425,7 @@ mod tests {
             connect_time: std::time::SystemTime::now(),
             pid: 1,
             created: Instant::now(),
+            replication: "none",
             on_loan: Default::default(),
         });
         stats.track(&info);

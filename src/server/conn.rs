@@ -82,6 +82,9 @@ pub struct ServerInfo {
     pub pid: i32,
     /// Same as [`ServerConnection::created`].
     pub created: Instant,
+    /// SHOW SERVERS `replication`: `none`, or `physical`/`logical` for a dedicated
+    /// replication connection.
+    pub replication: &'static str,
     /// True while a client holds the connection (kept by the pool's loan accounting).
     pub on_loan: std::sync::atomic::AtomicBool,
 }
@@ -206,9 +209,10 @@ impl ServerConnection {
         self.buf.is_empty() && self.stream.is_idle_and_open()
     }
 
-    /// Closes as [`ServerConnection::close`] and logs `reason`.
+    /// Closes as [`ServerConnection::close`] and logs `reason` (unless a more precise
+    /// reason was recorded in `close_reason` already).
     pub async fn close_because(mut self, reason: CloseReason) {
-        self.close_reason = Some(reason);
+        self.close_reason.get_or_insert(reason);
         self.close().await
     }
 

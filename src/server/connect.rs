@@ -216,6 +216,7 @@ async fn login(
             connect_time: std::time::SystemTime::now(),
             pid: 0,
             created: now,
+            replication: "none",
             on_loan: Default::default(),
         }),
     };
@@ -255,11 +256,13 @@ async fn login(
         _ => {}
     }
     logged_in?;
-    conn.info = Arc::new(describe(&conn));
+    conn.info = Arc::new(describe(&conn, target));
     if target.options.log_connections {
         log_server_open(conn.id, &label, local_addr(&conn.stream));
     }
-    if let Some(query) = &target.options.connect_query {
+    // A walsender takes replication commands, not connect_query's SQL.
+    let replication = replication_kind(target) != "none";
+    if let (Some(query), false) = (&target.options.connect_query, replication) {
         if let Err(e) = run_connect_query(&mut conn, query, &target.dbname).await {
             conn.close_reason = Some(CloseReason::Other("connect_query failed".into()));
             return Err(e);
@@ -311,7 +314,7 @@ async fn finish_login(
 }
 
 /// The SHOW SERVERS identity of a freshly logged-in connection.
-fn describe(conn: &ServerConnection) -> ServerInfo {
+fn describe(conn: &ServerConnection, target: &ServerTarget) -> ServerInfo {
     let (addr, port) = match &conn.cancel_addr {
         CancelAddr::Tcp(a) => (a.ip().to_string(), a.port()),
         CancelAddr::Unix(p) => (p.display().to_string(), 0),
@@ -326,6 +329,20 @@ fn describe(conn: &ServerConnection) -> ServerInfo {
         connect_time: conn.info.connect_time,
         pid: conn.key.pid,
         created: conn.created,
+        replication: replication_kind(target),
         on_loan: Default::default(),
+    }
+}
+
+/// The SHOW SERVERS `replication` word for a connection opened with `target`.
+fn replication_kind(target: &ServerTarget) -> &'static str {
+    match target
+        .startup_params
+        .iter()
+        .find(|(k, _)| k == "replication")
+    {
+        Some((_, v)) if v == "database" => "logical",
+        Some(_) => "physical",
+        None => "none",
     }
 }
