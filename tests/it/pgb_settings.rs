@@ -212,24 +212,22 @@ async fn tcp_keepalive_options_are_set_on_client_and_server_sockets() {
     let c = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     c.simple_query("select 1").await.expect("query");
     let wanted = (1, 37, 11, 3, 2500);
-    let client_side = sockets_with_port(proxy.addr.port(), false);
+    let client_side: Vec<_> = sockets_with_port(proxy.addr.port(), false)
+        .into_iter()
+        .map(keepalive_of)
+        .collect();
     assert!(
-        client_side.iter().any(|fd| keepalive_of(*fd) == wanted),
-        "the accepted client socket: {:?}",
-        client_side
-            .iter()
-            .map(|fd| keepalive_of(*fd))
-            .collect::<Vec<_>>()
+        client_side.contains(&wanted),
+        "the accepted client socket: {client_side:?}"
     );
     // Other tests' sockets to Postgres have other values; only this pool's has these.
-    let server_side = sockets_with_port(pg.port(), true);
+    let server_side: Vec<_> = sockets_with_port(pg.port(), true)
+        .into_iter()
+        .map(keepalive_of)
+        .collect();
     assert!(
-        server_side.iter().any(|fd| keepalive_of(*fd) == wanted),
-        "a server socket: {:?}",
-        server_side
-            .iter()
-            .map(|fd| keepalive_of(*fd))
-            .collect::<Vec<_>>()
+        server_side.contains(&wanted),
+        "a server socket: {server_side:?}"
     );
 }
 
