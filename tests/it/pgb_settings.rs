@@ -278,3 +278,42 @@ async fn hba_peer_map_admits_the_mapped_os_user_only() {
         message(&e)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_cert_map_admits_a_certificate_whose_cn_maps_to_the_user() {
+    PgServer::shared();
+    let pki = crate::tls::Pki::new();
+    let robot = pki
+        .ca
+        .issue("deploy-robot", &[])
+        .write(pki.dir.path(), "robot");
+    let own_name = pki.client.write(pki.dir.path(), "client");
+    let hba = pki.dir.path().join("hba.conf");
+    let ident = pki.dir.path().join("ident.conf");
+    std::fs::write(&hba, "hostssl all all all cert map=certs\n").expect("hba");
+    std::fs::write(&ident, format!("certs deploy-robot {PLAIN_USER}\n")).expect("ident");
+    let extra = format!(
+        "{}auth_type = hba\nauth_hba_file = {}\nauth_ident_file = {}",
+        pki.client_tls_lines("verify-ca"),
+        hba.display(),
+        ident.display()
+    );
+    let proxy = Proxy::simple(&forced(""), &extra).await;
+    let (port, ca) = (proxy.addr.port(), pki.ca_file.clone());
+    let (mapped, unmapped) = tokio::task::spawn_blocking(move || {
+        (
+            crate::tls::psql(port, "verify-ca", &ca, Some(&robot)),
+            crate::tls::psql(port, "verify-ca", &ca, Some(&own_name)),
+        )
+    })
+    .await
+    .expect("psql");
+    assert_eq!(
+        mapped,
+        Ok("42".to_owned()),
+        "CN deploy-robot maps to {PLAIN_USER}"
+    );
+    // With map= only the map counts, as in Postgres: a CN equal to the user is not enough.
+    let e = unmapped.expect_err("CN not in the map");
+    assert!(e.contains("certificate authentication failed"), "{e}");
+}
