@@ -93,9 +93,10 @@ fn log_failed_open(
     }
     let label = format!("{}/{}", target.dbname, target.user);
     let line = closing_line(reason, Duration::ZERO);
+    let reason: &str = &reason.text();
     match error {
-        Some(e) => warn!(label, reason = %reason, error = %e, "{line}"),
-        None => warn!(label, reason = %reason, "{line}"),
+        Some(e) => warn!(label, reason, error = %e, "{line}"),
+        None => warn!(label, reason, "{line}"),
     }
 }
 
