@@ -129,8 +129,7 @@ pub fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
         return Ok(None);
     };
     let dir = config.path.as_deref().and_then(|p| p.parent());
-    let path = dir.map_or_else(|| file.clone(), |d| d.join(file));
-    Hba::load(&path)
+    Hba::load(&crate::auth::resolve_hba_path(dir, file))
         .and_then(|h| crate::auth::IdentMap::attach(h, config))
         .map(Some)
 }
@@ -262,7 +261,7 @@ impl App {
         let db_max = config
             .database(database)
             .map(|e| config.effective_max_db_client_connections(&e))
-            .unwrap_or(0);
+            .unwrap_or(config.settings.max_db_client_connections);
         let user_max = config.effective_max_user_client_connections(config.user(user));
         let keys = [
             (
@@ -550,6 +549,7 @@ fn spawn_janitor(app: &Arc<App>) {
                 unsafe { libc::malloc_trim(0) };
                 peak_clients = clients;
             }
+            crate::pool::fill::open_forced_pools(&app2);
             let pools: Vec<Arc<Pool>> = app2.pools.iter().map(|p| p.clone()).collect();
             for pool in pools {
                 pool.reap();

@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// pgfunnel: a PostgreSQL connection pooler, drop-in for PgBouncer.
 #[derive(Debug, Parser)]
-#[command(name = "pgfunnel", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "pgfunnel",
+    display_name = "PgBouncer",
+    version = crate::admin::views::VERSION_TAIL,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Config file in PgBouncer's format (pgbouncer.ini), or a postgres:// URL for URL mode;
     /// same as `pgfunnel serve CONFIG`.

@@ -28,6 +28,9 @@ pub enum View {
     State,
     DnsHosts,
     DnsZones,
+    Sockets,
+    ActiveSockets,
+    Mem,
 }
 
 impl View {
@@ -49,6 +52,9 @@ impl View {
             "state" => View::State,
             "dns_hosts" => View::DnsHosts,
             "dns_zones" => View::DnsZones,
+            "sockets" => View::Sockets,
+            "active_sockets" => View::ActiveSockets,
+            "mem" => View::Mem,
             _ => return None,
         })
     }

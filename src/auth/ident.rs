@@ -48,14 +48,14 @@ impl IdentMap {
         Ok(IdentMap { entries })
     }
 
-    /// `hba` with the maps of the config's `auth_ident_file` (relative to the config
-    /// file's folder), when one is set.
+    /// `hba` with the maps of the config's `auth_ident_file` (a relative name found as a
+    /// relative `auth_hba_file` is), when one is set.
     pub fn attach(hba: super::Hba, config: &crate::config::Config) -> Result<super::Hba, HbaError> {
         let Some(file) = &config.settings.auth_ident_file else {
             return Ok(hba);
         };
         let dir = config.path.as_deref().and_then(|p| p.parent());
-        let path = dir.map_or_else(|| file.clone(), |d| d.join(file));
+        let path = super::resolve_hba_path(dir, file);
         Ok(hba.with_ident(IdentMap::load(&path)?))
     }
 

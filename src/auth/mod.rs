@@ -10,6 +10,7 @@ mod auth_file;
 mod channel_binding;
 mod crypto;
 mod hba;
+mod hba_path;
 mod ident;
 mod md5;
 mod plain_cache;
@@ -22,6 +23,7 @@ pub use self::md5::{md5_response, md5_secret, verify_md5_response, MD5_PASSWORD_
 pub use auth_file::{AuthFile, AuthFileError, AuthFileSyntax};
 pub use channel_binding::{tls_server_end_point, TLS_SERVER_END_POINT};
 pub use hba::{Hba, HbaError, HbaMatch, HbaMethod, HbaRequest};
+pub use hba_path::resolve_hba_path;
 pub use ident::IdentMap;
 pub use plain_cache::{derive_plain_scram, PlainScramCache};
 pub use scram::{ScramOutcome, ScramServer};

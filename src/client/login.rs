@@ -11,8 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::auth::{self, ClientAuthMethod, ScramServer, Secret};
 use crate::protocol::messages::{self, auth_code};
 
-/// Largest password or SASL message accepted from a client before authentication.
-const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+/// Largest password or SASL message accepted from a client before authentication, counting
+/// its 4-byte length field: a body of up to 65,531 bytes, PgBouncer's limit (long
+/// passwords, access tokens used as passwords).
+pub const MAX_AUTH_MESSAGE: usize = 65_535;
 
 /// Why a client failed to authenticate.
 #[derive(Debug, Error)]

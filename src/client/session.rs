@@ -147,7 +147,7 @@ impl Session {
             Err(msg) => return Err((stream, msg)),
         };
         let ignored = app.config().settings.ignore_startup_parameters.clone();
-        startup.retain(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)));
+        crate::protocol::startup::drop_ignored(&mut startup, &ignored);
         Ok(Session {
             id,
             app,
@@ -223,7 +223,7 @@ impl Session {
             Err(limit) => {
                 warn!(parent: &self.span, limit, "client limit reached");
                 note_close(&self.entry, CloseReason::ConnectionsExceeded(limit));
-                let msg = format!("no more connections allowed ({limit})");
+                let msg = format!("client connections exceeded ({limit})");
                 return send_fatal(&mut self.stream, ErrorKind::TooManyClients, &msg).await;
             }
         };

@@ -161,8 +161,9 @@ fn refuse_at_accept(app: &App, mut sock: TcpStream, peer: SocketAddr) {
 /// Most bytes read (and ignored) from a refused connection before it is closed.
 const REFUSAL_DRAIN_LIMIT: usize = 16 * 1024;
 
-/// Postgres's message for a full server (53300).
-pub const TOO_MANY_CLIENTS: &str = "sorry, too many clients already";
+/// The 53300 message for a client over `max_client_conn`, worded as PgBouncer's so that it
+/// names the limit that was hit.
+pub const TOO_MANY_CLIENTS: &str = "no more connections allowed (max_client_conn)";
 
 /// Spawns accept loops for every listener; they stop when the app shuts down.
 pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {

@@ -21,6 +21,7 @@ mod hostile_stream;
 mod listen;
 mod metrics;
 mod migrate;
+mod parity;
 mod pgb_logs;
 mod pgb_settings;
 mod prepared;

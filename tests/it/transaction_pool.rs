@@ -399,7 +399,10 @@ async fn client_limits_per_database_refuse_with_53300() {
         .await
         .expect_err("third refused");
     assert_eq!(sqlstate(&e), "53300");
-    assert!(message(&e).contains("max_db_client_connections"));
+    assert_eq!(
+        message(&e),
+        "client connections exceeded (max_db_client_connections)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
