@@ -129,7 +129,9 @@ pub fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
         return Ok(None);
     };
     let dir = config.path.as_deref().and_then(|p| p.parent());
-    Hba::load(&crate::auth::resolve_hba_path(dir, file)).map(Some)
+    Hba::load(&crate::auth::resolve_hba_path(dir, file))
+        .and_then(|h| crate::auth::IdentMap::attach(h, config))
+        .map(Some)
 }
 
 impl App {
@@ -138,7 +140,7 @@ impl App {
     pub fn new(config: Config, users: Users, tls: TlsConfigs, hba: Option<Hba>) -> Arc<App> {
         Arc::new(App {
             tls: Arc::new(tls),
-            dns: Arc::new(DnsCache::new(config.settings.dns_max_ttl)),
+            dns: Arc::new(DnsCache::from_settings(&config.settings)),
             looked_up: DashMap::new(),
             hba: ArcSwapOption::from(hba.map(Arc::new)),
             config: ArcSwap::from_pointee(config),
@@ -351,6 +353,7 @@ impl App {
         }
         let mut settings = settings;
         settings.limits = groups.clone();
+        crate::pool::note_auto_database(&self.pools, &entry);
         let pool = self
             .pools
             .entry(key.clone())
@@ -433,6 +436,7 @@ impl App {
                 .url_tls
                 .as_ref()
                 .is_some_and(|t| t.sslnegotiation == Some(SslNegotiation::Direct)),
+            options: crate::server::ConnectOptions::new(s, entry.connect_query.clone()),
         };
         let user_entry = config.user(&server_user);
         let settings = PoolSettings {
@@ -534,6 +538,7 @@ fn spawn_janitor(app: &Arc<App>) {
     app.tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut peak_clients = 0usize;
+        let mut idle_pools = crate::pool::IdlePools::default();
         loop {
             tokio::select! {
                 _ = app2.shutdown.cancelled() => break,
@@ -556,9 +561,10 @@ fn spawn_janitor(app: &Arc<App>) {
                     tokio::spawn(async move { pool.fill_min().await });
                 }
             }
+            idle_pools.sweep(&app2.pools);
         }
         for pool in app2.pools.iter() {
-            pool.close_idle();
+            pool.close_idle_because(crate::logging::close_reason::CloseReason::ShuttingDown);
         }
     });
 }

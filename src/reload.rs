@@ -94,6 +94,7 @@ impl App {
             if !pool.resize(settings.pool_size) {
                 warn!(db = %pool.key.database, user = %pool.key.user, "pool_size change to or from 0 needs a restart");
             }
+            pool.refresh_options(&target);
             if *pool.target() != target {
                 info!(db = %pool.key.database, user = %pool.key.user, "server target changed: reconnecting");
                 pool.retarget(target);

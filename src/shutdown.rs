@@ -108,7 +108,7 @@ async fn drive(app: &Arc<App>) {
     }
     app.clients.kill_where(|_| true);
     for p in app.pools.iter() {
-        p.close_idle();
+        p.close_idle_because(crate::logging::close_reason::CloseReason::ShuttingDown);
     }
     app.stopping.finished.cancel();
 }

@@ -9,7 +9,7 @@ use tracing::{error, warn};
 
 use super::login::{self, Exchange, LoginError, LoginOutcome};
 use crate::app::App;
-use crate::auth::{self, ClientAuthMethod, HbaMethod, HbaRequest, ScramServer, Secret};
+use crate::auth::{self, ClientAuthMethod, HbaMatch, HbaMethod, HbaRequest, ScramServer, Secret};
 use crate::config::AuthType;
 use crate::net::tls_verify::subject_common_name;
 use crate::net::Stream;
@@ -89,8 +89,15 @@ pub async fn admit_for(
 ) -> Result<Admitted, Denied> {
     let auth_type = app.config().settings.auth_type;
     let physical = replication == Some(super::replication::ReplicationKind::Physical);
-    let rule =
+    let matched =
         (auth_type == AuthType::Hba).then(|| hba_rule(app, stream, user, database, physical));
+    let map = matched.as_ref().and_then(|m| m.map.as_deref());
+    let allowed = |system: &str| match (app.hba(), map) {
+        (Some(hba), _) => hba.name_allowed(map, system, user),
+        (None, None) => system == user,
+        (None, Some(_)) => false,
+    };
+    let rule = matched.as_ref().map(|m| m.method);
     let admitted = |known: Known| Admitted {
         secret: known.secret,
         outcome: LoginOutcome::default(),
@@ -103,13 +110,13 @@ pub async fn admit_for(
             })
         }
         (_, Some(HbaMethod::Cert)) | (AuthType::Cert, None) => {
-            check_certificate(stream, user)?;
+            check_certificate(stream, user, allowed)?;
             let known = find_secret(app, database, user).await?;
             login::send_ok(stream).await.map_err(Denied::Protocol)?;
             return Ok(admitted(known));
         }
         (_, Some(HbaMethod::Peer)) => {
-            check_peer(stream, user)?;
+            check_peer(stream, user, allowed)?;
             let known = find_secret(app, database, user).await?;
             login::send_ok(stream).await.map_err(Denied::Protocol)?;
             return Ok(admitted(known));
@@ -225,17 +232,14 @@ async fn plain_verifier(app: &App, user: &str, password: &str) -> auth::ScramSec
 
 /// The method of the first `auth_hba_file` rule matching this connection; reject when none
 /// does or the file could not be loaded.
-fn hba_rule(
-    app: &App,
-    stream: &Stream,
-    user: &str,
-    database: &str,
-    replication: bool,
-) -> HbaMethod {
+fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str, replication: bool) -> HbaMatch {
     let Some(hba) = app.hba() else {
-        return HbaMethod::Reject;
+        return HbaMatch {
+            method: HbaMethod::Reject,
+            map: None,
+        };
     };
-    hba.lookup(&HbaRequest {
+    hba.lookup_match(&HbaRequest {
         database,
         user,
         addr: stream.peer_ip(),
@@ -354,27 +358,33 @@ pub async fn find_secret(app: &App, database: &str, user: &str) -> Result<Known,
 }
 
 /// `auth_type = cert` / HBA `cert`: a verified client certificate whose subject CN is the
-/// user name (TLS verification already checked the chain against client_tls_ca_file).
-fn check_certificate(stream: &Stream, user: &str) -> Result<(), Denied> {
+/// user name, or maps to it through the rule's `map=` (TLS verification already checked
+/// the chain against client_tls_ca_file).
+fn check_certificate(
+    stream: &Stream,
+    user: &str,
+    allowed: impl Fn(&str) -> bool,
+) -> Result<(), Denied> {
     let cn = stream
         .client_certificates()
         .and_then(|chain| chain.first())
         .and_then(|leaf| subject_common_name(leaf));
     match cn {
-        Some(cn) if cn == user => Ok(()),
+        Some(cn) if allowed(&cn) => Ok(()),
         _ => Err(Denied::Certificate(user.to_owned())),
     }
 }
 
-/// HBA `peer`: the OS user at the other end of the Unix socket must have this name.
-fn check_peer(stream: &Stream, user: &str) -> Result<(), Denied> {
+/// HBA `peer`: the OS user at the other end of the Unix socket must have this name, or
+/// map to it through the rule's `map=`.
+fn check_peer(stream: &Stream, user: &str, allowed: impl Fn(&str) -> bool) -> Result<(), Denied> {
     let fail = || Denied::Peer(user.to_owned());
     let Stream::Unix(unix) = stream else {
         return Err(fail());
     };
     let uid = unix.peer_cred().map_err(|_| fail())?.uid();
     match os_user_name(uid) {
-        Some(name) if name == user => Ok(()),
+        Some(name) if allowed(&name) => Ok(()),
         _ => Err(fail()),
     }
 }

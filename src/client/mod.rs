@@ -2,6 +2,7 @@
 //! session state machine, parameter tracking and the relay hot loop.
 
 pub mod access;
+pub mod app_name;
 pub mod backend_key;
 pub mod buffers;
 pub mod canonical;
@@ -27,7 +28,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::app::App;
 use crate::error::ErrorKind;
@@ -66,11 +67,9 @@ pub fn handle(
     // parent of its events, so the transaction loop does not enter and leave it at every
     // poll of the task.
     let task = async move {
-        serve(app.clone(), stream, registered, &span).await;
-        if task_entry.identity().is_some() && app.config().settings.log_disconnections {
-            let reason = task_entry.close_reason().unwrap_or("client close request");
-            info!(parent: &span, reason, "closing client");
-        }
+        // Logs the close when the task ends, also when it is aborted (KILL, shutdown).
+        let log = crate::logging::close_reason::ClientCloseLog::new(app, task_entry, span);
+        serve(log.app.clone(), stream, registered, &log.span).await;
     };
     (entry, task)
 }
@@ -123,6 +122,7 @@ async fn login(
             return None;
         }
     };
+    let params = app_name::with_client_host(params, &app.config().settings, &registered.entry);
     let identity = identity_of(&params);
     let database = identity.database.clone();
     let user = identity.user.clone();
@@ -167,6 +167,9 @@ async fn login(
 /// as 08P01, a missing TLS as 28000 (as Postgres), nothing after a failed TLS handshake.
 async fn report_handshake_failure(failure: HandshakeFailure) {
     let HandshakeFailure { stream, error } = failure;
+    if let HandshakeError::Tls(e) = &error {
+        crate::logging::close_reason::log_client_tls_failure(e);
+    }
     let code = match &error {
         HandshakeError::Startup(crate::protocol::startup::StartupError::Io(_))
         | HandshakeError::Tls(_) => {

@@ -186,7 +186,8 @@ impl ClientParams {
 
     /// The statement that makes `server` match this client, or `None` when it already does.
     /// Reported values are compared with what the server last reported; unreported
-    /// settings with what pgfunnel applied earlier (leftovers of other clients are RESET).
+    /// settings with what pgfunnel applied earlier (leftovers of other clients are RESET,
+    /// or set back to the server's `connect_query` baseline).
     pub fn sync_sql(&self, server: &ServerConnection) -> Option<String> {
         let mut sets: Vec<(&str, &str)> = Vec::new();
         for (k, v) in self.expected.iter() {
@@ -214,9 +215,19 @@ impl ClientParams {
         }
         let mut sql = String::new();
         for k in resets {
-            sql.push_str("RESET ");
-            sql.push_str(&quote_ident(k));
-            sql.push(';');
+            // A setting of connect_query goes back to its value there, not to the default.
+            match server.baseline.get(k) {
+                Some(v) => sql.push_str(&format!(
+                    "SELECT pg_catalog.set_config({}, {}, false);",
+                    quote_literal(k),
+                    quote_literal(v)
+                )),
+                None => {
+                    sql.push_str("RESET ");
+                    sql.push_str(&quote_ident(k));
+                    sql.push(';');
+                }
+            }
         }
         if !sets.is_empty() {
             sql.push_str("SELECT ");

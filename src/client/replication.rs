@@ -132,6 +132,8 @@ pub async fn serve(stream: &mut Stream, pool: &Arc<Pool>, client: ReplicationCli
         }
         Err(e) => info!(parent: client.span, error = %e, "replication connection ended"),
     }
+    server.conn.close_reason =
+        Some(crate::logging::close_reason::CloseReason::ReplicationClientClosed);
     pool.discard(server);
 }
 

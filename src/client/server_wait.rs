@@ -93,7 +93,9 @@ pub async fn refuse(stream: &mut Stream, end: &WaitEnd, entry: Option<&ClientEnt
         "closing client while it waited for a server"
     );
     if let Some(e) = entry {
-        e.set_close_reason(message);
+        e.set_close_reason(crate::logging::close_reason::CloseReason::Other(
+            message.into(),
+        ));
     }
     let code = ErrorKind::Timeout.sqlstate();
     send_error(stream, Severity::Fatal, code, message, hint).await;

@@ -20,6 +20,7 @@ use crate::app::App;
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::PoolMode;
 use crate::error::ErrorKind;
+use crate::logging::close_reason::{self, note_close, CloseReason};
 use crate::net::Stream;
 use crate::pool::listen::{Subscription, QUEUE_FULL_SQLSTATE};
 use crate::pool::{Pool, PoolError, PooledServer, Tell};
@@ -188,12 +189,14 @@ impl Session {
         let (secret, outcome) = match admitted {
             Ok(a) => (a.secret, a.outcome),
             Err(Denied::Protocol(e)) => {
+                note_close(&self.entry, CloseReason::BadPacket);
                 debug!(parent: &self.span, error = %e, "client left or misbehaved during authentication");
                 let msg = "invalid authentication exchange";
                 return send_fatal(&mut self.stream, ErrorKind::Protocol, msg).await;
             }
             Err(denied) => {
                 warn!(parent: &self.span, user = %self.user, reason = %denied, "client authentication failed");
+                note_close(&self.entry, close_reason::for_denied(&denied));
                 let code = denied.sqlstate();
                 let msg = denied.to_string();
                 return send_error(&mut self.stream, Severity::Fatal, code, &msg, None).await;
@@ -203,6 +206,10 @@ impl Session {
             Some(p) => p,
             None => {
                 let msg = format!("no such database: {}", self.database);
+                note_close(
+                    &self.entry,
+                    CloseReason::NoSuchDatabase(self.database.clone()),
+                );
                 return send_fatal(&mut self.stream, ErrorKind::UnknownDatabase, &msg).await;
             }
         };
@@ -215,6 +222,7 @@ impl Session {
             Ok(slot) => slot,
             Err(limit) => {
                 warn!(parent: &self.span, limit, "client limit reached");
+                note_close(&self.entry, CloseReason::ConnectionsExceeded(limit));
                 let msg = format!("client connections exceeded ({limit})");
                 return send_fatal(&mut self.stream, ErrorKind::TooManyClients, &msg).await;
             }
@@ -268,6 +276,9 @@ impl Session {
         }
         let pid = own_key.as_ref().map_or(cancel.pid, |k| k.pid());
         messages::put_backend_key(&mut buf, pid, cancel.secret_i32());
+        if let Some(notice) = &self.app.config().settings.login_notify_message {
+            messages::put_notice(&mut buf, notice);
+        }
         messages::put_ready(&mut buf, b'I');
         if self.stream.send(&buf).await.is_err() {
             if let Some(s) = held {
@@ -337,6 +348,7 @@ impl Session {
                 Some(s)
             }
             Err(PoolError::Timeout) => {
+                note_close(&self.entry, CloseReason::QueryWaitTimeout);
                 let msg = "query_wait_timeout: no server connection became free in time";
                 send_error(
                     &mut self.stream,
@@ -351,13 +363,12 @@ impl Session {
                 None
             }
             Err(PoolError::Connect(e)) => {
-                if let Some(entry) = &self.entry {
-                    entry.set_close_reason("server login failed");
-                }
+                note_close(&self.entry, CloseReason::ServerLoginFailed);
                 send_server_error(&mut self.stream, &e, &self.span).await;
                 None
             }
             Err(PoolError::Closed) => {
+                note_close(&self.entry, CloseReason::ShuttingDown);
                 send_fatal(
                     &mut self.stream,
                     ErrorKind::Shutdown,
@@ -450,6 +461,7 @@ impl Session {
                         }
                         Idle::Timeout => {
                             warn!(parent: &self.span, "client_idle_timeout");
+                            note_close(&self.entry, CloseReason::ClientIdleTimeout);
                             return send_fatal(
                                 &mut self.stream,
                                 ErrorKind::Timeout,
@@ -491,6 +503,7 @@ impl Session {
             }
             if let Some((code, msg)) = timed_out {
                 warn!(parent: &self.span, reason = msg, "closing client and server");
+                note_close(&self.entry, CloseReason::Other(msg.into()));
                 pool.discard(server);
                 return send_error(&mut self.stream, Severity::Fatal, code, msg, None).await;
             }

@@ -12,10 +12,11 @@ use anyhow::Context;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::app::App;
 use crate::error::ErrorKind;
+use crate::net::sockopt::TcpTuning;
 use crate::net::Stream;
 use crate::protocol::messages::{self, Severity};
 
@@ -180,6 +181,10 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
                 match accepted {
                     Ok((sock, peer)) => {
                         let _ = sock.set_nodelay(true);
+                        let tuning = TcpTuning::from_settings(&app2.config().settings);
+                        if let Err(e) = tuning.apply(&sock) {
+                            debug!(error = %e, "tcp_keepalive/tcp_user_timeout not applied");
+                        }
                         if at_client_limit(&app2) {
                             refuse_at_accept(&app2, sock, peer);
                             continue;

@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod edge_stream;
 pub mod listener;
+pub mod sockopt;
 pub mod stream;
 pub mod tls;
 pub mod tls_chain;

@@ -101,6 +101,7 @@ mod tests {
             tls: std::sync::Arc::new(crate::net::TlsConfigs::load(&settings).expect("tls")),
             direct_tls: false,
             dns: std::sync::Arc::new(crate::net::dns::DnsCache::new(Duration::from_secs(15))),
+            options: Default::default(),
         };
         let extra = [
             ("replication".to_owned(), "database".to_owned()),

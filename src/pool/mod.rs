@@ -21,6 +21,8 @@ mod retry;
 use crate::server::{ServerConnection, ServerError, ServerInfo, ServerTarget};
 
 mod control;
+mod lifecycle;
+pub use lifecycle::{note_auto_database, IdlePools};
 pub mod gate;
 pub mod limits;
 pub mod listen;
@@ -240,7 +242,7 @@ impl Pool {
                     return Ok(self.lend(conn, permit, started.elapsed()));
                 }
                 debug!(server = conn.id, "dropping stale idle server");
-                tokio::spawn(conn.close());
+                self.close_stale(conn, false);
             }
             if let Some(slots) = self.try_limit_slots() {
                 break slots;
@@ -340,7 +342,7 @@ impl Pool {
         let mut conn = conn;
         // Free the shared-limit slots now, not after the goodbye round trip.
         conn.slots.clear();
-        tokio::spawn(conn.close());
+        tokio::spawn(conn.close_because(crate::logging::close_reason::CloseReason::Evicted));
         true
     }
 
@@ -405,7 +407,7 @@ impl Pool {
             tokio::select! {
                 biased;
                 p = &mut main => return p.map_err(|_| PoolError::Closed),
-                p = from_reserve => return p.map_err(|_| PoolError::Closed),
+                p = from_reserve => { self.note_reserve_taken(); return p.map_err(|_| PoolError::Closed) },
                 _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some() => {}
             }
             let now = tokio::time::Instant::now();
@@ -426,7 +428,7 @@ impl Pool {
 
     fn pop_idle(&self) -> Option<Box<ServerConnection>> {
         // LIFO, as PgBouncer (server_round_robin = 0): warm connections stay warm.
-        crate::panic::lock(&self.idle).pop()
+        self.take_idle()
     }
 
     fn expired(&self, conn: &ServerConnection) -> bool {
@@ -444,7 +446,7 @@ impl Pool {
             _active: active,
         } = server;
         if self.expired(&conn) {
-            tokio::spawn(conn.close());
+            self.close_stale(conn, false);
         } else {
             conn.last_used = Instant::now();
             crate::panic::lock(&self.idle).push(conn);
@@ -459,7 +461,11 @@ impl Pool {
     /// Closes a connection that must not be reused (dirty, broken) and frees its slot.
     pub fn discard(&self, server: PooledServer) {
         debug!(server = server.conn.id, "discarding server");
-        tokio::spawn(server.conn.close());
+        tokio::spawn(
+            server
+                .conn
+                .close_because(crate::logging::close_reason::CloseReason::UncleanServer),
+        );
     }
 
     /// Closes idle connections past server_idle_timeout or server_lifetime and those the
@@ -472,7 +478,7 @@ impl Pool {
             let too_idle = !idle_limit.is_zero() && conn.last_used.elapsed() >= idle_limit;
             if too_idle || self.expired(&conn) || !conn.is_usable() {
                 debug!(server = conn.id, "closing idle server");
-                tokio::spawn(conn.close());
+                self.close_stale(conn, too_idle);
             } else {
                 keep.push(conn);
             }
@@ -482,8 +488,6 @@ impl Pool {
 
     /// Closes every idle connection (RECONNECT, shutdown).
     pub fn close_idle(&self) {
-        for conn in crate::panic::lock(&self.idle).drain(..) {
-            tokio::spawn(conn.close());
-        }
+        self.close_idle_because(crate::logging::close_reason::CloseReason::ObsoleteConnection);
     }
 }

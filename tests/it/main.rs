@@ -23,6 +23,8 @@ mod listen;
 mod metrics;
 mod migrate;
 mod parity;
+mod pgb_logs;
+mod pgb_settings;
 mod prepared;
 mod relay_stress;
 mod replication;
