@@ -35,9 +35,11 @@ pub enum ErrorKind {
     /// A client idled past client_idle_timeout: pgfunnel disconnects it (08P01, the code
     /// PgBouncer uses for the disconnects it initiates).
     Timeout,
-    /// idle_transaction_timeout ended the client's transaction (25P03, as Postgres).
+    /// idle_transaction_timeout ended the client's transaction: pgfunnel disconnects it
+    /// (08P01, as PgBouncer).
     IdleTransactionTimeout,
-    /// transaction_timeout ended the client's transaction (25P04, as Postgres).
+    /// transaction_timeout ended the client's transaction: pgfunnel disconnects it (08P01,
+    /// as PgBouncer).
     TransactionTimeout,
     /// The client did not read its notifications and some were lost (53200).
     QueueFull,
@@ -65,8 +67,8 @@ impl ErrorKind {
             ErrorKind::UnknownDatabase => "3D000",
             ErrorKind::Disabled => "08P01",
             ErrorKind::Timeout => "08P01",
-            ErrorKind::IdleTransactionTimeout => "25P03",
-            ErrorKind::TransactionTimeout => "25P04",
+            ErrorKind::IdleTransactionTimeout => "08P01",
+            ErrorKind::TransactionTimeout => "08P01",
             ErrorKind::QueueFull => "53200",
             ErrorKind::Shutdown => "57P01",
             ErrorKind::TooLarge => "54000",
@@ -183,7 +185,7 @@ mod tests {
             ErrorKind::IdleTransactionTimeout,
             "idle transaction timeout",
         );
-        assert_eq!(e.code, "25P03");
+        assert_eq!(e.code, "08P01");
         assert!(e.closes_connection());
     }
 

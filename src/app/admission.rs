@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use tracing::{info, warn, Instrument};
+use tracing::{warn, Instrument};
 
 use super::App;
 use crate::client::handshake::{self, Handshake};
@@ -28,7 +28,7 @@ impl App {
         let db_max = config
             .database(database)
             .map(|e| config.effective_max_db_client_connections(&e))
-            .unwrap_or(0);
+            .unwrap_or(config.settings.max_db_client_connections);
         let user_max = config.effective_max_user_client_connections(config.user(user));
         let keys = [
             (
@@ -111,11 +111,9 @@ pub fn handle(
     // parent of its events, so the transaction loop does not enter and leave it at every
     // poll of the task.
     let task = async move {
-        serve(app.clone(), stream, registered, &span).await;
-        if task_entry.identity().is_some() && app.config().settings.log_disconnections {
-            let reason = task_entry.close_reason().unwrap_or("client close request");
-            info!(parent: &span, reason, "closing client");
-        }
+        // Logs the close when the task ends, also when it is aborted (KILL, shutdown).
+        let log = crate::logging::close_reason::ClientCloseLog::new(app, task_entry, span);
+        serve(log.app.clone(), stream, registered, &log.span).await;
     };
     (entry, task)
 }
@@ -163,6 +161,8 @@ async fn login(
             return None;
         }
     };
+    let settings = &app.config().settings;
+    let params = crate::client::app_name::with_client_host(params, settings, &registered.entry);
     let identity = crate::client::identity_of(&params);
     let database = identity.database.clone();
     let user = identity.user.clone();
@@ -171,6 +171,9 @@ async fn login(
     if crate::control::is_console(&database) {
         let entry = registered.entry.clone();
         Box::pin(crate::admin::session::run(app.clone(), stream, user, entry)).await;
+        return None;
+    }
+    if crate::shutdown::refuse_pooled_login(app, &mut stream).await {
         return None;
     }
     if count > app.config().settings.max_client_conn as usize {

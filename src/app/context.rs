@@ -3,15 +3,19 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::App;
 use crate::auth::{Hba, Secret};
 use crate::cancel::CancelRegistry;
+use crate::client::backend_key::SessionKeys;
 use crate::client::context::{AuthContext, ClientGuard, SessionContext};
 use crate::client::timeouts::LinkTimeouts;
 use crate::config::{Config, PoolMode};
 use crate::error::ErrorKind;
 use crate::net::tls::ClientSideTls;
 use crate::pool::Pool;
+use crate::shutdown::ShutdownMode;
 use crate::users::Users;
 
 impl AuthContext for App {
@@ -50,6 +54,10 @@ impl AuthContext for App {
     fn remember_looked_up(&self, user: &str, secret: Option<Secret>) {
         App::remember_looked_up(self, user, secret)
     }
+
+    fn database_disabled(&self, database: &str) -> bool {
+        self.control.is_disabled(database)
+    }
 }
 
 impl SessionContext for App {
@@ -71,6 +79,20 @@ impl SessionContext for App {
 
     fn cancel(&self) -> &Arc<CancelRegistry> {
         &self.cancel
+    }
+
+    fn session_keys(&self) -> &Arc<SessionKeys> {
+        &self.session_keys
+    }
+
+    fn lends_no_servers(&self) -> bool {
+        self.stopping
+            .requested()
+            .is_some_and(|m| m != ShutdownMode::WaitForClients)
+    }
+
+    fn shutdown_signal(&self) -> &CancellationToken {
+        &self.shutdown
     }
 
     fn client_error(&self, kind: ErrorKind) {

@@ -44,6 +44,8 @@ pub struct App {
     client_counts: Arc<DashMap<(u8, String), usize>>,
     /// Cancel keys of connected clients.
     pub cancel: Arc<CancelRegistry>,
+    /// Session-mode clients' keys that carry their server's real pid.
+    pub session_keys: Arc<crate::client::backend_key::SessionKeys>,
     /// Connected clients (for max_client_conn).
     pub client_count: AtomicUsize,
     /// Fires when pgfunnel shuts down.
@@ -79,8 +81,9 @@ pub fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
         return Ok(None);
     };
     let dir = config.path.as_deref().and_then(|p| p.parent());
-    let path = dir.map_or_else(|| file.clone(), |d| d.join(file));
-    Hba::load(&path).map(Some)
+    Hba::load(&crate::auth::resolve_hba_path(dir, file))
+        .and_then(|h| crate::auth::IdentMap::attach(h, config))
+        .map(Some)
 }
 
 impl App {
@@ -89,7 +92,7 @@ impl App {
     pub fn new(config: Config, users: Users, tls: TlsConfigs, hba: Option<Hba>) -> Arc<App> {
         Arc::new(App {
             tls: Arc::new(tls),
-            dns: Arc::new(DnsCache::new(config.settings.dns_max_ttl)),
+            dns: Arc::new(DnsCache::from_settings(&config.settings)),
             looked_up: DashMap::new(),
             hba: ArcSwapOption::from(hba.map(Arc::new)),
             config: ArcSwap::from_pointee(config),
@@ -99,6 +102,7 @@ impl App {
             user_limits: DashMap::new(),
             client_counts: Arc::new(DashMap::new()),
             cancel: Arc::new(CancelRegistry::default()),
+            session_keys: Arc::default(),
             client_count: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

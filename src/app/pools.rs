@@ -80,6 +80,7 @@ impl App {
         }
         let mut settings = settings;
         settings.limits = groups.clone();
+        crate::pool::note_auto_database(&self.pools, &entry);
         let pool = self
             .pools
             .entry(key.clone())
@@ -162,6 +163,7 @@ impl App {
                 .url_tls
                 .as_ref()
                 .is_some_and(|t| t.sslnegotiation == Some(SslNegotiation::Direct)),
+            options: crate::server::ConnectOptions::new(s, entry.connect_query.clone()),
         };
         let settings = pool_settings(config, &entry, &server_user);
         Some((key, target, settings))

@@ -27,6 +27,8 @@ pub struct Running {
     pub unix_path: Option<PathBuf>,
     /// The bound metrics_listen address, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bound edge_listen address, if any.
+    pub edge_addr: Option<SocketAddr>,
 }
 
 /// Binds listeners and starts serving in the current tokio runtime.
@@ -59,11 +61,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         info!(addr = %bound, "metrics listening");
         metrics_addr = Some(bound);
     }
+    let edge_addr = crate::edge::start(&app).await?;
     Ok(Running {
         app,
         tcp_addrs,
         unix_path,
         metrics_addr,
+        edge_addr,
     })
 }
 
@@ -72,6 +76,7 @@ fn spawn_janitor(app: &Arc<App>) {
     app.tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut peak_clients = 0usize;
+        let mut idle_pools = crate::pool::IdlePools::default();
         loop {
             tokio::select! {
                 _ = app2.shutdown.cancelled() => break,
@@ -86,6 +91,7 @@ fn spawn_janitor(app: &Arc<App>) {
                 unsafe { libc::malloc_trim(0) };
                 peak_clients = clients;
             }
+            crate::pool::fill::open_forced_pools(&app2);
             let pools: Vec<Arc<Pool>> = app2.pools.iter().map(|p| p.clone()).collect();
             for pool in pools {
                 pool.reap();
@@ -93,9 +99,10 @@ fn spawn_janitor(app: &Arc<App>) {
                     tokio::spawn(async move { pool.fill_min().await });
                 }
             }
+            idle_pools.sweep(&app2.pools);
         }
         for pool in app2.pools.iter() {
-            pool.close_idle();
+            pool.close_idle_because(crate::logging::close_reason::CloseReason::ShuttingDown);
         }
     });
 }

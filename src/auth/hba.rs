@@ -1,10 +1,14 @@
 //! PgBouncer's subset of pg_hba.conf (`auth_hba_file`): `local`/`host`/`hostssl`/
 //! `hostnossl`; databases `all`/`sameuser`/`replication`/lists; users `all`/lists; addresses
 //! `all`, CIDR or address + mask; methods trust/reject/md5/password/scram-sha-256/cert/peer.
+//! `map=NAME` on a rule names a user-name map of `auth_ident_file` ([`IdentMap`]) that
+//! `peer` and `cert` use instead of requiring the system name to equal the user name.
 //! Parsing and first-match lookup only; applying the method is the login's business.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+use super::ident::IdentMap;
 
 /// The method the first matching rule names (no match = [`HbaMethod::Reject`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,12 +129,23 @@ struct Rule {
     users: Vec<Item>,
     address: Option<Address>,
     method: HbaMethod,
+    map: Option<String>,
 }
 
-/// A parsed HBA file.
+/// A parsed HBA file, with the user-name maps of `auth_ident_file`.
 #[derive(Debug, Clone, Default)]
 pub struct Hba {
     rules: Vec<Rule>,
+    ident: IdentMap,
+}
+
+/// The first matching rule's method and user-name map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaMatch {
+    /// The rule's method (`Reject` when no rule matched).
+    pub method: HbaMethod,
+    /// The rule's `map=` option.
+    pub map: Option<String>,
 }
 
 impl Hba {
@@ -156,7 +171,38 @@ impl Hba {
                 rules.push(parse_rule(fields).map_err(|p| (n + 1, p))?);
             }
         }
-        Ok(Hba { rules })
+        Ok(Hba {
+            rules,
+            ident: IdentMap::default(),
+        })
+    }
+
+    /// Uses the maps of `ident` (auth_ident_file) for `map=` rules.
+    pub fn with_ident(self, ident: IdentMap) -> Hba {
+        Hba { ident, ..self }
+    }
+
+    /// The first rule matching `req`, with its user-name map.
+    pub fn lookup_match(&self, req: &HbaRequest<'_>) -> HbaMatch {
+        match self.rules.iter().find(|r| r.matches(req)) {
+            Some(r) => HbaMatch {
+                method: r.method,
+                map: r.map.clone(),
+            },
+            None => HbaMatch {
+                method: HbaMethod::Reject,
+                map: None,
+            },
+        }
+    }
+
+    /// Whether the system name `system` (OS user for peer, certificate CN for cert) may
+    /// log in as `user`: equal names without a map, the ident file's entries with one.
+    pub fn name_allowed(&self, map: Option<&str>, system: &str, user: &str) -> bool {
+        match map {
+            None => system == user,
+            Some(m) => self.ident.allows(m, system, user),
+        }
     }
 
     /// The method of the first rule matching `req`; `Reject` when none does.
@@ -322,13 +368,22 @@ fn parse_rule(fields: Vec<Vec<Item>>) -> Result<Rule, &'static str> {
     };
     let method_text = single(next("missing method")?)?;
     let method = HbaMethod::parse(&method_text).ok_or("unsupported authentication method")?;
-    // Options (`map=...`) may follow; user-name maps are not applied.
+    // Options follow; `map=NAME` is used by peer and cert, others are ignored.
+    let mut map = None;
+    while let Ok(option) = next("") {
+        for item in option {
+            if let Some(name) = item.text.strip_prefix("map=") {
+                map = Some(name.to_owned());
+            }
+        }
+    }
     Ok(Rule {
         conn,
         databases,
         users,
         address,
         method,
+        map,
     })
 }
 

@@ -128,3 +128,21 @@ fn ipv4_mapped_client_addresses_match_ipv4_rules() {
         HbaMethod::Trust
     );
 }
+
+#[test]
+fn map_option_names_the_ident_map_for_peer_and_cert() {
+    let ident = crate::auth::IdentMap::parse("ops alice app_owner\n").expect("ident");
+    let hba = Hba::parse("local all all peer map=ops\nhost all all all cert\n")
+        .expect("ok")
+        .with_ident(ident);
+    let mut r = req("d", "app_owner", "10.0.0.1", false);
+    let m = hba.lookup_match(&r);
+    assert_eq!((m.method, m.map), (HbaMethod::Cert, None));
+    r.addr = None;
+    let m = hba.lookup_match(&r);
+    assert_eq!((m.method, m.map.as_deref()), (HbaMethod::Peer, Some("ops")));
+    assert!(hba.name_allowed(Some("ops"), "alice", "app_owner"));
+    assert!(!hba.name_allowed(Some("ops"), "app_owner", "app_owner"));
+    assert!(hba.name_allowed(None, "app_owner", "app_owner"));
+    assert!(!hba.name_allowed(None, "alice", "app_owner"));
+}

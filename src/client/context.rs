@@ -6,8 +6,11 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::{Hba, Secret};
 use crate::cancel::CancelRegistry;
+use crate::client::backend_key::SessionKeys;
 use crate::client::timeouts::LinkTimeouts;
 use crate::config::{Config, PoolMode};
 use crate::error::ErrorKind;
@@ -39,6 +42,8 @@ pub trait AuthContext: Send + Sync {
     fn pool_as(&self, database: &str, server_user: &str) -> Option<Arc<Pool>>;
     /// Records an `auth_query` answer (`None` forgets the user).
     fn remember_looked_up(&self, user: &str, secret: Option<Secret>);
+    /// Whether `database` is disabled (DISABLE): `auth_query` does not run there.
+    fn database_disabled(&self, database: &str) -> bool;
 }
 
 /// What a client's session needs beyond authentication.
@@ -53,6 +58,13 @@ pub trait SessionContext: AuthContext {
     fn link_timeouts(&self, user: &str) -> LinkTimeouts;
     /// Cancel keys of connected clients.
     fn cancel(&self) -> &Arc<CancelRegistry>;
+    /// Session-mode clients' keys that carry their server's real pid.
+    fn session_keys(&self) -> &Arc<SessionKeys>;
+    /// Whether a shutdown under way stops lending servers (WAIT_FOR_SERVERS or immediate;
+    /// WAIT_FOR_CLIENTS keeps serving connected clients).
+    fn lends_no_servers(&self) -> bool;
+    /// Fires when pgfunnel starts shutting down.
+    fn shutdown_signal(&self) -> &CancellationToken;
     /// Counts an error reported to a client (a metric labelled by its kind).
     fn client_error(&self, _kind: ErrorKind) {}
 }

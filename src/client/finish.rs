@@ -12,6 +12,7 @@ use super::session::Session;
 use super::timeouts::Expired;
 use crate::config::PoolMode;
 use crate::error::ClientError;
+use crate::logging::close_reason::{note_close, CloseReason};
 use crate::pool::{Pool, PooledServer};
 
 impl Session {
@@ -20,6 +21,12 @@ impl Session {
         let span = &self.span;
         if let Some(t) = timed_out {
             warn!(parent: span, reason = ?t, "closing client and server");
+            let reason = match t {
+                Expired::IdleTransaction => CloseReason::IdleTransactionTimeout,
+                Expired::Transaction => CloseReason::TransactionTimeout,
+                Expired::Query => CloseReason::QueryTimeout,
+            };
+            note_close(&self.entry, reason);
             return;
         }
         match end {

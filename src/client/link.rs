@@ -19,6 +19,7 @@ use super::timeouts::{Expired, LinkTimeouts};
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
+use crate::logging::close_reason::{note_close, CloseReason};
 use crate::pool::listen::Subscription;
 use crate::pool::{Pool, PooledServer};
 use crate::protocol::messages;
@@ -53,10 +54,9 @@ impl Session {
                 Some(s) => s,
                 None => {
                     let idle = timers.client_idle;
-                    match self
-                        .between_links(pool, mode, &mut relay, idle, &mut listener)
-                        .await
-                    {
+                    let between =
+                        self.between_links(pool, mode, &mut relay, idle, &mut listener, cancel.pid);
+                    match between.await {
                         Between::Request => {}
                         Between::Answered => continue,
                         Between::End => return,
@@ -146,6 +146,7 @@ impl Session {
         relay: &mut Relay,
         client_idle: std::time::Duration,
         listener: &mut Option<Subscription>,
+        pid: i32,
     ) -> Between {
         self.mark(ClientState::Idle);
         let was_pinned = relay.tracker.pin.is_some();
@@ -158,6 +159,13 @@ impl Session {
                     && Box::pin(self.serve_listen(pool, relay, listener)).await
                 {
                     relay.tracker.pin = None;
+                    return Between::Answered;
+                }
+                // A lone NOTIFY of a listening client: its own notification first.
+                if mode != PoolMode::Session
+                    && !was_pinned
+                    && Box::pin(self.serve_notify(pool, relay, listener, pid)).await
+                {
                     return Between::Answered;
                 }
                 return Between::Request;
@@ -175,6 +183,7 @@ impl Session {
             }
             Idle::Timeout => {
                 warn!(parent: &self.span, "client_idle_timeout");
+                note_close(&self.entry, CloseReason::ClientIdleTimeout);
                 let msg = "client_idle_timeout: client was idle too long";
                 ClientError::fatal(ErrorKind::Timeout, msg)
             }

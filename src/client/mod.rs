@@ -16,7 +16,10 @@
 //! from its startup parameters.
 
 pub mod access;
+pub mod app_name;
+pub mod backend_key;
 pub mod buffers;
+pub mod canonical;
 pub mod context;
 mod finish;
 pub mod handshake;
@@ -29,12 +32,15 @@ pub mod params;
 pub mod registry;
 pub mod relay;
 pub mod release;
+pub mod replication;
 pub mod rewrite;
+pub mod server_wait;
 pub mod session;
 pub mod statement;
 pub mod timeouts;
 pub mod tracker;
 pub mod validate;
+pub mod words;
 
 use tracing::{debug, warn};
 
@@ -48,6 +54,9 @@ use session::send_client_error;
 /// Returns the kind of error the client was told, if one was.
 pub async fn report_handshake_failure(failure: HandshakeFailure) -> Option<ErrorKind> {
     let HandshakeFailure { stream, error } = failure;
+    if let HandshakeError::Tls(e) = &error {
+        crate::logging::close_reason::log_client_tls_failure(e);
+    }
     let kind = match &error {
         HandshakeError::Startup(crate::protocol::startup::StartupError::Io(_))
         | HandshakeError::Tls(_) => {

@@ -110,7 +110,9 @@ impl ClientParams {
     fn set(&mut self, welcome: &HashMap<String, String>, name: &str, value: String) {
         if let Some(key) = welcome.keys().find(|k| k.eq_ignore_ascii_case(name)) {
             if !READ_ONLY.contains(&key.as_str()) {
-                self.expected.insert(key.clone(), value);
+                let shown =
+                    super::canonical::value(key, &value, welcome.get(key).map(String::as_str));
+                self.expected.insert(key.clone(), shown);
             }
             return;
         }
@@ -185,7 +187,8 @@ impl ClientParams {
 
     /// The statement that makes `server` match this client, or `None` when it already does.
     /// Reported values are compared with what the server last reported; unreported
-    /// settings with what pgfunnel applied earlier (leftovers of other clients are RESET).
+    /// settings with what pgfunnel applied earlier (leftovers of other clients are RESET,
+    /// or set back to the server's `connect_query` baseline).
     pub fn sync_sql(&self, server: &ServerConnection) -> Option<String> {
         let mut sets: Vec<(&str, &str)> = Vec::new();
         for (k, v) in self.expected.iter() {
@@ -213,9 +216,19 @@ impl ClientParams {
         }
         let mut sql = String::new();
         for k in resets {
-            sql.push_str("RESET ");
-            sql.push_str(&quote_ident(k));
-            sql.push(';');
+            // A setting of connect_query goes back to its value there, not to the default.
+            match server.baseline.get(k) {
+                Some(v) => sql.push_str(&format!(
+                    "SELECT pg_catalog.set_config({}, {}, false);",
+                    quote_literal(k),
+                    quote_literal(v)
+                )),
+                None => {
+                    sql.push_str("RESET ");
+                    sql.push_str(&quote_ident(k));
+                    sql.push(';');
+                }
+            }
         }
         if !sets.is_empty() {
             sql.push_str("SELECT ");
@@ -317,7 +330,11 @@ mod tests {
             ("server_version".to_owned(), "99".to_owned()),
         ];
         let p = ClientParams::from_startup(&Arc::new(welcome()), &startup);
-        assert_eq!(p.expected.get("DateStyle").unwrap(), "German");
+        assert_eq!(
+            p.expected.get("DateStyle").unwrap(),
+            "German, DMY",
+            "in the spelling Postgres reports"
+        );
         assert_eq!(p.expected.get("application_name").unwrap(), "app");
         assert_eq!(
             p.expected.get("server_version").unwrap(),

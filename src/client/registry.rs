@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::logging::close_reason::CloseReason;
 use crate::protocol::messages::{self, Severity};
 
 /// SQLSTATE admin_shutdown, sent to a killed client.
@@ -88,7 +89,8 @@ pub struct ClientEntry {
     /// until it happens (no kill signal polled at every wake-up).
     task: OnceLock<AbortHandle>,
     identity: OnceLock<ClientIdentity>,
-    close_reason: OnceLock<&'static str>,
+    close_reason: OnceLock<CloseReason>,
+    replication: OnceLock<&'static str>,
     state: AtomicU8,
     request_us: AtomicU64,
 }
@@ -141,14 +143,24 @@ impl ClientEntry {
         self.identity.get()
     }
 
+    /// Marks a replication client (`physical` or `logical`, SHOW CLIENTS `replication`).
+    pub fn set_replication(&self, kind: &'static str) {
+        let _ = self.replication.set(kind);
+    }
+
+    /// The SHOW CLIENTS `replication` column: `none`, `physical` or `logical`.
+    pub fn replication(&self) -> &'static str {
+        self.replication.get().copied().unwrap_or("none")
+    }
+
     /// Records why pgfunnel ends this client (first call wins), for the disconnection log.
-    pub fn set_close_reason(&self, reason: &'static str) {
+    pub fn set_close_reason(&self, reason: CloseReason) {
         let _ = self.close_reason.set(reason);
     }
 
     /// Why pgfunnel ended this client; `None` when the client left on its own.
-    pub fn close_reason(&self) -> Option<&'static str> {
-        self.close_reason.get().copied()
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason.get().cloned()
     }
 
     /// Moves the client to `state`; Waiting and Active also stamp the request time.
@@ -222,6 +234,7 @@ impl ClientRegistry {
             task: OnceLock::new(),
             identity: OnceLock::new(),
             close_reason: OnceLock::new(),
+            replication: OnceLock::new(),
             state: AtomicU8::new(ClientState::Login as u8),
             request_us: AtomicU64::new(0),
         });
@@ -305,9 +318,9 @@ mod tests {
         assert!(b.entry.kill.is_cancelled() && !a.entry.kill.is_cancelled());
         assert!(a.entry.farewell().is_none());
         assert_eq!(a.entry.close_reason(), None);
-        a.entry.set_close_reason("server login failed");
-        a.entry.set_close_reason("later");
-        assert_eq!(a.entry.close_reason(), Some("server login failed"));
+        a.entry.set_close_reason(CloseReason::LoginFailed);
+        a.entry.set_close_reason(CloseReason::Evicted);
+        assert_eq!(a.entry.close_reason(), Some(CloseReason::LoginFailed));
         let bye = b.entry.farewell().expect("a killed client is told why");
         assert_eq!(bye[0], b'E');
         let text = String::from_utf8_lossy(&bye);

@@ -70,8 +70,8 @@ fn link_timeouts_close_client_and_server_with_their_sqlstate() {
     let t = tracker(None, false);
     let end = RelayEnd::Tick;
     for (expired, code) in [
-        (Expired::IdleTransaction, "25P03"),
-        (Expired::Transaction, "25P04"),
+        (Expired::IdleTransaction, "08P01"),
+        (Expired::Transaction, "08P01"),
     ] {
         let mut l = link(&end, &t, false, true);
         l.timed_out = Some(expired);

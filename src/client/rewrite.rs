@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::link_stats::PreparedCounts;
 use super::tracker::CopyInWatch;
 use crate::pool::prepared::{Statement, StatementRegistry};
 
@@ -63,7 +64,7 @@ enum Expect {
     Skip { kind: Kind, undo: Undo },
     /// A reply pgfunnel makes up, sent when it reaches the head.
     Fake(Bytes),
-    /// An injected failing Parse whose error is replaced by this one (so the server
+    /// An injected failing request whose error is replaced by this one (so the server
     /// aborts the pipeline exactly as Postgres would for the client's own mistake).
     Replace(Bytes),
 }
@@ -72,7 +73,6 @@ enum Expect {
 #[derive(Debug)]
 pub struct Rewriter {
     registry: Arc<StatementRegistry>,
-    capacity: usize,
     statements: HashMap<Bytes, Arc<Statement>>,
     portals: HashMap<Bytes, Arc<Statement>>,
     expect: VecDeque<Expect>,
@@ -84,6 +84,8 @@ pub struct Rewriter {
     max_gathered: usize,
     /// Messages refused for their size since `take_refusals` was last called.
     refusals: u32,
+    /// Prepared-statement traffic since `take_counts` was last called.
+    counts: PreparedCounts,
     /// A Parse too large for the statement recogniser went to the server since
     /// `take_large_parse` was last called (the session then does not reuse that server).
     large_parse: bool,
@@ -106,11 +108,12 @@ pub struct Rewriter {
 }
 
 impl Rewriter {
-    /// Creates the state for one client of a pool.
+    /// Creates the state for one client of a pool; `capacity` (max_prepared_statements)
+    /// becomes the pool's per-server LRU size, for its open connections too.
     pub fn new(registry: Arc<StatementRegistry>, capacity: usize) -> Self {
+        registry.set_server_capacity(capacity);
         Rewriter {
             registry,
-            capacity,
             statements: HashMap::new(),
             portals: HashMap::new(),
             expect: VecDeque::new(),
@@ -119,6 +122,7 @@ impl Rewriter {
             server_streaming: 0,
             max_gathered: DEFAULT_MAX_GATHERED,
             refusals: 0,
+            counts: PreparedCounts::default(),
             large_parse: false,
             client_partial: BytesMut::new(),
             server_partial: BytesMut::new(),
@@ -146,6 +150,11 @@ impl Rewriter {
     /// Messages refused for their size since the last call (for the refusal counter).
     pub fn take_refusals(&mut self) -> u32 {
         std::mem::take(&mut self.refusals)
+    }
+
+    /// The parse and bind counts since the last call (for SHOW STATS); resets them.
+    pub fn take_counts(&mut self) -> PreparedCounts {
+        std::mem::take(&mut self.counts)
     }
 
     /// Whether a Parse too large to inspect (over `MAX_INSPECTED`) was written toward the
@@ -177,6 +186,7 @@ fn is_async(tag: u8) -> bool {
     matches!(tag, b'N' | b'A' | b'S')
 }
 
+mod deallocate;
 mod framing;
 mod replies;
 mod requests;

@@ -13,9 +13,11 @@ use super::context::ClientGuard;
 use super::context::SessionContext;
 use super::params::ClientParams;
 use super::registry::{ClientEntry, ClientState};
+use super::server_wait;
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
+use crate::logging::close_reason::{self, note_close, CloseReason};
 use crate::net::Stream;
 use crate::pool::{Pool, PoolError, PooledServer, Tell};
 use crate::protocol::messages;
@@ -29,6 +31,8 @@ pub struct Session {
     pub(super) user: String,
     pub(super) database: String,
     startup: Vec<(String, String)>,
+    /// Set for a replication client (served by `client::replication`, never pooled).
+    replication: Option<super::replication::ReplicationKind>,
     /// This client's registry entry (SHOW CLIENTS state), set by `client::handle`.
     pub entry: Option<Arc<ClientEntry>>,
     /// The client's span (the one current when the session was created), named as the
@@ -103,15 +107,12 @@ impl Session {
         let database = take(&mut startup, "database")
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());
-        if take(&mut startup, "replication").is_some_and(|r| r != "false" && r != "0" && r != "off")
-        {
-            return Err((
-                stream,
-                "replication connections are not supported by pgfunnel",
-            ));
-        }
+        let replication = match super::replication::take_kind(&mut startup) {
+            Ok(kind) => kind,
+            Err(msg) => return Err((stream, msg)),
+        };
         let ignored = ctx.config().settings.ignore_startup_parameters.clone();
-        startup.retain(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)));
+        crate::protocol::startup::drop_ignored(&mut startup, &ignored);
         Ok(Session {
             id,
             ctx,
@@ -119,6 +120,7 @@ impl Session {
             user,
             database,
             startup,
+            replication,
             entry: None,
             span: tracing::Span::current(),
         })
@@ -137,10 +139,20 @@ impl Session {
         if config_logs_connections(&*self.ctx) {
             info!(parent: &self.span, user = %self.user, db = %self.database, "login");
         }
+        if let Some(kind) = self.replication {
+            return self.serve_replication(&pool, kind).await;
+        }
         let cancel = self.ctx.cancel().register();
         // Login replies need the server's parameters; the first client of a pool waits
         // for a server connection, later ones are answered from the cached values.
         let mut held = None;
+        if mode == PoolMode::Session {
+            // Its own server before the login replies (real pid, server's values).
+            let Some(server) = Box::pin(self.checkout(&pool)).await else {
+                return;
+            };
+            held = Some(server);
+        }
         let welcome = match pool.welcome() {
             Some(w) => w,
             None => match Box::pin(self.checkout(&pool)).await {
@@ -152,7 +164,21 @@ impl Session {
             },
         };
         let mut params = ClientParams::from_startup(&welcome, &self.startup);
-        let buf = login_replies(&params, &cancel);
+        // Session mode: the key carries the server's real pid; it lives as long as the
+        // session.
+        let own_key = match mode {
+            PoolMode::Session => {
+                let adopted = self.adopt_server(&pool, &mut params, &mut held, &cancel);
+                let Some(key) = Box::pin(adopted).await else {
+                    return;
+                };
+                Some(key)
+            }
+            _ => None,
+        };
+        let pid = own_key.as_ref().map_or(cancel.pid, |k| k.pid());
+        let notice = self.ctx.config().settings.login_notify_message.clone();
+        let buf = login_replies(&params, pid, &cancel, notice.as_deref());
         if self.stream.send(&buf).await.is_err() {
             if let Some(s) = held {
                 pool.checkin(s);
@@ -168,6 +194,24 @@ impl Session {
         drop((buf, welcome, admitted));
         self.startup = Vec::new();
         Box::pin(self.serve(&pool, mode, &mut params, &cancel, held)).await;
+        drop(own_key);
+    }
+
+    /// A replication client: a dedicated server, bytes passed through (`client::replication`).
+    async fn serve_replication(
+        &mut self,
+        pool: &Arc<Pool>,
+        kind: super::replication::ReplicationKind,
+    ) {
+        let cancel = self.ctx.cancel().register();
+        let client = super::replication::ReplicationClient {
+            kind,
+            startup: &self.startup,
+            cancel: &cancel,
+            entry: self.entry.as_ref(),
+            span: &self.span,
+        };
+        Box::pin(super::replication::serve(&mut self.stream, pool, client)).await;
     }
 
     /// Authenticates the client within client_login_timeout; `None` when it was refused
@@ -175,8 +219,14 @@ impl Session {
     async fn authenticate(&mut self) -> Option<Admitted> {
         let login_timeout = self.ctx.config().settings.client_login_timeout;
         let admitted = Box::pin(
-            access::admit(&*self.ctx, &mut self.stream, &self.user, &self.database)
-                .instrument(self.span.clone()),
+            access::admit_for(
+                &*self.ctx,
+                &mut self.stream,
+                &self.user,
+                &self.database,
+                self.replication,
+            )
+            .instrument(self.span.clone()),
         );
         let Some(admitted) = within(login_timeout, admitted).await else {
             warn!(parent: &self.span, "client_login_timeout during authentication");
@@ -185,12 +235,14 @@ impl Session {
         let error = match admitted {
             Ok(a) => return Some(a),
             Err(Denied::Protocol(e)) => {
+                note_close(&self.entry, CloseReason::BadPacket);
                 debug!(parent: &self.span, error = %e, "client left or misbehaved during authentication");
                 let msg = "invalid authentication exchange";
                 ClientError::fatal(ErrorKind::Protocol, msg)
             }
             Err(denied) => {
                 warn!(parent: &self.span, user = %self.user, reason = %denied, "client authentication failed");
+                note_close(&self.entry, close_reason::for_denied(&denied));
                 ClientError::fatal(denied.kind(), denied.to_string())
             }
         };
@@ -203,6 +255,8 @@ impl Session {
     async fn admit(&mut self, admitted: &Admitted) -> Option<(Arc<Pool>, ClientGuard)> {
         let Some(pool) = self.ctx.pool_for(&self.database, &self.user) else {
             let msg = format!("no such database: {}", self.database);
+            let reason = CloseReason::NoSuchDatabase(self.database.clone());
+            note_close(&self.entry, reason);
             let error = ClientError::fatal(ErrorKind::UnknownDatabase, msg);
             self.tell(&error).await;
             return None;
@@ -221,7 +275,8 @@ impl Session {
             }
             Err(limit) => {
                 warn!(parent: &self.span, limit, "client limit reached");
-                let msg = format!("no more connections allowed ({limit})");
+                note_close(&self.entry, CloseReason::ConnectionsExceeded(limit));
+                let msg = format!("client connections exceeded ({limit})");
                 let error = ClientError::fatal(ErrorKind::TooManyClients, msg);
                 self.tell(&error).await;
                 None
@@ -263,13 +318,26 @@ impl Session {
             stream.write_now(&buf);
         };
         let notice = (!notify.is_zero()).then_some((notify, &mut tell as Tell<'_>));
-        let result = pool.checkout_noticed(notice).await;
+        let query_timeout = self.ctx.link_timeouts(&self.user).query;
+        let waited = server_wait::wait_for_server(&*self.ctx, pool, notice, query_timeout);
+        let result = match waited.await {
+            Ok(s) => Ok(s),
+            Err(server_wait::WaitEnd::Pool(e)) => Err(e),
+            Err(end) => {
+                let error = server_wait::refusal(&end, self.entry.as_deref());
+                if let Some(error) = error {
+                    self.tell(&error).await;
+                }
+                return None;
+            }
+        };
         match result {
             Ok(s) => {
                 self.mark(ClientState::Active);
                 Some(s)
             }
             Err(PoolError::Timeout) => {
+                note_close(&self.entry, CloseReason::QueryWaitTimeout);
                 let msg = "query_wait_timeout: no server connection became free in time";
                 let hint = "raise pool_size or query_wait_timeout, or find what holds the \
                             servers (SHOW POOLS)";
@@ -278,13 +346,12 @@ impl Session {
                 None
             }
             Err(PoolError::Connect(e)) => {
-                if let Some(entry) = &self.entry {
-                    entry.set_close_reason("server login failed");
-                }
+                note_close(&self.entry, CloseReason::ServerLoginFailed);
                 self.tell_server_error(&e).await;
                 None
             }
             Err(PoolError::Closed) => {
+                note_close(&self.entry, CloseReason::ShuttingDown);
                 let error = ClientError::fatal(ErrorKind::Shutdown, "pgfunnel is shutting down");
                 self.tell(&error).await;
                 None
@@ -293,16 +360,24 @@ impl Session {
     }
 }
 
-/// The login replies: the parameters the client expects (sorted), its cancel key, and
-/// ReadyForQuery.
-fn login_replies(params: &ClientParams, cancel: &CancelHandle) -> BytesMut {
+/// The login replies: the parameters the client expects (sorted), its cancel key (with
+/// `pid`), login_notify_message as a notice when set, and ReadyForQuery.
+fn login_replies(
+    params: &ClientParams,
+    pid: i32,
+    cancel: &CancelHandle,
+    notice: Option<&str>,
+) -> BytesMut {
     let mut buf = BytesMut::new();
     let mut names: Vec<_> = params.expected.iter().collect();
     names.sort();
     for (k, v) in names {
         messages::put_parameter_status(&mut buf, k, v);
     }
-    messages::put_backend_key(&mut buf, cancel.pid, cancel.secret_i32());
+    messages::put_backend_key(&mut buf, pid, cancel.secret_i32());
+    if let Some(notice) = notice {
+        messages::put_notice(&mut buf, notice);
+    }
     messages::put_ready(&mut buf, b'I');
     buf
 }
@@ -311,6 +386,10 @@ fn config_logs_connections(app: &dyn SessionContext) -> bool {
     app.config().settings.log_connections
 }
 
+#[path = "own_server.rs"]
+mod own_server;
+#[path = "self_notify.rs"]
+mod self_notify;
 #[cfg(test)]
 #[path = "session_tests.rs"]
 mod tests;

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
 
 use super::Session;
 use crate::auth::{Hba, Secret};
 use crate::cancel::CancelRegistry;
+use crate::client::backend_key::SessionKeys;
 use crate::client::context::{AuthContext, ClientGuard, SessionContext};
 use crate::client::timeouts::LinkTimeouts;
 use crate::config::{Config, PoolMode};
@@ -24,6 +26,8 @@ struct Bare {
     errors: std::sync::Mutex<Vec<ErrorKind>>,
     tls: TlsConfigs,
     cancel: Arc<CancelRegistry>,
+    session_keys: Arc<SessionKeys>,
+    shutdown: CancellationToken,
 }
 
 impl Bare {
@@ -39,6 +43,8 @@ impl Bare {
             errors: Default::default(),
             tls,
             cancel: Arc::default(),
+            session_keys: Arc::default(),
+            shutdown: CancellationToken::new(),
         })
     }
 }
@@ -69,6 +75,9 @@ impl AuthContext for Bare {
         None
     }
     fn remember_looked_up(&self, _user: &str, _secret: Option<Secret>) {}
+    fn database_disabled(&self, _database: &str) -> bool {
+        false
+    }
 }
 
 impl SessionContext for Bare {
@@ -86,6 +95,15 @@ impl SessionContext for Bare {
     }
     fn cancel(&self) -> &Arc<CancelRegistry> {
         &self.cancel
+    }
+    fn session_keys(&self) -> &Arc<SessionKeys> {
+        &self.session_keys
+    }
+    fn lends_no_servers(&self) -> bool {
+        false
+    }
+    fn shutdown_signal(&self) -> &CancellationToken {
+        &self.shutdown
     }
     fn client_error(&self, kind: ErrorKind) {
         self.errors.lock().expect("lock").push(kind);

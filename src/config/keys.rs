@@ -175,7 +175,7 @@ fn show_ldap_options(v: &Option<String>) -> String {
 
 /// Every `[pgbouncer]` key PgBouncer 1.25/1.26 knows, plus pgfunnel's own (`log_format`,
 /// `metrics_listen`, `worker_threads`, `max_client_pipeline`, `max_prepared_message_size`,
-/// `listen_queue_size`, `max_pool_prepared_statements`),
+/// `listen_queue_size`, `max_pool_prepared_statements`, the `edge_*` keys),
 /// in alphabetical order as PgBouncer's SHOW CONFIG lists them.
 #[rustfmt::skip]
 pub static SETTING_KEYS: &[SettingKey] = &[
@@ -208,6 +208,10 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("dns_max_ttl", dns_max_ttl, RELOAD, parse_duration, show_dur),
     applied!("dns_nxdomain_ttl", dns_nxdomain_ttl, RELOAD, parse_duration, show_dur),
     no_effect!("dns_zone_check_period", RELOAD, "0"),
+    applied!("edge_allow_plaintext", edge_allow_plaintext, RELOAD, parse_bool, show_flag),
+    applied!("edge_listen", edge_listen, RESTART, opt_string, show_opt),
+    applied!("edge_max_request_size", edge_max_request_size, RELOAD, positive, show_num),
+    applied!("edge_max_response_size", edge_max_response_size, RELOAD, positive, show_num),
     applied!("idle_transaction_timeout", idle_transaction_timeout, RELOAD, parse_duration, show_dur),
     applied!("ignore_startup_parameters", ignore_startup_parameters, RELOAD, list, show_items),
     no_effect!("job_name", RESTART, "pgbouncer"),
@@ -250,7 +254,7 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("server_check_delay", server_check_delay, RELOAD, parse_duration, show_dur),
     applied!("server_check_query", server_check_query, RELOAD, check_query, show_check_query),
     applied!("server_connect_timeout", server_connect_timeout, RELOAD, parse_duration, show_dur),
-    applied!("server_fast_close", server_fast_close, RELOAD, parse_bool, show_flag),
+    no_effect!("server_fast_close", RELOAD, "0"),
     applied!("server_idle_timeout", server_idle_timeout, RELOAD, parse_duration, show_dur),
     applied!("server_lifetime", server_lifetime, RELOAD, parse_duration, show_dur),
     applied!("server_login_retry", server_login_retry, RELOAD, parse_duration, show_dur),

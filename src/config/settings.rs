@@ -65,7 +65,6 @@ pub struct Settings {
     pub server_reset_query_always: bool,
     pub server_check_query: ServerCheckQuery,
     pub server_check_delay: Duration,
-    pub server_fast_close: bool,
     pub application_name_add_host: bool,
     pub ignore_startup_parameters: Vec<String>,
     pub track_extra_parameters: Vec<String>,
@@ -122,6 +121,14 @@ pub struct Settings {
     // -- pgfunnel's own keys
     /// `host:port` of the Prometheus /metrics listener; `None` = off.
     pub metrics_listen: Option<String>,
+    /// `host:port` of the edge listener (WebSocket and SQL over HTTP); `None` = off.
+    pub edge_listen: Option<String>,
+    /// Cleartext passwords over an unencrypted edge listener from non-loopback peers.
+    pub edge_allow_plaintext: bool,
+    /// Largest `/sql` request body in bytes (413 past it).
+    pub edge_max_request_size: u32,
+    /// Largest `/sql` response body in bytes (507 past it).
+    pub edge_max_response_size: u32,
     /// Tokio worker threads; 0 = one per core.
     pub worker_threads: usize,
     pub log_format: LogFormat,
@@ -177,7 +184,6 @@ impl Default for Settings {
             server_reset_query_always: false,
             server_check_query: ServerCheckQuery::EmptyQuery,
             server_check_delay: secs(30),
-            server_fast_close: false,
             application_name_add_host: false,
             ignore_startup_parameters: Vec::new(),
             track_extra_parameters: vec![s("IntervalStyle")],
@@ -226,6 +232,10 @@ impl Default for Settings {
             stats_period: secs(60),
             verbose: 0,
             metrics_listen: None,
+            edge_listen: None,
+            edge_allow_plaintext: false,
+            edge_max_request_size: 10 << 20,
+            edge_max_response_size: 10 << 20,
             worker_threads: 0,
             log_format: LogFormat::Text,
             no_effect: BTreeMap::new(),

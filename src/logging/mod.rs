@@ -17,6 +17,7 @@ use tracing_subscriber::{prelude::*, EnvFilter, Layer, Registry};
 
 use crate::config::{Config, LogFormat};
 
+pub mod close_reason;
 pub mod escape;
 mod fields;
 

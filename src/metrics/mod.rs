@@ -3,6 +3,7 @@
 //! exporter-compatible gauges and counters (`exporter`), the HTTP endpoint with /metrics and
 //! health checks (`http`, `health`) and the stats_period summary (`period`).
 
+pub mod edge;
 pub mod exporter;
 pub mod health;
 pub mod http;
@@ -55,6 +56,8 @@ pub struct Metrics {
     /// Cached readiness result.
     pub health: health::HealthCache,
     names: Vec<String>,
+    /// The edge listener's metrics (WebSocket clients, `/sql` requests).
+    pub edge: edge::EdgeMetrics,
 }
 
 fn histogram(
@@ -161,6 +164,7 @@ impl Metrics {
         )
         .expect("valid counter");
         let client_errors = exporter::reg(&r, &names, client_errors);
+        let edge = edge::EdgeMetrics::register(&r, &names);
         let exporter = exporter::Exporter::register(&r, &names);
         let now = Instant::now();
         Metrics {
@@ -182,6 +186,7 @@ impl Metrics {
             window: Mutex::new((now, now)),
             health: health::HealthCache::default(),
             names: names.into_inner(),
+            edge,
         }
     }
 

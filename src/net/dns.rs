@@ -1,5 +1,7 @@
 //! Host name resolution for server connections, cached up to `dns_max_ttl` (PgBouncer
-//! ignores the real DNS TTL too). IP literals are never looked up. Callers try every
+//! ignores the real DNS TTL too); a name that does not exist is remembered as such for
+//! `dns_nxdomain_ttl`, so a typo'd host is not looked up at every client. IP literals are
+//! never looked up. Callers try every
 //! returned address and call [`DnsCache::forget`] when none answered, so a moved host is
 //! looked up again on the next attempt.
 
@@ -12,11 +14,17 @@ use std::time::{Duration, Instant};
 /// (host, port) -> when resolved and the addresses.
 type Entries = HashMap<(String, u16), (Instant, Arc<[SocketAddr]>)>;
 
+/// (host, port) -> when the lookup said the name does not exist.
+type Missing = HashMap<(String, u16), Instant>;
+
 /// Resolved addresses by (host, port).
 #[derive(Debug)]
 pub struct DnsCache {
     ttl: Duration,
+    nxdomain_ttl: Duration,
     entries: Mutex<Entries>,
+    missing: Mutex<Missing>,
+    lookups: std::sync::atomic::AtomicU64,
 }
 
 impl DnsCache {
@@ -24,8 +32,24 @@ impl DnsCache {
     pub fn new(ttl: Duration) -> DnsCache {
         DnsCache {
             ttl,
+            nxdomain_ttl: Duration::ZERO,
             entries: Mutex::new(HashMap::new()),
+            missing: Mutex::new(HashMap::new()),
+            lookups: Default::default(),
         }
+    }
+
+    /// A cache for `dns_max_ttl` and `dns_nxdomain_ttl`.
+    pub fn from_settings(s: &crate::config::Settings) -> DnsCache {
+        DnsCache {
+            nxdomain_ttl: s.dns_nxdomain_ttl,
+            ..DnsCache::new(s.dns_max_ttl)
+        }
+    }
+
+    /// How many real lookups this cache made (not counting answers from the cache).
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every address of `host`, from the cache when fresh. An empty answer is an error.
@@ -40,13 +64,28 @@ impl DnsCache {
                 return Ok(addrs.clone());
             }
         }
-        let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host((bare, port)).await?.collect();
-        if addrs.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "host name resolved to no address",
-            ));
+        if let Some(at) = lock(&self.missing).get(&key) {
+            if at.elapsed() < self.nxdomain_ttl {
+                return Err(no_such_host());
+            }
         }
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let found = tokio::net::lookup_host((bare, port)).await;
+        let addrs: Arc<[SocketAddr]> = match found {
+            Ok(a) => a.collect(),
+            // getaddrinfo's "name or service not known" has no ErrorKind of its own; only
+            // answers that say the name does not exist are remembered.
+            Err(e) if e.to_string().contains("not known") => Arc::from([]),
+            Err(e) => return Err(e),
+        };
+        if addrs.is_empty() {
+            if !self.nxdomain_ttl.is_zero() {
+                lock(&self.missing).insert(key, Instant::now());
+            }
+            return Err(no_such_host());
+        }
+        lock(&self.missing).remove(&key);
         if !self.ttl.is_zero() {
             self.lock().insert(key, (Instant::now(), addrs.clone()));
         }
@@ -59,9 +98,18 @@ impl DnsCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.entries)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The error for a host name that does not exist (logged as `server DNS lookup failed`).
+fn no_such_host() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address")
 }
 
 #[cfg(test)]
@@ -85,6 +133,29 @@ mod tests {
         assert!(
             !Arc::ptr_eq(&first, &third),
             "forgotten entries are looked up again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_name_is_remembered_for_dns_nxdomain_ttl() {
+        let cache = DnsCache {
+            nxdomain_ttl: Duration::from_secs(60),
+            ..DnsCache::new(Duration::from_secs(60))
+        };
+        let name = "no-such-host.invalid";
+        let first = cache.resolve(name, 5432).await.expect_err("no such host");
+        assert_eq!(first.kind(), io::ErrorKind::NotFound);
+        assert_eq!(cache.lookups(), 1);
+        let again = cache.resolve(name, 5432).await.expect_err("still missing");
+        assert_eq!(again.kind(), io::ErrorKind::NotFound);
+        assert_eq!(cache.lookups(), 1, "the second answer came from the cache");
+        let plain = DnsCache::new(Duration::from_secs(60));
+        let _ = plain.resolve(name, 5432).await.expect_err("no such host");
+        let _ = plain.resolve(name, 5432).await.expect_err("no such host");
+        assert_eq!(
+            plain.lookups(),
+            2,
+            "dns_nxdomain_ttl = 0 looks up every time"
         );
     }
 

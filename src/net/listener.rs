@@ -12,10 +12,11 @@ use anyhow::Context;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::app::App;
 use crate::error::ErrorKind;
+use crate::net::sockopt::TcpTuning;
 use crate::net::Stream;
 use crate::protocol::messages::{self, Severity};
 
@@ -160,8 +161,9 @@ fn refuse_at_accept(app: &App, mut sock: TcpStream, peer: SocketAddr) {
 /// Most bytes read (and ignored) from a refused connection before it is closed.
 const REFUSAL_DRAIN_LIMIT: usize = 16 * 1024;
 
-/// Postgres's message for a full server (53300).
-pub const TOO_MANY_CLIENTS: &str = "sorry, too many clients already";
+/// The 53300 message for a client over `max_client_conn`, worded as PgBouncer's so that it
+/// names the limit that was hit.
+pub const TOO_MANY_CLIENTS: &str = "no more connections allowed (max_client_conn)";
 
 /// Spawns accept loops for every listener; they stop when the app shuts down.
 pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
@@ -179,6 +181,10 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
                 match accepted {
                     Ok((sock, peer)) => {
                         let _ = sock.set_nodelay(true);
+                        let tuning = TcpTuning::from_settings(&app2.config().settings);
+                        if let Err(e) = tuning.apply(&sock) {
+                            debug!(error = %e, "tcp_keepalive/tcp_user_timeout not applied");
+                        }
                         if at_client_limit(&app2) {
                             refuse_at_accept(&app2, sock, peer);
                             continue;
@@ -197,9 +203,18 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
         info!(path = %path.display(), "listening");
         let app2 = app.clone();
         app.tasks.spawn(async move {
+            // During SHUTDOWN the socket stays open for the admin console until the
+            // shutdown finished (pooled clients are refused after their startup packet).
+            let closed = async {
+                app2.shutdown.cancelled().await;
+                if app2.stopping.requested().is_some() {
+                    app2.stopping.finished.cancelled().await;
+                }
+            };
+            tokio::pin!(closed);
             loop {
                 let accepted = tokio::select! {
-                    _ = app2.shutdown.cancelled() => break,
+                    _ = &mut closed => break,
                     r = l.accept() => r,
                 };
                 match accepted {

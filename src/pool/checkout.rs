@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
-use super::{retry, ActiveGuard, Pool, PoolError, PooledServer, Tell};
+use super::{limits, retry, ActiveGuard, Pool, PoolError, PooledServer, Tell};
 use crate::server::{ServerConnection, ServerError};
 
 impl Pool {
@@ -55,7 +55,7 @@ impl Pool {
                     return Ok(self.lend(conn, permit, started.elapsed()));
                 }
                 debug!(server = conn.id, "dropping stale idle server");
-                tokio::spawn(conn.close());
+                self.close_stale(conn, false);
             }
             if let Some(slots) = self.try_limit_slots() {
                 break slots;
@@ -65,6 +65,7 @@ impl Pool {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return Err(PoolError::Timeout);
             }
+            limits::tell_if_due(&mut notice);
             tokio::select! {
                 _ = self.returned.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -202,7 +203,10 @@ impl Pool {
             tokio::select! {
                 biased;
                 p = &mut main => return p.map_err(|_| PoolError::Closed),
-                p = from_reserve => return p.map_err(|_| PoolError::Closed),
+                p = from_reserve => {
+                    self.note_reserve_taken();
+                    return p.map_err(|_| PoolError::Closed);
+                }
                 _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some() => {}
             }
             let now = tokio::time::Instant::now();
@@ -223,7 +227,7 @@ impl Pool {
 
     pub(super) fn pop_idle(&self) -> Option<Box<ServerConnection>> {
         // LIFO, as PgBouncer (server_round_robin = 0): warm connections stay warm.
-        crate::panic::lock(&self.idle).pop()
+        self.take_idle()
     }
 
     /// Returns a clean, idle connection to the pool (or closes it when past its lifetime).
@@ -236,7 +240,7 @@ impl Pool {
             _active: active,
         } = server;
         if self.expired(&conn) {
-            tokio::spawn(conn.close());
+            self.close_stale(conn, false);
         } else {
             conn.last_used = Instant::now();
             crate::panic::lock(&self.idle).push(conn);
@@ -251,6 +255,10 @@ impl Pool {
     /// Closes a connection that must not be reused (dirty, broken) and frees its slot.
     pub fn discard(&self, server: PooledServer) {
         debug!(server = server.conn.id, "discarding server");
-        tokio::spawn(server.conn.close());
+        tokio::spawn(
+            server
+                .conn
+                .close_because(crate::logging::close_reason::CloseReason::UncleanServer),
+        );
     }
 }

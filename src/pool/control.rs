@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Pool;
+use crate::logging::close_reason::CloseReason;
 use crate::server::{ServerInfo, ServerTarget};
 
 impl Pool {
@@ -26,14 +27,19 @@ impl Pool {
     /// and retires the existing ones as with [`Pool::reconnect`].
     pub fn retarget(&self, target: ServerTarget) {
         self.target.store(Arc::new(target));
-        self.reconnect();
+        self.mark_all_close_needed();
+        self.close_idle_because(CloseReason::DatabaseConfigChanged);
     }
 
     /// RECONNECT: closes idle connections now and every lent one when it comes back.
     pub fn reconnect(&self) {
+        self.mark_all_close_needed();
+        self.close_idle_because(CloseReason::ObsoleteConnection);
+    }
+
+    fn mark_all_close_needed(&self) {
         let us = self.born.elapsed().as_micros() as u64 + 1;
         self.close_before_us.store(us, Ordering::Relaxed);
-        self.close_idle();
     }
 
     /// The effective pool_size (0 = unlimited).

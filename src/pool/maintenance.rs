@@ -21,7 +21,7 @@ impl Pool {
         let mut conn = conn;
         // Free the shared-limit slots now, not after the goodbye round trip.
         conn.slots.clear();
-        tokio::spawn(conn.close());
+        tokio::spawn(conn.close_because(crate::logging::close_reason::CloseReason::Evicted));
         true
     }
 
@@ -40,7 +40,7 @@ impl Pool {
             let too_idle = !idle_limit.is_zero() && conn.last_used.elapsed() >= idle_limit;
             if too_idle || self.expired(&conn) || !conn.is_usable() {
                 debug!(server = conn.id, "closing idle server");
-                tokio::spawn(conn.close());
+                self.close_stale(conn, too_idle);
             } else {
                 keep.push(conn);
             }
@@ -50,8 +50,6 @@ impl Pool {
 
     /// Closes every idle connection (RECONNECT, shutdown).
     pub fn close_idle(&self) {
-        for conn in crate::panic::lock(&self.idle).drain(..) {
-            tokio::spawn(conn.close());
-        }
+        self.close_idle_because(crate::logging::close_reason::CloseReason::ObsoleteConnection);
     }
 }

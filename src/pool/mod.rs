@@ -14,13 +14,16 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-mod fill;
+mod dedicated;
+pub(crate) mod fill;
 mod retry;
 
 use crate::server::{ServerConnection, ServerError, ServerInfo, ServerTarget};
 
 mod checkout;
 mod control;
+mod lifecycle;
+pub use lifecycle::{note_auto_database, IdlePools};
 pub mod gate;
 pub mod limits;
 pub mod listen;

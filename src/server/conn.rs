@@ -10,6 +10,7 @@ use bytes::{Buf, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::logging::close_reason::{log_server_close, CloseReason};
 use crate::net::Stream;
 use crate::protocol::messages::{self, tag, ErrorFields};
 
@@ -81,6 +82,9 @@ pub struct ServerInfo {
     pub pid: i32,
     /// Same as [`ServerConnection::created`].
     pub created: Instant,
+    /// SHOW SERVERS `replication`: `none`, or `physical`/`logical` for a dedicated
+    /// replication connection.
+    pub replication: &'static str,
     /// True while a client holds the connection (kept by the pool's loan accounting).
     pub on_loan: std::sync::atomic::AtomicBool,
 }
@@ -116,6 +120,26 @@ pub struct ServerConnection {
     pub prepared: crate::pool::prepared::ServerStatements,
     /// Identity for SHOW SERVERS.
     pub info: Arc<ServerInfo>,
+    /// Unreported settings `connect_query` changed (name -> value): the server's baseline,
+    /// restored instead of RESET when a client's own value goes.
+    pub baseline: HashMap<String, String>,
+    /// `db/user@addr:port` when log_disconnections is on: the close is logged then.
+    pub close_log: Option<Arc<str>>,
+    /// Why the connection is being closed (logged when it drops).
+    pub close_reason: Option<CloseReason>,
+}
+
+impl Drop for ServerConnection {
+    /// Every server close is logged once, with PgBouncer's wording of why.
+    fn drop(&mut self) {
+        if let Some(label) = &self.close_log {
+            let reason = self
+                .close_reason
+                .take()
+                .unwrap_or(CloseReason::UncleanServer);
+            log_server_close(self.id, label, &reason, self.created.elapsed());
+        }
+    }
 }
 
 impl ServerConnection {
@@ -183,6 +207,13 @@ impl ServerConnection {
     /// Whether the connection is idle with nothing unread and its socket still open.
     pub fn is_usable(&mut self) -> bool {
         self.buf.is_empty() && self.stream.is_idle_and_open()
+    }
+
+    /// Closes as [`ServerConnection::close`] and logs `reason` (unless a more precise
+    /// reason was recorded in `close_reason` already).
+    pub async fn close_because(mut self, reason: CloseReason) {
+        self.close_reason.get_or_insert(reason);
+        self.close().await
     }
 
     /// Sends Terminate and closes, ignoring errors (the peer may already be gone).

@@ -16,8 +16,10 @@ use tracing::warn;
 use super::conn::{BackendKey, CancelAddr, ServerConnection, ServerError, ServerInfo};
 use super::credential::ServerCredential;
 use super::login::authenticate;
+use super::options::{run_connect_query, ConnectOptions};
 use super::tls::{self, TlsAttempt};
 use crate::config::SslMode;
+use crate::logging::close_reason::{closing_line, log_server_open, CloseReason};
 use crate::net::dns::DnsCache;
 use crate::net::tls::ServerSideTls;
 use crate::net::{Stream, TlsConfigs};
@@ -46,6 +48,8 @@ pub struct ServerTarget {
     pub direct_tls: bool,
     /// Resolved host names (shared with the app).
     pub dns: Arc<DnsCache>,
+    /// connect_query, socket options, connection logging and pool reuse options.
+    pub options: ConnectOptions,
 }
 
 impl PartialEq for ServerTarget {
@@ -59,6 +63,7 @@ impl PartialEq for ServerTarget {
             && self.startup_params == other.startup_params
             && self.direct_tls == other.direct_tls
             && self.credential.same_login(&other.credential)
+            && self.options.connect_query == other.options.connect_query
     }
 }
 
@@ -69,7 +74,29 @@ pub async fn connect(
 ) -> Result<ServerConnection, ServerError> {
     match tokio::time::timeout(timeout, connect_inner(target)).await {
         Ok(r) => r,
-        Err(_) => Err(ServerError::Timeout),
+        Err(_) => {
+            log_failed_open(target, &CloseReason::ConnectTimeout, None);
+            Err(ServerError::Timeout)
+        }
+    }
+}
+
+/// PgBouncer's `closing because: connect failed` (or DNS, timeout) for a server
+/// connection that never logged in (log_disconnections).
+fn log_failed_open(
+    target: &ServerTarget,
+    reason: &CloseReason,
+    error: Option<&dyn std::fmt::Display>,
+) {
+    if !target.options.log_disconnections {
+        return;
+    }
+    let label = format!("{}/{}", target.dbname, target.user);
+    let line = closing_line(reason, Duration::ZERO);
+    let reason: &str = &reason.text();
+    match error {
+        Some(e) => warn!(label, reason, error = %e, "{line}"),
+        None => warn!(label, reason, "{line}"),
     }
 }
 
@@ -84,13 +111,17 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConnection, Server
                 Ok(s) => {
                     return login(Stream::Unix(s), CancelAddr::Unix(path.into()), target).await
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => {
+                    log_failed_open(target, &CloseReason::ConnectFailed, Some(&e));
+                    last_err = Some(e)
+                }
             }
             continue;
         }
         let addrs = match target.dns.resolve(host, target.port).await {
             Ok(a) => a,
             Err(e) => {
+                log_failed_open(target, &CloseReason::DnsLookupFailed, Some(&e));
                 last_err = Some(e);
                 continue;
             }
@@ -98,7 +129,10 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConnection, Server
         for &addr in addrs.iter() {
             match TcpStream::connect(addr).await {
                 Ok(tcp) => return connect_tcp(tcp, addr, host, target, &tls).await,
-                Err(e) => last_err = Some(e),
+                Err(e) => {
+                    log_failed_open(target, &CloseReason::ConnectFailed, Some(&e));
+                    last_err = Some(e)
+                }
             }
         }
         target.dns.forget(host, target.port);
@@ -147,6 +181,7 @@ async fn attempt(
     how: TlsAttempt,
 ) -> Result<ServerConnection, ServerError> {
     tcp.set_nodelay(true)?;
+    target.options.tcp.apply(&tcp)?;
     let stream = tls::start(tcp, host, tls.connector.as_ref(), how).await?;
     login(stream, CancelAddr::Tcp(addr), target).await
 }
@@ -170,6 +205,9 @@ async fn login(
         last_used: now,
         slots: Vec::new(),
         prepared: Default::default(),
+        baseline: HashMap::new(),
+        close_log: None,
+        close_reason: None,
         info: Arc::new(ServerInfo {
             id: 0,
             addr: String::new(),
@@ -179,6 +217,7 @@ async fn login(
             connect_time: std::time::SystemTime::now(),
             pid: 0,
             created: now,
+            replication: "none",
             on_loan: Default::default(),
         }),
     };
@@ -192,20 +231,61 @@ async fn login(
     );
     messages::put_startup(&mut out, &params);
     conn.stream.write_all(&out).await?;
+    let label = server_label(target, &conn.cancel_addr);
+    conn.close_log = target.options.log_disconnections.then(|| label.clone());
     let logged_in = finish_login(&mut conn, target).await;
-    if let Err(ServerError::Rejected(f)) = &logged_in {
-        // The server's own words, escaped (they may quote client-chosen names).
-        warn!(
+    if logged_in.is_err() {
+        conn.close_reason = Some(CloseReason::LoginFailed);
+    }
+    match &logged_in {
+        // The server's own words, as PgBouncer logs them (`server login failed: FATAL
+        // password authentication failed for user "x"`); the log escapes them.
+        Err(ServerError::Rejected(f)) => warn!(
             db = %target.dbname,
             user = %target.user,
-            code = ?f.code,
-            "server login failed: {:?}",
+            code = %f.code,
+            "server login failed: {} {}",
+            f.severity,
             f.message
-        );
+        ),
+        Err(ServerError::Tls(io)) => warn!(
+            db = %target.dbname,
+            user = %target.user,
+            "{}",
+            super::tls::failure_message(io)
+        ),
+        _ => {}
     }
     logged_in?;
-    conn.info = Arc::new(describe(&conn));
+    conn.info = Arc::new(describe(&conn, target));
+    if target.options.log_connections {
+        log_server_open(conn.id, &label, local_addr(&conn.stream));
+    }
+    // A walsender takes replication commands, not connect_query's SQL.
+    let replication = replication_kind(target) != "none";
+    if let (Some(query), false) = (&target.options.connect_query, replication) {
+        if let Err(e) = run_connect_query(&mut conn, query, &target.dbname).await {
+            conn.close_reason = Some(CloseReason::Other("connect_query failed".into()));
+            return Err(e);
+        }
+    }
     Ok(conn)
+}
+
+/// `db/user@addr:port` (or `@socket path`), as PgBouncer's log prefix names a server.
+fn server_label(target: &ServerTarget, addr: &CancelAddr) -> Arc<str> {
+    let at = match addr {
+        CancelAddr::Tcp(a) => a.to_string(),
+        CancelAddr::Unix(p) => p.display().to_string(),
+    };
+    format!("{}/{}@{at}", target.dbname, target.user).into()
+}
+
+fn local_addr(stream: &Stream) -> Option<SocketAddr> {
+    match stream {
+        Stream::Tcp(s) => s.local_addr().ok(),
+        _ => None,
+    }
 }
 
 /// Authentication, then the login replies up to ReadyForQuery.
@@ -235,15 +315,12 @@ async fn finish_login(
 }
 
 /// The SHOW SERVERS identity of a freshly logged-in connection.
-fn describe(conn: &ServerConnection) -> ServerInfo {
+fn describe(conn: &ServerConnection, target: &ServerTarget) -> ServerInfo {
     let (addr, port) = match &conn.cancel_addr {
         CancelAddr::Tcp(a) => (a.ip().to_string(), a.port()),
         CancelAddr::Unix(p) => (p.display().to_string(), 0),
     };
-    let local = match &conn.stream {
-        Stream::Tcp(s) => s.local_addr().ok(),
-        _ => None,
-    };
+    let local = local_addr(&conn.stream);
     ServerInfo {
         id: conn.id,
         addr,
@@ -253,6 +330,20 @@ fn describe(conn: &ServerConnection) -> ServerInfo {
         connect_time: conn.info.connect_time,
         pid: conn.key.pid,
         created: conn.created,
+        replication: replication_kind(target),
         on_loan: Default::default(),
+    }
+}
+
+/// The SHOW SERVERS `replication` word for a connection opened with `target`.
+fn replication_kind(target: &ServerTarget) -> &'static str {
+    match target
+        .startup_params
+        .iter()
+        .find(|(k, _)| k == "replication")
+    {
+        Some((_, v)) if v == "database" => "logical",
+        Some(_) => "physical",
+        None => "none",
     }
 }

@@ -8,8 +8,10 @@ pub mod conn;
 pub mod connect;
 pub mod credential;
 mod login;
+pub mod options;
 pub mod tls;
 
 pub use conn::{BackendKey, CancelAddr, ServerConnection, ServerError, ServerInfo};
 pub use connect::{connect, ServerTarget};
 pub use credential::{PassThrough, ServerCredential};
+pub use options::ConnectOptions;

@@ -25,7 +25,7 @@ async fn console(p: &Proxy, who: (&str, &str)) -> Client {
 }
 
 /// Rows of a simple-protocol query as maps column -> text.
-async fn rows(c: &Client, sql: &str) -> Vec<Vec<(String, Option<String>)>> {
+pub(crate) async fn rows(c: &Client, sql: &str) -> Vec<Vec<(String, Option<String>)>> {
     let msgs = c
         .simple_query(sql)
         .await
@@ -528,13 +528,7 @@ async fn unix_proxy() -> (Proxy, std::path::PathBuf) {
 #[tokio::test]
 async fn os_user_logs_in_as_pgbouncer_over_the_unix_socket_without_password() {
     let (p, dir) = unix_proxy().await;
-    let port = p
-        .unix_path
-        .as_ref()
-        .and_then(|u| u.to_str())
-        .and_then(|s| s.rsplit('.').next())
-        .expect("port")
-        .to_owned();
+    let port = p.unix_port();
     let conn = format!(
         "host={} port={port} user=pgbouncer dbname=pgbouncer",
         dir.display()
@@ -555,13 +549,7 @@ async fn debian_pgbouncer_exporter_reads_the_console() {
     let (p, dir) = unix_proxy().await;
     let app = p.connect(SCRAM_USER, SCRAM_PASSWORD, "app").await;
     app.simple_query("select 1").await.expect("query");
-    let port = p
-        .unix_path
-        .as_ref()
-        .and_then(|u| u.to_str())
-        .and_then(|s| s.rsplit('.').next())
-        .expect("port")
-        .to_owned();
+    let port = p.unix_port();
     // Debian 12 ships prometheus-pgbouncer-exporter 1.7 (Christopher Baines's, Python), whose
     // collectors run SHOW LISTS/POOLS/DATABASES/STATS over psycopg2. Its STATS and DATABASES
     // collectors read columns PgBouncer removed in 1.8 (total_requests, reserve_pool), so

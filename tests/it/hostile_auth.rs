@@ -437,13 +437,13 @@ fn server_login_refusal_is_logged_as_such_with_the_servers_words() {
     let mut text = String::new();
     wait_until_msg(Duration::from_secs(10), "the disconnection logged", || {
         text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("closing client")
+        text.contains("closing because: server login failed")
     });
     let _ = child.kill();
     let _ = child.wait();
     assert!(
         text.contains(&format!(
-            "server login failed: \"password authentication failed for user \\\"{SCRAM_USER}\\\"\""
+            "server login failed: FATAL password authentication failed for user \"{SCRAM_USER}\""
         )),
         "{text}"
     );

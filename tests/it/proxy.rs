@@ -121,6 +121,16 @@ impl Proxy {
         Ok(client)
     }
 
+    /// The port number in the Unix socket's name (`.s.PGSQL.<port>`), for libpq's `port=`.
+    pub fn unix_port(&self) -> String {
+        self.unix_path
+            .as_ref()
+            .and_then(|u| u.to_str())
+            .and_then(|s| s.rsplit('.').next())
+            .expect("a Unix socket")
+            .to_owned()
+    }
+
     /// Stops the proxy (clients are cut off).
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {

@@ -100,6 +100,7 @@ impl Rewriter {
             b'B' => self.bind(msg, body, out, server),
             b'D' => self.describe(msg, body, out, server),
             b'C' => self.close(msg, body, out),
+            b'Q' if self.deallocate(msg, out) => {}
             _ => {
                 self.note_plain(tag);
                 if tag == b'E' {
@@ -173,6 +174,7 @@ impl Rewriter {
             );
             return self.inject_error(out, ErrorKind::DuplicateStatement, text);
         }
+        self.counts.client_parses += 1;
         let stmt = self.registry.get_or_insert(rest);
         let name = Bytes::copy_from_slice(name);
         self.statements.insert(name.clone(), stmt.clone());
@@ -185,6 +187,7 @@ impl Rewriter {
         server.insert(stmt.clone());
         self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
         put_parse(out, &stmt);
+        self.counts.server_parses += 1;
         let undo = Undo::Parse {
             id: stmt.id,
             client_name: Some(name),
@@ -215,6 +218,7 @@ impl Rewriter {
         let Some(stmt) = self.lookup(out, name, server) else {
             return;
         };
+        self.counts.binds += 1;
         self.portals.insert(portal.clone(), stmt.clone());
         put_message(out, b'B', |b| {
             put_bytes_cstr(b, &portal);
@@ -296,6 +300,7 @@ impl Rewriter {
             server.insert(stmt.clone());
             self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
             put_parse(out, &stmt);
+            self.counts.server_parses += 1;
             let undo = Undo::Parse {
                 id: stmt.id,
                 client_name: None,
@@ -314,7 +319,8 @@ impl Rewriter {
         server: &mut ServerStatements,
         keep: u64,
     ) {
-        while let Some(victim) = server.evict_for(self.capacity, keep) {
+        let capacity = self.registry.server_capacity();
+        while let Some(victim) = server.evict_for(capacity, keep) {
             self.inject_close(out, victim);
         }
     }
@@ -330,14 +336,14 @@ impl Rewriter {
         });
     }
 
-    /// Makes the server fail the pipeline here (so it skips to Sync, as Postgres would for
-    /// the client's own error) and shows the client an ERROR of `kind` with `text` instead
-    /// of that failure.
+    /// Makes the server fail the pipeline here (so it skips to Sync and aborts the
+    /// transaction, as Postgres would for the client's own error) and shows the client an
+    /// ERROR of `kind` with `text` instead of that failure. No SQL is sent: the request is a
+    /// Describe of a statement name pgfunnel never creates, which Postgres answers with 26000.
     pub(super) fn inject_error(&mut self, out: &mut BytesMut, kind: ErrorKind, text: String) {
-        put_message(out, b'P', |b| {
-            put_cstr(b, "");
+        put_message(out, b'D', |b| {
+            b.put_u8(b'S');
             put_cstr(b, "pgfunnel: statement refused");
-            b.put_i16(0);
         });
         let err = ClientError::error(kind, text).to_message();
         self.expect.push_back(Expect::Replace(err.freeze()));

@@ -22,6 +22,7 @@ fn pool(port: u16, connect_timeout: Duration) -> Arc<Pool> {
         tls: Arc::new(crate::net::TlsConfigs::load(&settings).expect("tls")),
         direct_tls: false,
         dns: Arc::new(crate::net::dns::DnsCache::new(Duration::from_secs(15))),
+        options: Default::default(),
     };
     let settings = PoolSettings {
         pool_size: 1,

@@ -1,0 +1,218 @@
+//! The log lines PgBouncer operators grep for (issue 16, point 10), from the built binary's
+//! logfile: `closing because: <reason> (age=<n>s)` for clients and servers,
+//! `new connection to server (from …)`, `taking connection from reserve_pool`,
+//! `registered new auto-database`, `connect failed`, `server DNS lookup failed`,
+//! `server login failed: …`, `cleaning up idle pool`, in text and in JSON.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::proxy::*;
+
+struct Running {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle`; returns the log.
+    fn wait_for(&self, needle: &str) -> String {
+        let mut text = String::new();
+        wait_until_msg(Duration::from_secs(20), needle, || {
+            text = self.log_text();
+            text.contains(needle)
+        });
+        text
+    }
+
+    fn conn(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=20",
+            self.port
+        )
+    }
+}
+
+fn start(databases: &str, extra: &str) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let log = dir.path().join("pgfunnel.log");
+    let text = format!(
+        "[databases]\n{databases}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+         unix_socket_dir =\nauth_file = userlist.txt\nlogfile = {}\n{extra}\n",
+        log.display()
+    );
+    std::fs::write(dir.path().join("pgfunnel.ini"), text).expect("ini");
+    std::fs::write(dir.path().join("userlist.txt"), userlist("")).expect("userlist");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgfunnel"))
+        .arg("-q")
+        .arg(dir.path().join("pgfunnel.ini"))
+        .env_remove("PGFUNNEL_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pgfunnel");
+    wait_until_msg(Duration::from_secs(20), "pgfunnel to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Running {
+        child,
+        port,
+        log,
+        _dir: dir,
+    }
+}
+
+async fn connect(conn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (c, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(c)
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[test]
+fn text_log_uses_pgbouncers_phrases_for_connections_and_closes() {
+    let pg = PgServer::shared();
+    let forced = format!("user={SCRAM_USER} password={SCRAM_PASSWORD}");
+    let databases = [
+        db_line(
+            "app",
+            "app",
+            &format!("{forced} pool_size=1 reserve_pool_size=1"),
+        ),
+        db_line(
+            "badpw",
+            "app",
+            &format!("user={SCRAM_USER} password=not_it"),
+        ),
+        format!("nodns = host=no-such-host.invalid dbname=app {forced}"),
+        format!(
+            "down = host=127.0.0.1 port={} dbname=app {forced}",
+            closed_port()
+        ),
+        format!("* = host=127.0.0.1 port={} {forced}", pg.port()),
+    ]
+    .join("\n");
+    let extra = "pool_mode = transaction\nreserve_pool_timeout = 0.2\nquery_wait_timeout = 2\n\
+                 pool_idle_timeout = 1\nserver_idle_timeout = 1\nadmin_users = plain_user";
+    let p = start(&databases, extra);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let a = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "app"))
+            .await
+            .expect("a");
+        let b = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "app"))
+            .await
+            .expect("b");
+        // a holds the one pooled server; b waits past reserve_pool_timeout.
+        a.simple_query("BEGIN").await.expect("begin");
+        b.simple_query("select 1")
+            .await
+            .expect("served from the reserve");
+        a.simple_query("COMMIT").await.expect("commit");
+        drop((a, b));
+        let e = connect(&p.conn(PLAIN_USER, "wrong", "app"))
+            .await
+            .expect_err("wrong password");
+        assert_eq!(sqlstate(&e), "28P01");
+        for db in ["badpw", "nodns", "down"] {
+            assert!(
+                connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, db))
+                    .await
+                    .is_err(),
+                "{db}"
+            );
+        }
+        let auto = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, APP2_DB))
+            .await
+            .expect("auto db");
+        auto.simple_query("select 1").await.expect("query");
+        let victim = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "app"))
+            .await
+            .expect("victim");
+        victim.simple_query("select 1").await.expect("query");
+        let console = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "pgbouncer"))
+            .await
+            .expect("console");
+        console.simple_query("KILL app").await.expect("KILL");
+    });
+    let text = p.wait_for("cleaning up idle pool for user");
+    let text = if text.contains("closing because: server idle timeout (age=") {
+        text
+    } else {
+        p.wait_for("closing because: server idle timeout (age=")
+    };
+    for phrase in [
+        "closing because: client close request (age=",
+        "closing because: password authentication failed (age=0s)",
+        "closing because: server login failed (age=",
+        "closing because: login failed (age=",
+        "closing because: server DNS lookup failed (age=0s)",
+        "closing because: connect failed (age=0s)",
+        "new connection to server (from 127.0.0.1:",
+        "taking connection from reserve_pool",
+        &format!("registered new auto-database: {APP2_DB}"),
+        &format!(
+            "server login failed: FATAL password authentication failed for user \"{SCRAM_USER}\""
+        ),
+        "because: pool idle timeout (age=",
+        "closing because: admin forced disconnect (age=",
+    ] {
+        assert!(text.contains(phrase), "missing {phrase:?} in:\n{text}");
+    }
+    assert!(!text.contains("not_it"), "a password reached the log");
+}
+
+#[test]
+fn json_log_keeps_its_fields_with_the_same_reason_strings() {
+    PgServer::shared();
+    let forced = format!("user={SCRAM_USER} password={SCRAM_PASSWORD}");
+    let p = start(&db_line("app", "app", &forced), "log_format = json");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let c = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "app"))
+            .await
+            .expect("login");
+        c.simple_query("select 1").await.expect("query");
+        drop(c);
+        let e = connect(&p.conn(PLAIN_USER, "wrong", "app"))
+            .await
+            .expect_err("wrong password");
+        assert_eq!(sqlstate(&e), "28P01");
+    });
+    let text = p.wait_for("password authentication failed (age=");
+    let line = text
+        .lines()
+        .find(|l| l.contains("closing because: password authentication failed"))
+        .expect("the close line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+    let flat = v.to_string();
+    assert!(
+        flat.contains("\"reason\":\"password authentication failed\""),
+        "{flat}"
+    );
+    assert!(flat.contains("\"age\":0"), "{flat}");
+    assert!(
+        text.contains("new connection to server (from 127.0.0.1:"),
+        "{text}"
+    );
+}
