@@ -1,14 +1,17 @@
 //! Everything on the client side of a connection, from the handshake to the last byte:
 //! - before login: `handshake` (SSLRequest, TLS, CancelRequest, StartupMessage), `access`
-//!   and `login` (method, secret, password exchange);
-//! - the session: `session` (authentication, admission, login replies), `link` (the link
-//!   cycle), `idle` (between links: notifications, LISTEN through the shared listener),
-//!   `release` (the pure decision whether a server may be pooled again), `params`
-//!   (parameters the client expects and the SQL that brings a server in line),
-//!   `timeouts`;
+//!   and `login` (method, secret, password exchange), `app_name` (application_name with
+//!   the client's host);
+//! - the session: `session` (authentication, admission, login replies; session mode's own
+//!   server with its real pid in `backend_key`, a listening client's own NOTIFY),
+//!   `server_wait` (waiting for a server, bounded by query_timeout and shutdown), `link`
+//!   (the link cycle), `idle` (between links: notifications, LISTEN through the shared
+//!   listener), `release` (the pure decision whether a server may be pooled again),
+//!   `params` and `canonical` (parameters the client expects and the SQL that brings a
+//!   server in line), `timeouts`; `replication` (replication clients' pass-through);
 //! - the relay: `relay` (idle wait, observation, the I/O pump), `validate`, `tracker`,
-//!   `statement` over `lexer`, `rewrite` (prepared statements on shared servers),
-//!   `buffers`, `link_stats`;
+//!   `statement` over `lexer` (and `words`), `rewrite` (prepared statements on shared
+//!   servers, DEALLOCATE), `buffers`, `link_stats`;
 //! - `registry` (SHOW CLIENTS, KILL) and `context`, the narrow view of the running
 //!   pgfunnel a session needs (implemented by `app`, which this module does not import).
 //!
