@@ -83,6 +83,7 @@ impl Session {
             None => {
                 let msg = "could not NOTIFY: the shared listener connection was lost; \
                            the notification may or may not have been sent";
+                self.ctx.client_error(ErrorKind::ServerGone);
                 ClientError::error(ErrorKind::ServerGone, msg).put(&mut buf);
             }
         }
