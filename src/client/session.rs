@@ -146,8 +146,10 @@ impl Session {
         // Login replies need the server's parameters; the first client of a pool waits
         // for a server connection, later ones are answered from the cached values.
         let mut held = None;
-        if mode == PoolMode::Session {
-            // Its own server before the login replies (real pid, server's values).
+        if mode == PoolMode::Session && pool.has_free_slot() {
+            // Its own server before the login replies (real pid, server's values) when one
+            // is free; otherwise the client logs in now and gets a server at its first
+            // query, as in PgBouncer (its key then carries pgfunnel's pid).
             let Some(server) = Box::pin(self.checkout(&pool)).await else {
                 return;
             };
@@ -167,7 +169,7 @@ impl Session {
         // Session mode: the key carries the server's real pid; it lives as long as the
         // session.
         let own_key = match mode {
-            PoolMode::Session => {
+            PoolMode::Session if held.is_some() => {
                 let adopted = self.adopt_server(&pool, &mut params, &mut held, &cancel);
                 let Some(key) = Box::pin(adopted).await else {
                     return;

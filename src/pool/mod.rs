@@ -185,6 +185,12 @@ impl Pool {
         })
     }
 
+    /// Whether a checkout could start now without queueing (not paused, a pool_size slot
+    /// free). A hint only: another client may take the slot first.
+    pub fn has_free_slot(&self) -> bool {
+        !self.gate.is_paused() && self.permits.available_permits() > 0
+    }
+
     /// The parameters the first server of this pool reported at login, which clients
     /// are shown at their own login. `None` until a server has logged in.
     pub fn welcome(&self) -> Option<Arc<HashMap<String, String>>> {

@@ -104,6 +104,33 @@ async fn session_mode_key_notifications_and_cancel_carry_the_real_backend_pid() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_logs_in_without_a_free_server_and_serves_it_at_its_first_query() {
+    PgServer::shared();
+    let proxy = Proxy::simple(&forced("session pool_size=1"), "auth_type = trust").await;
+    let (mut first, replies) = login(&proxy, &[]).await;
+    let (first_pid, _) = backend_key(&replies);
+    let got = query(&mut first, "select pg_backend_pid()").await;
+    assert_eq!(
+        first_value(&got),
+        first_pid.to_string(),
+        "the first holds the server"
+    );
+    // The only server is taken: the second client still logs in at once (as with
+    // PgBouncer), with a key that is not a backend's pid.
+    let (mut second, replies) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), login(&proxy, &[]))
+            .await
+            .expect("login does not wait for a server");
+    let (second_pid, _) = backend_key(&replies);
+    assert_ne!(second_pid, first_pid);
+    // When the first leaves, the second is served by that server at its first query.
+    first.send(b'X', b"").await;
+    drop(first);
+    let got = query(&mut second, "select 42").await;
+    assert_eq!(first_value(&got), "42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_ones_own_backend_in_session_mode_gives_postgres_57p01() {
     PgServer::shared();
     let proxy = Proxy::simple(&forced("session"), "auth_type = trust").await;
