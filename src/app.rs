@@ -92,6 +92,8 @@ pub struct App {
     client_counts: DashMap<(u8, String), usize>,
     /// Cancel keys of connected clients.
     pub cancel: Arc<CancelRegistry>,
+    /// Peers and the fleet budget (`fleet`).
+    pub fleet: Arc<crate::fleet::Fleet>,
     /// Connected clients (for max_client_conn).
     pub client_count: AtomicUsize,
     /// Fires when pgfunnel shuts down.
@@ -136,6 +138,10 @@ impl App {
     /// rules loaded from the files it names.
     pub fn new(config: Config, users: Users, tls: TlsConfigs, hba: Option<Hba>) -> Arc<App> {
         Arc::new(App {
+            cancel: Arc::new(CancelRegistry::new(crate::fleet::own_peer_id(
+                &config.settings,
+            ))),
+            fleet: crate::fleet::Fleet::new(&config),
             tls: Arc::new(tls),
             dns: Arc::new(DnsCache::new(config.settings.dns_max_ttl)),
             looked_up: DashMap::new(),
@@ -146,7 +152,6 @@ impl App {
             db_limits: DashMap::new(),
             user_limits: DashMap::new(),
             client_counts: DashMap::new(),
-            cancel: Arc::new(CancelRegistry::default()),
             client_count: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -347,6 +352,7 @@ impl App {
                     .clone(),
             );
         }
+        groups.extend(self.fleet.limit_groups(&config, database, &key.user));
         let mut settings = settings;
         settings.limits = groups.clone();
         let pool = self
@@ -497,6 +503,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &s.unix_socket_dir,
         s.unix_socket_mode,
         s.unix_socket_group.as_deref(),
+        s.so_reuseport,
     )?;
     let tcp_addrs = listeners
         .tcp
@@ -508,6 +515,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut metrics_addr = None;
     listener::spawn_accept_loops(&app, listeners);
     spawn_janitor(&app);
+    crate::fleet::spawn(&app);
     crate::shutdown::spawn_driver(&app);
     crate::metrics::period::spawn_stats_period(&app);
     if let Some(addr) = app.config().settings.metrics_listen.clone() {

@@ -57,6 +57,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod fleet;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;

@@ -28,6 +28,8 @@ pub enum View {
     State,
     DnsHosts,
     DnsZones,
+    Peers,
+    PeerPools,
 }
 
 impl View {
@@ -49,6 +51,8 @@ impl View {
             "state" => View::State,
             "dns_hosts" => View::DnsHosts,
             "dns_zones" => View::DnsZones,
+            "peers" => View::Peers,
+            "peer_pools" => View::PeerPools,
             _ => return None,
         })
     }

@@ -6,7 +6,6 @@
 use bytes::BytesMut;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
-use tracing::debug;
 
 use crate::app::App;
 use crate::config::SslMode;
@@ -117,9 +116,7 @@ pub async fn handshake(
                 }
             }
             StartupPacket::Cancel { pid, secret } => {
-                if !app.cancel.cancel(pid, &secret).await {
-                    debug!(pid, "cancel request for unknown or idle key ignored");
-                }
+                crate::fleet::serve_cancel(app, pid, &secret).await;
                 return Ok((stream, Handshake::Cancelled));
             }
             StartupPacket::Startup {

@@ -14,6 +14,8 @@ use super::Pool;
 pub struct LimitGroup {
     slots: Arc<Semaphore>,
     members: Mutex<Vec<Weak<Pool>>>,
+    /// (current maximum, slots still to take back after a shrink) for [`LimitGroup::resize`].
+    size: Mutex<(usize, usize)>,
 }
 
 impl LimitGroup {
@@ -22,7 +24,55 @@ impl LimitGroup {
         Arc::new(LimitGroup {
             slots: Arc::new(Semaphore::new(max)),
             members: Mutex::new(Vec::new()),
+            size: Mutex::new((max, 0)),
         })
+    }
+
+    /// The current maximum.
+    pub fn max(&self) -> usize {
+        crate::panic::lock(&self.size).0
+    }
+
+    /// Changes the maximum (the fleet budget re-divided). Growing frees slots at once;
+    /// shrinking takes free slots back now and the rest as connections close
+    /// ([`LimitGroup::settle`] closes idle ones).
+    pub fn resize(&self, max: usize) {
+        {
+            let mut size = crate::panic::lock(&self.size);
+            let (old, debt) = *size;
+            if max >= old {
+                let paid = (max - old).min(debt);
+                self.slots.add_permits(max - old - paid);
+                *size = (max, debt - paid);
+            } else {
+                *size = (max, debt + old - max);
+            }
+        }
+        self.settle();
+    }
+
+    /// Takes back slots still owed after a shrink: free ones first, then by closing idle
+    /// connections of member pools. Connections in use are never closed.
+    pub fn settle(&self) {
+        loop {
+            {
+                let mut size = crate::panic::lock(&self.size);
+                if size.1 == 0 {
+                    return;
+                }
+                size.1 -= self.slots.forget_permits(size.1);
+                if size.1 == 0 {
+                    return;
+                }
+            }
+            let members: Vec<Arc<Pool>> = {
+                let m = crate::panic::lock(&self.members);
+                m.iter().filter_map(Weak::upgrade).collect()
+            };
+            if !members.iter().any(|p| p.close_one_idle()) {
+                return;
+            }
+        }
     }
 
     /// Registers a pool whose idle connections may be closed to free slots.
