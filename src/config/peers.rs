@@ -7,6 +7,9 @@ use super::problem::Expected;
 use super::value::{parse_port, parse_u32};
 use super::warning::{ConfigWarning, WarningMessage};
 
+/// A peer's port when its entry names none: PgBouncer's listen_port default.
+pub const DEFAULT_PEER_PORT: u16 = 6432;
+
 /// Largest peer id: 14 bits, as PgBouncer (the id travels in two bytes of the cancel key).
 pub const MAX_PEER_ID: u16 = 16383;
 
@@ -54,7 +57,7 @@ pub struct PeerEntry {
     pub id: u16,
     /// Address, DNS name, or Unix socket directory (starts with `/`).
     pub host: String,
-    /// Port (also names the Unix socket file).
+    /// Port (also names the Unix socket file); default 6432.
     pub port: u16,
     /// Cancel requests forwarded to this peer at once; `None` = `default_pool_size`.
     pub pool_size: Option<u32>,
@@ -86,7 +89,7 @@ pub fn parse_peer_entry(
     let mut entry = PeerEntry {
         id,
         host: String::new(),
-        port: super::DEFAULT_PORT,
+        port: DEFAULT_PEER_PORT,
         pool_size: None,
     };
     for (k, v) in pairs {

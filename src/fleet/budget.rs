@@ -5,7 +5,9 @@
 //! the true membership is never larger than under the truth, so instances whose views
 //! still hold a departed peer (the grace period) or already hold a newcomer never exceed
 //! the budget together. The remaining risk is a newcomer counted by itself before the
-//! others see it; a newcomer therefore takes nothing for one refresh period (`join_delay`).
+//! others see it and shrink; a newcomer therefore takes nothing for a few refresh periods
+//! (`join_delay`). Connections already open above a shrunk share are closed as they go
+//! idle, never in the middle of a transaction.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,18 +35,27 @@ pub struct Membership {
     grace: Duration,
     join_delay: Duration,
     started: Instant,
+    expect_peers: bool,
     last_seen: BTreeMap<u16, Instant>,
 }
 
 impl Membership {
     /// Membership of `me`, started `now`; a lost peer counts for `grace` after it was last
-    /// seen, and `me` takes no share for `join_delay` while others are live.
-    pub fn new(me: u16, grace: Duration, join_delay: Duration, now: Instant) -> Membership {
+    /// seen, and `me` takes no share for `join_delay` while others are live, or at all
+    /// when `expect_peers` (peers are configured but not probed yet).
+    pub fn new(
+        me: u16,
+        grace: Duration,
+        join_delay: Duration,
+        now: Instant,
+        expect_peers: bool,
+    ) -> Membership {
         Membership {
             me,
             grace,
             join_delay,
             started: now,
+            expect_peers,
             last_seen: BTreeMap::new(),
         }
     }
@@ -77,7 +88,7 @@ impl Membership {
     pub fn my_share(&mut self, budget: u32, now: Instant) -> u32 {
         let members = self.members(now);
         let joining = now.saturating_duration_since(self.started) < self.join_delay;
-        if joining && members.len() > 1 {
+        if joining && (self.expect_peers || members.len() > 1) {
             return 0;
         }
         share(budget, &members, self.me)
@@ -133,7 +144,7 @@ mod tests {
     fn a_lost_peer_keeps_its_share_until_the_grace_ends() {
         let t0 = Instant::now();
         let grace = Duration::from_secs(30);
-        let mut m = Membership::new(1, grace, Duration::ZERO, t0);
+        let mut m = Membership::new(1, grace, Duration::ZERO, t0, true);
         m.saw(2, t0);
         m.saw(3, t0);
         assert_eq!(m.my_share(90, t0), 30);
@@ -155,9 +166,15 @@ mod tests {
     fn a_newcomer_takes_nothing_until_the_others_can_have_seen_it() {
         let t0 = Instant::now();
         let delay = Duration::from_secs(5);
-        let mut alone = Membership::new(4, Duration::from_secs(30), delay, t0);
+        let mut alone = Membership::new(4, Duration::from_secs(30), delay, t0, false);
         assert_eq!(alone.my_share(10, t0), 10, "alone: no one to wait for");
-        let mut m = Membership::new(4, Duration::from_secs(30), delay, t0);
+        let mut expecting = Membership::new(4, Duration::from_secs(30), delay, t0, true);
+        assert_eq!(
+            expecting.my_share(10, t0),
+            0,
+            "peers configured: wait for them"
+        );
+        let mut m = Membership::new(4, Duration::from_secs(30), delay, t0, false);
         m.saw(1, t0);
         assert_eq!(m.my_share(10, t0), 0);
         assert_eq!(m.my_share(10, t0 + delay), 5);

@@ -118,7 +118,14 @@ impl Fleet {
         let s = &config.settings;
         let peer_id = own_peer_id(s);
         let now = Instant::now();
-        let membership = Membership::new(peer_id, s.fleet_grace_period, refresh_period(s), now);
+        let expect_peers = !config.peers.is_empty() || s.peers_dns.is_some();
+        let join_delay = refresh_period(s) * JOIN_PERIODS;
+        let mut membership =
+            Membership::new(peer_id, s.fleet_grace_period, join_delay, now, expect_peers);
+        // Configured peers count as live until they fail to answer for a grace period.
+        for p in &config.peers {
+            membership.saw(p.id, now);
+        }
         let fleet = Fleet {
             peer_id,
             configured: ArcSwap::from_pointee(configured_peers(config, peer_id, &PeerMap::new())),
@@ -228,10 +235,24 @@ impl Fleet {
         }
     }
 
+    /// Takes back slots owed after a shrink (see [`LimitGroup::settle`]).
+    pub fn settle(&self) {
+        for g in self.db_groups.iter() {
+            g.settle();
+        }
+        for g in self.user_groups.iter() {
+            g.settle();
+        }
+    }
+
     fn saw(&self, id: u16) {
         crate::panic::lock(&self.membership).saw(id, Instant::now());
     }
 }
+
+/// Refresh periods a new instance waits before taking a budget share, so every peer has
+/// probed it and shrunk (and closed its idle connections above the new share).
+const JOIN_PERIODS: u32 = 3;
 
 /// How often peers are probed and `peers_dns` resolved: `dns_max_ttl`, at least 100 ms.
 pub fn refresh_period(s: &Settings) -> Duration {
@@ -270,17 +291,27 @@ pub async fn serve_cancel(app: &App, pid: i32, secret: &[u8]) {
     }
 }
 
+/// How often owed slots are taken back between refresh rounds.
+const SETTLE_TICK: Duration = Duration::from_millis(25);
+
 /// Starts the refresh loop: probes peers, resolves `peers_dns`, re-divides the budget.
 pub fn spawn(app: &Arc<App>) {
     let app2 = app.clone();
     app.tasks.spawn(async move {
+        refresh(&app2).await;
+        let mut next = Instant::now() + refresh_period(&app2.config().settings);
         loop {
-            let period = refresh_period(&app2.config().settings);
+            // Between rounds, keep taking back slots owed after a shrink (idle connections
+            // above the share are closed soon after they are released).
             tokio::select! {
                 _ = app2.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(SETTLE_TICK) => {}
             }
-            refresh(&app2).await;
+            app2.fleet.settle();
+            if Instant::now() >= next {
+                refresh(&app2).await;
+                next = Instant::now() + refresh_period(&app2.config().settings);
+            }
         }
     });
 }

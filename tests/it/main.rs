@@ -13,6 +13,7 @@ mod bench_compare;
 mod chaos;
 mod cli;
 mod drivers;
+mod fleet;
 mod flood;
 mod hostile_auth;
 mod hostile_ops;

@@ -1,0 +1,307 @@
+//! A fleet of pgfunnels in one test process: peering (a CancelRequest sent to any instance
+//! cancels the query another one holds; keys for unknown peers are dropped), peers from a
+//! DNS name (a test resolver over 127.0.0.x), the fleet budget counted in
+//! pg_stat_activity while a peer starts and stops, and two instances sharing a port with
+//! so_reuseport while the old one drains.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgfunnel::app::{self, Running};
+use pgfunnel::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::harness::*;
+use crate::proxy::{db_line, sqlstate, userlist};
+
+/// One pgfunnel of the fleet, on a fixed address and port.
+struct Member {
+    running: Option<Running>,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Member {
+    async fn start(ip: &str, port: u16, databases: &str, extra: &str) -> Member {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[databases]\n{databases}\n[pgbouncer]\nlisten_addr = {ip}\nlisten_port = {port}\n\
+             unix_socket_dir =\nauth_file = userlist.txt\nadmin_users = plain_user\n{extra}\n"
+        );
+        let ini: PathBuf = dir.path().join("pgfunnel.ini");
+        std::fs::write(&ini, text).expect("write ini");
+        std::fs::write(dir.path().join("userlist.txt"), userlist("")).expect("write userlist");
+        let config = Config::load(&ini).unwrap_or_else(|e| panic!("fleet test config: {e}"));
+        let running = app::start(config).await.expect("pgfunnel starts");
+        let addr = running.tcp_addrs[0];
+        Member {
+            running: Some(running),
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn app(&self) -> &Arc<pgfunnel::app::App> {
+        &self.running.as_ref().expect("running").app
+    }
+
+    async fn connect(&self, db: &str) -> Client {
+        let conn = format!(
+            "host={} port={} user=plain_user password=plain_pass dbname={db} connect_timeout=20",
+            self.addr.ip(),
+            self.addr.port()
+        );
+        let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr));
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            r.app.shutdown.cancel();
+        }
+    }
+}
+
+fn forced() -> String {
+    format!("user={SCRAM_USER} password={SCRAM_PASSWORD}")
+}
+
+/// `[peers]` lines for instances on 127.0.0.1 with these ports, ids 1, 2, 3... (the list
+/// holds every instance, itself included, as one shared config would).
+fn peers_section(ports: &[u16]) -> String {
+    let mut s = String::from("[peers]\n");
+    for (i, port) in ports.iter().enumerate() {
+        s.push_str(&format!("{} = host=127.0.0.1 port={port}\n", i + 1));
+    }
+    s
+}
+
+/// Starts `pg_sleep(30)` on `client` with a marker, waits until Postgres runs it.
+async fn start_sleep(
+    client: Client,
+    marker: &str,
+) -> tokio::task::JoinHandle<Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>> {
+    let sql = format!("select pg_sleep(30) /* {marker} */");
+    let q = tokio::spawn(async move { client.simple_query(&sql).await });
+    let probe = PgServer::shared()
+        .connect(SUPERUSER, None, "postgres")
+        .await;
+    let seen = format!(
+        "select count(*) from pg_stat_activity where state = 'active' and query like '%{marker} */'"
+    );
+    wait_until_async(Duration::from_secs(20), "pg_sleep running", || {
+        let probe = &probe;
+        let seen = seen.clone();
+        async move {
+            let rows = probe.simple_query(&seen).await.expect("count");
+            rows.iter()
+                .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("1")))
+        }
+    })
+    .await;
+    q
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_to_any_peer_cancels_the_query_another_holds() {
+    PgServer::shared();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers = peers_section(&ports);
+    let mut fleet = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let extra = format!("peer_id = {}\npool_mode = transaction\n{peers}", i + 1);
+        fleet.push(
+            Member::start(
+                "127.0.0.1",
+                *port,
+                &db_line("app", "app", &forced()),
+                &extra,
+            )
+            .await,
+        );
+    }
+    // PgBouncer's scenario: every instance receives cancels for queries held by the others.
+    for round in 0..10 {
+        for holder in 0..3 {
+            let target = (holder + 1 + round % 2) % 3;
+            let c = fleet[holder].connect("app").await;
+            let token = c.cancel_token();
+            let q = start_sleep(c, &format!("fleet-{round}-{holder}")).await;
+            let sock = tokio::net::TcpStream::connect(fleet[target].addr)
+                .await
+                .expect("connect to the wrong peer");
+            token
+                .cancel_query_raw(sock, NoTls)
+                .await
+                .expect("cancel sent");
+            let err = tokio::time::timeout(Duration::from_secs(20), q)
+                .await
+                .expect("cancelled in time")
+                .expect("join")
+                .expect_err("the query was cancelled");
+            assert_eq!(
+                sqlstate(&err),
+                "57014",
+                "round {round}: {holder} via {target}"
+            );
+        }
+    }
+    for (i, m) in fleet.iter().enumerate() {
+        let forwarded = || -> u64 {
+            m.app()
+                .fleet
+                .peers()
+                .values()
+                .map(|p| p.stats.forwarded.load(Ordering::Relaxed))
+                .sum()
+        };
+        // The count goes up when the owner closes, just after it passed the cancel on.
+        wait_until(Duration::from_secs(10), || forwarded() >= 10);
+        assert_eq!(forwarded(), 10, "instance {} forwarded 10 cancels", i + 1);
+        assert!(
+            !m.app().fleet.peers().contains_key(&(i as u16 + 1)),
+            "an instance never lists itself as a peer"
+        );
+    }
+    for m in &mut fleet {
+        m.stop().await;
+    }
+}
+
+/// Sends a raw CancelRequest with this key and waits for the peer to close.
+async fn raw_cancel(to: SocketAddr, key: [u8; 8]) {
+    let mut sock = tokio::net::TcpStream::connect(to).await.expect("connect");
+    let mut msg = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    msg.extend_from_slice(&key);
+    sock.write_all(&msg).await.expect("send cancel");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+        .await
+        .expect("the peer closes")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a CancelRequest gets no reply");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_for_unknown_peers_or_with_no_hop_left_are_dropped_and_shown() {
+    PgServer::shared();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let peers = peers_section(&ports);
+    let a = Member::start(
+        "127.0.0.1",
+        ports[0],
+        &db_line("app", "app", &forced()),
+        &format!("peer_id = 1\n{peers}"),
+    )
+    .await;
+    // Peer 99 is not listed; a key for peer 2 whose TTL is spent must not travel on.
+    let mut unknown = [0x11, 99, 0, 0x22, 1, 2, 3, 0x07];
+    raw_cancel(a.addr, unknown).await;
+    unknown[1] = 2;
+    unknown[7] = 0x04; // TTL bits 0
+    raw_cancel(a.addr, unknown).await;
+    let peer2 = a
+        .app()
+        .fleet
+        .peers()
+        .get(&2)
+        .cloned()
+        .expect("peer 2 listed");
+    assert_eq!(peer2.stats.forwarded.load(Ordering::Relaxed), 0);
+    assert_eq!(peer2.stats.failed.load(Ordering::Relaxed), 0);
+    // Peer 2 is down: a forward to it fails and is counted, without any wait.
+    unknown[7] = 0x07;
+    raw_cancel(a.addr, unknown).await;
+    assert_eq!(peer2.stats.failed.load(Ordering::Relaxed), 1);
+
+    let console = a.connect("pgbouncer").await;
+    let rows = console
+        .simple_query("SHOW PEERS")
+        .await
+        .expect("SHOW PEERS");
+    let listed: Vec<(String, String)> = rows
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((
+                r.get("peer_id").unwrap_or("").to_owned(),
+                r.get("port").unwrap_or("").to_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(listed, vec![("2".to_owned(), ports[1].to_string())]);
+    let pools = console
+        .simple_query("SHOW PEER_POOLS")
+        .await
+        .expect("SHOW PEER_POOLS");
+    assert!(pools
+        .iter()
+        .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get("peer_id") == Some("2"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_come_from_a_dns_name_with_ids_learned_from_each() {
+    PgServer::shared();
+    let port = free_port();
+    let metrics = free_port();
+    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let resolver: pgfunnel::fleet::Resolver = Arc::new(move |name: &str| {
+        assert_eq!(name, "pgfunnel-peers.test");
+        ips.iter()
+            .map(|ip| ip.parse::<IpAddr>().expect("ip"))
+            .collect()
+    });
+    let mut fleet = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let extra = format!(
+            "peer_id = {}\npeers_dns = pgfunnel-peers.test\nmetrics_listen = {ip}:{metrics}\n\
+             dns_max_ttl = 3600\npool_mode = transaction",
+            i + 11
+        );
+        let m = Member::start(ip, port, &db_line("app", "app", &forced()), &extra).await;
+        m.app().fleet.set_resolver(resolver.clone());
+        fleet.push(m);
+    }
+    for m in &fleet {
+        pgfunnel::fleet::refresh(m.app()).await;
+    }
+    for (i, m) in fleet.iter().enumerate() {
+        let ids: Vec<u16> = m.app().fleet.peers().keys().copied().collect();
+        let mut want: Vec<u16> = vec![11, 12, 13];
+        want.retain(|&id| id != i as u16 + 11);
+        assert_eq!(ids, want, "instance {} learned the others' ids", i + 11);
+    }
+    // And the learned peers forward: a query held by 11 cancelled through 13.
+    let c = fleet[0].connect("app").await;
+    let token = c.cancel_token();
+    let q = start_sleep(c, "fleet-dns").await;
+    let sock = tokio::net::TcpStream::connect(fleet[2].addr)
+        .await
+        .expect("connect");
+    token
+        .cancel_query_raw(sock, NoTls)
+        .await
+        .expect("cancel sent");
+    let err = q.await.expect("join").expect_err("cancelled");
+    assert_eq!(sqlstate(&err), "57014");
+    for m in &mut fleet {
+        m.stop().await;
+    }
+}
