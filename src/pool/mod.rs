@@ -441,7 +441,8 @@ impl Pool {
             _permit: permit,
             _active: active,
         } = server;
-        if self.expired(&conn) {
+        // Fleet hook: a shrunk fleet budget takes this connection's slots back.
+        if limits::repay(&self.settings.limits, &mut conn.slots) || self.expired(&conn) {
             tokio::spawn(conn.close());
         } else {
             conn.last_used = Instant::now();
