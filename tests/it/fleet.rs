@@ -447,3 +447,69 @@ async fn the_fleet_budget_holds_while_a_peer_starts_and_stops() {
         "the fleet opened {peak} server connections over a budget of 4"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn so_reuseport_lets_a_new_instance_serve_while_the_old_one_drains() {
+    PgServer::shared();
+    let port = free_port();
+    let db = db_line("app", "app", &forced());
+    let extra = "so_reuseport = 1\npool_mode = transaction";
+    let old = Member::start("127.0.0.1", port, &db, extra).await;
+    let held = old.connect("app").await;
+    held.batch_execute("begin; create temp table t (x int); insert into t values (1)")
+        .await
+        .expect("transaction on the old instance");
+
+    // Without so_reuseport the port is taken; with it the new version binds next to the old.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = dir.path().join("p.ini");
+    std::fs::write(
+        &ini,
+        format!("[databases]\n{db}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"),
+    )
+    .expect("write");
+    let refused = app::start(Config::load(&ini).expect("config")).await;
+    assert!(refused.is_err(), "a second bind without so_reuseport fails");
+    let new = Member::start("127.0.0.1", port, &db, extra).await;
+
+    // The old one drains (SIGTERM's mode): it stops accepting at once, its client goes on.
+    old.app()
+        .stopping
+        .request(pgfunnel::shutdown::ShutdownMode::WaitForClients);
+    wait_until_async(Duration::from_secs(10), "old listener closed", || async {
+        old.app().shutdown.is_cancelled()
+    })
+    .await;
+    for i in 0..20 {
+        let c = new.connect("app").await;
+        let rows = c
+            .simple_query(&format!("select {i}"))
+            .await
+            .expect("served by the new instance");
+        assert!(rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(_))));
+    }
+    assert_eq!(
+        old.app().clients.list().len(),
+        1,
+        "only the held client is on the old instance"
+    );
+    let n = held
+        .simple_query("select count(*) from t")
+        .await
+        .expect("the held transaction continues");
+    assert!(n
+        .iter()
+        .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("1"))));
+    held.batch_execute("commit")
+        .await
+        .expect("commit on the draining instance");
+    assert!(
+        !old.app().stopping.finished.is_cancelled(),
+        "still draining while the client stays"
+    );
+    drop(held);
+    let finished = old.app().stopping.finished.clone();
+    tokio::time::timeout(Duration::from_secs(10), finished.cancelled())
+        .await
+        .expect("the old instance finishes once its last client left");
+}
