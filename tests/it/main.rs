@@ -12,6 +12,7 @@ mod bad_input;
 mod bench_compare;
 mod chaos;
 mod cli;
+mod deploy;
 mod drivers;
 mod fleet;
 mod flood;
