@@ -209,6 +209,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn peered_keys_name_the_peer_and_match_whatever_ttl_is_left() {
+        let reg = Arc::new(CancelRegistry::new(0x1234));
+        let h = reg.register();
+        let key = h.entry.key;
+        assert_eq!((key.peer_id(), key.ttl()), (0x1234, 3));
+        h.entry.link(target(42)).await;
+        // A PgBouncer peer forwards with the TTL decremented; pgfunnel peers spend it all.
+        for ttl in [2u8, 1, 0] {
+            let sent = key.with_ttl(ttl);
+            assert!(
+                reg.cancel(sent.pid(), &sent.secret_bytes()).await,
+                "ttl {ttl}"
+            );
+        }
+        let mut other = key.0;
+        other[5] ^= 0x10;
+        let other = crate::fleet::key::CancelKey(other);
+        assert!(!reg.cancel(other.pid(), &other.secret_bytes()).await);
+    }
+
+    #[tokio::test]
     async fn routes_only_while_linked_and_with_the_right_secret() {
         let reg = Arc::new(CancelRegistry::default());
         let h = reg.register();

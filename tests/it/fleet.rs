@@ -230,6 +230,35 @@ async fn cancels_for_unknown_peers_or_with_no_hop_left_are_dropped_and_shown() {
     unknown[7] = 0x07;
     raw_cancel(a.addr, unknown).await;
     assert_eq!(peer2.stats.failed.load(Ordering::Relaxed), 1);
+    // A stand-in for peer 2 (a PgBouncer would do the same) receives exactly PgBouncer's
+    // CancelRequest: the same 8 key bytes with the TTL spent, so it can go no further.
+    let standin = tokio::net::TcpListener::bind(("127.0.0.1", ports[1]))
+        .await
+        .expect("bind peer 2's port");
+    let send = tokio::spawn(raw_cancel(a.addr, unknown));
+    let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), standin.accept())
+        .await
+        .expect("forwarded in time")
+        .expect("accept");
+    // server_tls_sslmode = prefer (the default) asks for TLS first; a peer without TLS
+    // answers N and the CancelRequest follows in plaintext.
+    let mut first = [0u8; 8];
+    sock.read_exact(&mut first).await.expect("a request");
+    assert_eq!(first, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], "SSLRequest");
+    sock.write_all(b"N").await.expect("answer N");
+    let mut got = [0u8; 16];
+    sock.read_exact(&mut got)
+        .await
+        .expect("a whole CancelRequest");
+    let mut want = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    want.extend_from_slice(&unknown[..7]);
+    want.push(unknown[7] & !0x03);
+    assert_eq!(got.to_vec(), want);
+    drop(sock);
+    send.await.expect("requester done");
+    wait_until(Duration::from_secs(10), || {
+        peer2.stats.forwarded.load(Ordering::Relaxed) == 1
+    });
 
     let console = a.connect("pgbouncer").await;
     let rows = console
