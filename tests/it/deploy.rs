@@ -209,11 +209,7 @@ fn systemd_instance_config_loads() {
         config.settings.peer_id,
         pgfunnel::config::PeerIdSetting::Fixed(1)
     );
-    assert_eq!(
-        config.peers.len(),
-        2,
-        "the [peers] list holds every instance"
-    );
+    assert_eq!(config.peers.len(), 4, "the [peers] list holds every slot");
     let unit = std::fs::read_to_string(src.join("pgfunnel@.service")).expect("read unit");
     assert!(
         unit.contains("KillSignal=SIGTERM"),
