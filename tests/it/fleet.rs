@@ -648,3 +648,78 @@ fn rolling_restart_with_so_reuseport_under_pgbench_fails_no_transaction() {
     assert!(done > 0, "{text}");
     eprintln!("rolling restart under pgbench -C: {done} transactions, 0 failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_one_peer_are_bounded_by_its_pool_size() {
+    PgServer::shared();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let extra = format!(
+        "peer_id = 1\nserver_tls_sslmode = disable\ncancel_wait_timeout = 30\n\
+         [peers]\n2 = host=127.0.0.1 port={} pool_size=1\n",
+        ports[1]
+    );
+    let a = Member::start(
+        "127.0.0.1",
+        ports[0],
+        &db_line("app", "app", &forced()),
+        &extra,
+    )
+    .await;
+    // Peer 2 accepts but is slow to answer: the first forward holds the only slot.
+    let standin = tokio::net::TcpListener::bind(("127.0.0.1", ports[1]))
+        .await
+        .expect("bind peer 2's port");
+    let key = [0x11, 2, 0, 0x22, 1, 2, 3, 0x07];
+    let senders: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(raw_cancel(a.addr, key)))
+        .collect();
+    let peer2 = a.app().fleet.peers().get(&2).cloned().expect("peer 2");
+    let (first, _) = standin.accept().await.expect("first forward");
+    wait_until_async(Duration::from_secs(10), "two forwards waiting", || async {
+        peer2.stats.waiting.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    assert_eq!(peer2.stats.active.load(Ordering::Relaxed), 1);
+    let console = a.connect("pgbouncer").await;
+    let rows = console
+        .simple_query("SHOW PEER_POOLS")
+        .await
+        .expect("SHOW PEER_POOLS");
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) if r.get("peer_id") == Some("2") => Some((
+                r.get("cl_active_cancel_req").map(str::to_owned),
+                r.get("cl_waiting_cancel_req").map(str::to_owned),
+            )),
+            _ => None,
+        })
+        .expect("peer 2 row");
+    assert_eq!(row, (Some("1".into()), Some("2".into())));
+    // The slot frees when the peer closes; the others then go one at a time.
+    let mut conn = first;
+    for i in 0..3 {
+        let mut request = [0u8; 16];
+        conn.read_exact(&mut request).await.expect("CancelRequest");
+        assert_eq!(
+            request[8..],
+            key[..7].iter().chain(&[0x04]).copied().collect::<Vec<u8>>()[..]
+        );
+        assert!(peer2.stats.active.load(Ordering::Relaxed) <= 1);
+        drop(conn);
+        if i == 2 {
+            break;
+        }
+        conn = tokio::time::timeout(Duration::from_secs(10), standin.accept())
+            .await
+            .expect("next forward")
+            .expect("accept")
+            .0;
+    }
+    for s in senders {
+        s.await.expect("requester done");
+    }
+    wait_until(Duration::from_secs(10), || {
+        peer2.stats.forwarded.load(Ordering::Relaxed) == 3
+    });
+}
