@@ -156,9 +156,10 @@ async fn send(
     messages::put_cancel_request(&mut buf, key.pid(), &key.secret_bytes());
     stream.write_all(&buf).await?;
     stream.flush().await?;
-    // The peer closes once it has passed the cancel on; a byte would be a protocol error.
+    // Sent. Hold the slot until the peer closes, once it has passed the cancel on (over TLS
+    // without close_notify, as PgBouncer and pgfunnel close: an error that changes nothing).
     let mut byte = [0u8; 1];
-    let _ = stream.read(&mut byte).await?;
+    let _ = stream.read(&mut byte).await;
     Ok(())
 }
 

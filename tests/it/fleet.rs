@@ -422,7 +422,8 @@ async fn the_fleet_budget_holds_while_a_peer_starts_and_stops() {
 
     // B joins under load: A shrinks to 2 before B takes its 2.
     let mut b = Member::start("127.0.0.1", ports[1], &db, &extra(2)).await;
-    let load_b = load(&b, 8, &stop);
+    let stop_b = tokio_util::sync::CancellationToken::new();
+    let load_b = load(&b, 8, &stop_b);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let n = backends(&probe, &role).await;
@@ -443,7 +444,13 @@ async fn the_fleet_budget_holds_while_a_peer_starts_and_stops() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // B stops: A takes B's share back only after the grace period.
+    // B's clients leave and B stops (as its process exits after a drain, its server
+    // connections close): A takes B's share back only after the grace period.
+    stop_b.cancel();
+    let mut done = 0;
+    for h in load_b {
+        done += h.await.expect("load task on B");
+    }
     b.stop().await;
     let stopped = tokio::time::Instant::now();
     let deadline = stopped + Duration::from_secs(20);
@@ -466,8 +473,7 @@ async fn the_fleet_budget_holds_while_a_peer_starts_and_stops() {
         "B's share was reclaimed before the grace period"
     );
     stop.cancel();
-    let mut done = 0;
-    for h in load_a.into_iter().chain(load_b) {
+    for h in load_a {
         done += h.await.expect("load task");
     }
     assert!(done > 0, "the load ran");
@@ -722,4 +728,74 @@ async fn forwards_to_one_peer_are_bounded_by_its_pool_size() {
     wait_until(Duration::from_secs(10), || {
         peer2.stats.forwarded.load(Ordering::Relaxed) == 3
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_use_tls_as_server_tls_sslmode_says() {
+    let pg = PgServer::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = crate::harness::certs::TestCa::new("fleet-ca");
+    let (cert, key) = ca
+        .issue("pgfunnel", &["localhost"])
+        .write(dir.path(), "peer");
+    let ca_file = crate::harness::certs::write_pem(dir.path(), "ca.crt", &ca.pem());
+    let other = crate::harness::certs::TestCa::new("other-ca");
+    let other_file = crate::harness::certs::write_pem(dir.path(), "other.crt", &other.pem());
+    // Postgres over its Unix socket (never TLS), so server_tls_* only concerns the peers.
+    let db = format!(
+        "app = host={} port={} dbname=app {}",
+        pg.socket_dir().display(),
+        pg.port(),
+        forced()
+    );
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let member = |id: usize, ca: &std::path::Path| {
+        let mut peers = String::from("[peers]\n");
+        for (i, p) in ports.iter().enumerate() {
+            peers.push_str(&format!("{} = host=localhost port={p}\n", i + 1));
+        }
+        format!(
+            "peer_id = {id}\nclient_tls_sslmode = prefer\nclient_tls_cert_file = {}\n\
+             client_tls_key_file = {}\nserver_tls_sslmode = verify-full\nserver_tls_ca_file = {}\n{peers}",
+            cert.display(),
+            key.display(),
+            ca.display()
+        )
+    };
+    let a = Member::start("127.0.0.1", ports[0], &db, &member(1, &ca_file)).await;
+    let b = Member::start("127.0.0.1", ports[1], &db, &member(2, &ca_file)).await;
+    let c = Member::start("127.0.0.1", ports[2], &db, &member(3, &other_file)).await;
+    let client = a.connect("app").await;
+    let token = client.cancel_token();
+    let q = start_sleep(client, "fleet-tls").await;
+    // C does not trust A's certificate: its forward fails and nothing is cancelled by it.
+    let sock = tokio::net::TcpStream::connect(c.addr)
+        .await
+        .expect("connect");
+    token
+        .cancel_query_raw(sock, NoTls)
+        .await
+        .expect("cancel sent");
+    let c_to_a = c.app().fleet.peers().get(&1).cloned().expect("peer 1 on C");
+    wait_until(Duration::from_secs(10), || {
+        c_to_a.stats.failed.load(Ordering::Relaxed) == 1
+    });
+    assert_eq!(c_to_a.stats.forwarded.load(Ordering::Relaxed), 0);
+    assert!(!q.is_finished(), "an unverified peer got no cancel through");
+    // B verifies A's certificate: the forward goes through TLS and cancels the query.
+    let sock = tokio::net::TcpStream::connect(b.addr)
+        .await
+        .expect("connect");
+    token
+        .cancel_query_raw(sock, NoTls)
+        .await
+        .expect("cancel sent");
+    let err = tokio::time::timeout(Duration::from_secs(20), q)
+        .await
+        .expect("cancelled in time")
+        .expect("join")
+        .expect_err("cancelled");
+    assert_eq!(sqlstate(&err), "57014");
+    let b_to_a = b.app().fleet.peers().get(&1).cloned().expect("peer 1 on B");
+    assert_eq!(b_to_a.stats.failed.load(Ordering::Relaxed), 0);
 }
