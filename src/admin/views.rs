@@ -287,7 +287,7 @@ pub fn lists(app: &App) -> ResultSet {
         ("users", user_names(app, &config).len()),
         ("peers", app.fleet.peers().len()),
         ("pools", app.pools.len() + 1),
-        ("peer_pools", 0),
+        ("peer_pools", app.fleet.peers().len()),
         ("free_clients", 0),
         ("used_clients", clients.len()),
         ("login_clients", login),

@@ -83,15 +83,19 @@ impl Membership {
         ids
     }
 
+    /// True while this instance waits for the others to see it (it takes no share).
+    pub fn joining(&mut self, now: Instant) -> bool {
+        let early = now.saturating_duration_since(self.started) < self.join_delay;
+        early && (self.expect_peers || self.members(now).len() > 1)
+    }
+
     /// This instance's share of `budget` at `now`: 0 while it is still joining a fleet
     /// that has other live members.
     pub fn my_share(&mut self, budget: u32, now: Instant) -> u32 {
-        let members = self.members(now);
-        let joining = now.saturating_duration_since(self.started) < self.join_delay;
-        if joining && (self.expect_peers || members.len() > 1) {
+        if self.joining(now) {
             return 0;
         }
-        share(budget, &members, self.me)
+        share(budget, &self.members(now), self.me)
     }
 }
 

@@ -118,7 +118,7 @@ impl Fleet {
         let s = &config.settings;
         let peer_id = own_peer_id(s);
         let now = Instant::now();
-        let expect_peers = !config.peers.is_empty() || s.peers_dns.is_some();
+        let expect_peers = config.peers.iter().any(|p| p.id != peer_id) || s.peers_dns.is_some();
         let join_delay = refresh_period(s) * JOIN_PERIODS;
         let mut membership =
             Membership::new(peer_id, s.fleet_grace_period, join_delay, now, expect_peers);
@@ -178,6 +178,14 @@ impl Fleet {
     /// Current shares (db, user) of the fleet budgets; 0 = that budget is off.
     pub fn shares(&self) -> (u32, u32) {
         *crate::panic::lock(&self.shares)
+    }
+
+    /// True while a fleet budget is on and this instance still waits for its peers to see
+    /// it (readiness reports it, so a Service sends no clients yet).
+    pub fn joining(&self, config: &Config) -> bool {
+        let s = &config.settings;
+        let budget_on = s.fleet_max_db_connections > 0 || s.fleet_max_user_connections > 0;
+        budget_on && crate::panic::lock(&self.membership).joining(Instant::now())
     }
 
     /// The fleet limit groups a new pool of (`database`, `user`) joins: one per budget
@@ -254,9 +262,11 @@ impl Fleet {
 /// probed it and shrunk (and closed its idle connections above the new share).
 const JOIN_PERIODS: u32 = 3;
 
-/// How often peers are probed and `peers_dns` resolved: `dns_max_ttl`, at least 100 ms.
+/// How often peers are probed and `peers_dns` resolved: `dns_max_ttl`, between 100 ms and
+/// 5 s (a new instance waits three of them before taking a budget share).
 pub fn refresh_period(s: &Settings) -> Duration {
-    s.dns_max_ttl.max(Duration::from_millis(100))
+    s.dns_max_ttl
+        .clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// Serves a CancelRequest: a key naming another peer goes to that peer (if it is known and
