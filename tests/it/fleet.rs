@@ -799,3 +799,35 @@ async fn forwards_use_tls_as_server_tls_sslmode_says() {
     let b_to_a = b.app().fleet.peers().get(&1).cloned().expect("peer 1 on B");
     assert_eq!(b_to_a.stats.failed.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_a_changed_peers_list() {
+    PgServer::shared();
+    let port = free_port();
+    let db = db_line("app", "app", &forced());
+    let a = Member::start(
+        "127.0.0.1",
+        port,
+        &db,
+        &format!("peer_id = 1\n[peers]\n1 = host=127.0.0.1 port={port}\n2 = host=10.0.0.2\n"),
+    )
+    .await;
+    let before = a.app().fleet.peers();
+    assert_eq!(before.keys().copied().collect::<Vec<_>>(), vec![2]);
+    let ini = a._dir.path().join("pgfunnel.ini");
+    let text = std::fs::read_to_string(&ini).expect("read ini");
+    let text = text.replace(
+        "2 = host=10.0.0.2\n",
+        "2 = host=10.0.0.2\n3 = host=10.0.0.3 port=7000\n",
+    );
+    std::fs::write(&ini, text).expect("write ini");
+    let console = a.connect("pgbouncer").await;
+    console.simple_query("RELOAD").await.expect("RELOAD");
+    let after = a.app().fleet.peers();
+    assert_eq!(after.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(after[&3].port, 7000);
+    assert!(
+        Arc::ptr_eq(&before[&2], &after[&2]),
+        "an unchanged peer keeps its slots and counters"
+    );
+}
