@@ -18,11 +18,42 @@ fn k8s() -> PathBuf {
     root().join("deploy/kubernetes")
 }
 
+/// The venv `scripts/test.sh` installs kubernetes-validate and PyYAML into.
+fn venv_bin(name: &str) -> Option<PathBuf> {
+    let p = root().join("target/k8s-venv/bin").join(name);
+    p.exists().then_some(p)
+}
+
+/// Validates a YAML stream against the Kubernetes schemas; skipped with a message without
+/// kubernetes-validate.
+fn validate(what: &str, yaml: &str) {
+    let tool =
+        venv_bin("kubernetes-validate").unwrap_or_else(|| PathBuf::from("kubernetes-validate"));
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), yaml).expect("write yaml");
+    match Command::new(tool)
+        .args(["--strict", "--quiet"])
+        .arg(file.path())
+        .output()
+    {
+        Ok(v) => assert!(
+            v.status.success(),
+            "{what} does not validate: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        ),
+        Err(_) => eprintln!(
+            "skipped: kubernetes-validate not found (scripts/test.sh installs it into target/k8s-venv)"
+        ),
+    }
+}
+
 /// Every document of a YAML stream as JSON, through python3's yaml module; `None` (with a
 /// message) when python3 or its yaml module is missing.
 fn yaml_docs(text: &str) -> Option<Vec<Value>> {
+    let python = venv_bin("python3").unwrap_or_else(|| PathBuf::from("python3"));
     let script = "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))";
-    let child = Command::new("python3")
+    let child = Command::new(python)
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -137,6 +168,19 @@ fn kubernetes_manifests_match_the_config_they_ship() {
 }
 
 #[test]
+fn kubernetes_base_resources_validate_against_the_schemas() {
+    for f in [
+        "deployment.yaml",
+        "service.yaml",
+        "service-peers.yaml",
+        "pdb.yaml",
+    ] {
+        let text = std::fs::read_to_string(k8s().join("base").join(f)).expect("read");
+        validate(f, &text);
+    }
+}
+
+#[test]
 fn kustomize_base_and_overlay_render_and_validate() {
     for dir in ["base", "overlays/example"] {
         let out = match Command::new("kubectl")
@@ -168,23 +212,7 @@ fn kustomize_base_and_overlay_render_and_validate() {
                 assert!(kinds.contains(&kind), "{dir} renders a {kind}: {kinds:?}");
             }
         }
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), &rendered).expect("write rendered");
-        match Command::new("kubernetes-validate")
-            .args(["--strict", "--quiet"])
-            .arg(file.path())
-            .output()
-        {
-            Ok(v) => assert!(
-                v.status.success(),
-                "{dir} does not validate: {}{}",
-                String::from_utf8_lossy(&v.stdout),
-                String::from_utf8_lossy(&v.stderr)
-            ),
-            Err(_) => eprintln!(
-                "skipped: kubernetes-validate not found (pip install kubernetes-validate)"
-            ),
-        }
+        validate(dir, &rendered);
     }
 }
 
