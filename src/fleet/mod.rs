@@ -346,3 +346,20 @@ pub async fn refresh(app: &App) {
     }
     fleet.recompute(&config, Instant::now());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_peer_ids_are_the_low_14_bits_of_the_address() {
+        assert_eq!(auto_peer_id("10.1.2.3".parse().expect("ip")), 0x0203);
+        assert_eq!(auto_peer_id("10.1.66.3".parse().expect("ip")), 0x0203);
+        assert_eq!(auto_peer_id("10.1.255.255".parse().expect("ip")), 16383);
+        assert_eq!(
+            auto_peer_id("10.1.64.0".parse().expect("ip")),
+            16383,
+            "0 is taken as 16383"
+        );
+    }
+}

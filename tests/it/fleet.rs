@@ -330,9 +330,48 @@ async fn peers_come_from_a_dns_name_with_ids_learned_from_each() {
         .expect("cancel sent");
     let err = q.await.expect("join").expect_err("cancelled");
     assert_eq!(sqlstate(&err), "57014");
+    // /metrics of the forwarding instance: its id and the forward.
+    let addr: SocketAddr = format!("{}:{metrics}", ips[2]).parse().expect("addr");
+    let scrape = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = http_get(addr, "/metrics").await;
+            let lines = text.lines().map(|l| Ok(l.to_owned()));
+            let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
+            let sent = scrape.samples.iter().any(|s| {
+                s.metric == "pgfunnel_fleet_cancel_forwards_total"
+                    && s.labels.get("peer") == Some("11")
+                    && s.labels.get("outcome") == Some("sent")
+                    && matches!(s.value, prometheus_parse::Value::Counter(v) if v == 1.0)
+            });
+            if sent {
+                return scrape;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the forward shows in /metrics");
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "pgfunnel_fleet_peer_id"
+            && matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 13.0)));
     for m in &mut fleet {
         m.stop().await;
     }
+}
+
+/// The body of `GET path` on a metrics listener.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    sock.write_all(req.as_bytes()).await.expect("request");
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out).await.expect("response");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 /// Server connections of `role` on `app`, as Postgres counts them.
