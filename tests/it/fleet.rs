@@ -94,10 +94,7 @@ fn peers_section(ports: &[u16]) -> String {
 }
 
 /// Starts `pg_sleep(30)` on `client` with a marker, waits until Postgres runs it.
-async fn start_sleep(
-    client: Client,
-    marker: &str,
-) -> tokio::task::JoinHandle<Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>> {
+async fn start_sleep(client: Client, marker: &str) -> Sleep {
     let sql = format!("select pg_sleep(30) /* {marker} */");
     let q = tokio::spawn(async move { client.simple_query(&sql).await });
     let probe = PgServer::shared()
@@ -117,6 +114,27 @@ async fn start_sleep(
     })
     .await;
     q
+}
+
+type Sleep = tokio::task::JoinHandle<Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>>;
+
+/// Sends the CancelRequest of `token` to the instance at `to` (maybe not the one holding
+/// the query).
+async fn cancel_via(token: &tokio_postgres::CancelToken, to: SocketAddr) {
+    let sock = tokio::net::TcpStream::connect(to).await.expect("connect");
+    token
+        .cancel_query_raw(sock, NoTls)
+        .await
+        .expect("cancel sent");
+}
+
+/// The error a cancelled `pg_sleep` ended with.
+async fn cancelled(q: Sleep) -> tokio_postgres::Error {
+    tokio::time::timeout(Duration::from_secs(20), q)
+        .await
+        .expect("cancelled in time")
+        .expect("join")
+        .expect_err("the query was cancelled")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,18 +162,8 @@ async fn a_cancel_sent_to_any_peer_cancels_the_query_another_holds() {
             let c = fleet[holder].connect("app").await;
             let token = c.cancel_token();
             let q = start_sleep(c, &format!("fleet-{round}-{holder}")).await;
-            let sock = tokio::net::TcpStream::connect(fleet[target].addr)
-                .await
-                .expect("connect to the wrong peer");
-            token
-                .cancel_query_raw(sock, NoTls)
-                .await
-                .expect("cancel sent");
-            let err = tokio::time::timeout(Duration::from_secs(20), q)
-                .await
-                .expect("cancelled in time")
-                .expect("join")
-                .expect_err("the query was cancelled");
+            cancel_via(&token, fleet[target].addr).await;
+            let err = cancelled(q).await;
             assert_eq!(
                 sqlstate(&err),
                 "57014",
@@ -321,14 +329,8 @@ async fn peers_come_from_a_dns_name_with_ids_learned_from_each() {
     let c = fleet[0].connect("app").await;
     let token = c.cancel_token();
     let q = start_sleep(c, "fleet-dns").await;
-    let sock = tokio::net::TcpStream::connect(fleet[2].addr)
-        .await
-        .expect("connect");
-    token
-        .cancel_query_raw(sock, NoTls)
-        .await
-        .expect("cancel sent");
-    let err = q.await.expect("join").expect_err("cancelled");
+    cancel_via(&token, fleet[2].addr).await;
+    let err = cancelled(q).await;
     assert_eq!(sqlstate(&err), "57014");
     // /metrics of the forwarding instance: its id and the forward.
     let addr: SocketAddr = format!("{}:{metrics}", ips[2]).parse().expect("addr");
@@ -808,13 +810,7 @@ async fn forwards_use_tls_as_server_tls_sslmode_says() {
     let token = client.cancel_token();
     let q = start_sleep(client, "fleet-tls").await;
     // C does not trust A's certificate: its forward fails and nothing is cancelled by it.
-    let sock = tokio::net::TcpStream::connect(c.addr)
-        .await
-        .expect("connect");
-    token
-        .cancel_query_raw(sock, NoTls)
-        .await
-        .expect("cancel sent");
+    cancel_via(&token, c.addr).await;
     let c_to_a = c.app().fleet.peers().get(&1).cloned().expect("peer 1 on C");
     wait_until(Duration::from_secs(10), || {
         c_to_a.stats.failed.load(Ordering::Relaxed) == 1
@@ -822,18 +818,8 @@ async fn forwards_use_tls_as_server_tls_sslmode_says() {
     assert_eq!(c_to_a.stats.forwarded.load(Ordering::Relaxed), 0);
     assert!(!q.is_finished(), "an unverified peer got no cancel through");
     // B verifies A's certificate: the forward goes through TLS and cancels the query.
-    let sock = tokio::net::TcpStream::connect(b.addr)
-        .await
-        .expect("connect");
-    token
-        .cancel_query_raw(sock, NoTls)
-        .await
-        .expect("cancel sent");
-    let err = tokio::time::timeout(Duration::from_secs(20), q)
-        .await
-        .expect("cancelled in time")
-        .expect("join")
-        .expect_err("cancelled");
+    cancel_via(&token, b.addr).await;
+    let err = cancelled(q).await;
     assert_eq!(sqlstate(&err), "57014");
     let b_to_a = b.app().fleet.peers().get(&1).cloned().expect("peer 1 on B");
     assert_eq!(b_to_a.stats.failed.load(Ordering::Relaxed), 0);
