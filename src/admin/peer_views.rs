@@ -1,5 +1,6 @@
 //! SHOW PEERS and SHOW PEER_POOLS (PgBouncer's columns; SHOW PEERS adds where each peer
-//! was found and whether the fleet budget counts it live).
+//! was found and whether the fleet budget counts it live: `-` when no budget is on, since
+//! peers are probed only for it).
 
 use std::sync::atomic::Ordering;
 
@@ -13,6 +14,10 @@ pub fn peers(app: &App) -> ResultSet {
         &["peer_id", "host", "port", "pool_size", "source", "live"],
     );
     let live = app.fleet.members();
+    let config = app.config();
+    // Peers are probed only for the fleet budget; without it, liveness is unknown.
+    let probed = config.settings.fleet_max_db_connections > 0
+        || config.settings.fleet_max_user_connections > 0;
     for (id, p) in app.fleet.peers() {
         rs.push(vec![
             id.into(),
@@ -20,7 +25,12 @@ pub fn peers(app: &App) -> ResultSet {
             p.port.into(),
             p.pool_size.into(),
             p.source.as_str().into(),
-            (if live.contains(&id) { "yes" } else { "no" }).into(),
+            (match (probed, live.contains(&id)) {
+                (false, _) => "-",
+                (true, true) => "yes",
+                (true, false) => "no",
+            })
+            .into(),
         ]);
     }
     rs
