@@ -227,7 +227,7 @@ impl Fleet {
         };
         let old = std::mem::replace(&mut *crate::panic::lock(&self.shares), (db, user));
         if old != (db, user) {
-            debug!(db, user, "fleet budget shares changed");
+            info!(db, user, members = ?self.members(), "fleet budget shares changed");
         }
         for g in self.db_groups.iter() {
             if g.max() != db as usize {
