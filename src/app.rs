@@ -94,6 +94,8 @@ pub struct App {
     pub cancel: Arc<CancelRegistry>,
     /// Peers and the fleet budget (`fleet`).
     pub fleet: Arc<crate::fleet::Fleet>,
+    /// Session-mode clients' keys that carry their server's real pid.
+    pub session_keys: Arc<crate::client::backend_key::SessionKeys>,
     /// Connected clients (for max_client_conn).
     pub client_count: AtomicUsize,
     /// Fires when pgfunnel shuts down.
@@ -129,8 +131,7 @@ pub fn load_hba(config: &Config) -> Result<Option<Hba>, HbaError> {
         return Ok(None);
     };
     let dir = config.path.as_deref().and_then(|p| p.parent());
-    let path = dir.map_or_else(|| file.clone(), |d| d.join(file));
-    Hba::load(&path).map(Some)
+    Hba::load(&crate::auth::resolve_hba_path(dir, file)).map(Some)
 }
 
 impl App {
@@ -152,6 +153,7 @@ impl App {
             db_limits: DashMap::new(),
             user_limits: DashMap::new(),
             client_counts: DashMap::new(),
+            session_keys: Arc::default(),
             client_count: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -262,7 +264,7 @@ impl App {
         let db_max = config
             .database(database)
             .map(|e| config.effective_max_db_client_connections(&e))
-            .unwrap_or(0);
+            .unwrap_or(config.settings.max_db_client_connections);
         let user_max = config.effective_max_user_client_connections(config.user(user));
         let keys = [
             (
@@ -489,6 +491,8 @@ pub struct Running {
     pub unix_path: Option<PathBuf>,
     /// The bound metrics_listen address, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bound edge_listen address, if any.
+    pub edge_addr: Option<SocketAddr>,
 }
 
 /// Binds listeners and starts serving in the current tokio runtime.
@@ -523,11 +527,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         info!(addr = %bound, "metrics listening");
         metrics_addr = Some(bound);
     }
+    let edge_addr = crate::edge::start(&app).await?;
     Ok(Running {
         app,
         tcp_addrs,
         unix_path,
         metrics_addr,
+        edge_addr,
     })
 }
 
@@ -550,6 +556,7 @@ fn spawn_janitor(app: &Arc<App>) {
                 unsafe { libc::malloc_trim(0) };
                 peak_clients = clients;
             }
+            crate::pool::fill::open_forced_pools(&app2);
             let pools: Vec<Arc<Pool>> = app2.pools.iter().map(|p| p.clone()).collect();
             for pool in pools {
                 pool.reap();

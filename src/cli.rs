@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// pgfunnel: a PostgreSQL connection pooler, drop-in for PgBouncer.
 #[derive(Debug, Parser)]
-#[command(name = "pgfunnel", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "pgfunnel",
+    display_name = "PgBouncer",
+    version = crate::admin::views::VERSION_TAIL,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Config file in PgBouncer's format (pgbouncer.ini), or a postgres:// URL for URL mode;
     /// same as `pgfunnel serve CONFIG`.
@@ -84,6 +89,10 @@ pub struct ServeArgs {
     /// Override metrics_listen: serve /metrics, /health/live and /health/ready over HTTP here.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
+    /// Override edge_listen: serve Postgres over WebSocket and SQL over HTTP here (Neon's
+    /// serverless driver); an empty value turns it off.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub edge_listen: Option<String>,
     /// Override unix_socket_dir: also listen on a Unix socket in this directory (URL mode has
     /// none by default; an empty value turns it off).
     #[arg(long, value_name = "DIR")]

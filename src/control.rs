@@ -97,10 +97,12 @@ struct Flags {
     disabled: HashSet<String>,
 }
 
-/// Which databases are paused or disabled.
+/// Which databases are paused or disabled, and the console's own counters.
 #[derive(Debug, Default)]
 pub struct ControlState {
     flags: Mutex<Flags>,
+    /// Console logins and commands (SHOW STATS row `pgbouncer`).
+    pub console: crate::admin::console_stats::ConsoleStats,
 }
 
 impl ControlState {

@@ -56,6 +56,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod edge;
 pub mod error;
 pub mod fleet;
 pub mod logging;

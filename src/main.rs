@@ -98,6 +98,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(addr) = &args.metrics_listen {
         s.metrics_listen = Some(addr.clone()).filter(|a| !a.is_empty());
     }
+    if let Some(addr) = &args.edge_listen {
+        s.edge_listen = Some(addr.clone()).filter(|a| !a.is_empty());
+    }
     if let Some(dir) = &args.unix_socket_dir {
         s.unix_socket_dir.clone_from(dir);
     }

@@ -90,6 +90,8 @@ impl App {
             else {
                 continue;
             };
+            let max_prepared = config.settings.max_prepared_statements as usize;
+            pool.statements.set_server_capacity(max_prepared);
             if !pool.resize(settings.pool_size) {
                 warn!(db = %pool.key.database, user = %pool.key.user, "pool_size change to or from 0 needs a restart");
             }

@@ -1,7 +1,9 @@
 //! Shutdown with PgBouncer 1.23+ semantics: immediate (SIGQUIT, SHUTDOWN), WAIT_FOR_SERVERS
-//! (SIGINT: hold new transactions, let running ones finish, then exit) and WAIT_FOR_CLIENTS
-//! (SIGTERM: stop accepting, exit when the last client left). A second request while waiting
-//! turns into an immediate exit.
+//! (SIGINT: clients starting a transaction or waiting for a server get `server shutting
+//! down`, running transactions finish, then exit) and WAIT_FOR_CLIENTS (SIGTERM: keep serving
+//! connected clients, exit when the last one left). TCP listeners close at once; the Unix
+//! socket stays open for the console until the end. A second request while waiting turns
+//! into an immediate exit.
 
 use std::sync::Arc;
 
@@ -11,6 +13,8 @@ use tracing::info;
 
 use crate::app::App;
 use crate::control::is_console;
+use crate::net::Stream;
+use crate::protocol::messages::Severity;
 
 /// How to shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +111,20 @@ async fn drive(app: &Arc<App>) {
         p.close_idle();
     }
     app.stopping.finished.cancel();
+}
+
+/// During a shutdown only admin-console clients log in (over the Unix socket, which stays
+/// open while TCP listeners are closed): a pooled client is told `server shutting down`
+/// (FATAL 08P01, as PgBouncer) and true is returned.
+pub async fn refuse_pooled_login(app: &App, stream: &mut Stream) -> bool {
+    if app.stopping.requested().is_none() {
+        return false;
+    }
+    info!("login refused: shutting down");
+    let code = crate::error::ErrorKind::Protocol.sqlstate();
+    let msg = crate::client::server_wait::SHUTTING_DOWN;
+    crate::client::session::send_error(stream, Severity::Fatal, code, msg, None).await;
+    true
 }
 
 /// Returns once no client other than admin-console ones is connected.

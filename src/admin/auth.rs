@@ -1,11 +1,12 @@
 //! Who may use the console: `admin_users` (everything), `stats_users` (read-only SHOW), and
 //! the OS user running pgfunnel logging in as `pgbouncer` over the Unix socket without a
-//! password (peer credentials, as PgBouncer's getpeereid check).
+//! password (peer credentials, as PgBouncer's getpeereid check). Secrets come from the
+//! auth_file or the global `auth_query`.
 
 use tracing::warn;
 
 use crate::app::App;
-use crate::client::access::password_exchange;
+use crate::client::access::{find_secret, password_exchange, Denied};
 use crate::client::login::LoginError;
 use crate::config::AuthType;
 use crate::net::Stream;
@@ -32,6 +33,9 @@ pub enum ConsoleLoginError {
     /// The client broke the authentication exchange or left.
     #[error("invalid authentication exchange")]
     Protocol,
+    /// The user lookup (`auth_query`) is misconfigured or failed.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Whether the peer of a Unix socket runs as the same OS user as pgfunnel.
@@ -61,12 +65,18 @@ pub async fn login(
         return Ok(Access::Admin);
     }
     let config = app.config();
-    let secret = app.secret_for(user);
+    // Users not in the auth_file are looked up with the global auth_user, auth_query and
+    // auth_dbname, as PgBouncer does for its admin database.
+    let known = match find_secret(app, "pgbouncer", user).await {
+        Ok(known) => known,
+        Err(Denied::Config(msg)) => return Err(ConsoleLoginError::Config(msg)),
+        Err(_) => return Err(ConsoleLoginError::Protocol),
+    };
     let method = match config.settings.auth_type {
         AuthType::Trust | AuthType::Any => None,
         other => Some(other.as_str()),
     };
-    match password_exchange(app, stream, user, method, secret.as_ref()).await {
+    match password_exchange(app, stream, user, method, &known).await {
         Ok(_) => {}
         Err(LoginError::Failed(_)) => {
             warn!(user, "console authentication failed");

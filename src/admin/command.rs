@@ -28,6 +28,9 @@ pub enum View {
     State,
     DnsHosts,
     DnsZones,
+    Sockets,
+    ActiveSockets,
+    Mem,
     Peers,
     PeerPools,
 }
@@ -51,6 +54,9 @@ impl View {
             "state" => View::State,
             "dns_hosts" => View::DnsHosts,
             "dns_zones" => View::DnsZones,
+            "sockets" => View::Sockets,
+            "active_sockets" => View::ActiveSockets,
+            "mem" => View::Mem,
             "peers" => View::Peers,
             "peer_pools" => View::PeerPools,
             _ => return None,
@@ -113,6 +119,10 @@ pub enum ParseError {
     BadArgument(&'static str),
 }
 
+/// Why SUSPEND is refused (PgBouncer 1.26 removed it with online restart).
+pub const SUSPEND_REFUSED: &str = "SUSPEND is not supported: it served online restart (-R), \
+     which pgfunnel does not have and PgBouncer 1.26 removed; use PAUSE and RESUME";
+
 /// Parses one console query.
 pub fn parse(query: &str) -> Result<Command, ParseError> {
     let syntax = || ParseError::Syntax(query.to_owned());
@@ -139,6 +149,7 @@ pub fn parse(query: &str) -> Result<Command, ParseError> {
             }
             Command::Show(View::parse(&name).ok_or_else(syntax)?)
         }
+        "suspend" => return Err(ParseError::BadArgument(SUSPEND_REFUSED)),
         "pause" => Command::Pause(arg),
         "resume" => Command::Resume(arg),
         "reconnect" => Command::Reconnect(arg),

@@ -56,6 +56,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
                 auth::ConsoleLoginError::Protocol => "08P01",
                 auth::ConsoleLoginError::Failed(_) => "28P01",
                 auth::ConsoleLoginError::NotAllowed => "28000",
+                auth::ConsoleLoginError::Config(_) => "08P01",
             };
             let mut buf = BytesMut::new();
             messages::put_error(&mut buf, Severity::Fatal, code, &e.to_string(), None);
@@ -63,6 +64,18 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             return;
         }
     };
+    let _slot = match admit(&app, &user, access) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            tracing::warn!(user, limit, "console client limit reached");
+            let msg = format!("client connections exceeded ({limit})");
+            let mut buf = BytesMut::new();
+            messages::put_error(&mut buf, Severity::Fatal, "53300", &msg, None);
+            let _ = stream.send(&buf).await;
+            return;
+        }
+    };
+    app.control.console.logged_in();
     entry.set_state(ClientState::Active);
     if app.config().settings.log_connections {
         tracing::info!(user, ?access, "console login");
@@ -102,6 +115,21 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             return;
         }
     }
+}
+
+/// Counts a console client against the global `max_db_client_connections` (under the name
+/// `pgbouncer`, whichever alias it used) and its user's `max_user_client_connections`, as
+/// PgBouncer's admin database; admin_users are exempt (and not counted). `max_client_conn`
+/// does not apply to the console. Returns the limit that is full.
+fn admit(
+    app: &Arc<App>,
+    user: &str,
+    access: Access,
+) -> Result<Option<crate::app::ClientSlot>, &'static str> {
+    if access == Access::Admin {
+        return Ok(None);
+    }
+    app.admit_client("pgbouncer", user).map(Some)
 }
 
 /// Reads one whole message; `Ok(None)` on EOF or Terminate.
@@ -178,6 +206,7 @@ impl Console {
     }
 
     async fn run(&self, query: &str) -> Result<Reply, AdminError> {
+        self.app.control.console.command();
         let cmd = command::parse(query)?;
         execute(&self.app, cmd, self.access).await
     }

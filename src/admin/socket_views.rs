@@ -1,5 +1,6 @@
 //! SHOW CLIENTS and SHOW SERVERS: one row per client or server connection with PgBouncer
-//! 1.25's socket columns (`admin.c` SKF_STD).
+//! 1.25's socket columns (`admin.c` SKF_STD); SHOW SOCKETS and ACTIVE_SOCKETS add the
+//! buffer columns of SKF_DBG.
 
 use std::time::Instant;
 
@@ -49,7 +50,7 @@ pub fn clients(app: &App) -> ResultSet {
             "C".into(),
             who.user.clone().into(),
             who.database.clone().into(),
-            "none".into(),
+            c.replication().into(),
             state.as_str().into(),
             c.addr.clone().into(),
             c.port.into(),
@@ -102,7 +103,7 @@ fn server_row(
         "S".into(),
         p.key.user.clone().into(),
         p.key.database.clone().into(),
-        "none".into(),
+        info.replication.into(),
         state.into(),
         info.addr.clone().into(),
         info.port.into(),
@@ -121,4 +122,108 @@ fn server_row(
         0i64.into(),
         info.id.into(),
     ]
+}
+
+/// The buffer columns SHOW SOCKETS adds (`admin.c` SKF_DBG). pgfunnel's buffers belong to
+/// each connection's task and are not shared, so these are NULL rather than made up.
+const BUFFER_COLUMNS: [&str; 7] = [
+    "recv_pos",
+    "pkt_pos",
+    "pkt_remain",
+    "send_pos",
+    "send_remain",
+    "pkt_avail",
+    "send_avail",
+];
+
+/// SHOW SOCKETS: every client and server connection (SHOW CLIENTS then SHOW SERVERS rows)
+/// with the buffer columns, NULL.
+pub fn sockets(app: &App) -> ResultSet {
+    with_buffer_columns([clients(app), servers(app)], |_| true)
+}
+
+/// SHOW ACTIVE_SOCKETS: the SOCKETS rows of connections busy right now. PgBouncer lists
+/// sockets with unsent or unparsed bytes; pgfunnel cannot see into its per-task buffers,
+/// so it lists what is in flight instead: active and waiting clients, servers on loan.
+pub fn active_sockets(app: &App) -> ResultSet {
+    with_buffer_columns(
+        [clients(app), servers(app)],
+        |row| matches!(&row[4], Value::Text(s) if s == "active" || s == "waiting"),
+    )
+}
+
+fn with_buffer_columns(parts: [ResultSet; 2], keep: impl Fn(&[Value]) -> bool) -> ResultSet {
+    let mut names: Vec<&'static str> = SOCKET_COLUMNS.to_vec();
+    names.extend(BUFFER_COLUMNS);
+    let letters = format!("{SOCKET_LETTERS}{}", "i".repeat(BUFFER_COLUMNS.len()));
+    let mut rs = ResultSet::new(&letters, &names);
+    for part in parts {
+        for mut row in part.rows.into_iter().filter(|r| keep(r)) {
+            row.extend(std::iter::repeat_n(Value::Null, BUFFER_COLUMNS.len()));
+            rs.push(row);
+        }
+    }
+    rs
+}
+
+/// SHOW MEM: PgBouncer lists its slab caches (name, object size, used, free, total bytes).
+/// pgfunnel has no slabs; it lists each kind of object with its size in memory (without
+/// what it points to), how many are live, and the process's resident memory as `rss`
+/// (size = page size, used = resident pages), which is the figure that matters.
+pub fn mem(app: &App) -> ResultSet {
+    use std::mem::size_of;
+    let mut rs = ResultSet::new("siiii", &["name", "size", "used", "free", "memtotal"]);
+    let config = app.config();
+    let servers: usize = app
+        .pools
+        .iter()
+        .map(|p| p.stats.active.load(std::sync::atomic::Ordering::Relaxed) + p.idle_count())
+        .sum();
+    let rows = [
+        (
+            "user_cache",
+            size_of::<crate::config::UserEntry>(),
+            config.users.len(),
+        ),
+        (
+            "db_cache",
+            size_of::<crate::config::DatabaseEntry>(),
+            config.databases.len(),
+        ),
+        ("pool_cache", size_of::<Pool>(), app.pools.len()),
+        ("server_cache", size_of::<ServerInfo>(), servers),
+        (
+            "client_cache",
+            size_of::<crate::client::registry::ClientEntry>(),
+            app.clients.len(),
+        ),
+    ];
+    for (name, size, used) in rows {
+        rs.push(vec![
+            name.into(),
+            size.into(),
+            used.into(),
+            0i64.into(),
+            (size * used).into(),
+        ]);
+    }
+    if let Some((page, pages)) = resident_pages() {
+        rs.push(vec![
+            "rss".into(),
+            page.into(),
+            pages.into(),
+            0i64.into(),
+            (page * pages).into(),
+        ]);
+    }
+    rs
+}
+
+/// (page size, resident pages) of this process, from /proc/self/statm (Linux).
+fn resident_pages() -> Option<(usize, usize)> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some((usize::try_from(page).ok()?, pages))
 }

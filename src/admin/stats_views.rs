@@ -23,6 +23,7 @@ const TOTAL_NAMES: [&str; 12] = [
 ];
 
 /// (current, one-window-ago) sums per database, in name order, with the window length.
+/// The console counts as database `pgbouncer` once anyone logged in to it.
 fn per_database(
     app: &App,
 ) -> (
@@ -34,6 +35,10 @@ fn per_database(
         let e = map.entry(p.key.database.clone()).or_default();
         e.0.add(&p.stats.totals());
         e.1.add(&p.stats.older());
+    }
+    let console = &app.control.console;
+    if console.totals() != StatsTotals::default() {
+        map.insert("pgbouncer".into(), (console.totals(), console.older()));
     }
     (map, app.metrics.window())
 }

@@ -12,9 +12,14 @@ use crate::config::{Config, DatabaseEntry};
 use crate::control::is_console;
 use crate::pool::Pool;
 
-/// The version string of SHOW VERSION (exporters parse the `PgBouncer x.y.z` prefix).
+/// The version after the product name in SHOW VERSION and `pgfunnel --version`: the
+/// PgBouncer release whose behaviour pgfunnel follows, then pgfunnel's own version.
+pub const VERSION_TAIL: &str = concat!("1.25.2 (pgfunnel ", env!("CARGO_PKG_VERSION"), ")");
+
+/// The version string of SHOW VERSION and `--version` (exporters parse the `PgBouncer x.y.z`
+/// prefix).
 pub fn version_string() -> String {
-    format!("PgBouncer 1.25.2 (pgfunnel {})", env!("CARGO_PKG_VERSION"))
+    format!("PgBouncer {VERSION_TAIL}")
 }
 
 /// SHOW VERSION.
@@ -126,7 +131,7 @@ fn console_database_row(config: &Config, n_clients: usize) -> Vec<Value> {
         Value::Null,
         0i64.into(),
         0i64.into(),
-        0i64.into(),
+        config.settings.max_db_client_connections.into(),
         n_clients.into(),
         0i64.into(),
         0i64.into(),

@@ -10,6 +10,7 @@ mod auth_file;
 mod channel_binding;
 mod crypto;
 mod hba;
+mod hba_path;
 mod md5;
 mod plain_cache;
 mod scram;
@@ -21,6 +22,7 @@ pub use self::md5::{md5_response, md5_secret, verify_md5_response, MD5_PASSWORD_
 pub use auth_file::{AuthFile, AuthFileError, AuthFileSyntax};
 pub use channel_binding::{tls_server_end_point, TLS_SERVER_END_POINT};
 pub use hba::{Hba, HbaError, HbaMethod, HbaRequest};
+pub use hba_path::resolve_hba_path;
 pub use plain_cache::{derive_plain_scram, PlainScramCache};
 pub use scram::{ScramOutcome, ScramServer};
 pub use scram_client::{ScramClient, MAX_CLIENT_ITERATIONS};
@@ -143,6 +145,18 @@ pub fn verify_cleartext(secret: &Secret, user: &str, password: &[u8]) -> bool {
             derived.stored_key.ct_eq(&stored.stored_key).into()
         }
     }
+}
+
+/// The SCRAM ClientKey of a cleartext `password` checked against a stored SCRAM secret
+/// (one derivation, as [`verify_cleartext`] costs): `Some` only when the password is the
+/// one the secret was made from. Lets a cleartext login drive SCRAM pass-through.
+pub fn scram_client_key_of(stored: &ScramSecret, password: &[u8]) -> Option<[u8; 32]> {
+    if password.is_empty() {
+        return None;
+    }
+    let salted = secret::salted_password(password, &stored.salt, stored.iterations.max(1));
+    let client_key = crypto::hmac_sha256(&salted, &[b"Client Key"]);
+    bool::from(crypto::sha256(&client_key).ct_eq(&stored.stored_key)).then_some(client_key)
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! Who may log in and how: `auth_type` (or the matching `auth_hba_file` rule) picks the
 //! method; the secret comes from the auth_file or, for users not in it, from `auth_query`
-//! run as `auth_user`; certificate and peer checks happen here, password exchanges in
-//! `login`. Unknown users and wrong passwords are refused alike.
+//! run as `auth_user` (any row: the user exists; a NULL secret matches no password);
+//! certificate and peer checks happen here, password exchanges in `login`. Unknown users
+//! and wrong passwords are refused alike; a lookup that cannot run is a config error.
 
 use tokio::sync::Semaphore;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::login::{self, Exchange, LoginError, LoginOutcome};
 use crate::app::App;
@@ -46,6 +47,13 @@ pub enum Denied {
     /// The client broke the authentication exchange (08P01).
     #[error("invalid authentication exchange")]
     Protocol(#[source] LoginError),
+    /// The user lookup is misconfigured or failed (08P01, PgBouncer's code for the errors
+    /// it raises itself); the details are in the log.
+    #[error("{0}")]
+    Config(String),
+    /// A cleartext password on an unencrypted WebSocket from another host (28000).
+    #[error("cleartext passwords are refused on an unencrypted WebSocket from another host: use wss:// (client_tls_*) or set edge_allow_plaintext = 1")]
+    Plaintext,
 }
 
 impl Denied {
@@ -53,7 +61,7 @@ impl Denied {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Denied::Password(_) => "28P01",
-            Denied::Protocol(_) => "08P01",
+            Denied::Protocol(_) | Denied::Config(_) => "08P01",
             _ => "28000",
         }
     }
@@ -66,10 +74,25 @@ pub async fn admit(
     user: &str,
     database: &str,
 ) -> Result<Admitted, Denied> {
+    admit_for(app, stream, user, database, None).await
+}
+
+/// As [`admit`] for a client that may ask for replication: a physical replication client
+/// matches HBA lines whose database is `replication` (a logical one matches its database
+/// name), as in Postgres.
+pub async fn admit_for(
+    app: &App,
+    stream: &mut Stream,
+    user: &str,
+    database: &str,
+    replication: Option<super::replication::ReplicationKind>,
+) -> Result<Admitted, Denied> {
     let auth_type = app.config().settings.auth_type;
-    let rule = (auth_type == AuthType::Hba).then(|| hba_rule(app, stream, user, database));
-    let admitted = |secret| Admitted {
-        secret,
+    let physical = replication == Some(super::replication::ReplicationKind::Physical);
+    let rule =
+        (auth_type == AuthType::Hba).then(|| hba_rule(app, stream, user, database, physical));
+    let admitted = |known: Known| Admitted {
+        secret: known.secret,
         outcome: LoginOutcome::default(),
     };
     let method = match (auth_type, rule) {
@@ -81,13 +104,15 @@ pub async fn admit(
         }
         (_, Some(HbaMethod::Cert)) | (AuthType::Cert, None) => {
             check_certificate(stream, user)?;
+            let known = find_secret(app, database, user).await?;
             login::send_ok(stream).await.map_err(Denied::Protocol)?;
-            return Ok(admitted(find_secret(app, database, user).await));
+            return Ok(admitted(known));
         }
         (_, Some(HbaMethod::Peer)) => {
             check_peer(stream, user)?;
+            let known = find_secret(app, database, user).await?;
             login::send_ok(stream).await.map_err(Denied::Protocol)?;
-            return Ok(admitted(find_secret(app, database, user).await));
+            return Ok(admitted(known));
         }
         (_, Some(HbaMethod::Trust)) | (AuthType::Trust | AuthType::Any, None) => None,
         (_, Some(HbaMethod::Md5)) => Some("md5"),
@@ -95,32 +120,37 @@ pub async fn admit(
         (_, Some(HbaMethod::ScramSha256)) => Some("scram-sha-256"),
         (other, None) => Some(other.as_str()),
     };
-    let secret = find_secret(app, database, user).await;
-    match password_exchange(app, stream, user, method, secret.as_ref()).await {
-        Ok(outcome) => Ok(Admitted { secret, outcome }),
+    let method = crate::edge::pipelined::method_for(app, stream, method).await?;
+    let known = find_secret(app, database, user).await?;
+    match password_exchange(app, stream, user, method, &known).await {
+        Ok(outcome) => Ok(Admitted {
+            secret: known.secret,
+            outcome,
+        }),
         Err(LoginError::Failed(_)) => Err(Denied::Password(user.to_owned())),
         Err(e) => Err(Denied::Protocol(e)),
     }
 }
 
-/// Runs the password exchange that `auth_type_name` (`None` = trust) calls for with this
-/// user's `secret` (`None` = unknown): the challenge kind is chosen so that unknown users do
-/// not stand out ([`auth::choose_method_masked`]), SCRAM verifiers are prepared by
-/// `scram_server`. Under trust an unknown user still fails when users come from an
-/// auth_file, as in PgBouncer. Sends AuthenticationOk on success.
+/// Runs the password exchange that `auth_type_name` (`None` = trust) calls for with what is
+/// `known` of this user: the challenge kind is chosen so that unknown users do not stand
+/// out ([`auth::choose_method_masked`]), SCRAM verifiers are prepared by `scram_server`.
+/// Under trust an unknown user still fails when a user list (auth_file, auth_query) was
+/// consulted, as in PgBouncer. Sends AuthenticationOk on success.
 pub async fn password_exchange(
     app: &App,
     stream: &mut Stream,
     user: &str,
     auth_type_name: Option<&str>,
-    secret: Option<&Secret>,
+    known: &Known,
 ) -> Result<LoginOutcome, LoginError> {
+    let secret = known.secret.as_ref();
     let mix = app.users().mix();
     let method = match auth_type_name {
         Some(name) => auth::choose_method_masked(name, secret, user, &app.scram_mock_key, mix),
         None => ClientAuthMethod::Trust,
     };
-    if method == ClientAuthMethod::Trust && secret.is_none() && app.has_auth_file() {
+    if method == ClientAuthMethod::Trust && secret.is_none() && known.listed {
         return Err(LoginError::Failed(user.to_owned()));
     }
     let scram = match method {
@@ -161,7 +191,8 @@ async fn scram_server(
         // Postgres): behave exactly as for an unknown user.
         Some(_) | None => ScramServer::for_unknown_user(user, &app.scram_mock_key),
     };
-    let binding = match stream.is_tls() {
+    // A WebSocket client cannot see the TLS channel it runs in: no channel binding.
+    let binding = match stream.is_tls() && !stream.is_edge() {
         true => app.tls.client().end_point.clone(),
         false => None,
     };
@@ -194,7 +225,13 @@ async fn plain_verifier(app: &App, user: &str, password: &str) -> auth::ScramSec
 
 /// The method of the first `auth_hba_file` rule matching this connection; reject when none
 /// does or the file could not be loaded.
-fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMethod {
+fn hba_rule(
+    app: &App,
+    stream: &Stream,
+    user: &str,
+    database: &str,
+    replication: bool,
+) -> HbaMethod {
     let Some(hba) = app.hba() else {
         return HbaMethod::Reject;
     };
@@ -203,54 +240,117 @@ fn hba_rule(app: &App, stream: &Stream, user: &str, database: &str) -> HbaMethod
         user,
         addr: stream.peer_ip(),
         tls: stream.is_tls(),
-        replication: false,
+        replication,
     })
 }
 
-/// The stored secret of `user`: auth_file (or URL) first, then `auth_query` as
-/// `auth_user` when one is configured for `database`. Errors are logged and count as
-/// "unknown user", so the client sees the ordinary authentication failure.
-async fn find_secret(app: &App, database: &str, user: &str) -> Option<Secret> {
-    if let Some(secret) = app.stored_secret(user) {
-        return Some(secret);
+/// What is known about a user before the password exchange.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// The stored secret; `None` for a user no list knows.
+    pub secret: Option<Secret>,
+    /// Whether a user list was consulted (auth_file, or `auth_query` for this database):
+    /// then a user it does not know is refused even under trust, as in PgBouncer.
+    pub listed: bool,
+}
+
+/// Where `auth_query` runs for one database: as `auth_user` on `auth_dbname`, the
+/// database's own settings first, then the global ones.
+struct AuthLookup {
+    auth_user: String,
+    query: String,
+    auth_db: String,
+}
+
+impl AuthLookup {
+    /// `None` when no `auth_user` applies (or the database is unknown and not the console).
+    /// The console has no settings of its own: it uses the global ones, and with no global
+    /// `auth_dbname` it would run against itself, which [`AuthLookup::run`] refuses.
+    fn for_database(app: &App, database: &str) -> Option<AuthLookup> {
+        let config = app.config();
+        let s = &config.settings;
+        let (db_user, db_query, db_name) = if crate::control::is_console(database) {
+            (None, None, None)
+        } else {
+            let entry = config.database(database)?;
+            (
+                entry.auth_user.clone(),
+                entry.auth_query.clone(),
+                entry.auth_dbname.clone(),
+            )
+        };
+        Some(AuthLookup {
+            auth_user: db_user.or_else(|| s.auth_user.clone())?,
+            query: db_query.unwrap_or_else(|| s.auth_query.clone()),
+            auth_db: db_name
+                .or_else(|| s.auth_dbname.clone())
+                .unwrap_or_else(|| database.to_owned()),
+        })
     }
-    let config = app.config();
-    let entry = config.database(database)?;
-    let s = &config.settings;
-    let auth_user = entry.auth_user.clone().or_else(|| s.auth_user.clone())?;
-    let query = entry
-        .auth_query
-        .clone()
-        .unwrap_or_else(|| s.auth_query.clone());
-    let auth_db = entry
-        .auth_dbname
-        .clone()
-        .or_else(|| s.auth_dbname.clone())
-        .unwrap_or_else(|| database.to_owned());
-    drop(config);
-    let pool = app.pool_as(&auth_db, &auth_user)?;
-    let mut server = match pool.checkout().await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, auth_user = %auth_user, "auth_query: no server connection");
-            return None;
+
+    /// Runs the query for `user`. A lookup that cannot run (auth_dbname disabled, the
+    /// console, not configured, no server connection) or that errors is a configuration
+    /// error, logged and told to the client as such, never a wrong password.
+    async fn run(&self, app: &App, user: &str) -> Result<Option<Secret>, Denied> {
+        let db = &self.auth_db;
+        if crate::control::is_console(db) {
+            error!(auth_dbname = %db, "cannot use the reserved console database as an auth_dbname");
+            return Err(Denied::Config("bouncer config error".into()));
         }
-    };
-    match auth_query::lookup_secret(&mut server.conn, &query, user).await {
-        Ok(secret) => {
-            pool.checkin(server);
-            app.remember_looked_up(user, secret.clone());
-            secret
+        if app.control.is_disabled(db) {
+            let msg = format!("authentication database \"{db}\" is disabled");
+            warn!(auth_dbname = %db, "auth_query: authentication database is disabled");
+            return Err(Denied::Config(msg));
         }
-        Err(e) => {
-            warn!(error = %e, "auth_query failed");
-            match e {
-                crate::server::ServerError::Rejected(_) => pool.checkin(server),
-                _ => pool.discard(server),
+        let Some(pool) = app.pool_as(db, &self.auth_user) else {
+            error!(auth_dbname = %db, "auth_query: authentication database is not configured");
+            return Err(Denied::Config("bouncer config error".into()));
+        };
+        let mut server = match pool.checkout().await {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, auth_user = %self.auth_user, "auth_query: no server connection");
+                return Err(Denied::Config("auth_query: no server connection".into()));
             }
-            None
+        };
+        match auth_query::lookup_secret(&mut server.conn, &self.query, user).await {
+            Ok(secret) => {
+                pool.checkin(server);
+                app.remember_looked_up(user, secret.clone());
+                Ok(secret)
+            }
+            Err(e) => {
+                error!(error = %e, auth_user = %self.auth_user, "auth_query failed");
+                match e {
+                    crate::server::ServerError::Rejected(_) => pool.checkin(server),
+                    _ => pool.discard(server),
+                }
+                Err(Denied::Config("auth_query failed".into()))
+            }
         }
     }
+}
+
+/// What is known about `user` logging in to `database` (the console included): the
+/// auth_file (or URL) first, then `auth_query` as `auth_user` when one applies.
+pub async fn find_secret(app: &App, database: &str, user: &str) -> Result<Known, Denied> {
+    let from_file = app.has_auth_file();
+    if let Some(secret) = app.stored_secret(user) {
+        return Ok(Known {
+            secret: Some(secret),
+            listed: true,
+        });
+    }
+    let Some(lookup) = AuthLookup::for_database(app, database) else {
+        return Ok(Known {
+            secret: None,
+            listed: from_file,
+        });
+    };
+    Ok(Known {
+        secret: lookup.run(app, user).await?,
+        listed: true,
+    })
 }
 
 /// `auth_type = cert` / HBA `cert`: a verified client certificate whose subject CN is the

@@ -80,27 +80,31 @@ pub async fn handshake(
     if tls.acceptor.is_some() && starts_with_tls_record(&stream).await {
         stream = accept_tls(stream, &tls, true).await?;
     }
-    // Each kind of encryption request is answered once, as in Postgres.
-    let (mut ssl_done, mut gss_done) = (stream.is_tls(), false);
+    // Each kind of encryption request is answered once, as in Postgres. Inside a
+    // WebSocket (encrypted or not by wss) an SSLRequest is answered `N`.
+    let edge = stream.is_edge();
+    let (mut ssl_done, mut gss_done) = (stream.is_tls() && !edge, false);
     loop {
         let packet = match read_startup(&mut stream).await {
             Ok(p) => p,
             Err(e) => return Err(HandshakeFailure::on(stream, e)),
         };
         match packet {
-            StartupPacket::SslRequest if ssl_done || stream.is_tls() => {
+            StartupPacket::SslRequest if ssl_done || (stream.is_tls() && !edge) => {
                 return Err(HandshakeFailure::on(
                     stream,
                     HandshakeError::RequestTwice(SSL_REQUEST_MINOR),
                 ));
             }
-            StartupPacket::GssEncRequest if gss_done || stream.is_tls() => {
+            StartupPacket::GssEncRequest if gss_done || (stream.is_tls() && !edge) => {
                 return Err(HandshakeFailure::on(
                     stream,
                     HandshakeError::RequestTwice(GSSENC_REQUEST_MINOR),
                 ));
             }
-            StartupPacket::SslRequest if tls.acceptor.is_some() && !stream.is_unix() => {
+            StartupPacket::SslRequest
+                if tls.acceptor.is_some() && matches!(stream, Stream::Tcp(_)) =>
+            {
                 if let Err(e) = stream.write_all(b"S").await {
                     return Err(HandshakeFailure::on(stream, StartupError::Io(e)));
                 }

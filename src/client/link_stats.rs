@@ -8,6 +8,18 @@ use std::time::Instant;
 
 use crate::pool::PoolStats;
 
+/// Prepared-statement traffic seen by the rewriter since it was last drained (SHOW STATS
+/// `client_parse_count`, `server_parse_count`, `bind_count`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PreparedCounts {
+    /// Named Parse messages from the client.
+    pub client_parses: u32,
+    /// Parse messages pgfunnel sent to the server (the client's, or re-prepared for a Bind).
+    pub server_parses: u32,
+    /// Bind messages of named statements.
+    pub binds: u32,
+}
+
 /// Per-client accounting state; `None` pool = counting off (tests, admin console).
 #[derive(Debug)]
 pub struct LinkStats {
@@ -45,6 +57,13 @@ impl LinkStats {
     pub fn client_bytes(&self, n: usize) {
         if let Some(p) = &self.pool {
             p.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds the rewriter's prepared-statement counts.
+    pub fn prepared(&self, counts: PreparedCounts) {
+        if let Some(p) = &self.pool {
+            p.count_prepared(counts);
         }
     }
 

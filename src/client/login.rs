@@ -11,8 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::auth::{self, ClientAuthMethod, ScramServer, Secret};
 use crate::protocol::messages::{self, auth_code};
 
-/// Largest password or SASL message accepted from a client before authentication.
-const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+/// Largest password or SASL message accepted from a client before authentication, counting
+/// its 4-byte length field: a body of up to 65,531 bytes, PgBouncer's limit (long
+/// passwords, access tokens used as passwords).
+pub const MAX_AUTH_MESSAGE: usize = 65_535;
 
 /// Why a client failed to authenticate.
 #[derive(Debug, Error)]
@@ -77,7 +79,15 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             send_auth(stream, auth_code::CLEARTEXT, &[]).await?;
             let body = read_password(stream).await?;
             let pw = body.strip_suffix(&[0]).unwrap_or(&body);
-            if !(auth::verify_cleartext(secret, user, pw) && known) {
+            let verified = match secret {
+                // The ClientKey lets the pool log in by SCRAM pass-through.
+                Secret::Scram(s) => {
+                    outcome.scram_client_key = auth::scram_client_key_of(s, pw);
+                    outcome.scram_client_key.is_some()
+                }
+                other => auth::verify_cleartext(other, user, pw),
+            };
+            if !(verified && known) {
                 return Err(fail());
             }
         }
@@ -155,7 +165,8 @@ fn parse_sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(mech).ok()?, data))
 }
 
-async fn send_auth<S: AsyncWrite + Unpin>(
+/// Sends one Authentication message (`code` and its payload).
+pub(crate) async fn send_auth<S: AsyncWrite + Unpin>(
     stream: &mut S,
     code: i32,
     payload: &[u8],
@@ -166,7 +177,9 @@ async fn send_auth<S: AsyncWrite + Unpin>(
 }
 
 /// Reads one PasswordMessage-family ('p') message body, bounded in size.
-async fn read_password<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, LoginError> {
+pub(crate) async fn read_password<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Vec<u8>, LoginError> {
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await?;
     if tag != b'p' {

@@ -2,7 +2,9 @@
 //! session state machine, parameter tracking and the relay hot loop.
 
 pub mod access;
+pub mod backend_key;
 pub mod buffers;
+pub mod canonical;
 pub mod handshake;
 pub mod lexer;
 pub mod link_stats;
@@ -11,12 +13,15 @@ pub mod params;
 pub mod prepared;
 pub mod registry;
 pub mod relay;
+pub mod replication;
 pub mod rewrite;
+pub mod server_wait;
 pub mod session;
 pub mod statement;
 pub mod timeouts;
 pub mod tracker;
 pub mod validate;
+pub mod words;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -126,6 +131,9 @@ async fn login(
     if crate::control::is_console(&database) {
         let entry = registered.entry.clone();
         Box::pin(crate::admin::session::run(app.clone(), stream, user, entry)).await;
+        return None;
+    }
+    if crate::shutdown::refuse_pooled_login(app, &mut stream).await {
         return None;
     }
     if count > app.config().settings.max_client_conn as usize {

@@ -109,7 +109,9 @@ impl ClientParams {
     fn set(&mut self, welcome: &HashMap<String, String>, name: &str, value: String) {
         if let Some(key) = welcome.keys().find(|k| k.eq_ignore_ascii_case(name)) {
             if !READ_ONLY.contains(&key.as_str()) {
-                self.expected.insert(key.clone(), value);
+                let shown =
+                    super::canonical::value(key, &value, welcome.get(key).map(String::as_str));
+                self.expected.insert(key.clone(), shown);
             }
             return;
         }
@@ -340,7 +342,11 @@ mod tests {
             ("server_version".to_owned(), "99".to_owned()),
         ];
         let p = ClientParams::from_startup(&Arc::new(welcome()), &startup);
-        assert_eq!(p.expected.get("DateStyle").unwrap(), "German");
+        assert_eq!(
+            p.expected.get("DateStyle").unwrap(),
+            "German, DMY",
+            "in the spelling Postgres reports"
+        );
         assert_eq!(p.expected.get("application_name").unwrap(), "app");
         assert_eq!(
             p.expected.get("server_version").unwrap(),

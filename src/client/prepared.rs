@@ -34,6 +34,9 @@ pub struct StatementRegistry {
     by_text: DashMap<Bytes, Arc<Statement>>,
     next: AtomicU64,
     limit: AtomicUsize,
+    /// max_prepared_statements: the LRU size of each server connection of the pool. Shared
+    /// so that SET and RELOAD apply to open clients and servers (see `set_server_capacity`).
+    server_capacity: AtomicUsize,
     evictions: prometheus::IntCounter,
     sweeping: Mutex<()>,
 }
@@ -44,6 +47,7 @@ impl Default for StatementRegistry {
             by_text: DashMap::new(),
             next: AtomicU64::new(0),
             limit: AtomicUsize::new(DEFAULT_REGISTRY_LIMIT),
+            server_capacity: AtomicUsize::new(200),
             evictions: prometheus::IntCounter::new("statement_evictions", "detached")
                 .expect("static counter options are valid"),
             sweeping: Mutex::new(()),
@@ -83,6 +87,17 @@ impl StatementRegistry {
                 })
             })
             .clone()
+    }
+
+    /// Sets max_prepared_statements for every server connection of the pool, open ones
+    /// included: each shrinks to it at its next Parse.
+    pub fn set_server_capacity(&self, capacity: usize) {
+        self.server_capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    /// How many statements each server connection of the pool keeps prepared (at least 1).
+    pub fn server_capacity(&self) -> usize {
+        self.server_capacity.load(Ordering::Relaxed).max(1)
     }
 
     /// Sets the most distinct statements kept (at least 1); applies from the next insert.

@@ -88,6 +88,7 @@ pub struct ClientEntry {
     task: OnceLock<AbortHandle>,
     identity: OnceLock<ClientIdentity>,
     close_reason: OnceLock<&'static str>,
+    replication: OnceLock<&'static str>,
     state: AtomicU8,
     request_us: AtomicU64,
 }
@@ -138,6 +139,16 @@ impl ClientEntry {
     /// User, database and application_name, once known.
     pub fn identity(&self) -> Option<&ClientIdentity> {
         self.identity.get()
+    }
+
+    /// Marks a replication client (`physical` or `logical`, SHOW CLIENTS `replication`).
+    pub fn set_replication(&self, kind: &'static str) {
+        let _ = self.replication.set(kind);
+    }
+
+    /// The SHOW CLIENTS `replication` column: `none`, `physical` or `logical`.
+    pub fn replication(&self) -> &'static str {
+        self.replication.get().copied().unwrap_or("none")
     }
 
     /// Records why pgfunnel ends this client (first call wins), for the disconnection log.
@@ -221,6 +232,7 @@ impl ClientRegistry {
             task: OnceLock::new(),
             identity: OnceLock::new(),
             close_reason: OnceLock::new(),
+            replication: OnceLock::new(),
             state: AtomicU8::new(ClientState::Login as u8),
             request_us: AtomicU64::new(0),
         });

@@ -527,6 +527,7 @@ impl Relay {
                     for _ in 0..rw.take_refusals() {
                         self.stats.refused();
                     }
+                    self.stats.prepared(rw.take_counts());
                     if rw.take_large_parse() {
                         self.tracker.uninspected_parse = true;
                     }

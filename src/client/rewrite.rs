@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::link_stats::PreparedCounts;
 use super::prepared::{ServerStatements, Statement, StatementRegistry};
 use super::tracker::{CopyInWatch, CopyStep, MAX_INSPECTED};
 use crate::protocol::messages::{
@@ -70,7 +71,6 @@ enum Expect {
 #[derive(Debug)]
 pub struct Rewriter {
     registry: Arc<StatementRegistry>,
-    capacity: usize,
     statements: HashMap<Bytes, Arc<Statement>>,
     portals: HashMap<Bytes, Arc<Statement>>,
     expect: VecDeque<Expect>,
@@ -82,6 +82,8 @@ pub struct Rewriter {
     max_gathered: usize,
     /// Messages refused for their size since `take_refusals` was last called.
     refusals: u32,
+    /// Prepared-statement traffic since `take_counts` was last called.
+    counts: PreparedCounts,
     /// A Parse too large for the statement recogniser went to the server since
     /// `take_large_parse` was last called (the session then does not reuse that server).
     large_parse: bool,
@@ -104,11 +106,12 @@ pub struct Rewriter {
 }
 
 impl Rewriter {
-    /// Creates the state for one client of a pool.
+    /// Creates the state for one client of a pool; `capacity` (max_prepared_statements)
+    /// becomes the pool's per-server LRU size, for its open connections too.
     pub fn new(registry: Arc<StatementRegistry>, capacity: usize) -> Self {
+        registry.set_server_capacity(capacity);
         Rewriter {
             registry,
-            capacity,
             statements: HashMap::new(),
             portals: HashMap::new(),
             expect: VecDeque::new(),
@@ -117,6 +120,7 @@ impl Rewriter {
             server_streaming: 0,
             max_gathered: DEFAULT_MAX_GATHERED,
             refusals: 0,
+            counts: PreparedCounts::default(),
             large_parse: false,
             client_partial: BytesMut::new(),
             server_partial: BytesMut::new(),
@@ -144,6 +148,11 @@ impl Rewriter {
     /// Messages refused for their size since the last call (for the refusal counter).
     pub fn take_refusals(&mut self) -> u32 {
         std::mem::take(&mut self.refusals)
+    }
+
+    /// The parse and bind counts since the last call (for SHOW STATS); resets them.
+    pub fn take_counts(&mut self) -> PreparedCounts {
+        std::mem::take(&mut self.counts)
     }
 
     /// Whether a Parse too large to inspect (over `MAX_INSPECTED`) was written toward the
@@ -350,6 +359,7 @@ impl Rewriter {
             b'B' => self.bind(msg, body, out, server),
             b'D' => self.describe(msg, body, out, server),
             b'C' => self.close(msg, body, out),
+            b'Q' if self.deallocate(msg, out) => {}
             _ => {
                 self.note_plain(tag);
                 if tag == b'E' {
@@ -423,6 +433,7 @@ impl Rewriter {
             );
             return self.inject_error(out, "42P05", &text);
         }
+        self.counts.client_parses += 1;
         let stmt = self.registry.get_or_insert(rest);
         let name = Bytes::copy_from_slice(name);
         self.statements.insert(name.clone(), stmt.clone());
@@ -435,6 +446,7 @@ impl Rewriter {
         server.insert(stmt.clone());
         self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
         put_parse(out, &stmt);
+        self.counts.server_parses += 1;
         let undo = Undo::Parse {
             id: stmt.id,
             client_name: Some(name),
@@ -459,6 +471,7 @@ impl Rewriter {
         let Some(stmt) = self.lookup(out, name, server) else {
             return;
         };
+        self.counts.binds += 1;
         self.portals.insert(portal.clone(), stmt.clone());
         put_message(out, b'B', |b| {
             put_bytes_cstr(b, &portal);
@@ -540,6 +553,7 @@ impl Rewriter {
             server.insert(stmt.clone());
             self.large_parse |= stmt.rest.len() > MAX_INSPECTED as usize;
             put_parse(out, &stmt);
+            self.counts.server_parses += 1;
             let undo = Undo::Parse {
                 id: stmt.id,
                 client_name: None,
@@ -553,7 +567,8 @@ impl Rewriter {
     }
 
     fn make_room(&mut self, out: &mut BytesMut, server: &mut ServerStatements, keep: u64) {
-        while let Some(victim) = server.evict_for(self.capacity, keep) {
+        let capacity = self.registry.server_capacity();
+        while let Some(victim) = server.evict_for(capacity, keep) {
             self.inject_close(out, victim);
         }
     }
@@ -569,13 +584,14 @@ impl Rewriter {
         });
     }
 
-    /// Makes the server fail the pipeline here (so it skips to Sync, as Postgres would for
-    /// the client's own error) and shows the client `code`/`text` instead of that failure.
+    /// Makes the server fail the pipeline here (so it skips to Sync and aborts the
+    /// transaction, as Postgres would for the client's own error) and shows the client
+    /// `code`/`text` instead of that failure. No SQL is sent: the request is a Describe of a
+    /// statement name pgfunnel never creates, which Postgres answers with 26000.
     fn inject_error(&mut self, out: &mut BytesMut, code: &str, text: &str) {
-        put_message(out, b'P', |b| {
-            put_cstr(b, "");
+        put_message(out, b'D', |b| {
+            b.put_u8(b'S');
             put_cstr(b, "pgfunnel: statement refused");
-            b.put_i16(0);
         });
         let mut err = BytesMut::new();
         messages::put_error(&mut err, Severity::Error, code, text, None);
@@ -761,6 +777,8 @@ fn is_async(tag: u8) -> bool {
     matches!(tag, b'N' | b'A' | b'S')
 }
 
+#[path = "deallocate.rs"]
+mod deallocate;
 #[path = "rewrite_framing.rs"]
 mod framing;
 use framing::{bind_names, next_whole, put_bytes_cstr, put_parse, stream_part, Next};

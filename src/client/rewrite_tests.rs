@@ -191,20 +191,31 @@ fn named_parse_over_the_gather_limit_is_refused_with_54000_and_dropped() {
     let out = feed_in_chunks(&mut rw, &mut server, &message);
     assert!(
         out.len() < 200,
-        "only an injected failing Parse and the Sync: {out:?}"
+        "only an injected failing Describe and the Sync: {out:?}"
     );
+    assert_eq!(
+        out[0], b'D',
+        "no SQL is sent to make the server fail: {out:?}"
+    );
+    assert!(!out.contains(&b'P'), "no Parse: {out:?}");
     assert!(out.ends_with(&sync()));
     assert_eq!(registry.len(), 0, "nothing of it was kept");
-    // The server fails the injected Parse; the client sees 54000 instead, then Sync's reply.
+    // The server fails the injected Describe; the client sees 54000 instead, then Sync's reply.
     let mut reply = BytesMut::new();
-    messages::put_error(&mut reply, Severity::Error, "42601", "syntax", None);
+    messages::put_error(
+        &mut reply,
+        Severity::Error,
+        "26000",
+        "no such statement",
+        None,
+    );
     put_message(&mut reply, b'Z', |b| b.put_u8(b'I'));
     let mut to_client = BytesMut::new();
     rw.server_to_client(&mut reply, &mut to_client, &mut server);
     let text = String::from_utf8_lossy(&to_client);
     assert!(text.contains("C54000"), "{text:?}");
     assert!(text.contains("max_prepared_message_size"), "{text:?}");
-    assert!(!text.contains("42601"));
+    assert!(!text.contains("no such statement"));
     assert!(rw.is_settled());
 }
 

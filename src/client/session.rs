@@ -45,6 +45,8 @@ pub struct Session {
     user: String,
     database: String,
     startup: Vec<(String, String)>,
+    /// Set for a replication client (served by `client::replication`, never pooled).
+    replication: Option<super::replication::ReplicationKind>,
     /// This client's registry entry (SHOW CLIENTS state), set by `client::handle`.
     pub entry: Option<Arc<ClientEntry>>,
     /// The client's span (the one current when the session was created), named as the
@@ -139,15 +141,12 @@ impl Session {
         let database = take(&mut startup, "database")
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());
-        if take(&mut startup, "replication").is_some_and(|r| r != "false" && r != "0" && r != "off")
-        {
-            return Err((
-                stream,
-                "replication connections are not supported by pgfunnel",
-            ));
-        }
+        let replication = match super::replication::take_kind(&mut startup) {
+            Ok(kind) => kind,
+            Err(msg) => return Err((stream, msg)),
+        };
         let ignored = app.config().settings.ignore_startup_parameters.clone();
-        startup.retain(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)));
+        crate::protocol::startup::drop_ignored(&mut startup, &ignored);
         Ok(Session {
             id,
             app,
@@ -155,6 +154,7 @@ impl Session {
             user,
             database,
             startup,
+            replication,
             entry: None,
             span: tracing::Span::current(),
         })
@@ -165,8 +165,14 @@ impl Session {
         let config = self.app.config();
         let login_timeout = config.settings.client_login_timeout;
         let admitted = Box::pin(
-            access::admit(&self.app, &mut self.stream, &self.user, &self.database)
-                .instrument(self.span.clone()),
+            access::admit_for(
+                &self.app,
+                &mut self.stream,
+                &self.user,
+                &self.database,
+                self.replication,
+            )
+            .instrument(self.span.clone()),
         );
         let admitted = if login_timeout.is_zero() {
             admitted.await
@@ -209,7 +215,7 @@ impl Session {
             Ok(slot) => slot,
             Err(limit) => {
                 warn!(parent: &self.span, limit, "client limit reached");
-                let msg = format!("no more connections allowed ({limit})");
+                let msg = format!("client connections exceeded ({limit})");
                 return send_fatal(&mut self.stream, ErrorKind::TooManyClients, &msg).await;
             }
         };
@@ -219,10 +225,20 @@ impl Session {
         if config_logs_connections(&self.app) {
             info!(parent: &self.span, user = %self.user, db = %self.database, "login");
         }
+        if let Some(kind) = self.replication {
+            return self.serve_replication(&pool, kind).await;
+        }
         let cancel = self.app.cancel.register();
         // Login replies need the server's parameters; the first client of a pool waits
         // for a server connection, later ones are answered from the cached values.
         let mut held = None;
+        if mode == PoolMode::Session {
+            // Its own server before the login replies (real pid, server's values).
+            let Some(server) = Box::pin(self.checkout(&pool)).await else {
+                return;
+            };
+            held = Some(server);
+        }
         let welcome = match pool.welcome() {
             Some(w) => w,
             None => match Box::pin(self.checkout(&pool)).await {
@@ -234,13 +250,24 @@ impl Session {
             },
         };
         let mut params = ClientParams::from_startup(&welcome, &self.startup);
+        let own_key = match mode {
+            PoolMode::Session => {
+                let adopted = self.adopt_server(&pool, &mut params, &mut held, &cancel);
+                let Some(key) = Box::pin(adopted).await else {
+                    return;
+                };
+                Some(key)
+            }
+            _ => None,
+        };
         let mut buf = BytesMut::new();
         let mut names: Vec<_> = params.expected.iter().collect();
         names.sort();
         for (k, v) in names {
             messages::put_parameter_status(&mut buf, k, v);
         }
-        messages::put_backend_key(&mut buf, cancel.pid, cancel.secret_i32());
+        let pid = own_key.as_ref().map_or(cancel.pid, |k| k.pid());
+        messages::put_backend_key(&mut buf, pid, cancel.secret_i32());
         messages::put_ready(&mut buf, b'I');
         if self.stream.send(&buf).await.is_err() {
             if let Some(s) = held {
@@ -257,6 +284,23 @@ impl Session {
         drop((buf, welcome, secret));
         self.startup = Vec::new();
         Box::pin(self.serve(&pool, mode, &mut params, &cancel, held)).await;
+    }
+
+    /// A replication client: a dedicated server, bytes passed through (`client::replication`).
+    async fn serve_replication(
+        &mut self,
+        pool: &Arc<Pool>,
+        kind: super::replication::ReplicationKind,
+    ) {
+        let cancel = self.app.cancel.register();
+        let client = super::replication::ReplicationClient {
+            kind,
+            startup: &self.startup,
+            cancel: &cancel,
+            entry: self.entry.as_ref(),
+            span: &self.span,
+        };
+        Box::pin(super::replication::serve(&mut self.stream, pool, client)).await;
     }
 
     fn mark(&self, state: ClientState) {
@@ -277,7 +321,16 @@ impl Session {
             stream.write_now(&buf);
         };
         let notice = (!notify.is_zero()).then_some((notify, &mut tell as Tell<'_>));
-        let result = pool.checkout_noticed(notice).await;
+        let query_timeout = self.app.link_timeouts(&self.user).query;
+        let waited = super::server_wait::wait_for_server(&self.app, pool, notice, query_timeout);
+        let result = match waited.await {
+            Ok(s) => Ok(s),
+            Err(super::server_wait::WaitEnd::Pool(e)) => Err(e),
+            Err(end) => {
+                super::server_wait::refuse(&mut self.stream, &end, self.entry.as_deref()).await;
+                return None;
+            }
+        };
         match result {
             Ok(s) => {
                 self.mark(ClientState::Active);
@@ -364,6 +417,19 @@ impl Session {
                                     .await
                             {
                                 relay.tracker.pin = None;
+                                continue;
+                            }
+                            // A lone NOTIFY of a listening client: its own notification first.
+                            if mode != PoolMode::Session
+                                && !was_pinned
+                                && Box::pin(self.serve_notify(
+                                    pool,
+                                    &mut relay,
+                                    &mut listener,
+                                    cancel.pid,
+                                ))
+                                .await
+                            {
                                 continue;
                             }
                         }
@@ -638,10 +704,16 @@ impl Session {
                     relay.clock.busy_since = Some(std::time::Instant::now());
                 }
                 Some(Expired::IdleTransaction) => {
-                    return (RelayEnd::Tick, Some(("25P03", "idle transaction timeout")))
+                    return (
+                        RelayEnd::Tick,
+                        Some((ErrorKind::Timeout.sqlstate(), "idle transaction timeout")),
+                    )
                 }
                 Some(Expired::Transaction) => {
-                    return (RelayEnd::Tick, Some(("25P04", "transaction timeout")))
+                    return (
+                        RelayEnd::Tick,
+                        Some((ErrorKind::Timeout.sqlstate(), "transaction timeout")),
+                    )
                 }
                 None => {}
             }
@@ -765,3 +837,8 @@ async fn sync_parameters(
     server.conn.synced_fp = Some(params.fingerprint());
     Ok(())
 }
+
+#[path = "own_server.rs"]
+mod own_server;
+#[path = "self_notify.rs"]
+mod self_notify;

@@ -176,7 +176,7 @@ fn show_ldap_options(v: &Option<String>) -> String {
 
 /// Every `[pgbouncer]` key PgBouncer 1.25/1.26 knows, plus pgfunnel's own (`log_format`,
 /// `metrics_listen`, `worker_threads`, `max_client_pipeline`, `max_prepared_message_size`,
-/// `listen_queue_size`, `max_pool_prepared_statements`),
+/// `listen_queue_size`, `max_pool_prepared_statements`, the `edge_*` keys),
 /// in alphabetical order as PgBouncer's SHOW CONFIG lists them.
 #[rustfmt::skip]
 pub static SETTING_KEYS: &[SettingKey] = &[
@@ -209,6 +209,10 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("dns_max_ttl", dns_max_ttl, RELOAD, parse_duration, show_dur),
     applied!("dns_nxdomain_ttl", dns_nxdomain_ttl, RELOAD, parse_duration, show_dur),
     no_effect!("dns_zone_check_period", RELOAD, "0"),
+    applied!("edge_allow_plaintext", edge_allow_plaintext, RELOAD, parse_bool, show_flag),
+    applied!("edge_listen", edge_listen, RESTART, opt_string, show_opt),
+    applied!("edge_max_request_size", edge_max_request_size, RELOAD, positive, show_num),
+    applied!("edge_max_response_size", edge_max_response_size, RELOAD, positive, show_num),
     applied!("fleet_grace_period", fleet_grace_period, RELOAD, parse_duration, show_dur),
     applied!("fleet_max_db_connections", fleet_max_db_connections, RESTART, count, show_num),
     applied!("fleet_max_user_connections", fleet_max_user_connections, RESTART, count, show_num),

@@ -133,6 +133,14 @@ pub struct Settings {
     // -- pgfunnel's own keys
     /// `host:port` of the Prometheus /metrics listener; `None` = off.
     pub metrics_listen: Option<String>,
+    /// `host:port` of the edge listener (WebSocket and SQL over HTTP); `None` = off.
+    pub edge_listen: Option<String>,
+    /// Cleartext passwords over an unencrypted edge listener from non-loopback peers.
+    pub edge_allow_plaintext: bool,
+    /// Largest `/sql` request body in bytes (413 past it).
+    pub edge_max_request_size: u32,
+    /// Largest `/sql` response body in bytes (507 past it).
+    pub edge_max_response_size: u32,
     /// Tokio worker threads; 0 = one per core.
     pub worker_threads: usize,
     pub log_format: LogFormat,
@@ -243,6 +251,10 @@ impl Default for Settings {
             stats_period: secs(60),
             verbose: 0,
             metrics_listen: None,
+            edge_listen: None,
+            edge_allow_plaintext: false,
+            edge_max_request_size: 10 << 20,
+            edge_max_response_size: 10 << 20,
             worker_threads: 0,
             log_format: LogFormat::Text,
             no_effect: BTreeMap::new(),

@@ -294,7 +294,10 @@ pub async fn serve_cancel(app: &App, pid: i32, secret: &[u8]) {
             peers::forward(&peer, key, &app.tls, &app.dns, wait).await;
         }
         _ => {
-            if !app.cancel.cancel(pid, secret).await {
+            // A session-mode client's key may carry its server's real pid (peering off).
+            if !app.cancel.cancel(pid, secret).await
+                && !app.session_keys.cancel(&app.cancel, pid, secret).await
+            {
                 debug!(pid, "cancel request for unknown or idle key ignored");
             }
         }

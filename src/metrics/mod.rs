@@ -3,6 +3,7 @@
 //! exporter-compatible gauges and counters (`exporter`), the HTTP endpoint with /metrics and
 //! health checks (`http`, `health`) and the stats_period summary (`period`).
 
+pub mod edge;
 pub mod exporter;
 pub mod health;
 pub mod http;
@@ -54,6 +55,8 @@ pub struct Metrics {
     /// Cached readiness result.
     pub health: health::HealthCache,
     names: Vec<String>,
+    /// The edge listener's metrics (WebSocket clients, `/sql` requests).
+    pub edge: edge::EdgeMetrics,
 }
 
 fn histogram(
@@ -151,6 +154,7 @@ impl Metrics {
             "pgfunnel_prepared_statement_evictions_total",
             "Statements dropped from the pool's prepared-statement registry past max_pool_prepared_statements",
         );
+        let edge = edge::EdgeMetrics::register(&r, &names);
         let exporter = exporter::Exporter::register(&r, &names);
         let now = Instant::now();
         Metrics {
@@ -171,6 +175,7 @@ impl Metrics {
             window: Mutex::new((now, now)),
             health: health::HealthCache::default(),
             names: names.into_inner(),
+            edge,
         }
     }
 

@@ -42,6 +42,7 @@ pub fn spawn_stats_period(app: &Arc<App>) {
             }
             let (mut now, mut older) = (StatsTotals::default(), StatsTotals::default());
             app.metrics.rotate_window();
+            app.control.console.rotate();
             for p in app.pools.iter() {
                 p.stats.rotate();
                 now.add(&p.stats.totals());

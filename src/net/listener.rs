@@ -165,8 +165,9 @@ fn refuse_at_accept(app: &App, mut sock: TcpStream, peer: SocketAddr) {
 /// Most bytes read (and ignored) from a refused connection before it is closed.
 const REFUSAL_DRAIN_LIMIT: usize = 16 * 1024;
 
-/// Postgres's message for a full server (53300).
-pub const TOO_MANY_CLIENTS: &str = "sorry, too many clients already";
+/// The 53300 message for a client over `max_client_conn`, worded as PgBouncer's so that it
+/// names the limit that was hit.
+pub const TOO_MANY_CLIENTS: &str = "no more connections allowed (max_client_conn)";
 
 /// Spawns accept loops for every listener; they stop when the app shuts down.
 pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
@@ -202,9 +203,18 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
         info!(path = %path.display(), "listening");
         let app2 = app.clone();
         app.tasks.spawn(async move {
+            // During SHUTDOWN the socket stays open for the admin console until the
+            // shutdown finished (pooled clients are refused after their startup packet).
+            let closed = async {
+                app2.shutdown.cancelled().await;
+                if app2.stopping.requested().is_some() {
+                    app2.stopping.finished.cancelled().await;
+                }
+            };
+            tokio::pin!(closed);
             loop {
                 let accepted = tokio::select! {
-                    _ = app2.shutdown.cancelled() => break,
+                    _ = &mut closed => break,
                     r = l.accept() => r,
                 };
                 match accepted {

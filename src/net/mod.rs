@@ -3,11 +3,13 @@
 //! for certificates webpki refuses but OpenSSL accepts in `tls_chain`).
 
 pub mod dns;
+pub mod edge_stream;
 pub mod listener;
 pub mod stream;
 pub mod tls;
 pub mod tls_chain;
 pub mod tls_verify;
 
+pub use edge_stream::EdgeStream;
 pub use stream::{PollReadReady, Stream};
 pub use tls::TlsConfigs;

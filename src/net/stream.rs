@@ -10,6 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::{client, server};
 
+use crate::net::edge_stream::EdgeStream;
+
 /// A connected stream to a client or a server.
 #[derive(Debug)]
 pub enum Stream {
@@ -21,6 +23,8 @@ pub enum Stream {
     ClientTls(Box<server::TlsStream<TcpStream>>),
     /// TLS with a Postgres server: pgfunnel is the TLS client (`server_tls_*`).
     ServerTls(Box<client::TlsStream<TcpStream>>),
+    /// A client's Postgres byte stream carried in WebSocket frames (`edge_listen`).
+    Edge(Box<EdgeStream>),
 }
 
 /// Dispatches one expression over every variant (each binds `$s` to its inner stream).
@@ -31,6 +35,7 @@ macro_rules! each {
             Stream::Unix($s) => $e,
             Stream::ClientTls($s) => $e,
             Stream::ServerTls($s) => $e,
+            Stream::Edge($s) => $e,
         }
     };
 }
@@ -43,6 +48,9 @@ impl Stream {
 
     /// The peer's IP address (IPv4-mapped IPv6 shown as IPv4); `None` on a Unix socket.
     pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        if let Stream::Edge(e) = self {
+            return Some(e.peer().ip().to_canonical());
+        }
         let addr = self.tcp()?.peer_addr();
         addr.ok().map(|a| a.ip().to_canonical())
     }
@@ -53,13 +61,22 @@ impl Stream {
             Stream::Tcp(s) => Some(s),
             Stream::ClientTls(s) => Some(s.get_ref().0),
             Stream::ServerTls(s) => Some(s.get_ref().0),
-            Stream::Unix(_) => None,
+            Stream::Unix(_) | Stream::Edge(_) => None,
         }
     }
 
+    /// True for a client that came through the edge listener (WebSocket).
+    pub fn is_edge(&self) -> bool {
+        matches!(self, Stream::Edge(_))
+    }
+
     /// True when the stream is encrypted (either side).
+    /// (A WebSocket client counts as encrypted when it came over `wss://`.)
     pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::ClientTls(_) | Stream::ServerTls(_))
+        match self {
+            Stream::Edge(e) => e.is_tls(),
+            other => matches!(other, Stream::ClientTls(_) | Stream::ServerTls(_)),
+        }
     }
 
     /// The verified certificate chain a TLS client presented, leaf first (`None` without
@@ -163,7 +180,7 @@ impl PollReadReady for Stream {
         match self {
             Stream::Tcp(s) => Some(s.poll_read_ready(cx)),
             Stream::Unix(s) => Some(s.poll_read_ready(cx)),
-            Stream::ClientTls(_) | Stream::ServerTls(_) => None,
+            Stream::ClientTls(_) | Stream::ServerTls(_) | Stream::Edge(_) => None,
         }
     }
 }

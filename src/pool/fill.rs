@@ -22,6 +22,26 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often an attempt in progress checks whether a client queued for its slot.
 const YIELD_CHECK: Duration = Duration::from_millis(25);
 
+/// Creates the pools of forced-user databases with a min_pool_size, so the janitor keeps
+/// them warm before any client comes, as PgBouncer does (other pools exist once a client
+/// logged in). The `*` fallback entry is a template, not a database: skipped.
+pub fn open_forced_pools(app: &crate::app::App) {
+    let config = app.config();
+    for db in &config.databases {
+        let Some(user) = &db.user else { continue };
+        if db.name == crate::config::FALLBACK_NAME || config.effective_min_pool_size(db) == 0 {
+            continue;
+        }
+        let key = super::PoolKey {
+            database: db.name.clone(),
+            user: user.clone(),
+        };
+        if !app.pools.contains_key(&key) {
+            let _ = app.pool_as(&db.name, user);
+        }
+    }
+}
+
 /// A pool's filler state: whether a fill runs, and the backoff after failures.
 #[derive(Debug, Default)]
 pub(super) struct Filler {

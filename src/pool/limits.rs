@@ -7,7 +7,20 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::Pool;
+use super::{Pool, Tell};
+
+/// query_wait_notify for a client waiting on a full shared limit (max_db_connections,
+/// max_user_connections) rather than on its own pool: runs the notice once it is due.
+pub(super) fn tell_if_due(notice: &mut Option<(tokio::time::Instant, Tell<'_>)>) {
+    if notice
+        .as_ref()
+        .is_some_and(|n| n.0 <= tokio::time::Instant::now())
+    {
+        if let Some((_, tell)) = notice.take() {
+            tell();
+        }
+    }
+}
 
 /// One shared limit.
 #[derive(Debug)]

@@ -89,6 +89,19 @@ enum Command {
     },
     /// The subscribed set shrank; UNLISTEN what nobody wants.
     Changed,
+    /// Run a client's lone NOTIFY on the shared connection (see [`Subscription::notify`]).
+    Notify(NotifyRequest),
+}
+
+/// A client's NOTIFY run on the shared connection.
+#[derive(Debug)]
+struct NotifyRequest {
+    sql: String,
+    /// The pid the client was given: its own notification carries it, for every listener.
+    as_pid: i32,
+    /// The server's replies (CommandComplete or ErrorResponse, notices), once its own
+    /// notifications were queued for their listeners.
+    reply: oneshot::Sender<Bytes>,
 }
 
 /// A client's subscription handle; dropping it unsubscribes from every channel.
@@ -209,6 +222,26 @@ impl Subscription {
     pub fn is_listening(&self) -> bool {
         !self.channels.is_empty()
     }
+
+    /// True when the client listens on `channel`.
+    pub fn listens_on(&self, channel: &str) -> bool {
+        self.channels.contains(channel)
+    }
+
+    /// Runs a lone `NOTIFY` of this client (`sql`, one statement outside a transaction) on
+    /// the shared listening connection, which listens on the channel itself: Postgres
+    /// delivers a session's own notifications before its ReadyForQuery, so when this
+    /// returns they are already in the subscribers' queues (this client's included), as
+    /// they would be for a client that LISTENs and NOTIFYs on one Postgres connection.
+    /// The notification carries `as_pid`, the pid the client was given. Returns the
+    /// server's replies up to (not including) ReadyForQuery; None when the shared
+    /// connection could not run it within `wait`.
+    pub async fn notify(&self, sql: String, as_pid: i32, wait: Duration) -> Option<Bytes> {
+        let (reply, done) = oneshot::channel();
+        let req = NotifyRequest { sql, as_pid, reply };
+        self.hub.commands.send(Command::Notify(req)).ok()?;
+        tokio::time::timeout(wait, done).await.ok()?.ok()
+    }
 }
 
 impl Drop for Subscription {
@@ -267,7 +300,7 @@ async fn run(
             .iter()
             .filter_map(|cmd| match cmd {
                 Command::Listen { channel, .. } => Some(channel.clone()),
-                Command::Changed => None,
+                Command::Changed | Command::Notify(_) => None,
             })
             .collect();
         if let Err(e) = sync_channels(c, &hub, &wanted, &joining, &mut listening).await {
@@ -275,14 +308,19 @@ async fn run(
             conn = None;
             continue;
         }
-        join(&hub, pending.drain(..));
+        let notifies = join(&hub, pending.drain(..));
+        if let Err(e) = run_notifies(c, &hub, notifies).await {
+            debug!(error = %e, "listener connection lost");
+            conn = None;
+            continue;
+        }
         tokio::select! {
             cmd = commands.recv() => match cmd {
                 None => return,
                 Some(cmd) => pending.push(cmd),
             },
             r = c.read_message() => match r {
-                Ok((b'A', body)) => deliver(&hub, body),
+                Ok((b'A', body)) => deliver(&hub, body, None),
                 Ok(_) => {}
                 Err(e) => {
                     debug!(error = %e, "listener connection lost; reconnecting");
@@ -293,11 +331,17 @@ async fn run(
     }
 }
 
-/// Adds confirmed subscribers to the routing table and acknowledges them.
-fn join(hub: &Weak<ListenHub>, cmds: impl Iterator<Item = Command>) {
-    let Some(h) = hub.upgrade() else { return };
+/// Adds confirmed subscribers to the routing table and acknowledges them; returns the
+/// NOTIFY requests among `cmds`, to run after.
+fn join(hub: &Weak<ListenHub>, cmds: impl Iterator<Item = Command>) -> Vec<NotifyRequest> {
+    let mut notifies = Vec::new();
+    let Some(h) = hub.upgrade() else {
+        return notifies;
+    };
     for cmd in cmds {
-        if let Command::Listen {
+        if let Command::Notify(req) = cmd {
+            notifies.push(req);
+        } else if let Command::Listen {
             channel,
             client,
             to,
@@ -313,6 +357,34 @@ fn join(hub: &Weak<ListenHub>, cmds: impl Iterator<Item = Command>) {
             let _ = ack.send(());
         }
     }
+    notifies
+}
+
+/// Runs clients' NOTIFY statements on the shared connection, one at a time: the
+/// connection's own notifications (this NOTIFY's) carry the client's pid.
+async fn run_notifies(
+    c: &mut ServerConnection,
+    hub: &Weak<ListenHub>,
+    notifies: Vec<NotifyRequest>,
+) -> Result<(), server::ServerError> {
+    for req in notifies {
+        let mut out = BytesMut::new();
+        messages::put_query(&mut out, &req.sql);
+        c.stream.send(&out).await?;
+        let mut reply = BytesMut::new();
+        let own = (c.key.pid, req.as_pid);
+        loop {
+            match c.read_message().await? {
+                (b'A', body) => deliver(hub, body, Some(own)),
+                (b'Z', _) => break,
+                (tag, body) => {
+                    messages::put_message(&mut reply, tag, |b| b.extend_from_slice(&body))
+                }
+            }
+        }
+        let _ = req.reply.send(reply.freeze());
+    }
+    Ok(())
 }
 
 /// Issues LISTEN/UNLISTEN so the server listens on exactly `wanted`, delivering
@@ -341,7 +413,7 @@ async fn sync_channels(
     c.stream.send(&out).await?;
     loop {
         match c.read_message().await? {
-            (b'A', body) => deliver(hub, body),
+            (b'A', body) => deliver(hub, body, None),
             (b'Z', _) => break,
             (b'E', body) => {
                 warn!(error = %messages::parse_error_fields(&body).message, "LISTEN failed")
@@ -353,8 +425,15 @@ async fn sync_channels(
     Ok(())
 }
 
-fn deliver(hub: &Weak<ListenHub>, body: BytesMut) {
+/// Fans a NotificationResponse body out; with `own` = (pid, as_pid), a notification sent by
+/// the shared connection itself (a client's NOTIFY run there) shows that client's pid.
+fn deliver(hub: &Weak<ListenHub>, mut body: BytesMut, own: Option<(i32, i32)>) {
     let Some(h) = hub.upgrade() else { return };
+    if let (Some((pid, as_pid)), Some(head)) = (own, body.get_mut(..4)) {
+        if head == pid.to_be_bytes() {
+            head.copy_from_slice(&as_pid.to_be_bytes());
+        }
+    }
     let mut rest = &body[4.min(body.len())..];
     let Some(channel) = take_cstr(&mut rest) else {
         return;

@@ -14,7 +14,8 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-mod fill;
+mod dedicated;
+pub(crate) mod fill;
 mod retry;
 
 use crate::server::{ServerConnection, ServerError, ServerInfo, ServerTarget};
@@ -249,6 +250,7 @@ impl Pool {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return Err(PoolError::Timeout);
             }
+            limits::tell_if_due(&mut notice);
             tokio::select! {
                 _ = self.returned.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}

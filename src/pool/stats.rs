@@ -213,6 +213,12 @@ pub struct PoolStats {
     pub wait_us: AtomicU64,
     /// Successful client logins to this pool.
     pub logins: AtomicU64,
+    /// Named Parse messages from clients (prepared-statement mode).
+    pub client_parses: AtomicU64,
+    /// Parse messages sent to servers (prepared-statement mode).
+    pub server_parses: AtomicU64,
+    /// Binds of named statements (prepared-statement mode).
+    pub binds: AtomicU64,
     /// Histograms and failure counters.
     pub timers: Timers,
     /// Start of every wait in progress by token; tokens grow, so the oldest comes first.
@@ -244,6 +250,9 @@ impl PoolStats {
             query_us: AtomicU64::new(0),
             wait_us: AtomicU64::new(0),
             logins: AtomicU64::new(0),
+            client_parses: AtomicU64::new(0),
+            server_parses: AtomicU64::new(0),
+            binds: AtomicU64::new(0),
             timers,
             waiters: Mutex::new(BTreeMap::new()),
             next_waiter: AtomicU64::new(0),
@@ -259,6 +268,18 @@ impl PoolStats {
         self.logins.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds prepared-statement traffic (parses from clients and to servers, binds).
+    pub fn count_prepared(&self, c: crate::client::link_stats::PreparedCounts) {
+        let add = |a: &AtomicU64, n: u32| {
+            if n > 0 {
+                a.fetch_add(u64::from(n), Ordering::Relaxed);
+            }
+        };
+        add(&self.client_parses, c.client_parses);
+        add(&self.server_parses, c.server_parses);
+        add(&self.binds, c.binds);
+    }
+
     /// The cumulative figures now.
     pub fn totals(&self) -> StatsTotals {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -271,9 +292,9 @@ impl PoolStats {
             xact_time: get(&self.xact_us),
             query_time: get(&self.query_us),
             wait_time: get(&self.wait_us),
-            client_parse_count: 0,
-            server_parse_count: 0,
-            bind_count: 0,
+            client_parse_count: get(&self.client_parses),
+            server_parse_count: get(&self.server_parses),
+            bind_count: get(&self.binds),
             client_login_count: get(&self.logins),
         }
     }
@@ -425,6 +446,7 @@ mod tests {
             connect_time: std::time::SystemTime::now(),
             pid: 1,
             created: Instant::now(),
+            replication: "none",
             on_loan: Default::default(),
         });
         stats.track(&info);

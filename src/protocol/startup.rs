@@ -142,9 +142,81 @@ fn terminated_parameter_list(mut rest: &[u8]) -> bool {
     }
 }
 
+/// Drops the startup parameters named in `ignore_startup_parameters` (case-insensitive),
+/// both as parameters of their own and as `-c name=value` / `--name=value` items inside
+/// `options`, as PgBouncer does since 1.20. The items kept in `options` are written back
+/// in `-c name=value` form (spaces and backslashes escaped); an `options` left empty goes.
+pub fn drop_ignored(startup: &mut Vec<(String, String)>, ignored: &[String]) {
+    let is_ignored = |k: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(k));
+    startup.retain(|(k, _)| !is_ignored(k));
+    let Some(pos) = startup.iter().position(|(k, _)| k == "options") else {
+        return;
+    };
+    let items = crate::client::params::parse_options(&startup[pos].1);
+    if !items.iter().any(|(k, _)| is_ignored(k)) {
+        return;
+    }
+    let kept: Vec<String> = items
+        .iter()
+        .filter(|(k, _)| !is_ignored(k))
+        .map(|(k, v)| format!("-c {}={}", escape_option(k), escape_option(v)))
+        .collect();
+    if kept.is_empty() {
+        startup.remove(pos);
+    } else {
+        startup[pos].1 = kept.join(" ");
+    }
+}
+
+/// Escapes whitespace and backslashes the way libpq's `options` parser reads them.
+fn escape_option(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\\' || c.is_whitespace() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn ignored_names_go_from_options_too() {
+        let ignored = vec!["extra_float_digits".to_string(), "Search_Path".to_string()];
+        let mut p = params(&[
+            ("user", "u"),
+            ("extra_float_digits", "3"),
+            (
+                "options",
+                "-c extra_float_digits=2 -csearch_path=a\\ b --work-mem=64kB",
+            ),
+        ]);
+        drop_ignored(&mut p, &ignored);
+        assert_eq!(p, params(&[("user", "u"), ("options", "-c work_mem=64kB")]));
+        let mut only = params(&[("options", "--extra-float-digits=3")]);
+        drop_ignored(&mut only, &ignored);
+        assert!(only.is_empty());
+        let mut kept = params(&[("options", "-c application_name=a\\ b")]);
+        drop_ignored(&mut kept, &ignored);
+        assert_eq!(kept, params(&[("options", "-c application_name=a\\ b")]));
+        let parsed = crate::client::params::parse_options("-c a=x\\ y\\\\z");
+        assert_eq!(
+            escape_option(&parsed[0].1),
+            "x\\ y\\\\z",
+            "escaping is the inverse of parsing"
+        );
+    }
 
     fn packet(code: i32, rest: &[u8]) -> Vec<u8> {
         let mut v = ((rest.len() + 8) as i32).to_be_bytes().to_vec();

@@ -8,10 +8,12 @@ use super::conn::{ServerConnection, ServerError};
 use crate::auth::Secret;
 use crate::protocol::messages::{self, tag};
 
-/// Runs `sql` with `$1 = user` and returns the second column of the first row: `None`
-/// when there is no row or it is NULL (no password, expired VALID UNTIL in PgBouncer's
-/// default query). The connection is back at ReadyForQuery on success and on
-/// `Rejected`; any other error leaves it unusable.
+/// Runs `sql` with `$1 = user` and returns the second column of the first row. As in
+/// PgBouncer, any row means the user exists: a NULL secret (no password, or an expired
+/// VALID UNTIL in PgBouncer's default query) becomes an empty plaintext secret, which no
+/// password ever matches while trust, peer and cert still admit the user. `None` only when
+/// there is no row (an unknown user). The connection is back at ReadyForQuery on success
+/// and on `Rejected`; any other error leaves it unusable.
 pub async fn lookup_secret(
     conn: &mut ServerConnection,
     sql: &str,
@@ -47,7 +49,13 @@ pub async fn lookup_secret(
             "auth_query returned more than one row",
         ));
     }
-    Ok(secret.map(|s| Secret::parse(&s)))
+    if rows == 0 {
+        return Ok(None);
+    }
+    Ok(Some(secret.map_or_else(
+        || Secret::Plain(String::new()),
+        |s| Secret::parse(&s),
+    )))
 }
 
 /// Parse + Bind (one text parameter) + Execute + Sync, all unnamed.

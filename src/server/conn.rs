@@ -81,6 +81,9 @@ pub struct ServerInfo {
     pub pid: i32,
     /// Same as [`ServerConnection::created`].
     pub created: Instant,
+    /// SHOW SERVERS `replication`: `none`, or `physical`/`logical` for a dedicated
+    /// replication connection.
+    pub replication: &'static str,
     /// True while a client holds the connection (kept by the pool's loan accounting).
     pub on_loan: std::sync::atomic::AtomicBool,
 }

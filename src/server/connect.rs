@@ -179,6 +179,7 @@ async fn login(
             connect_time: std::time::SystemTime::now(),
             pid: 0,
             created: now,
+            replication: "none",
             on_loan: Default::default(),
         }),
     };
@@ -204,7 +205,7 @@ async fn login(
         );
     }
     logged_in?;
-    conn.info = Arc::new(describe(&conn));
+    conn.info = Arc::new(describe(&conn, target));
     Ok(conn)
 }
 
@@ -235,7 +236,7 @@ async fn finish_login(
 }
 
 /// The SHOW SERVERS identity of a freshly logged-in connection.
-fn describe(conn: &ServerConnection) -> ServerInfo {
+fn describe(conn: &ServerConnection, target: &ServerTarget) -> ServerInfo {
     let (addr, port) = match &conn.cancel_addr {
         CancelAddr::Tcp(a) => (a.ip().to_string(), a.port()),
         CancelAddr::Unix(p) => (p.display().to_string(), 0),
@@ -253,6 +254,20 @@ fn describe(conn: &ServerConnection) -> ServerInfo {
         connect_time: conn.info.connect_time,
         pid: conn.key.pid,
         created: conn.created,
+        replication: replication_kind(target),
         on_loan: Default::default(),
+    }
+}
+
+/// The SHOW SERVERS `replication` word for a connection opened with `target`.
+fn replication_kind(target: &ServerTarget) -> &'static str {
+    match target
+        .startup_params
+        .iter()
+        .find(|(k, _)| k == "replication")
+    {
+        Some((_, v)) if v == "database" => "logical",
+        Some(_) => "physical",
+        None => "none",
     }
 }

@@ -3,7 +3,7 @@
 # into git-ignored folders beside the test programs:
 #
 #   tests/drivers/setup.sh python   # venv tests/drivers/python/.venv: psycopg 3, asyncpg (PyPI)
-#   tests/drivers/setup.sh node     # tests/drivers/node/node_modules: pg, postgres (npm ci)
+#   tests/drivers/setup.sh node     # tests/drivers/node/node_modules: pg, postgres, @neondatabase/serverless, ws, drizzle-orm (npm ci)
 #   tests/drivers/setup.sh java     # checks java + Debian's pgjdbc jar (nothing to download)
 #   tests/drivers/setup.sh all
 #

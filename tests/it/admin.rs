@@ -25,7 +25,7 @@ async fn console(p: &Proxy, who: (&str, &str)) -> Client {
 }
 
 /// Rows of a simple-protocol query as maps column -> text.
-async fn rows(c: &Client, sql: &str) -> Vec<Vec<(String, Option<String>)>> {
+pub(crate) async fn rows(c: &Client, sql: &str) -> Vec<Vec<(String, Option<String>)>> {
     let msgs = c
         .simple_query(sql)
         .await

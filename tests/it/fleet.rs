@@ -539,3 +539,23 @@ async fn reload_applies_a_changed_peers_list() {
         "an unchanged peer keeps its slots and counters"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keys_carry_the_peer_id_and_cancel_through_a_peer() {
+    PgServer::shared();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let peers = peers_section(&ports);
+    let db = db_line("app", "app", &forced());
+    let mut fleet = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let extra = format!("peer_id = {}\npool_mode = session\n{peers}", i + 1);
+        fleet.push(Member::start("127.0.0.1", *port, &db, &extra).await);
+    }
+    // A real server pid in the key would name no peer (its bytes 1-2 are not a peer id)
+    // and B would drop the cancel: with peering the pid stays pgfunnel's.
+    let c = fleet[0].connect("app").await;
+    let token = c.cancel_token();
+    let q = start_sleep(c, "fleet-session").await;
+    cancel_via(&token, fleet[1].addr).await;
+    assert_eq!(sqlstate(&cancelled(q).await), "57014");
+}

@@ -24,7 +24,7 @@ async fn max_client_conn_refuses_with_53300() {
         .await
         .expect_err("third refused");
     assert_eq!(sqlstate(&e), "53300");
-    assert_eq!(message(&e), "sorry, too many clients already");
+    assert_eq!(message(&e), "no more connections allowed (max_client_conn)");
     drop(_a);
     wait_until_async(Duration::from_secs(10), "a slot frees", || async {
         proxy

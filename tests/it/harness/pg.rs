@@ -44,6 +44,8 @@ const PG_CTL_TIMEOUT_SECS: &str = "60";
 
 const HBA: &str = "\
 local all all trust
+local replication all trust
+host replication postgres 127.0.0.1/32 trust
 host all postgres 127.0.0.1/32 trust
 host all trust_user 127.0.0.1/32 trust
 host all plain_user 127.0.0.1/32 password
@@ -410,7 +412,8 @@ impl PgServer {
              unix_socket_directories = '{}'\nmax_connections = 300\nfsync = off\n\
              synchronous_commit = off\nfull_page_writes = off\nshared_buffers = 128MB\n\
              logging_collector = off\nlog_connections = on\n\
-             log_line_prefix = '%m [%p] %q%u@%d '\npassword_encryption = 'scram-sha-256'\n",
+             log_line_prefix = '%m [%p] %q%u@%d '\npassword_encryption = 'scram-sha-256'\n\
+             wal_level = logical\nmax_wal_senders = 20\nmax_replication_slots = 20\n",
             self.port,
             self.dir.path().display()
         );
