@@ -135,6 +135,17 @@ ensure_driver_prerequisites() {
     apt_install "${pkgs[@]}"
 }
 
+# deploy/kubernetes validation (tests/it/deploy.rs): kubernetes-validate, which ships the
+# Kubernetes schemas, and PyYAML from PyPI in their own venv. Without them the deploy tests
+# skip schema validation with a message.
+ensure_deploy_tools() {
+  local venv=target/k8s-venv
+  [ -x "$venv/bin/kubernetes-validate" ] && return 0
+  say "installing kubernetes-validate into $venv"
+  { python3 -m venv "$venv" && "$venv/bin/pip" install -q kubernetes-validate; } ||
+    say "warning: kubernetes-validate not installed; deploy tests will skip schema validation"
+}
+
 # shellcheck source=scripts/prereqs.sh
 . scripts/prereqs.sh
 
@@ -146,6 +157,7 @@ ensure_rust_components
 ensure_driver_prerequisites
 # Failing here fails the run: the driver tests would fail the same way, later.
 tests/drivers/setup.sh all
+ensure_deploy_tools
 
 if [ "${1:-}" = "--setup-only" ]; then
   exit 0

@@ -1,6 +1,8 @@
 //! Cancel routing: every client gets a pgfunnel-issued BackendKeyData; while the client
 //! is linked to a server, its entry points at that server's own key and address, so a
 //! CancelRequest reaches exactly the query that client is running and nothing else.
+//! Keys follow PgBouncer's peering layout (`fleet::key`): with `peer_id` set they name this
+//! instance, so a peer that receives the CancelRequest can forward it here.
 
 use std::sync::Arc;
 
@@ -8,11 +10,11 @@ use tokio::sync::Mutex;
 
 use bytes::BytesMut;
 use dashmap::DashMap;
-use rand::Rng;
 use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
+use crate::fleet::key::CancelKey;
 use crate::protocol::messages;
 use crate::server::{BackendKey, CancelAddr};
 
@@ -34,7 +36,7 @@ struct CancelLink {
 /// One client's cancel entry: the server it is linked to, if any.
 #[derive(Debug)]
 pub struct CancelEntry {
-    secret: [u8; 4],
+    key: CancelKey,
     state: Mutex<CancelLink>,
 }
 
@@ -57,10 +59,12 @@ impl CancelEntry {
     }
 }
 
-/// All clients' cancel keys.
+/// All clients' cancel keys, by the whole key (the map hashes with random keys, so lookup
+/// time says nothing about how much of a guessed key was right).
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    entries: DashMap<i32, Arc<CancelEntry>>,
+    entries: DashMap<u64, Arc<CancelEntry>>,
+    peer_id: u16,
 }
 
 /// A registered key; the entry is removed when this handle drops (client gone).
@@ -76,31 +80,47 @@ pub struct CancelHandle {
 impl CancelHandle {
     /// The secret part of the client's key as an i32 for BackendKeyData.
     pub fn secret_i32(&self) -> i32 {
-        i32::from_be_bytes(self.entry.secret)
+        self.entry.key.secret()
     }
 }
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        self.registry.entries.remove(&self.pid);
+        self.registry.entries.remove(&self.entry.key.as_u64());
     }
 }
 
 impl CancelRegistry {
+    /// A registry issuing keys that name `peer_id` (0 = no peering: fully random keys).
+    pub fn new(peer_id: u16) -> CancelRegistry {
+        CancelRegistry {
+            entries: DashMap::new(),
+            peer_id,
+        }
+    }
+
+    /// The peer id this registry's keys carry (0 = none).
+    pub fn peer_id(&self) -> u16 {
+        self.peer_id
+    }
+
     /// Issues a fresh random key for a new client.
     pub fn register(self: &Arc<Self>) -> CancelHandle {
         let mut rng = rand::thread_rng();
         loop {
-            let pid: i32 = rng.gen_range(1..i32::MAX);
+            let key = CancelKey::issue(self.peer_id, &mut rng);
+            if key.pid() == 0 {
+                continue;
+            }
             let entry = Arc::new(CancelEntry {
-                secret: rng.gen(),
+                key,
                 state: Mutex::new(CancelLink::default()),
             });
-            if let dashmap::Entry::Vacant(v) = self.entries.entry(pid) {
+            if let dashmap::Entry::Vacant(v) = self.entries.entry(key.as_u64()) {
                 v.insert(entry.clone());
                 return CancelHandle {
                     registry: self.clone(),
-                    pid,
+                    pid: key.pid(),
                     entry,
                 };
             }
@@ -109,13 +129,20 @@ impl CancelRegistry {
 
     /// Serves a CancelRequest: when the key is known and its client is linked, sends a
     /// cancel to that server (holding the entry, so the link cannot end meanwhile).
-    /// Unknown keys, wrong secrets and idle clients do nothing. Returns whether a cancel
-    /// was sent.
+    /// Unknown keys, wrong secrets and idle clients do nothing. With peering the TTL bits
+    /// of the received key are ignored (a forwarded key has spent some). Returns whether
+    /// a cancel was sent.
     pub async fn cancel(&self, pid: i32, secret: &[u8]) -> bool {
-        let Some(entry) = self.entries.get(&pid).map(|e| e.clone()) else {
+        let Some(mut key) = CancelKey::from_request(pid, secret) else {
             return false;
         };
-        if secret.len() != 4 || !bool::from(entry.secret.ct_eq(secret)) {
+        if self.peer_id > 0 {
+            key = key.as_issued();
+        }
+        let Some(entry) = self.entries.get(&key.as_u64()).map(|e| e.clone()) else {
+            return false;
+        };
+        if !bool::from(entry.key.0.ct_eq(&key.0)) {
             return false;
         }
         let mut state = entry.state.lock().await;
@@ -182,10 +209,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn peered_keys_name_the_peer_and_match_whatever_ttl_is_left() {
+        let reg = Arc::new(CancelRegistry::new(0x1234));
+        let h = reg.register();
+        let key = h.entry.key;
+        assert_eq!((key.peer_id(), key.ttl()), (0x1234, 3));
+        h.entry.link(target(42)).await;
+        // A PgBouncer peer forwards with the TTL decremented; pgfunnel peers spend it all.
+        for ttl in [2u8, 1, 0] {
+            let sent = key.with_ttl(ttl);
+            assert!(
+                reg.cancel(sent.pid(), &sent.secret_bytes()).await,
+                "ttl {ttl}"
+            );
+        }
+        let mut other = key.0;
+        other[5] ^= 0x10;
+        let other = crate::fleet::key::CancelKey(other);
+        assert!(!reg.cancel(other.pid(), &other.secret_bytes()).await);
+    }
+
+    #[tokio::test]
     async fn routes_only_while_linked_and_with_the_right_secret() {
         let reg = Arc::new(CancelRegistry::default());
         let h = reg.register();
-        let secret = h.entry.secret;
+        let secret = h.entry.key.secret_bytes();
         assert!(!reg.cancel(h.pid, &secret).await, "not linked yet");
         h.entry.link(target(42)).await;
         let mut wrong = secret;

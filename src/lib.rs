@@ -63,6 +63,7 @@ pub mod config;
 pub mod control;
 pub mod edge;
 pub mod error;
+pub mod fleet;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;

@@ -82,6 +82,7 @@ impl App {
     pub fn install_config(&self, config: Config, users: Users) {
         self.store_config(config, users);
         let config = self.config();
+        self.fleet.reload(&config);
         let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.clone()).collect();
         for pool in pools {
             let Some((_, target, settings)) =

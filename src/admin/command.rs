@@ -31,6 +31,8 @@ pub enum View {
     Sockets,
     ActiveSockets,
     Mem,
+    Peers,
+    PeerPools,
 }
 
 impl View {
@@ -55,6 +57,8 @@ impl View {
             "sockets" => View::Sockets,
             "active_sockets" => View::ActiveSockets,
             "mem" => View::Mem,
+            "peers" => View::Peers,
+            "peer_pools" => View::PeerPools,
             _ => return None,
         })
     }

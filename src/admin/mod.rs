@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod command;
 pub mod console_stats;
+pub mod peer_views;
 pub mod result;
 pub mod session;
 pub mod socket_views;
@@ -24,7 +25,7 @@ use result::ResultSet;
 
 /// The text of SHOW HELP (PgBouncer's, minus the commands pgfunnel does not have).
 pub const HELP_TEXT: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
-\tSHOW LISTS|STATE|SOCKETS|ACTIVE_SOCKETS|MEM\n\
+\tSHOW LISTS|STATE|SOCKETS|ACTIVE_SOCKETS|MEM|PEERS|PEER_POOLS\n\
 \tSHOW DNS_HOSTS|DNS_ZONES\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
 \tSET key = arg\n\
@@ -102,6 +103,8 @@ pub fn show(app: &App, view: View) -> Reply {
         View::Sockets => socket_views::sockets(app),
         View::ActiveSockets => socket_views::active_sockets(app),
         View::Mem => socket_views::mem(app),
+        View::Peers => peer_views::peers(app),
+        View::PeerPools => peer_views::peer_pools(app),
     };
     Reply::Rows(rs)
 }

@@ -41,6 +41,7 @@ pub fn config(app: &App) -> ResultSet {
             (if key.reloadable { "yes" } else { "no" }).into(),
         ]);
     }
+    crate::fleet::views::config_rows(&app.fleet, &mut rs);
     rs
 }
 
@@ -289,9 +290,9 @@ pub fn lists(app: &App) -> ResultSet {
     let items: [(&str, usize); 14] = [
         ("databases", database_names(app, &config).len()),
         ("users", user_names(app, &config).len()),
-        ("peers", 0),
+        ("peers", app.fleet.peers().len()),
         ("pools", app.pools.len() + 1),
-        ("peer_pools", 0),
+        ("peer_pools", app.fleet.peers().len()),
         ("free_clients", 0),
         ("used_clients", clients.len()),
         ("login_clients", login),

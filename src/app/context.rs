@@ -1,6 +1,8 @@
 //! The running pgfunnel as the narrow contexts the client side sees
 //! ([`crate::client::context`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -83,6 +85,14 @@ impl SessionContext for App {
 
     fn session_keys(&self) -> &Arc<SessionKeys> {
         &self.session_keys
+    }
+
+    fn serve_cancel<'a>(
+        &'a self,
+        pid: i32,
+        secret: &'a [u8],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(crate::fleet::serve_cancel(self, pid, secret))
     }
 
     fn lends_no_servers(&self) -> bool {

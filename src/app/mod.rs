@@ -44,6 +44,8 @@ pub struct App {
     client_counts: Arc<DashMap<(u8, String), usize>>,
     /// Cancel keys of connected clients.
     pub cancel: Arc<CancelRegistry>,
+    /// Peers and the fleet budget (`fleet`).
+    pub fleet: Arc<crate::fleet::Fleet>,
     /// Session-mode clients' keys that carry their server's real pid.
     pub session_keys: Arc<crate::client::backend_key::SessionKeys>,
     /// Connected clients (for max_client_conn).
@@ -91,6 +93,10 @@ impl App {
     /// rules loaded from the files it names.
     pub fn new(config: Config, users: Users, tls: TlsConfigs, hba: Option<Hba>) -> Arc<App> {
         Arc::new(App {
+            cancel: Arc::new(CancelRegistry::new(crate::fleet::own_peer_id(
+                &config.settings,
+            ))),
+            fleet: crate::fleet::Fleet::new(&config),
             tls: Arc::new(tls),
             dns: Arc::new(DnsCache::from_settings(&config.settings)),
             looked_up: DashMap::new(),
@@ -101,7 +107,6 @@ impl App {
             db_limits: DashMap::new(),
             user_limits: DashMap::new(),
             client_counts: Arc::new(DashMap::new()),
-            cancel: Arc::new(CancelRegistry::default()),
             session_keys: Arc::default(),
             client_count: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),

@@ -78,6 +78,7 @@ impl App {
                     .clone(),
             );
         }
+        groups.extend(self.fleet.limit_groups(&config, database, &key.user));
         let mut settings = settings;
         settings.limits = groups.clone();
         crate::pool::note_auto_database(&self.pools, &entry);

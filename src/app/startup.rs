@@ -43,6 +43,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &s.unix_socket_dir,
         s.unix_socket_mode,
         s.unix_socket_group.as_deref(),
+        s.so_reuseport,
     )?;
     let tcp_addrs = listeners
         .tcp
@@ -54,6 +55,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut metrics_addr = None;
     listener::spawn_accept_loops(&app, listeners);
     spawn_janitor(&app);
+    crate::fleet::spawn(&app);
     crate::shutdown::spawn_driver(&app);
     crate::metrics::period::spawn_stats_period(&app);
     if let Some(addr) = app.config().settings.metrics_listen.clone() {

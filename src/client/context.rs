@@ -4,6 +4,8 @@
 //! client limits, cancel registry, settings). A session built on a small implementation
 //! needs no listener, console or metrics.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,15 @@ pub trait SessionContext: AuthContext {
     fn cancel(&self) -> &Arc<CancelRegistry>;
     /// Session-mode clients' keys that carry their server's real pid.
     fn session_keys(&self) -> &Arc<SessionKeys>;
+    /// Serves a CancelRequest: a key of this instance cancels here (pgfunnel's own keys,
+    /// then session-mode keys with a real pid); the application may forward others.
+    fn serve_cancel<'a>(
+        &'a self,
+        pid: i32,
+        secret: &'a [u8],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(cancel_here(self.cancel(), self.session_keys(), pid, secret))
+    }
     /// Whether a shutdown under way stops lending servers (WAIT_FOR_SERVERS or immediate;
     /// WAIT_FOR_CLIENTS keeps serving connected clients).
     fn lends_no_servers(&self) -> bool;
@@ -67,4 +78,17 @@ pub trait SessionContext: AuthContext {
     fn shutdown_signal(&self) -> &CancellationToken;
     /// Counts an error reported to a client (a metric labelled by its kind).
     fn client_error(&self, _kind: ErrorKind) {}
+}
+
+/// Cancels with a key this instance issued: pgfunnel's own keys first, then session-mode
+/// keys that carry their server's real pid. Unknown or idle keys do nothing.
+pub async fn cancel_here(
+    registry: &Arc<CancelRegistry>,
+    keys: &SessionKeys,
+    pid: i32,
+    secret: &[u8],
+) {
+    if !registry.cancel(pid, secret).await && !keys.cancel(registry, pid, secret).await {
+        tracing::debug!(pid, "cancel request for unknown or idle key ignored");
+    }
 }

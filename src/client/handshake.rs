@@ -6,7 +6,6 @@
 use bytes::BytesMut;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
-use tracing::debug;
 
 use super::context::SessionContext;
 use crate::config::SslMode;
@@ -121,12 +120,7 @@ pub async fn handshake(
                 }
             }
             StartupPacket::Cancel { pid, secret } => {
-                // A session-mode client's key carries its server's real pid.
-                if !app.cancel().cancel(pid, &secret).await
-                    && !app.session_keys().cancel(app.cancel(), pid, &secret).await
-                {
-                    debug!(pid, "cancel request for unknown or idle key ignored");
-                }
+                app.serve_cancel(pid, &secret).await;
                 return Ok((stream, Handshake::Cancelled));
             }
             StartupPacket::Startup {

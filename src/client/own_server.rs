@@ -32,11 +32,14 @@ impl Session {
             self.tell_server_error(&e).await;
             return None;
         }
-        Some(
-            self.ctx
-                .session_keys()
-                .register(server.conn.key.pid, cancel),
-        )
+        // With peering the key keeps PgBouncer's layout (the peer id in the pid bytes), so
+        // the pid stays pgfunnel's.
+        let pid = if self.ctx.cancel().peer_id() > 0 {
+            cancel.pid
+        } else {
+            server.conn.key.pid
+        };
+        Some(self.ctx.session_keys().register(pid, cancel))
     }
 }
 

@@ -20,7 +20,7 @@ pub enum Section {
     Users,
     /// `[pgbouncer]` or its alias `[pgfunnel]`: settings.
     Pgbouncer,
-    /// `[peers]`: PgBouncer peering, accepted without effect.
+    /// `[peers]`: PgBouncer peering (cancel forwarding).
     Peers,
 }
 

@@ -3,6 +3,7 @@
 //! loader all iterate this table; add a key here and nowhere else.
 
 use super::kinds::{AuthType, LogFormat, PoolMode, ServerCheckQuery, SslMode};
+use super::peers::PeerIdSetting;
 use super::problem::Expected;
 use super::settings::Settings;
 use super::value::{
@@ -212,6 +213,9 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("edge_listen", edge_listen, RESTART, opt_string, show_opt),
     applied!("edge_max_request_size", edge_max_request_size, RELOAD, positive, show_num),
     applied!("edge_max_response_size", edge_max_response_size, RELOAD, positive, show_num),
+    applied!("fleet_grace_period", fleet_grace_period, RELOAD, parse_duration, show_dur),
+    applied!("fleet_max_db_connections", fleet_max_db_connections, RESTART, count, show_num),
+    applied!("fleet_max_user_connections", fleet_max_user_connections, RESTART, count, show_num),
     applied!("idle_transaction_timeout", idle_transaction_timeout, RELOAD, parse_duration, show_dur),
     applied!("ignore_startup_parameters", ignore_startup_parameters, RELOAD, list, show_items),
     no_effect!("job_name", RESTART, "pgbouncer"),
@@ -238,7 +242,8 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("max_user_connections", max_user_connections, RELOAD, count, show_num),
     applied!("metrics_listen", metrics_listen, RESTART, opt_string, show_opt),
     applied!("min_pool_size", min_pool_size, RELOAD, count, show_num),
-    no_effect!("peer_id", RELOAD, "0"),
+    applied!("peer_id", peer_id, RESTART, PeerIdSetting::parse, PeerIdSetting::show),
+    applied!("peers_dns", peers_dns, RELOAD, opt_string, show_opt),
     applied!("pidfile", pidfile, RESTART, opt_path, show_opt_path),
     no_effect!("pkt_buf", RESTART, "4096"),
     applied!("pool_idle_timeout", pool_idle_timeout, RELOAD, parse_duration, show_dur),
@@ -269,7 +274,7 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("server_tls_protocols", server_tls_protocols, RELOAD, string, show_text),
     applied!("server_tls_sslmode", server_tls_sslmode, RELOAD, SslMode::parse, show_num),
     no_effect!("service_name", RESTART, ""),
-    no_effect!("so_reuseport", RESTART, "0"),
+    applied!("so_reuseport", so_reuseport, RESTART, parse_bool, show_flag),
     applied!("stats_period", stats_period, RELOAD, parse_duration, show_dur),
     applied!("stats_users", stats_users, RELOAD, list, show_items),
     no_effect!("suspend_timeout", RELOAD, "10"),
@@ -337,11 +342,11 @@ mod tests {
 
     #[test]
     fn no_effect_keys_keep_raw_value() {
-        let key = find_key("so_reuseport").expect("known key");
+        let key = find_key("tcp_defer_accept").expect("known key");
         assert_eq!(key.support, KeySupport::NoEffect);
         let mut settings = Settings::default();
-        key.apply(&mut settings, " 1 ").expect("any text");
-        assert_eq!(key.value_in(&settings), "1");
-        assert_eq!(key.default_value(), "0");
+        key.apply(&mut settings, " 0 ").expect("any text");
+        assert_eq!(key.value_in(&settings), "0");
+        assert_eq!(key.default_value(), "1");
     }
 }

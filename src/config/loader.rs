@@ -13,6 +13,7 @@ use super::error::{ConfigError, Location};
 use super::ini::{IniItem, Section};
 use super::keys::{find_key, KeySupport};
 use super::kinds::AuthType;
+use super::peers::{parse_peer_entry, PeerEntry};
 use super::settings::Settings;
 use super::warning::{ConfigWarning, WarningMessage};
 use super::Config;
@@ -37,11 +38,7 @@ pub fn build_config_collecting(
             Section::Pgbouncer => builder.add_setting(item),
             Section::Databases => builder.add_database(item),
             Section::Users => builder.add_user(item),
-            Section::Peers => builder.warnings.push(ConfigWarning::new(
-                &item.location,
-                item.key,
-                WarningMessage::PeerNoEffect,
-            )),
+            Section::Peers => builder.add_peer(item),
         }
     }
     let (warnings, mut errors) = builder.settings.problems(origin);
@@ -57,6 +54,7 @@ pub fn build_config_collecting(
         databases: builder.databases,
         fallback: builder.fallback,
         users: builder.users,
+        peers: builder.peers,
         warnings: builder.warnings,
         path: Some(origin.to_path_buf()),
         auth_file_path,
@@ -122,6 +120,7 @@ struct Builder {
     databases: Vec<DatabaseEntry>,
     fallback: Option<DatabaseEntry>,
     users: Vec<UserEntry>,
+    peers: Vec<PeerEntry>,
     warnings: Vec<ConfigWarning>,
     errors: Vec<ConfigError>,
     /// Where each `[pgbouncer]` key (lower-cased), database and user was last set.
@@ -206,6 +205,17 @@ impl Builder {
             *old = entry;
         } else {
             self.databases.push(entry);
+        }
+    }
+
+    /// A `[peers]` line; a repeated id: the later wins, as in PgBouncer.
+    fn add_peer(&mut self, item: IniItem) {
+        match parse_peer_entry(&item.key, &item.value, &item.location, &mut self.warnings) {
+            Ok(entry) => {
+                self.peers.retain(|p| p.id != entry.id);
+                self.peers.push(entry);
+            }
+            Err(e) => self.errors.push(e),
         }
     }
 
@@ -417,20 +427,23 @@ mod tests {
 
     #[test]
     fn unknown_and_no_effect_keys_are_warnings() {
-        let c = parse("[pgbouncer]\nno_such_key = 1\nso_reuseport = 1\n[peers]\n1 = host=a\n");
+        let c = parse("[pgbouncer]\nno_such_key = 1\ntcp_defer_accept = 1\n[peers]\n1 = host=a\n");
         let shown: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
             vec![
                 "pgbouncer.ini:2: no_such_key: unknown key, ignored",
-                "pgbouncer.ini:3: so_reuseport: accepted but has no effect in pgfunnel",
-                "pgbouncer.ini:5: 1: [peers] entry accepted but has no effect in pgfunnel (no peering)",
+                "pgbouncer.ini:3: tcp_defer_accept: accepted but has no effect in pgfunnel",
             ]
         );
         assert_eq!(
-            c.settings.no_effect.get("so_reuseport").map(String::as_str),
+            c.settings
+                .no_effect
+                .get("tcp_defer_accept")
+                .map(String::as_str),
             Some("1")
         );
+        assert_eq!(c.peers.len(), 1, "[peers] entries are read");
     }
 
     #[test]

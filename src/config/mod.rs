@@ -18,6 +18,7 @@ mod ini;
 mod keys;
 mod kinds;
 mod loader;
+mod peers;
 mod problem;
 mod resolve;
 mod settings;
@@ -44,6 +45,7 @@ pub use kinds::{
     AuthType, LoadBalanceHosts, LogFormat, PoolMode, ServerCheckQuery, SslMode, SslNegotiation,
 };
 pub use loader::RESERVED_DATABASES;
+pub use peers::{PeerEntry, PeerIdSetting, MAX_PEER_ID};
 pub use problem::{ConnStringProblem, Expected, SyntaxProblem, UrlProblem};
 pub use settings::{Settings, DEFAULT_AUTH_QUERY};
 pub use url_mode::{looks_like_url, redact_urls, UrlTls, URL_ORIGIN};
@@ -60,6 +62,8 @@ pub struct Config {
     pub fallback: Option<DatabaseEntry>,
     /// `[users]` entries in file order.
     pub users: Vec<UserEntry>,
+    /// `[peers]` entries in file order (peering, see `fleet`).
+    pub peers: Vec<PeerEntry>,
     /// Things accepted but worth telling (unknown keys, keys without effect, ...), in file order.
     pub warnings: Vec<ConfigWarning>,
     /// The main config file (`origin` for [`Config::parse_str`]); `None` in URL mode.

@@ -23,6 +23,10 @@ pub enum Expected {
     Milliseconds,
     /// An octal file mode.
     OctalMode,
+    /// A peer id: 1 to 16383 (`peer_id` also takes 0 = off and `auto`).
+    PeerId,
+    /// A `[peers]` entry's `host`.
+    PeerHost,
 }
 
 impl fmt::Display for Expected {
@@ -38,6 +42,8 @@ impl fmt::Display for Expected {
                 f.write_str("a time: milliseconds, or a number with unit us, ms, s, min, h or d")
             }
             Self::OctalMode => f.write_str("an octal file mode from 0 to 0777, e.g. 0770"),
+            Self::PeerId => f.write_str("a peer id from 1 to 16383 (peer_id: also 0 or auto)"),
+            Self::PeerHost => f.write_str("a host: address, DNS name or Unix socket directory"),
         }
     }
 }

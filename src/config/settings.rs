@@ -118,6 +118,17 @@ pub struct Settings {
     pub log_stats: bool,
     pub stats_period: Duration,
     pub verbose: u32,
+    // -- fleet (peering, shared budget)
+    pub peer_id: super::peers::PeerIdSetting,
+    pub so_reuseport: bool,
+    /// DNS name whose A/AAAA records are the peers (a headless Service); `None` = off.
+    pub peers_dns: Option<String>,
+    /// Server connections per database across the fleet; 0 = no fleet budget.
+    pub fleet_max_db_connections: u32,
+    /// Server connections per user across the fleet; 0 = no fleet budget.
+    pub fleet_max_user_connections: u32,
+    /// How long a peer that vanished keeps its budget share before the others take it.
+    pub fleet_grace_period: Duration,
     // -- pgfunnel's own keys
     /// `host:port` of the Prometheus /metrics listener; `None` = off.
     pub metrics_listen: Option<String>,
@@ -170,6 +181,12 @@ impl Default for Settings {
             reserve_pool_size: 0,
             reserve_pool_timeout: secs(5),
             max_db_connections: 0,
+            peer_id: super::peers::PeerIdSetting::Off,
+            so_reuseport: false,
+            peers_dns: None,
+            fleet_max_db_connections: 0,
+            fleet_max_user_connections: 0,
+            fleet_grace_period: secs(30),
             max_db_client_connections: 0,
             max_user_connections: 0,
             max_user_client_connections: 0,

@@ -69,6 +69,7 @@ impl Config {
             databases: vec![entry],
             fallback: None,
             users: Vec::new(),
+            peers: Vec::new(),
             warnings,
             path: None,
             auth_file_path: None,

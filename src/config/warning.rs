@@ -54,8 +54,6 @@ pub enum WarningMessage {
         /// The database or user name.
         entry: String,
     },
-    /// A `[peers]` entry: peering is not implemented.
-    PeerNoEffect,
     /// `port=a,b`: like PgBouncer, one port is used for all hosts.
     ExtraPortsIgnored {
         /// The database name.
@@ -90,9 +88,6 @@ impl fmt::Display for WarningMessage {
             Self::NoEffect => f.write_str("accepted but has no effect in pgfunnel"),
             Self::UnknownOption { entry } => {
                 write!(f, "unknown option in entry \"{entry}\", ignored")
-            }
-            Self::PeerNoEffect => {
-                f.write_str("[peers] entry accepted but has no effect in pgfunnel (no peering)")
             }
             Self::ExtraPortsIgnored { entry, used } => {
                 write!(

@@ -102,7 +102,14 @@ pub async fn readiness(app: &App) -> Arc<Readiness> {
     }
     databases.sort_by_key(|(i, _, _)| *i);
     let databases = databases.into_iter().map(|(_, n, r)| (n, r)).collect();
-    let blocked = app.stopping.requested().map(|_| "shutting down");
+    let blocked = app
+        .stopping
+        .requested()
+        .map(|_| "shutting down")
+        .or_else(|| {
+            // Fleet hook: a new instance takes no budget share yet.
+            app.fleet.joining(&config).then_some("joining the fleet")
+        });
     let r = Arc::new(Readiness { blocked, databases });
     *app.metrics.health.cached.lock().expect("health lock") = Some((Instant::now(), r.clone()));
     r

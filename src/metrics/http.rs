@@ -177,9 +177,10 @@ async fn route(app: &App, head: &[u8]) -> Reply {
         "/metrics" => Reply {
             code: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: app.metrics.render(app),
+            body: app.metrics.render(app) + &crate::fleet::views::metrics_text(&app.fleet),
             head_only: false,
         },
+        "/fleet/peer" => Reply::text(200, &format!("{}\n", app.fleet.peer_id())),
         "/health/live" => Reply::json(200, "{\"status\":\"ok\"}".to_owned()),
         "/health/ready" => {
             let r = super::health::readiness(app).await;

@@ -52,13 +52,15 @@ fn listen_addrs(entries: &[String], port: u16) -> anyhow::Result<Vec<SocketAddr>
     Ok(out)
 }
 
-/// Binds every configured listener. Fails with the address or path that could not be bound.
+/// Binds every configured listener (with SO_REUSEPORT when `reuseport`). Fails with the
+/// address or path that could not be bound.
 pub fn bind(
     addrs: &[String],
     port: u16,
     unix_dir: &str,
     unix_mode: u32,
     unix_group: Option<&str>,
+    reuseport: bool,
 ) -> anyhow::Result<Listeners> {
     let mut l = Listeners::default();
     for addr in listen_addrs(addrs, port)? {
@@ -67,6 +69,9 @@ pub fn bind(
             SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
         };
         sock.set_reuseaddr(true)?;
+        // so_reuseport: a second process (the next version, during a rolling restart)
+        // binds the same port; the kernel spreads new connections over both.
+        sock.set_reuseport(reuseport)?;
         if addr.is_ipv6() {
             // `*` binds both families separately; keep the v6 socket v6-only.
             let s2 = socket2::SockRef::from(&sock);

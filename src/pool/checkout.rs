@@ -239,7 +239,8 @@ impl Pool {
             _permit: permit,
             _active: active,
         } = server;
-        if self.expired(&conn) {
+        // A shrunk fleet budget takes this connection's slots back.
+        if super::limits::repay(&self.settings.limits, &mut conn.slots) || self.expired(&conn) {
             self.close_stale(conn, false);
         } else {
             conn.last_used = Instant::now();

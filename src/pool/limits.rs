@@ -27,6 +27,8 @@ pub(super) fn tell_if_due(notice: &mut Option<(tokio::time::Instant, Tell<'_>)>)
 pub struct LimitGroup {
     slots: Arc<Semaphore>,
     members: Mutex<Vec<Weak<Pool>>>,
+    /// (current maximum, slots still to take back after a shrink) for [`LimitGroup::resize`].
+    size: Mutex<(usize, usize)>,
 }
 
 impl LimitGroup {
@@ -35,7 +37,72 @@ impl LimitGroup {
         Arc::new(LimitGroup {
             slots: Arc::new(Semaphore::new(max)),
             members: Mutex::new(Vec::new()),
+            size: Mutex::new((max, 0)),
         })
+    }
+
+    /// The current maximum.
+    pub fn max(&self) -> usize {
+        crate::panic::lock(&self.size).0
+    }
+
+    /// Changes the maximum (the fleet budget re-divided). Growing frees slots at once;
+    /// shrinking takes free slots back now and the rest as connections close
+    /// ([`LimitGroup::settle`] closes idle ones).
+    pub fn resize(&self, max: usize) {
+        {
+            let mut size = crate::panic::lock(&self.size);
+            let (old, debt) = *size;
+            if max >= old {
+                let paid = (max - old).min(debt);
+                self.slots.add_permits(max - old - paid);
+                *size = (max, debt - paid);
+            } else {
+                *size = (max, debt + old - max);
+            }
+        }
+        self.settle();
+    }
+
+    /// True while a shrink is not yet paid back.
+    pub fn owes(&self) -> bool {
+        crate::panic::lock(&self.size).1 > 0
+    }
+
+    /// Pays one owed slot with `permit` (it is never given back); returns the permit when
+    /// nothing is owed.
+    fn take_back(&self, permit: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
+        let mut size = crate::panic::lock(&self.size);
+        if size.1 == 0 {
+            return Some(permit);
+        }
+        size.1 -= 1;
+        permit.forget();
+        None
+    }
+
+    /// Takes back slots still owed after a shrink: free ones first, then by closing idle
+    /// connections of member pools. Connections in use are never closed.
+    pub fn settle(&self) {
+        loop {
+            {
+                let mut size = crate::panic::lock(&self.size);
+                if size.1 == 0 {
+                    return;
+                }
+                size.1 -= self.slots.forget_permits(size.1);
+                if size.1 == 0 {
+                    return;
+                }
+            }
+            let members: Vec<Arc<Pool>> = {
+                let m = crate::panic::lock(&self.members);
+                m.iter().filter_map(Weak::upgrade).collect()
+            };
+            if !members.iter().any(|p| p.close_one_idle()) {
+                return;
+            }
+        }
     }
 
     /// Registers a pool whose idle connections may be closed to free slots.
@@ -65,5 +132,55 @@ impl LimitGroup {
     /// Free slots right now.
     pub fn available(&self) -> usize {
         self.slots.available_permits()
+    }
+}
+
+/// Called when a connection holding `slots` (one per group of `groups`, in order) goes back
+/// to its pool: when some group owes slots after a shrink, the connection pays them and
+/// must be closed (true); otherwise nothing changes (false). Busy pools rarely leave a
+/// connection idle, so a shrink is paid here rather than by closing idle ones only.
+pub fn repay(groups: &[Arc<LimitGroup>], slots: &mut Vec<OwnedSemaphorePermit>) -> bool {
+    if !groups.iter().any(|g| g.owes()) || groups.len() != slots.len() {
+        return false;
+    }
+    for (group, permit) in groups.iter().zip(slots.drain(..)) {
+        drop(group.take_back(permit));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_grows_at_once_and_shrinks_as_slots_come_back() {
+        let g = LimitGroup::new(4);
+        let mut held: Vec<_> = (0..3)
+            .map(|_| g.try_acquire().expect("free slot"))
+            .collect();
+        g.resize(1);
+        assert_eq!(g.max(), 1);
+        assert_eq!(g.available(), 0, "the free slot was taken back");
+        assert!(g.owes(), "two slots in use are still owed");
+        let groups = vec![g.clone()];
+        let mut slots = vec![held.pop().expect("held")];
+        assert!(
+            repay(&groups, &mut slots),
+            "an owing group closes the returning connection"
+        );
+        assert!(slots.is_empty());
+        drop(held.pop());
+        g.settle();
+        assert!(!g.owes());
+        assert_eq!(g.available(), 0, "one in use, maximum 1");
+        g.resize(3);
+        assert_eq!(g.available(), 2);
+        let mut slots = vec![g.try_acquire().expect("slot")];
+        assert!(
+            !repay(&groups, &mut slots),
+            "nothing owed: the connection stays"
+        );
+        assert_eq!(slots.len(), 1);
     }
 }
