@@ -459,11 +459,9 @@ fn quickstart_port_check_refuses_a_taken_port_and_otherwise_picks_a_free_one() {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected output {stdout:?}"));
-    assert!(chosen > port, "{stdout}");
-    assert!(
-        std::net::TcpListener::bind(("127.0.0.1", chosen)).is_ok(),
-        "chosen port {chosen} is free"
-    );
+    // The taken port is skipped for one of the next 100 (binding the chosen one again here
+    // would race with other tests taking ephemeral ports meanwhile).
+    assert!(chosen > port && chosen < port.saturating_add(100), "{stdout}");
     drop(taken);
 }
 
