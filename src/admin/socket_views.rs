@@ -11,8 +11,9 @@ use crate::client::registry::ClientState;
 use crate::pool::Pool;
 use crate::server::ServerInfo;
 
-const SOCKET_LETTERS: &str = "ssssssisiTTiiississii";
-const SOCKET_COLUMNS: [&str; 21] = [
+const SOCKET_LETTERS: &str = "ssssssisiTTiiississiis";
+/// PgBouncer's 21 columns, then pgfunnel's `transport` (tcp, unix, websocket).
+const SOCKET_COLUMNS: [&str; 22] = [
     "type",
     "user",
     "database",
@@ -34,6 +35,7 @@ const SOCKET_COLUMNS: [&str; 21] = [
     "application_name",
     "prepared_statements",
     "id",
+    "transport",
 ];
 
 /// SHOW CLIENTS: logged-in clients (active, idle, waiting), by id.
@@ -68,6 +70,7 @@ pub fn clients(app: &App) -> ResultSet {
             who.application_name.clone().into(),
             0i64.into(),
             c.id.into(),
+            c.transport().into(),
         ]);
     }
     rs
@@ -121,6 +124,12 @@ fn server_row(
         "".into(),
         0i64.into(),
         info.id.into(),
+        if info.addr == "unix" || info.addr.starts_with('/') {
+            "unix"
+        } else {
+            "tcp"
+        }
+        .into(),
     ]
 }
 

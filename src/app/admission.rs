@@ -105,6 +105,9 @@ pub fn handle(
         _ => None,
     };
     let registered = app.clients.register(id, &peer, local);
+    if stream.is_edge() {
+        registered.entry.set_transport("websocket");
+    }
     let entry = registered.entry.clone();
     let task_entry = entry.clone();
     // The span is entered only while logging in; afterwards the session names it as the

@@ -91,6 +91,7 @@ pub struct ClientEntry {
     identity: OnceLock<ClientIdentity>,
     close_reason: OnceLock<CloseReason>,
     replication: OnceLock<&'static str>,
+    transport: OnceLock<&'static str>,
     state: AtomicU8,
     request_us: AtomicU64,
 }
@@ -151,6 +152,22 @@ impl ClientEntry {
     /// The SHOW CLIENTS `replication` column: `none`, `physical` or `logical`.
     pub fn replication(&self) -> &'static str {
         self.replication.get().copied().unwrap_or("none")
+    }
+
+    /// Records how the client reached pgfunnel when it is not plain TCP or the Unix socket
+    /// (`websocket` for the edge listener); first call wins.
+    pub fn set_transport(&self, transport: &'static str) {
+        let _ = self.transport.set(transport);
+    }
+
+    /// How the client reached pgfunnel (SHOW CLIENTS `transport`): `tcp`, `unix` or
+    /// `websocket`.
+    pub fn transport(&self) -> &'static str {
+        match self.transport.get() {
+            Some(t) => t,
+            None if self.addr == "unix" => "unix",
+            None => "tcp",
+        }
     }
 
     /// Records why pgfunnel ends this client (first call wins), for the disconnection log.
@@ -235,6 +252,7 @@ impl ClientRegistry {
             identity: OnceLock::new(),
             close_reason: OnceLock::new(),
             replication: OnceLock::new(),
+            transport: OnceLock::new(),
             state: AtomicU8::new(ClientState::Login as u8),
             request_us: AtomicU64::new(0),
         });
@@ -304,6 +322,9 @@ mod tests {
         let b = reg.register(2, "unix", None);
         assert_eq!((a.entry.addr.as_str(), a.entry.port), ("127.0.0.1", 5000));
         assert_eq!((b.entry.addr.as_str(), b.entry.port), ("unix", 0));
+        assert_eq!((a.entry.transport(), b.entry.transport()), ("tcp", "unix"));
+        a.entry.set_transport("websocket");
+        assert_eq!(a.entry.transport(), "websocket");
         b.entry.identify(ClientIdentity {
             user: "u".into(),
             database: "d".into(),

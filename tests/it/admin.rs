@@ -60,14 +60,15 @@ async fn pool_field(c: &Client, db: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// PgBouncer 1.25's columns (admin.c, stats.c) with their type letters.
+/// PgBouncer 1.25's columns (admin.c, stats.c) with their type letters; SHOW CLIENTS and
+/// SERVERS add pgfunnel's `transport` after PgBouncer's 21.
 const EXPECTED: [(&str, &str, &str); 15] = [
     ("VERSION", "s", "version"),
     ("CONFIG", "ssss", "key value default changeable"),
     ("DATABASES", "ssissiiiissiiiiii", "name host port database force_user pool_size min_pool_size reserve_pool_size server_lifetime pool_mode load_balance_hosts max_connections current_connections max_client_connections current_client_connections paused disabled"),
     ("POOLS", "ssiiiiiiiiiiiiiss", "database user cl_active cl_waiting cl_active_cancel_req cl_waiting_cancel_req sv_active sv_active_cancel sv_being_canceled sv_idle sv_used sv_tested sv_login maxwait maxwait_us pool_mode load_balance_hosts"),
-    ("CLIENTS", "ssssssisissiiississii", "type user database replication state addr port local_addr local_port connect_time request_time wait wait_us close_needed ptr link remote_pid tls application_name prepared_statements id"),
-    ("SERVERS", "ssssssisissiiississii", "type user database replication state addr port local_addr local_port connect_time request_time wait wait_us close_needed ptr link remote_pid tls application_name prepared_statements id"),
+    ("CLIENTS", "ssssssisissiiississiis", "type user database replication state addr port local_addr local_port connect_time request_time wait wait_us close_needed ptr link remote_pid tls application_name prepared_statements id transport"),
+    ("SERVERS", "ssssssisissiiississiis", "type user database replication state addr port local_addr local_port connect_time request_time wait wait_us close_needed ptr link remote_pid tls application_name prepared_statements id transport"),
     ("STATS", "sNNNNNNNNNNNNNNNNNNNNNNNN", "database total_server_assignment_count total_xact_count total_query_count total_received total_sent total_xact_time total_query_time total_wait_time total_client_parse_count total_server_parse_count total_bind_count total_client_login_count avg_server_assignment_count avg_xact_count avg_query_count avg_recv avg_sent avg_xact_time avg_query_time avg_wait_time avg_client_parse_count avg_server_parse_count avg_bind_count avg_client_login_count"),
     ("STATS_TOTALS", "sNNNNNNNNNNNN", "database server_assignment_count xact_count query_count bytes_received bytes_sent xact_time query_time wait_time client_parse_count server_parse_count bind_count client_login_count"),
     ("STATS_AVERAGES", "sNNNNNNNNNNNN", "database server_assignment_count xact_count query_count bytes_received bytes_sent xact_time query_time wait_time avg_client_parse_count avg_server_parse_count avg_bind_count avg_client_login_count"),

@@ -461,7 +461,10 @@ fn quickstart_port_check_refuses_a_taken_port_and_otherwise_picks_a_free_one() {
         .unwrap_or_else(|| panic!("unexpected output {stdout:?}"));
     // The taken port is skipped for one of the next 100 (binding the chosen one again here
     // would race with other tests taking ephemeral ports meanwhile).
-    assert!(chosen > port && chosen < port.saturating_add(100), "{stdout}");
+    assert!(
+        chosen > port && chosen < port.saturating_add(100),
+        "{stdout}"
+    );
     drop(taken);
 }
 

@@ -13,10 +13,12 @@ async fn edge_clients_are_counted_in_metrics_and_max_client_conn() {
         .await
         .expect_err("second");
     assert_eq!(sqlstate(&e), "53300");
+    let app = &proxy.running.as_ref().expect("running").app;
+    let transports: Vec<_> = app.clients.list().iter().map(|c| c.transport()).collect();
+    assert_eq!(transports, ["websocket"], "SHOW CLIENTS transport column");
     drop(held);
     let (status, _) = sql(addr, &[], &json!({"query": "SELECT 1"})).await;
     assert_eq!(status, 200);
-    let app = &proxy.running.as_ref().expect("running").app;
     let text = app.metrics.render(app);
     assert!(
         text.contains("pgfunnel_edge_requests_total{status=\"200\",transport=\"http\"} 1"),
