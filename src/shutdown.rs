@@ -131,7 +131,10 @@ async fn drive(app: &Arc<App>) {
         // The clients the listeners drain are registered before they close, so the waits
         // below count them.
         let closed = app.stopping.listeners_closed();
-        if tokio::time::timeout(LISTENER_DRAIN_LIMIT, closed).await.is_err() {
+        if tokio::time::timeout(LISTENER_DRAIN_LIMIT, closed)
+            .await
+            .is_err()
+        {
             info!("listeners not closed in time");
         }
     }
@@ -201,9 +204,9 @@ async fn refuse_logins_in_progress(app: &App) {
     } else {
         limit
     };
-    let logging_in = app.clients.wait_until_none(|e| {
-        e.state() == ClientState::Login && is_pooled_or_unknown(e)
-    });
+    let logging_in = app
+        .clients
+        .wait_until_none(|e| e.state() == ClientState::Login && is_pooled_or_unknown(e));
     if tokio::time::timeout(limit, logging_in).await.is_err() {
         info!("clients still logging in at shutdown are closed");
     }

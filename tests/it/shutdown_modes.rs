@@ -140,3 +140,72 @@ async fn suspend_is_refused_with_a_clear_message_and_pause_resume_work() {
     let client = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     client.simple_query("select 1").await.expect("served");
 }
+
+/// A TCP connection accepted before the shutdown, whose client has not sent its startup
+/// packet yet (registered, still in its handshake).
+async fn connected_before_startup(proxy: &Proxy) -> tokio::net::TcpStream {
+    let raw = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("tcp connect");
+    let app = proxy.running.as_ref().expect("running").app.clone();
+    wait_until_async(LIMIT, "client registered", || async {
+        app.clients.len() == 1
+    })
+    .await;
+    raw
+}
+
+/// Logs in over `raw` (a connection opened earlier) as plain_user to `app`.
+async fn login_over(
+    proxy: &Proxy,
+    raw: tokio::net::TcpStream,
+) -> Result<Client, tokio_postgres::Error> {
+    let config: tokio_postgres::Config = proxy
+        .conn_str(PLAIN_USER, PLAIN_PASSWORD, "app")
+        .parse()
+        .expect("config");
+    let (client, conn) = config.connect_raw(raw, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_clients_serves_a_client_still_in_its_handshake_and_waits_for_it() {
+    let (proxy, _dir) = proxy_with_socket().await;
+    let raw = connected_before_startup(&proxy).await;
+    let app = proxy.running.as_ref().expect("running").app.clone();
+    app.stopping
+        .request(pgfunnel::shutdown::ShutdownMode::WaitForClients);
+    wait_until_async(LIMIT, "TCP refused", || tcp_refused(&proxy)).await;
+    assert!(
+        !finished(&proxy),
+        "the shutdown waits for the client logging in"
+    );
+    let client = login_over(&proxy, raw)
+        .await
+        .expect("a client accepted before the shutdown logs in");
+    client
+        .simple_query("select 1")
+        .await
+        .expect("and is served as usual");
+    assert!(!finished(&proxy));
+    drop(client);
+    wait_until_async(LIMIT, "shutdown finished", || async { finished(&proxy) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_servers_refuses_a_client_still_in_its_handshake_with_a_clear_error() {
+    let (proxy, _dir) = proxy_with_socket().await;
+    let raw = connected_before_startup(&proxy).await;
+    let app = proxy.running.as_ref().expect("running").app.clone();
+    app.stopping
+        .request(pgfunnel::shutdown::ShutdownMode::WaitForServers);
+    wait_until_async(LIMIT, "TCP refused", || tcp_refused(&proxy)).await;
+    assert!(!finished(&proxy), "the shutdown waits to refuse the client");
+    let Err(e) = login_over(&proxy, raw).await else {
+        panic!("a pooled login during WAIT_FOR_SERVERS is refused");
+    };
+    assert_eq!(sqlstate(&e), "08P01", "{e:?}");
+    assert_eq!(message(&e), "server shutting down");
+    wait_until_async(LIMIT, "shutdown finished", || async { finished(&proxy) }).await;
+}
