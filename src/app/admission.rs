@@ -104,6 +104,9 @@ pub fn handle(
         Stream::Tcp(s) => s.local_addr().ok(),
         _ => None,
     };
+    // Pooled clients that reach the Unix socket (still open for the console) after a
+    // shutdown request are refused; TCP ones were accepted before their listener closed.
+    let late = matches!(stream, Stream::Unix(_)) && app.stopping.requested().is_some();
     let registered = app.clients.register(id, &peer, local);
     if stream.is_edge() {
         registered.entry.set_transport("websocket");
@@ -116,7 +119,7 @@ pub fn handle(
     let task = async move {
         // Logs the close when the task ends, also when it is aborted (KILL, shutdown).
         let log = crate::logging::close_reason::ClientCloseLog::new(app, task_entry, span);
-        serve(log.app.clone(), stream, registered, &log.span).await;
+        serve(log.app.clone(), stream, registered, late, &log.span).await;
     };
     (entry, task)
 }
@@ -128,11 +131,17 @@ pub fn spawn(app: &Arc<App>, stream: Stream, peer: String) {
 }
 
 /// Logs the client in and runs its session; the registry entry goes when this ends.
-async fn serve(app: Arc<App>, stream: Stream, registered: Registered, span: &tracing::Span) {
+async fn serve(
+    app: Arc<App>,
+    stream: Stream,
+    registered: Registered,
+    late: bool,
+    span: &tracing::Span,
+) {
     let count = app.client_count.fetch_add(1, Ordering::AcqRel) + 1;
     let _guard = ClientCountGuard(app.clone());
     // Boxed: TLS and startup state are large and needed only until the session starts.
-    let logging_in = login(&app, stream, &registered, count).instrument(span.clone());
+    let logging_in = login(&app, stream, &registered, (count, late)).instrument(span.clone());
     let Some(session) = Box::pin(logging_in).await else {
         return;
     };
@@ -141,12 +150,13 @@ async fn serve(app: Arc<App>, stream: Stream, registered: Registered, span: &tra
 
 /// Handshake and admission up to a [`Session`] ready to authenticate; `None` when the
 /// client was refused (and told why), cancelled, or served as an admin console client.
-/// `count` is the number of connected clients including this one (max_client_conn).
+/// `count` is the number of connected clients including this one (max_client_conn); `late`
+/// marks a client accepted after a shutdown request.
 async fn login(
     app: &Arc<App>,
     stream: Stream,
     registered: &Registered,
-    count: usize,
+    (count, late): (usize, bool),
 ) -> Option<Session> {
     let login_timeout = app.config().settings.client_login_timeout;
     let hs = handshake::handshake(stream, &**app);
@@ -176,7 +186,7 @@ async fn login(
         Box::pin(crate::admin::session::run(app.clone(), stream, user, entry)).await;
         return None;
     }
-    if crate::shutdown::refuse_pooled_login(app, &mut stream).await {
+    if crate::shutdown::refuse_pooled_login(app, &mut stream, late).await {
         return None;
     }
     if count > app.config().settings.max_client_conn as usize {

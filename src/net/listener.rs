@@ -163,6 +163,53 @@ fn refuse_at_accept(app: &App, mut sock: TcpStream, peer: SocketAddr) {
     });
 }
 
+/// Hands an accepted TCP connection to its client task, or refuses it over max_client_conn.
+fn admit_tcp(app: &Arc<App>, sock: TcpStream, peer: SocketAddr) {
+    let _ = sock.set_nodelay(true);
+    let tuning = TcpTuning::from_settings(&app.config().settings);
+    if let Err(e) = tuning.apply(&sock) {
+        debug!(error = %e, "tcp_keepalive/tcp_user_timeout not applied");
+    }
+    if at_client_limit(app) {
+        refuse_at_accept(app, sock, peer);
+        return;
+    }
+    crate::app::spawn(app, Stream::Tcp(sock), peer.to_string());
+}
+
+/// Accepts every connection the kernel queued on `l` (completed handshakes) until none is
+/// left, then closes it. Called once the listener stopped accepting; the accepts are direct
+/// calls, not reactor readiness, so a connection whose wake-up is still pending is taken too.
+fn drain_queue(app: &Arc<App>, l: TcpListener) {
+    let Ok(std_l) = l.into_std() else {
+        return;
+    };
+    let mut drained = 0usize;
+    loop {
+        match std_l.accept() {
+            Ok((sock, peer)) => {
+                let sock = sock
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(sock));
+                match sock {
+                    Ok(sock) => {
+                        drained += 1;
+                        admit_tcp(app, sock, peer);
+                    }
+                    Err(e) => warn!(error = %e, "queued connection not served"),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                warn!(error = %e, "accept failed while draining the listener");
+                break;
+            }
+        }
+    }
+    info!(drained, "listener closed after accepting its queue");
+}
+
 /// Most bytes read (and ignored) from a refused connection before it is closed.
 const REFUSAL_DRAIN_LIMIT: usize = 16 * 1024;
 
@@ -170,13 +217,16 @@ const REFUSAL_DRAIN_LIMIT: usize = 16 * 1024;
 /// names the limit that was hit.
 pub const TOO_MANY_CLIENTS: &str = "no more connections allowed (max_client_conn)";
 
-/// Spawns accept loops for every listener; they stop when the app shuts down.
+/// Spawns accept loops for every listener; they stop when the app shuts down. On a graceful
+/// shutdown a TCP listener first accepts what the kernel already queued on it (those
+/// clients would otherwise be reset when it closes; see `shutdown`).
 pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
     for l in listeners.tcp {
         if let Ok(a) = l.local_addr() {
             info!(addr = %a, "listening");
         }
         let app2 = app.clone();
+        let open = app.stopping.listener_open();
         app.tasks.spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -184,24 +234,17 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
                     r = l.accept() => r,
                 };
                 match accepted {
-                    Ok((sock, peer)) => {
-                        let _ = sock.set_nodelay(true);
-                        let tuning = TcpTuning::from_settings(&app2.config().settings);
-                        if let Err(e) = tuning.apply(&sock) {
-                            debug!(error = %e, "tcp_keepalive/tcp_user_timeout not applied");
-                        }
-                        if at_client_limit(&app2) {
-                            refuse_at_accept(&app2, sock, peer);
-                            continue;
-                        }
-                        crate::app::spawn(&app2, Stream::Tcp(sock), peer.to_string());
-                    }
+                    Ok((sock, peer)) => admit_tcp(&app2, sock, peer),
                     Err(e) => {
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 }
             }
+            if app2.stopping.drains_listeners() {
+                drain_queue(&app2, l);
+            }
+            drop(open);
         });
     }
     if let Some((l, path)) = listeners.unix {

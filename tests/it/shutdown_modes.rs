@@ -2,6 +2,9 @@
 //! WAIT_FOR_SERVERS / WAIT_FOR_CLIENTS new TCP connections are refused at once while the
 //! Unix socket stays open for the console; under WAIT_FOR_SERVERS a client that starts a
 //! new transaction gets `server shutting down`; SUSPEND is refused with a clear message.
+//! A client accepted before the shutdown and still in its handshake is served
+//! (WAIT_FOR_CLIENTS) or refused with `server shutting down` (WAIT_FOR_SERVERS), and the
+//! shutdown waits for it (issue 20, point 4).
 
 use std::time::Duration;
 
@@ -139,4 +142,73 @@ async fn suspend_is_refused_with_a_clear_message_and_pause_resume_work() {
     admin.simple_query("RESUME").await.expect("resume");
     let client = proxy.connect(PLAIN_USER, PLAIN_PASSWORD, "app").await;
     client.simple_query("select 1").await.expect("served");
+}
+
+/// A proxy asked to shut down in `mode` while a TCP client it accepted has not sent its
+/// startup packet yet (registered, still in its handshake); returns once TCP is refused.
+async fn stop_with_a_client_in_its_handshake(
+    mode: pgfunnel::shutdown::ShutdownMode,
+) -> (Proxy, tempfile::TempDir, tokio::net::TcpStream) {
+    let (proxy, dir) = proxy_with_socket().await;
+    let raw = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("tcp connect");
+    let app = proxy.running.as_ref().expect("running").app.clone();
+    wait_until_async(LIMIT, "client registered", || async {
+        app.clients.len() == 1
+    })
+    .await;
+    app.stopping.request(mode);
+    wait_until_async(LIMIT, "TCP refused", || tcp_refused(&proxy)).await;
+    assert!(
+        !finished(&proxy),
+        "the shutdown waits for the client logging in"
+    );
+    (proxy, dir, raw)
+}
+
+/// Logs in over `raw` (a connection opened earlier) as plain_user to `app`.
+async fn login_over(
+    proxy: &Proxy,
+    raw: tokio::net::TcpStream,
+) -> Result<Client, tokio_postgres::Error> {
+    let config: tokio_postgres::Config = proxy
+        .conn_str(PLAIN_USER, PLAIN_PASSWORD, "app")
+        .parse()
+        .expect("config");
+    let (client, conn) = config.connect_raw(raw, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_clients_serves_a_client_still_in_its_handshake_and_waits_for_it() {
+    let mode = pgfunnel::shutdown::ShutdownMode::WaitForClients;
+    let (proxy, _dir, raw) = stop_with_a_client_in_its_handshake(mode).await;
+    assert!(
+        !finished(&proxy),
+        "the shutdown waits for the client logging in"
+    );
+    let client = login_over(&proxy, raw)
+        .await
+        .expect("a client accepted before the shutdown logs in");
+    client
+        .simple_query("select 1")
+        .await
+        .expect("and is served as usual");
+    assert!(!finished(&proxy));
+    drop(client);
+    wait_until_async(LIMIT, "shutdown finished", || async { finished(&proxy) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_servers_refuses_a_client_still_in_its_handshake_with_a_clear_error() {
+    let mode = pgfunnel::shutdown::ShutdownMode::WaitForServers;
+    let (proxy, _dir, raw) = stop_with_a_client_in_its_handshake(mode).await;
+    let Err(e) = login_over(&proxy, raw).await else {
+        panic!("a pooled login during WAIT_FOR_SERVERS is refused");
+    };
+    assert_eq!(sqlstate(&e), "08P01", "{e:?}");
+    assert_eq!(message(&e), "server shutting down");
+    wait_until_async(LIMIT, "shutdown finished", || async { finished(&proxy) }).await;
 }

@@ -88,9 +88,6 @@ fn wait_serving(dir: &std::path::Path, slot: u16, port: u16) {
 }
 
 #[test]
-#[ignore = "flaky under a loaded machine: a connection accepted in the instant the old \
-            process stops (still in its handshake, or queued on its socket) is cut; run with \
-            --ignored"]
 fn rolling_restart_with_so_reuseport_under_pgbench_fails_no_transaction() {
     let pg = PgServer::shared();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -128,8 +125,9 @@ fn rolling_restart_with_so_reuseport_under_pgbench_fails_no_transaction() {
     wait_serving(d, 1, port);
     wait_serving(d, 2, port);
     // -C: a new connection per transaction, so connections keep arriving through the switch
-    // (100 a second: a connection the kernel queued on the old socket in the instant it
-    // closes is reset, see README; tcp_migrate_req is a host setting, left alone here).
+    // (100 a second: the old process accepts what the kernel queued on its socket before it
+    // closes it and serves clients still logging in; tcp_migrate_req is a host setting,
+    // left alone here).
     let bench = std::process::Command::new(pg.bindir().join("pgbench"))
         .args([
             "-n", "-C", "-c", "4", "-j", "2", "-T", "8", "-R", "100", "-f",
