@@ -423,12 +423,5 @@ fn os_user_name(uid: u32) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn os_user_names_come_from_the_password_database() {
-        assert_eq!(os_user_name(0).as_deref(), Some("root"));
-        assert_eq!(os_user_name(u32::MAX - 7), None);
-    }
-}
+#[path = "access_tests.rs"]
+mod tests;
