@@ -1,5 +1,4 @@
-
-use super::*;
+use super::identity::os_user_name;
 
 #[test]
 fn os_user_names_come_from_the_password_database() {

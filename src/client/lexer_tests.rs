@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn words(text: &str) -> Vec<(Kind, String)> {

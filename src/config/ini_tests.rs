@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::config::test_support::temp_tree;
 

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn explicit(mut settings: Settings, key: &'static str) -> Settings {

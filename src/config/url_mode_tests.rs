@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn only_db(config: &Config) -> &DatabaseEntry {

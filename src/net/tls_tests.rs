@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn names(v: &[&'static SupportedProtocolVersion]) -> Vec<String> {

@@ -1,4 +1,4 @@
-
+use super::task::join;
 use super::*;
 
 fn test_hub() -> Arc<ListenHub> {
