@@ -106,28 +106,8 @@ pub fn lex(text: &[u8], backslash_escapes: bool, out: &mut Vec<Tok>) -> bool {
             }
             b'/' if next == Some(b'*') => i = skip_block_comment(s, i),
             b'\'' => {
-                // E'…' (the `e` directly before the quote, starting its own word).
-                let e_prefix = out.last().is_some_and(|t| {
-                    t.kind == Kind::Word && t.end as usize == i && t.text(s) == b"e"
-                });
-                let start = if e_prefix {
-                    out.pop().map_or(i, |t| t.start as usize)
-                } else {
-                    i
-                };
-                let escapes = e_prefix || backslash_escapes;
-                let end = string_end(s, i + 1, escapes);
-                if !escapes && memchr(b'\\', &s[i + 1..end]).is_some() {
-                    ambiguous = true;
-                }
-                push(
-                    out,
-                    Kind::Str,
-                    start,
-                    end,
-                    i + 1,
-                    end.saturating_sub(1).max(i + 1),
-                );
+                let (end, backslash) = quote_string(s, i, backslash_escapes, out);
+                ambiguous |= backslash;
                 i = end;
             }
             b'"' => {
@@ -142,21 +122,7 @@ pub fn lex(text: &[u8], backslash_escapes: bool, out: &mut Vec<Tok>) -> bool {
                 );
                 i = end;
             }
-            b'$' => match dollar_tag(s, i) {
-                Some(tag_end) => {
-                    let tag = &s[i..tag_end];
-                    let (inner_end, end) = match memmem::find(&s[tag_end..], tag) {
-                        Some(p) => (tag_end + p, tag_end + p + tag.len()),
-                        None => (n, n),
-                    };
-                    push(out, Kind::Str, i, end, tag_end, inner_end);
-                    i = end;
-                }
-                None => {
-                    push(out, Kind::Punct, i, i + 1, i, i + 1);
-                    i += 1;
-                }
-            },
+            b'$' => i = dollar(s, i, out),
             _ if is_ident_start(c) || c.is_ascii_digit() => {
                 let mut j = i + 1;
                 while j < n && is_ident(s[j]) {
@@ -172,6 +138,54 @@ pub fn lex(text: &[u8], backslash_escapes: bool, out: &mut Vec<Tok>) -> bool {
         }
     }
     ambiguous
+}
+
+/// Lexes the `'…'` string starting at `i` (with its `E` prefix when the word before it is
+/// a lone `e`), appending it to `out`. Returns where it ends and whether a plain string
+/// (no escapes) held a backslash.
+fn quote_string(s: &[u8], i: usize, backslash_escapes: bool, out: &mut Vec<Tok>) -> (usize, bool) {
+    // E'…' (the `e` directly before the quote, starting its own word).
+    let e_prefix = out
+        .last()
+        .is_some_and(|t| t.kind == Kind::Word && t.end as usize == i && t.text(s) == b"e");
+    let start = if e_prefix {
+        out.pop().map_or(i, |t| t.start as usize)
+    } else {
+        i
+    };
+    let escapes = e_prefix || backslash_escapes;
+    let end = string_end(s, i + 1, escapes);
+    let ambiguous = !escapes && memchr(b'\\', &s[i + 1..end]).is_some();
+    push(
+        out,
+        Kind::Str,
+        start,
+        end,
+        i + 1,
+        end.saturating_sub(1).max(i + 1),
+    );
+    (end, ambiguous)
+}
+
+/// Lexes the `$tag$…$tag$` string at `i`, or a lone `$` when no tag starts there,
+/// appending it to `out`. Returns where it ends.
+fn dollar(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
+    let n = s.len();
+    match dollar_tag(s, i) {
+        Some(tag_end) => {
+            let tag = &s[i..tag_end];
+            let (inner_end, end) = match memmem::find(&s[tag_end..], tag) {
+                Some(p) => (tag_end + p, tag_end + p + tag.len()),
+                None => (n, n),
+            };
+            push(out, Kind::Str, i, end, tag_end, inner_end);
+            end
+        }
+        None => {
+            push(out, Kind::Punct, i, i + 1, i, i + 1);
+            i + 1
+        }
+    }
 }
 
 fn push(

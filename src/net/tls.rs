@@ -1,7 +1,7 @@
 //! TLS settings turned into rustls configs for both sides: toward clients (pgfunnel is the
 //! TLS server: `client_tls_*`) and toward Postgres (pgfunnel is the TLS client:
-//! `server_tls_*`). Owns file loading (`tls_files.rs`), protocol lists and the reloadable holder; the
-//! handshakes themselves live in `client::handshake` and `server::tls`.
+//! `server_tls_*`). Owns file loading (`tls_files.rs`), protocol lists and the reloadable
+//! holder; the handshakes themselves live in `client::handshake` and `server::tls`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -18,14 +18,9 @@ pub(super) async fn run(
     let mut listening: HashSet<String> = HashSet::new();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let Some(h) = hub.upgrade() else { return };
-        let mut wanted = h.channels();
-        drop(h);
-        for cmd in &pending {
-            if let Command::Listen { channel, .. } = cmd {
-                wanted.insert(channel.clone());
-            }
-        }
+        let Some(wanted) = wanted_channels(&hub, &pending) else {
+            return;
+        };
         if wanted.is_empty() && conn.is_none() {
             match commands.recv().await {
                 None => return,
@@ -49,13 +44,7 @@ pub(super) async fn run(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let joining: HashSet<String> = pending
-            .iter()
-            .filter_map(|cmd| match cmd {
-                Command::Listen { channel, .. } => Some(channel.clone()),
-                Command::Changed | Command::Notify(_) => None,
-            })
-            .collect();
+        let joining = joining_channels(&pending);
         if let Err(e) = sync_channels(c, &hub, &wanted, &joining, &mut listening).await {
             debug!(error = %e, "listener connection lost");
             conn = None;
@@ -82,6 +71,31 @@ pub(super) async fn run(
             },
         }
     }
+}
+
+/// The channels the server must listen on: the subscribed ones and those of the pending
+/// LISTENs. `None` once the hub is dropped.
+fn wanted_channels(hub: &Weak<ListenHub>, pending: &[Command]) -> Option<HashSet<String>> {
+    let h = hub.upgrade()?;
+    let mut wanted = h.channels();
+    drop(h);
+    for cmd in pending {
+        if let Command::Listen { channel, .. } = cmd {
+            wanted.insert(channel.clone());
+        }
+    }
+    Some(wanted)
+}
+
+/// The channels of the pending LISTENs (subscribers waiting to join).
+fn joining_channels(pending: &[Command]) -> HashSet<String> {
+    pending
+        .iter()
+        .filter_map(|cmd| match cmd {
+            Command::Listen { channel, .. } => Some(channel.clone()),
+            Command::Changed | Command::Notify(_) => None,
+        })
+        .collect()
 }
 
 /// Adds confirmed subscribers to the routing table and acknowledges them; returns the
