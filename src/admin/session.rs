@@ -59,9 +59,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
                 auth::ConsoleLoginError::NotAllowed => ErrorKind::NotAuthorized.sqlstate(),
                 auth::ConsoleLoginError::Config(_) => ErrorKind::Protocol.sqlstate(),
             };
-            let mut buf = BytesMut::new();
-            messages::put_error(&mut buf, Severity::Fatal, code, &e.to_string(), None);
-            let _ = stream.send(&buf).await;
+            send_fatal(&mut stream, code, &e.to_string()).await;
             return;
         }
     };
@@ -70,10 +68,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
         Err(limit) => {
             tracing::warn!(user, limit, "console client limit reached");
             let msg = format!("client connections exceeded ({limit})");
-            let mut buf = BytesMut::new();
-            let code = ErrorKind::TooManyClients.sqlstate();
-            messages::put_error(&mut buf, Severity::Fatal, code, &msg, None);
-            let _ = stream.send(&buf).await;
+            send_fatal(&mut stream, ErrorKind::TooManyClients.sqlstate(), &msg).await;
             return;
         }
     };
@@ -102,15 +97,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             Ok(Some(m)) => m,
             Ok(None) => return,
             Err(msg) => {
-                let mut buf = BytesMut::new();
-                messages::put_error(
-                    &mut buf,
-                    Severity::Fatal,
-                    ErrorKind::Protocol.sqlstate(),
-                    msg,
-                    None,
-                );
-                let _ = stream.send(&buf).await;
+                send_fatal(&mut stream, ErrorKind::Protocol.sqlstate(), msg).await;
                 return;
             }
         };
@@ -123,6 +110,18 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             return;
         }
     }
+}
+
+/// The error for an extended-protocol message that cannot be read.
+fn malformed() -> AdminError {
+    AdminError::Parse(command::ParseError::BadArgument("malformed message"))
+}
+
+/// Sends a FATAL error (the connection closes after it); a failed write changes nothing.
+async fn send_fatal(stream: &mut Stream, code: &str, msg: &str) {
+    let mut buf = BytesMut::new();
+    messages::put_error(&mut buf, Severity::Fatal, code, msg, None);
+    let _ = stream.send(&buf).await;
 }
 
 /// Counts a console client against the global `max_db_client_connections` (under the name
@@ -232,7 +231,6 @@ impl Console {
         out: &mut BytesMut,
     ) -> Result<(), AdminError> {
         let mut rest = body;
-        let malformed = || AdminError::Parse(command::ParseError::BadArgument("malformed message"));
         match tag {
             b'P' => {
                 let name = cstring(&mut rest).ok_or_else(malformed)?;
@@ -241,26 +239,7 @@ impl Console {
                 self.ext.statements.insert(name, query);
                 put_message(out, b'1', |_| {});
             }
-            b'B' => {
-                let portal = cstring(&mut rest).ok_or_else(malformed)?;
-                let stmt = cstring(&mut rest).ok_or_else(malformed)?;
-                let formats = parse_bind_formats(rest).ok_or_else(malformed)?;
-                let query = self
-                    .ext
-                    .statements
-                    .get(&stmt)
-                    .cloned()
-                    .ok_or_else(malformed)?;
-                self.ext.portals.insert(
-                    portal,
-                    Portal {
-                        query,
-                        formats,
-                        described: None,
-                    },
-                );
-                put_message(out, b'2', |_| {});
-            }
+            b'B' => self.bind(rest, out)?,
             b'D' => {
                 let kind = rest.first().copied().ok_or_else(malformed)?;
                 rest = &rest[1..];
@@ -294,6 +273,29 @@ impl Console {
         Ok(())
     }
 
+    /// Bind: a portal for a parsed statement, with the result formats asked for.
+    fn bind(&mut self, mut rest: &[u8], out: &mut BytesMut) -> Result<(), AdminError> {
+        let portal = cstring(&mut rest).ok_or_else(malformed)?;
+        let stmt = cstring(&mut rest).ok_or_else(malformed)?;
+        let formats = parse_bind_formats(rest).ok_or_else(malformed)?;
+        let query = self
+            .ext
+            .statements
+            .get(&stmt)
+            .cloned()
+            .ok_or_else(malformed)?;
+        self.ext.portals.insert(
+            portal,
+            Portal {
+                query,
+                formats,
+                described: None,
+            },
+        );
+        put_message(out, b'2', |_| {});
+        Ok(())
+    }
+
     /// Describe: read-only commands run now (their rows are kept for Execute of a portal);
     /// commands with effects are only described as NoData.
     async fn describe(
@@ -302,7 +304,6 @@ impl Console {
         name: &str,
         out: &mut BytesMut,
     ) -> Result<(), AdminError> {
-        let malformed = || AdminError::Parse(command::ParseError::BadArgument("malformed message"));
         let (query, formats) = if kind == b'S' {
             let q = self
                 .ext
