@@ -59,9 +59,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
                 auth::ConsoleLoginError::NotAllowed => ErrorKind::NotAuthorized.sqlstate(),
                 auth::ConsoleLoginError::Config(_) => ErrorKind::Protocol.sqlstate(),
             };
-            let mut buf = BytesMut::new();
-            messages::put_error(&mut buf, Severity::Fatal, code, &e.to_string(), None);
-            let _ = stream.send(&buf).await;
+            send_fatal(&mut stream, code, &e.to_string()).await;
             return;
         }
     };
@@ -70,10 +68,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
         Err(limit) => {
             tracing::warn!(user, limit, "console client limit reached");
             let msg = format!("client connections exceeded ({limit})");
-            let mut buf = BytesMut::new();
-            let code = ErrorKind::TooManyClients.sqlstate();
-            messages::put_error(&mut buf, Severity::Fatal, code, &msg, None);
-            let _ = stream.send(&buf).await;
+            send_fatal(&mut stream, ErrorKind::TooManyClients.sqlstate(), &msg).await;
             return;
         }
     };
@@ -102,15 +97,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             Ok(Some(m)) => m,
             Ok(None) => return,
             Err(msg) => {
-                let mut buf = BytesMut::new();
-                messages::put_error(
-                    &mut buf,
-                    Severity::Fatal,
-                    ErrorKind::Protocol.sqlstate(),
-                    msg,
-                    None,
-                );
-                let _ = stream.send(&buf).await;
+                send_fatal(&mut stream, ErrorKind::Protocol.sqlstate(), msg).await;
                 return;
             }
         };
@@ -123,6 +110,18 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
             return;
         }
     }
+}
+
+/// The error for an extended-protocol message that cannot be read.
+fn malformed() -> AdminError {
+    AdminError::Parse(command::ParseError::BadArgument("malformed message"))
+}
+
+/// Sends a FATAL error (the connection closes after it); a failed write changes nothing.
+async fn send_fatal(stream: &mut Stream, code: &str, msg: &str) {
+    let mut buf = BytesMut::new();
+    messages::put_error(&mut buf, Severity::Fatal, code, msg, None);
+    let _ = stream.send(&buf).await;
 }
 
 /// Counts a console client against the global `max_db_client_connections` (under the name
@@ -232,7 +231,6 @@ impl Console {
         out: &mut BytesMut,
     ) -> Result<(), AdminError> {
         let mut rest = body;
-        let malformed = || AdminError::Parse(command::ParseError::BadArgument("malformed message"));
         match tag {
             b'P' => {
                 let name = cstring(&mut rest).ok_or_else(malformed)?;
@@ -241,26 +239,7 @@ impl Console {
                 self.ext.statements.insert(name, query);
                 put_message(out, b'1', |_| {});
             }
-            b'B' => {
-                let portal = cstring(&mut rest).ok_or_else(malformed)?;
-                let stmt = cstring(&mut rest).ok_or_else(malformed)?;
-                let formats = parse_bind_formats(rest).ok_or_else(malformed)?;
-                let query = self
-                    .ext
-                    .statements
-                    .get(&stmt)
-                    .cloned()
-                    .ok_or_else(malformed)?;
-                self.ext.portals.insert(
-                    portal,
-                    Portal {
-                        query,
-                        formats,
-                        described: None,
-                    },
-                );
-                put_message(out, b'2', |_| {});
-            }
+            b'B' => self.bind(rest, out)?,
             b'D' => {
                 let kind = rest.first().copied().ok_or_else(malformed)?;
                 rest = &rest[1..];
@@ -294,6 +273,29 @@ impl Console {
         Ok(())
     }
 
+    /// Bind: a portal for a parsed statement, with the result formats asked for.
+    fn bind(&mut self, mut rest: &[u8], out: &mut BytesMut) -> Result<(), AdminError> {
+        let portal = cstring(&mut rest).ok_or_else(malformed)?;
+        let stmt = cstring(&mut rest).ok_or_else(malformed)?;
+        let formats = parse_bind_formats(rest).ok_or_else(malformed)?;
+        let query = self
+            .ext
+            .statements
+            .get(&stmt)
+            .cloned()
+            .ok_or_else(malformed)?;
+        self.ext.portals.insert(
+            portal,
+            Portal {
+                query,
+                formats,
+                described: None,
+            },
+        );
+        put_message(out, b'2', |_| {});
+        Ok(())
+    }
+
     /// Describe: read-only commands run now (their rows are kept for Execute of a portal);
     /// commands with effects are only described as NoData.
     async fn describe(
@@ -302,7 +304,6 @@ impl Console {
         name: &str,
         out: &mut BytesMut,
     ) -> Result<(), AdminError> {
-        let malformed = || AdminError::Parse(command::ParseError::BadArgument("malformed message"));
         let (query, formats) = if kind == b'S' {
             let q = self
                 .ext
@@ -335,95 +336,10 @@ impl Console {
     }
 }
 
-/// Reads a NUL-terminated string (lossy UTF-8).
-fn cstring(rest: &mut &[u8]) -> Option<String> {
-    take_cstr(rest).map(|s| String::from_utf8_lossy(s).into_owned())
-}
-
-/// The result format codes at the end of a Bind body (after portal and statement names).
-fn parse_bind_formats(mut b: &[u8]) -> Option<Vec<i16>> {
-    let take_i16 = |b: &mut &[u8]| -> Option<i16> {
-        let v = i16::from_be_bytes(b.get(..2)?.try_into().ok()?);
-        *b = &b[2..];
-        Some(v)
-    };
-    let n_param_formats = take_i16(&mut b)?.max(0) as usize;
-    b = b.get(n_param_formats * 2..)?;
-    let n_params = take_i16(&mut b)?.max(0);
-    for _ in 0..n_params {
-        let len = i32::from_be_bytes(b.get(..4)?.try_into().ok()?);
-        b = &b[4..];
-        if len > 0 {
-            b = b.get(len as usize..)?;
-        }
-    }
-    let n = take_i16(&mut b)?.max(0);
-    (0..n).map(|_| take_i16(&mut b)).collect()
-}
-
-/// Writes a reply; `with_description` for the simple protocol (Execute never sends one).
-fn put_reply(out: &mut BytesMut, reply: &Reply, formats: &[i16], with_description: bool) {
-    match reply {
-        Reply::Rows(rs) => {
-            if with_description {
-                rs.put_row_description(out, formats);
-            }
-            rs.put_data_rows(out, formats);
-            put_command_complete(out, "SHOW");
-        }
-        Reply::Notice {
-            message,
-            detail,
-            tag,
-        } => {
-            put_message(out, b'N', |b| {
-                for (f, v) in [
-                    (b'S', "NOTICE"),
-                    (b'V', "NOTICE"),
-                    (b'C', "00000"),
-                    (b'M', message),
-                    (b'D', detail),
-                ] {
-                    if !v.is_empty() {
-                        b.put_u8(f);
-                        put_cstr(b, v);
-                    }
-                }
-                b.put_u8(0);
-            });
-            put_command_complete(out, tag);
-        }
-        Reply::Done(tag) => put_command_complete(out, tag),
-        Reply::Empty => put_message(out, b'I', |_| {}),
-    }
-}
-
-fn put_command_complete(out: &mut BytesMut, tag: &str) {
-    put_message(out, b'C', |b| put_cstr(b, tag));
-}
-
-fn put_admin_error(out: &mut BytesMut, e: &AdminError) {
-    debug!(error = %e, "console command failed");
-    // PgBouncer reports console errors with SQLSTATE 08P01 (send_pooler_error).
-    messages::put_error(
-        out,
-        Severity::Error,
-        ErrorKind::Protocol.sqlstate(),
-        &e.to_string(),
-        None,
-    );
-}
+#[path = "session_wire.rs"]
+mod wire;
+use wire::{cstring, parse_bind_formats, put_admin_error, put_reply};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bind_formats_are_found_after_parameters() {
-        // 1 param format (text), 1 param of 2 bytes, 2 result formats (binary, text)
-        let body = [0, 1, 0, 0, 0, 1, 0, 0, 0, 2, b'h', b'i', 0, 2, 0, 1, 0, 0];
-        assert_eq!(parse_bind_formats(&body), Some(vec![1, 0]));
-        assert_eq!(parse_bind_formats(&[0, 0, 0, 0, 0, 0]), Some(vec![]));
-        assert_eq!(parse_bind_formats(&[0, 1]), None);
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;

@@ -127,21 +127,32 @@ pub async fn handshake(
                 minor,
                 params,
                 protocol_options,
-            } => {
-                if tls.mode >= SslMode::Require && !stream.is_tls() && !stream.is_unix() {
-                    return Err(HandshakeFailure::on(stream, HandshakeError::SslRequired));
-                }
-                if minor > 0 || !protocol_options.is_empty() {
-                    let mut buf = BytesMut::new();
-                    messages::put_negotiate_protocol(&mut buf, 0, &protocol_options);
-                    if let Err(e) = stream.write_all(&buf).await {
-                        return Err(HandshakeFailure::on(stream, StartupError::Io(e)));
-                    }
-                }
-                return Ok((stream, Handshake::Startup(params)));
-            }
+            } => return accept_startup(stream, &tls, minor, params, protocol_options).await,
         }
     }
+}
+
+/// The StartupMessage: refused without TLS when `client_tls_sslmode` requires it (except
+/// on a Unix socket); a newer minor version or `_pq_.` options get a
+/// NegotiateProtocolVersion (3.0, none supported) first.
+async fn accept_startup(
+    mut stream: Stream,
+    tls: &ClientSideTls,
+    minor: u16,
+    params: Vec<(String, String)>,
+    protocol_options: Vec<String>,
+) -> Result<(Stream, Handshake), HandshakeFailure> {
+    if tls.mode >= SslMode::Require && !stream.is_tls() && !stream.is_unix() {
+        return Err(HandshakeFailure::on(stream, HandshakeError::SslRequired));
+    }
+    if minor > 0 || !protocol_options.is_empty() {
+        let mut buf = BytesMut::new();
+        messages::put_negotiate_protocol(&mut buf, 0, &protocol_options);
+        if let Err(e) = stream.write_all(&buf).await {
+            return Err(HandshakeFailure::on(stream, StartupError::Io(e)));
+        }
+    }
+    Ok((stream, Handshake::Startup(params)))
 }
 
 /// Peeks (without consuming) whether a TCP client opened with a TLS handshake record.

@@ -106,28 +106,8 @@ pub fn lex(text: &[u8], backslash_escapes: bool, out: &mut Vec<Tok>) -> bool {
             }
             b'/' if next == Some(b'*') => i = skip_block_comment(s, i),
             b'\'' => {
-                // E'…' (the `e` directly before the quote, starting its own word).
-                let e_prefix = out.last().is_some_and(|t| {
-                    t.kind == Kind::Word && t.end as usize == i && t.text(s) == b"e"
-                });
-                let start = if e_prefix {
-                    out.pop().map_or(i, |t| t.start as usize)
-                } else {
-                    i
-                };
-                let escapes = e_prefix || backslash_escapes;
-                let end = string_end(s, i + 1, escapes);
-                if !escapes && memchr(b'\\', &s[i + 1..end]).is_some() {
-                    ambiguous = true;
-                }
-                push(
-                    out,
-                    Kind::Str,
-                    start,
-                    end,
-                    i + 1,
-                    end.saturating_sub(1).max(i + 1),
-                );
+                let (end, backslash) = quote_string(s, i, backslash_escapes, out);
+                ambiguous |= backslash;
                 i = end;
             }
             b'"' => {
@@ -142,21 +122,7 @@ pub fn lex(text: &[u8], backslash_escapes: bool, out: &mut Vec<Tok>) -> bool {
                 );
                 i = end;
             }
-            b'$' => match dollar_tag(s, i) {
-                Some(tag_end) => {
-                    let tag = &s[i..tag_end];
-                    let (inner_end, end) = match memmem::find(&s[tag_end..], tag) {
-                        Some(p) => (tag_end + p, tag_end + p + tag.len()),
-                        None => (n, n),
-                    };
-                    push(out, Kind::Str, i, end, tag_end, inner_end);
-                    i = end;
-                }
-                None => {
-                    push(out, Kind::Punct, i, i + 1, i, i + 1);
-                    i += 1;
-                }
-            },
+            b'$' => i = dollar(s, i, out),
             _ if is_ident_start(c) || c.is_ascii_digit() => {
                 let mut j = i + 1;
                 while j < n && is_ident(s[j]) {
@@ -172,6 +138,54 @@ pub fn lex(text: &[u8], backslash_escapes: bool, out: &mut Vec<Tok>) -> bool {
         }
     }
     ambiguous
+}
+
+/// Lexes the `'…'` string starting at `i` (with its `E` prefix when the word before it is
+/// a lone `e`), appending it to `out`. Returns where it ends and whether a plain string
+/// (no escapes) held a backslash.
+fn quote_string(s: &[u8], i: usize, backslash_escapes: bool, out: &mut Vec<Tok>) -> (usize, bool) {
+    // E'…' (the `e` directly before the quote, starting its own word).
+    let e_prefix = out
+        .last()
+        .is_some_and(|t| t.kind == Kind::Word && t.end as usize == i && t.text(s) == b"e");
+    let start = if e_prefix {
+        out.pop().map_or(i, |t| t.start as usize)
+    } else {
+        i
+    };
+    let escapes = e_prefix || backslash_escapes;
+    let end = string_end(s, i + 1, escapes);
+    let ambiguous = !escapes && memchr(b'\\', &s[i + 1..end]).is_some();
+    push(
+        out,
+        Kind::Str,
+        start,
+        end,
+        i + 1,
+        end.saturating_sub(1).max(i + 1),
+    );
+    (end, ambiguous)
+}
+
+/// Lexes the `$tag$…$tag$` string at `i`, or a lone `$` when no tag starts there,
+/// appending it to `out`. Returns where it ends.
+fn dollar(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
+    let n = s.len();
+    match dollar_tag(s, i) {
+        Some(tag_end) => {
+            let tag = &s[i..tag_end];
+            let (inner_end, end) = match memmem::find(&s[tag_end..], tag) {
+                Some(p) => (tag_end + p, tag_end + p + tag.len()),
+                None => (n, n),
+            };
+            push(out, Kind::Str, i, end, tag_end, inner_end);
+            end
+        }
+        None => {
+            push(out, Kind::Punct, i, i + 1, i, i + 1);
+            i + 1
+        }
+    }
 }
 
 fn push(
@@ -303,120 +317,5 @@ pub fn statements<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn words(text: &str) -> Vec<(Kind, String)> {
-        let mut out = Vec::new();
-        lex(text.as_bytes(), false, &mut out);
-        out.iter()
-            .map(|t| {
-                (
-                    t.kind,
-                    String::from_utf8_lossy(t.text(text.as_bytes())).into_owned(),
-                )
-            })
-            .collect()
-    }
-
-    fn split(text: &str) -> Vec<String> {
-        let mut toks = Vec::new();
-        lex(text.as_bytes(), false, &mut toks);
-        statements(text.as_bytes(), &toks)
-            .map(|r| {
-                let s = toks[r.start].start as usize;
-                let e = toks[r.end - 1].end as usize;
-                text[s..e].to_owned()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn splits_on_semicolons_outside_literals_and_comments() {
-        assert_eq!(
-            split("select ';'; select \"a;b\"; /* ; */ select $$;$$;; select e'\\';' -- ;\n; x"),
-            vec![
-                "select ';'",
-                "select \"a;b\"",
-                "select $$;$$",
-                "select e'\\';'",
-                "x"
-            ]
-        );
-        assert_eq!(
-            split("select $t$ $$;$$ ; $t$; b"),
-            vec!["select $t$ $$;$$ ; $t$", "b"]
-        );
-        assert_eq!(
-            split("/* a /* nested ; */ still ; */ one; two"),
-            vec!["one", "two"]
-        );
-        assert_eq!(
-            split("select 'it''s;'; two"),
-            vec!["select 'it''s;'", "two"]
-        );
-        assert_eq!(split("select $1; two"), vec!["select $1", "two"]);
-        assert_eq!(split(";;  ;"), Vec::<String>::new());
-    }
-
-    #[test]
-    fn plain_strings_do_not_escape_but_report_backslashes() {
-        let mut toks = Vec::new();
-        assert!(lex(b"select 'a\\'; two", false, &mut toks));
-        assert_eq!(statements(b"select 'a\\'; two", &toks).count(), 2);
-        toks.clear();
-        assert!(!lex(b"select 'a'; two", false, &mut toks));
-        toks.clear();
-        lex(b"select 'a\\'; two'", true, &mut toks);
-        assert_eq!(
-            statements(b"select 'a\\'; two'", &toks).count(),
-            1,
-            "with backslash escapes the quote does not end the string"
-        );
-    }
-
-    #[test]
-    fn words_and_whitespace_of_every_kind() {
-        assert_eq!(
-            words("create\ttemp\ntable\r\x0ct(x)"),
-            vec![
-                (Kind::Word, "create".into()),
-                (Kind::Word, "temp".into()),
-                (Kind::Word, "table".into()),
-                (Kind::Word, "t".into()),
-                (Kind::Punct, "(".into()),
-                (Kind::Word, "x".into()),
-                (Kind::Punct, ")".into()),
-            ]
-        );
-        assert_eq!(
-            words("a$b$ $q$x$q$"),
-            vec![(Kind::Word, "a$b$".into()), (Kind::Str, "$q$x$q$".into())]
-        );
-    }
-
-    #[test]
-    fn unterminated_forms_and_non_utf8_end_the_text_without_panicking() {
-        for text in [
-            &b"select 'abc"[..],
-            b"select \"abc",
-            b"select $a$ abc",
-            b"select /* abc",
-            b"select e'abc\\",
-            b"select -- abc",
-            b"\xff\xfe; select \xc3",
-            b"$",
-            b"'",
-            b"e'",
-        ] {
-            let mut toks = Vec::new();
-            lex(text, false, &mut toks);
-            lex(text, true, &mut toks);
-            for t in &toks {
-                assert!(t.start <= t.end && t.end as usize <= text.len());
-                assert!(t.inner_start <= t.inner_end && t.inner_end as usize <= text.len());
-            }
-            let _ = statements(text, &toks).count();
-        }
-    }
-}
+#[path = "lexer_tests.rs"]
+mod tests;

@@ -117,21 +117,7 @@ async fn up(
         },
         host: host_name(),
     };
-    let mut count = 0;
-    for file in &pending {
-        report::progress(out, &format!("applying {} ... ", file.file_name()));
-        match runner.apply(file).await {
-            Ok(Applied::Now(took)) => {
-                count += 1;
-                report::line(out, &format!("ok ({} ms)", took.as_millis()));
-            }
-            Ok(Applied::ByAnotherRun) => report::line(out, "already applied by another run"),
-            Err(e) => {
-                report::line(out, "FAILED");
-                return Err(e);
-            }
-        }
-    }
+    let count = apply_all(&runner, &pending, out).await?;
     report::line(
         out,
         &format!(
@@ -145,6 +131,31 @@ async fn up(
         }
     }
     Ok(())
+}
+
+/// Applies `pending` in order, reporting each; stops at the first failure. Returns how
+/// many this run applied (not those another run applied meanwhile).
+async fn apply_all(
+    runner: &Runner<'_>,
+    pending: &[&MigrationFile],
+    out: &mut dyn Write,
+) -> Result<usize, MigrateError> {
+    let mut count = 0;
+    for file in pending {
+        report::progress(out, &format!("applying {} ... ", file.file_name()));
+        match runner.apply(file).await {
+            Ok(Applied::Now(took)) => {
+                count += 1;
+                report::line(out, &format!("ok ({} ms)", took.as_millis()));
+            }
+            Ok(Applied::ByAnotherRun) => report::line(out, "already applied by another run"),
+            Err(e) => {
+                report::line(out, "FAILED");
+                return Err(e);
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// RECONNECT on a pgfunnel admin console; a failure is reported, never fatal (the

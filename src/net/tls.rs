@@ -1,7 +1,7 @@
 //! TLS settings turned into rustls configs for both sides: toward clients (pgfunnel is the
 //! TLS server: `client_tls_*`) and toward Postgres (pgfunnel is the TLS client:
-//! `server_tls_*`). Owns file loading, protocol lists and the reloadable holder; the
-//! handshakes themselves live in `client::handshake` and `server::tls`.
+//! `server_tls_*`). Owns file loading (`tls_files.rs`), protocol lists and the reloadable
+//! holder; the handshakes themselves live in `client::handshake` and `server::tls`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -269,100 +269,9 @@ pub fn server_side(s: &Settings) -> Result<ServerSideTls, TlsError> {
     })
 }
 
-fn read(path: &Path, setting: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        setting,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn load_certs(
-    path: &Path,
-    setting: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path, setting)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::Pem {
-            setting,
-            path: path.to_path_buf(),
-            what: "certificate",
-        });
-    }
-    Ok(certs)
-}
-
-fn load_key(path: &Path, setting: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path, setting)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::Pem {
-        setting,
-        path: path.to_path_buf(),
-        what: "private key",
-    })
-}
-
-/// pgfunnel's own certificate chain and key, as rustls's `with_single_cert` makes them
-/// but also for an X.509 v1 certificate (which OpenSSL serves and rustls cannot parse):
-/// the key must match the certificate's public key either way.
-fn certified_key(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    provider: &CryptoProvider,
-    setting: &'static str,
-) -> Result<CertifiedKey, TlsError> {
-    let signing = provider.key_provider.load_private_key(key)?;
-    let own = CertifiedKey::new(certs, signing);
-    let mismatch = || TlsError::KeyMismatch { setting };
-    match own.keys_match() {
-        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(own),
-        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Err(mismatch()),
-        Err(e) if tls_chain::webpki_refused_legacy(&e) => {
-            let cert_key = tls_chain::spki(own.end_entity_cert()?)?;
-            match own.key.public_key() {
-                Some(k) if k.as_ref() != cert_key.as_ref() => Err(mismatch()),
-                _ => Ok(own),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The CA certificates of `path` as webpki trust anchors, and as they are for the
-/// checks webpki does not make (`tls_chain`).
-fn load_roots(
-    path: &Path,
-    setting: &'static str,
-) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
-    let mut roots = RootCertStore::empty();
-    let cas = load_certs(path, setting)?;
-    let (added, _ignored) = roots.add_parsable_certificates(cas.iter().cloned());
-    if added == 0 {
-        return Err(TlsError::Pem {
-            setting,
-            path: path.to_path_buf(),
-            what: "usable CA certificate",
-        });
-    }
-    Ok((roots, cas))
-}
-
-/// The operating system's trust store; the bundled Mozilla roots when it is empty (as in
-/// minimal container images).
-fn system_roots() -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(found.certs);
-    if roots.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    if roots.is_empty() {
-        return Err(TlsError::NoSystemRoots);
-    }
-    Ok(roots)
-}
+#[path = "tls_files.rs"]
+mod files;
+use files::{certified_key, load_certs, load_key, load_roots, system_roots};
 
 /// Parses a PgBouncer (libtls) protocol list: `secure`/`default` (TLS 1.2 and 1.3),
 /// `all`/`legacy` (every version), or names `tlsv1.0` .. `tlsv1.3` separated by commas,
@@ -415,68 +324,5 @@ pub fn protocol_versions(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(v: &[&'static SupportedProtocolVersion]) -> Vec<String> {
-        v.iter().map(|p| format!("{:?}", p.version)).collect()
-    }
-
-    #[test]
-    fn protocol_lists_follow_pgbouncer_keywords() {
-        let both = ["TLSv1_3", "TLSv1_2"];
-        assert_eq!(names(&protocol_versions("secure", "k").expect("ok")), both);
-        assert_eq!(names(&protocol_versions("all", "k").expect("ok")), both);
-        assert_eq!(
-            names(&protocol_versions("tlsv1.3", "k").expect("ok")),
-            ["TLSv1_3"]
-        );
-        assert_eq!(
-            names(&protocol_versions("all,!tlsv1.3", "k").expect("ok")),
-            ["TLSv1_2"]
-        );
-        assert_eq!(
-            names(&protocol_versions("tlsv1.1 : tlsv1.2", "k").expect("ok")),
-            ["TLSv1_2"]
-        );
-    }
-
-    #[test]
-    fn protocol_lists_without_a_usable_version_are_refused() {
-        let e = protocol_versions("tlsv1.0,tlsv1.1", "client_tls_protocols").expect_err("old");
-        assert!(e.to_string().contains("TLS 1.2 and 1.3"), "{e}");
-        let e = protocol_versions("sslv3", "client_tls_protocols").expect_err("unknown");
-        assert!(
-            e.to_string()
-                .starts_with("client_tls_protocols = \"sslv3\": unknown"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn client_side_needs_a_ca_file_to_verify_clients() {
-        let s = Settings {
-            client_tls_sslmode: SslMode::VerifyCa,
-            client_tls_cert_file: Some("/nonexistent/c.pem".into()),
-            client_tls_key_file: Some("/nonexistent/k.pem".into()),
-            ..Settings::default()
-        };
-        let e = client_side(&s).expect_err("missing file");
-        assert!(
-            e.to_string()
-                .starts_with("cannot read client_tls_cert_file /nonexistent/c.pem"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn disabled_sides_build_without_files() {
-        let s = Settings {
-            server_tls_sslmode: SslMode::Disable,
-            ..Settings::default()
-        };
-        let tls = TlsConfigs::load(&s).expect("nothing to read");
-        assert!(tls.client().acceptor.is_none());
-        assert!(tls.server().connector.is_none());
-    }
-}
+#[path = "tls_tests.rs"]
+mod tests;

@@ -191,8 +191,46 @@ async fn login(
     cancel_addr: CancelAddr,
     target: &ServerTarget,
 ) -> Result<ServerConnection, ServerError> {
+    let mut conn = new_connection(stream, cancel_addr);
+    let mut out = BytesMut::new();
+    let mut params: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.dbname)];
+    params.extend(
+        target
+            .startup_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    messages::put_startup(&mut out, &params);
+    conn.stream.write_all(&out).await?;
+    let label = server_label(target, &conn.cancel_addr);
+    conn.close_log = target.options.log_disconnections.then(|| label.clone());
+    let logged_in = finish_login(&mut conn, target).await;
+    if logged_in.is_err() {
+        conn.close_reason = Some(CloseReason::LoginFailed);
+    }
+    if let Err(e) = &logged_in {
+        warn_login_failed(target, e);
+    }
+    logged_in?;
+    conn.info = Arc::new(describe(&conn, target));
+    if target.options.log_connections {
+        log_server_open(conn.id, &label, local_addr(&conn.stream));
+    }
+    // A walsender takes replication commands, not connect_query's SQL.
+    let replication = replication_kind(target) != "none";
+    if let (Some(query), false) = (&target.options.connect_query, replication) {
+        if let Err(e) = run_connect_query(&mut conn, query, &target.dbname).await {
+            conn.close_reason = Some(CloseReason::Other("connect_query failed".into()));
+            return Err(e);
+        }
+    }
+    Ok(conn)
+}
+
+/// A connection on `stream` before its startup packet: no parameters, key or info yet.
+fn new_connection(stream: Stream, cancel_addr: CancelAddr) -> ServerConnection {
     let now = Instant::now();
-    let mut conn = ServerConnection {
+    ServerConnection {
         stream,
         buf: BytesMut::with_capacity(8192),
         params: HashMap::new(),
@@ -220,27 +258,15 @@ async fn login(
             replication: "none",
             on_loan: Default::default(),
         }),
-    };
-    let mut out = BytesMut::new();
-    let mut params: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.dbname)];
-    params.extend(
-        target
-            .startup_params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    messages::put_startup(&mut out, &params);
-    conn.stream.write_all(&out).await?;
-    let label = server_label(target, &conn.cancel_addr);
-    conn.close_log = target.options.log_disconnections.then(|| label.clone());
-    let logged_in = finish_login(&mut conn, target).await;
-    if logged_in.is_err() {
-        conn.close_reason = Some(CloseReason::LoginFailed);
     }
-    match &logged_in {
-        // The server's own words, as PgBouncer logs them (`server login failed: FATAL
-        // password authentication failed for user "x"`); the log escapes them.
-        Err(ServerError::Rejected(f)) => warn!(
+}
+
+/// Logs a failed login: a server's refusal in its own words, as PgBouncer logs them
+/// (`server login failed: FATAL password authentication failed for user "x"`; the log
+/// escapes them), or the TLS failure.
+fn warn_login_failed(target: &ServerTarget, e: &ServerError) {
+    match e {
+        ServerError::Rejected(f) => warn!(
             db = %target.dbname,
             user = %target.user,
             code = %f.code,
@@ -248,7 +274,7 @@ async fn login(
             f.severity,
             f.message
         ),
-        Err(ServerError::Tls(io)) => warn!(
+        ServerError::Tls(io) => warn!(
             db = %target.dbname,
             user = %target.user,
             "{}",
@@ -256,20 +282,6 @@ async fn login(
         ),
         _ => {}
     }
-    logged_in?;
-    conn.info = Arc::new(describe(&conn, target));
-    if target.options.log_connections {
-        log_server_open(conn.id, &label, local_addr(&conn.stream));
-    }
-    // A walsender takes replication commands, not connect_query's SQL.
-    let replication = replication_kind(target) != "none";
-    if let (Some(query), false) = (&target.options.connect_query, replication) {
-        if let Err(e) = run_connect_query(&mut conn, query, &target.dbname).await {
-            conn.close_reason = Some(CloseReason::Other("connect_query failed".into()));
-            return Err(e);
-        }
-    }
-    Ok(conn)
 }
 
 /// `db/user@addr:port` (or `@socket path`), as PgBouncer's log prefix names a server.

@@ -29,41 +29,8 @@ pub(super) async fn authenticate(
         let mut out = BytesMut::new();
         match code {
             auth_code::OK => return Ok(()),
-            auth_code::CLEARTEXT => {
-                let Some(pw) = plain_password(&target.credential) else {
-                    return Err(ServerError::Auth(
-                        "server wants a cleartext password but only a hash is known",
-                    ));
-                };
-                let mut p = pw.as_bytes().to_vec();
-                p.push(0);
-                messages::put_password(&mut out, &p);
-            }
-            auth_code::MD5 => {
-                let salt: [u8; 4] = payload
-                    .get(..4)
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or(ServerError::Protocol("short md5 salt"))?;
-                let ServerCredential::Secret(secret) = &target.credential else {
-                    return Err(ServerError::Auth(
-                        "server wants md5 but no password or md5 hash is known",
-                    ));
-                };
-                let response = match secret {
-                    Secret::Plain(pw) => {
-                        md5_response(&md5_secret(&target.user, pw.as_bytes()), salt)
-                    }
-                    Secret::Md5(hash) => md5_response(hash, salt),
-                    Secret::Scram(_) => {
-                        return Err(ServerError::Auth(
-                            "server wants md5 but only a SCRAM secret is known",
-                        ))
-                    }
-                };
-                let mut p = response.into_bytes();
-                p.push(0);
-                messages::put_password(&mut out, &p);
-            }
+            auth_code::CLEARTEXT => put_cleartext(&mut out, target)?,
+            auth_code::MD5 => put_md5(&mut out, target, payload)?,
             auth_code::SASL => {
                 if !payload.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256") {
                     return Err(ServerError::Auth("server offers no SCRAM-SHA-256"));
@@ -103,6 +70,46 @@ pub(super) async fn authenticate(
         }
         conn.stream.send(&out).await?;
     }
+}
+
+/// The PasswordMessage answering a cleartext password request.
+fn put_cleartext(out: &mut BytesMut, target: &ServerTarget) -> Result<(), ServerError> {
+    let Some(pw) = plain_password(&target.credential) else {
+        return Err(ServerError::Auth(
+            "server wants a cleartext password but only a hash is known",
+        ));
+    };
+    let mut p = pw.as_bytes().to_vec();
+    p.push(0);
+    messages::put_password(out, &p);
+    Ok(())
+}
+
+/// The PasswordMessage answering an md5 request (`payload` holds the salt), from the
+/// password or the stored md5 hash.
+fn put_md5(out: &mut BytesMut, target: &ServerTarget, payload: &[u8]) -> Result<(), ServerError> {
+    let salt: [u8; 4] = payload
+        .get(..4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(ServerError::Protocol("short md5 salt"))?;
+    let ServerCredential::Secret(secret) = &target.credential else {
+        return Err(ServerError::Auth(
+            "server wants md5 but no password or md5 hash is known",
+        ));
+    };
+    let response = match secret {
+        Secret::Plain(pw) => md5_response(&md5_secret(&target.user, pw.as_bytes()), salt),
+        Secret::Md5(hash) => md5_response(hash, salt),
+        Secret::Scram(_) => {
+            return Err(ServerError::Auth(
+                "server wants md5 but only a SCRAM secret is known",
+            ))
+        }
+    };
+    let mut p = response.into_bytes();
+    p.push(0);
+    messages::put_password(out, &p);
+    Ok(())
 }
 
 /// The SCRAM client for this credential: from the plain password, or pass-through with

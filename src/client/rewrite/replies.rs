@@ -143,7 +143,13 @@ impl Rewriter {
                 out.extend_from_slice(msg);
             }
         }
-        // After an error the server ignores everything up to the next Sync.
+        self.skip_to_sync(server);
+        self.aborted = self.expect.is_empty();
+    }
+
+    /// After an error the server ignores everything up to the next Sync: the replies
+    /// expected before it are dropped and what their requests did is undone.
+    fn skip_to_sync(&mut self, server: &mut ServerStatements) {
         while let Some(next) = self.expect.front() {
             if matches!(
                 next,
@@ -160,7 +166,6 @@ impl Rewriter {
                 self.undo(undo, server);
             }
         }
-        self.aborted = self.expect.is_empty();
     }
 
     pub(super) fn undo(&mut self, undo: Undo, server: &mut ServerStatements) {
