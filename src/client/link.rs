@@ -92,6 +92,9 @@ impl Session {
                     error,
                     server: fate,
                 } => {
+                    if matches!(end, RelayEnd::ClientGone | RelayEnd::ClientIo(_)) {
+                        self.note_client_left(&relay);
+                    }
                     self.log_link_end(&end, timed_out, &relay);
                     return self.close(pool, mode, server, &link, error, fate).await;
                 }
@@ -106,6 +109,14 @@ impl Session {
                 // Noted for this link only: the server it concerned is closed.
                 relay.tracker.uninspected_parse = false;
             }
+        }
+    }
+
+    /// Records how the client left: Terminate is PgBouncer's `client close request` (the
+    /// default), a socket that closed or failed without it `client unexpected eof`.
+    fn note_client_left(&self, relay: &Relay) {
+        if !relay.client_sent_terminate() {
+            note_close(&self.entry, CloseReason::ClientUnexpectedEof);
         }
     }
 
@@ -176,7 +187,10 @@ impl Session {
                 }
                 return Between::Request;
             }
-            Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => return Between::End,
+            Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => {
+                self.note_client_left(relay);
+                return Between::End;
+            }
             Idle::End(IdleEnd::ClientProtocol(e)) => {
                 warn!(parent: &self.span, error = %e, "client protocol violation");
                 relay.stats.refused();
