@@ -45,6 +45,9 @@ pub enum ErrorKind {
     /// change of its connection settings, at the end of a transaction: pgfunnel disconnects
     /// the client (08P01, as PgBouncer).
     ServerRetired,
+    /// A startup parameter has a value Postgres refuses, e.g. `replication=maybe` (22023,
+    /// invalid_parameter_value, as Postgres).
+    InvalidParameter,
     /// The client did not read its notifications and some were lost (53200).
     QueueFull,
     /// pgfunnel is shutting down, or an operator ended the client (57P01).
@@ -74,6 +77,7 @@ impl ErrorKind {
             ErrorKind::IdleTransactionTimeout => "08P01",
             ErrorKind::TransactionTimeout => "08P01",
             ErrorKind::ServerRetired => "08P01",
+            ErrorKind::InvalidParameter => "22023",
             ErrorKind::QueueFull => "53200",
             ErrorKind::Shutdown => "57P01",
             ErrorKind::TooLarge => "54000",
@@ -98,6 +102,7 @@ impl ErrorKind {
             ErrorKind::IdleTransactionTimeout => "idle_transaction_timeout",
             ErrorKind::TransactionTimeout => "transaction_timeout",
             ErrorKind::ServerRetired => "server_retired",
+            ErrorKind::InvalidParameter => "invalid_parameter",
             ErrorKind::QueueFull => "queue_full",
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::TooLarge => "too_large",
