@@ -166,12 +166,16 @@ fn text_log_uses_pgbouncers_phrases_for_connections_and_closes() {
         let _ = driver.await;
         console.simple_query("KILL app").await.expect("KILL");
     });
-    let text = p.wait_for("cleaning up idle pool for user");
-    let text = if text.contains("closing because: server idle timeout (age=") {
-        text
-    } else {
-        p.wait_for("closing because: server idle timeout (age=")
-    };
+    // The lines that come last, each awaited (the log only grows).
+    for needle in [
+        "cleaning up idle pool for user",
+        "closing because: server idle timeout (age=",
+        "closing because: admin forced disconnect (age=",
+        "closing because: client unexpected eof (age=",
+    ] {
+        p.wait_for(needle);
+    }
+    let text = p.log_text();
     for phrase in [
         "closing because: client close request (age=",
         "closing because: client unexpected eof (age=",
