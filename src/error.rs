@@ -41,6 +41,13 @@ pub enum ErrorKind {
     /// transaction_timeout ended the client's transaction: pgfunnel disconnects it (08P01,
     /// as PgBouncer).
     TransactionTimeout,
+    /// `server_fast_close` closed the client's server, marked for closing by RECONNECT or a
+    /// change of its connection settings, at the end of a transaction: pgfunnel disconnects
+    /// the client (08P01, as PgBouncer).
+    ServerRetired,
+    /// A startup parameter has a value Postgres refuses, e.g. `replication=maybe` (22023,
+    /// invalid_parameter_value, as Postgres).
+    InvalidParameter,
     /// The client did not read its notifications and some were lost (53200).
     QueueFull,
     /// pgfunnel is shutting down, or an operator ended the client (57P01).
@@ -69,6 +76,8 @@ impl ErrorKind {
             ErrorKind::Timeout => "08P01",
             ErrorKind::IdleTransactionTimeout => "08P01",
             ErrorKind::TransactionTimeout => "08P01",
+            ErrorKind::ServerRetired => "08P01",
+            ErrorKind::InvalidParameter => "22023",
             ErrorKind::QueueFull => "53200",
             ErrorKind::Shutdown => "57P01",
             ErrorKind::TooLarge => "54000",
@@ -92,6 +101,8 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::IdleTransactionTimeout => "idle_transaction_timeout",
             ErrorKind::TransactionTimeout => "transaction_timeout",
+            ErrorKind::ServerRetired => "server_retired",
+            ErrorKind::InvalidParameter => "invalid_parameter",
             ErrorKind::QueueFull => "queue_full",
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::TooLarge => "too_large",

@@ -63,6 +63,14 @@ impl Session {
                     self.tell(&e).await;
                 }
             }
+            ServerFate::Obsolete => {
+                let reason = CloseReason::DatabaseConfigChanged;
+                note_close(&self.entry, reason.clone());
+                pool.discard_because(server, reason);
+                if let Some(e) = error {
+                    self.tell(&e).await;
+                }
+            }
             ServerFate::ClientLeft => {
                 if let Some(e) = error {
                     self.tell(&e).await;

@@ -47,7 +47,10 @@ impl Session {
         mut linked: Option<PooledServer>,
     ) {
         let timers = self.ctx.link_timeouts(&self.user);
+        let fast_close = mode == PoolMode::Session && self.ctx.config().settings.server_fast_close;
         let mut relay = self.new_relay(pool, mode, &timers);
+        // server_fast_close watches every end of transaction (and idle spells).
+        relay.timed |= fast_close;
         let mut listener: Option<Subscription> = None;
         loop {
             let mut server = match linked.take() {
@@ -71,7 +74,7 @@ impl Session {
                 return self.sync_failed(pool, server, e).await;
             }
             let (end, timed_out, cancelled) = self
-                .link(&mut relay, &mut server, cancel, &timers, params)
+                .link(&mut relay, &mut server, cancel, &timers, params, fast_close)
                 .await;
             let link = LinkEnd {
                 end: &end,
@@ -79,6 +82,9 @@ impl Session {
                 timed_out,
                 tracker: &relay.tracker,
                 server_clean: relay.server_clean(),
+                obsolete: fast_close
+                    && relay.s2c.is_empty()
+                    && pool.is_close_needed(server.conn.created),
             };
             let server_id = server.conn.id;
             match disposition(&link) {
@@ -86,6 +92,9 @@ impl Session {
                     error,
                     server: fate,
                 } => {
+                    if matches!(end, RelayEnd::ClientGone | RelayEnd::ClientIo(_)) {
+                        self.note_client_left(&relay);
+                    }
                     self.log_link_end(&end, timed_out, &relay);
                     return self.close(pool, mode, server, &link, error, fate).await;
                 }
@@ -100,6 +109,14 @@ impl Session {
                 // Noted for this link only: the server it concerned is closed.
                 relay.tracker.uninspected_parse = false;
             }
+        }
+    }
+
+    /// Records how the client left: Terminate is PgBouncer's `client close request` (the
+    /// default), a socket that closed or failed without it `client unexpected eof`.
+    fn note_client_left(&self, relay: &Relay) {
+        if !relay.client_sent_terminate() {
+            note_close(&self.entry, CloseReason::ClientUnexpectedEof);
         }
     }
 
@@ -170,7 +187,10 @@ impl Session {
                 }
                 return Between::Request;
             }
-            Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => return Between::End,
+            Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => {
+                self.note_client_left(relay);
+                return Between::End;
+            }
             Idle::End(IdleEnd::ClientProtocol(e)) => {
                 warn!(parent: &self.span, error = %e, "client protocol violation");
                 relay.stats.refused();
@@ -195,7 +215,8 @@ impl Session {
     /// Links `server` to this client for one relay run: registers it for cancel requests,
     /// relays, then records what the link changed in the client's parameters. Returns the
     /// relay's end, the timer that ended the link (if any) and whether a cancel request
-    /// reached the server meanwhile.
+    /// reached the server meanwhile. `fast_close`: wake up now and then while the server
+    /// is idle so that one marked for closing is noticed (`server_fast_close`).
     async fn link(
         &mut self,
         relay: &mut Relay,
@@ -203,6 +224,7 @@ impl Session {
         cancel: &CancelHandle,
         timers: &LinkTimeouts,
         params: &mut ClientParams,
+        fast_close: bool,
     ) -> (RelayEnd, Option<Expired>, bool) {
         cancel
             .entry
@@ -212,7 +234,7 @@ impl Session {
             })
             .await;
         let (end, timed_out) = self
-            .relay_linked(relay, server, timers, &mut params.expected)
+            .relay_linked(relay, server, timers, &mut params.expected, fast_close)
             .await;
         let cancelled = cancel.entry.unlink().await;
         if std::mem::take(&mut relay.params_changed) {
@@ -227,13 +249,15 @@ impl Session {
 
     /// Relays one link, enforcing query_timeout (cancel), idle_transaction_timeout and
     /// transaction_timeout. Returns the relay's end and the timer that ended the link, if
-    /// one did.
+    /// one did. With `fast_close`, an idle server ends the link with `Tick` every
+    /// [`FAST_CLOSE_CHECK`] so the caller can see whether it was marked for closing.
     async fn relay_linked(
         &mut self,
         relay: &mut Relay,
         server: &mut PooledServer,
         timers: &LinkTimeouts,
         expected: &mut Reported,
+        fast_close: bool,
     ) -> (RelayEnd, Option<Expired>) {
         let release = relay.tracker.pin.is_none();
         let conn = &mut server.conn;
@@ -249,7 +273,12 @@ impl Session {
             return (end, None);
         }
         loop {
-            let deadline = timers.next_deadline(&relay.clock, &relay.tracker);
+            let mut deadline = timers.next_deadline(&relay.clock, &relay.tracker);
+            let poll_idle = fast_close && relay.tracker.is_idle();
+            if poll_idle {
+                let check = std::time::Instant::now() + FAST_CLOSE_CHECK;
+                deadline = Some(deadline.map_or(check, |d| d.min(check)));
+            }
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -273,11 +302,16 @@ impl Session {
                 Some(e @ (Expired::IdleTransaction | Expired::Transaction)) => {
                     return (RelayEnd::Tick, Some(e))
                 }
+                None if poll_idle && relay.tracker.is_idle() => return (RelayEnd::Tick, None),
                 None => {}
             }
         }
     }
 }
+
+/// How often an idle session-mode server is checked for a closing mark under
+/// `server_fast_close` (PgBouncer's janitor runs about as often).
+const FAST_CLOSE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Brings the server's session parameters in line with the client's before any client
 /// byte reaches it. Values the server normalised (`iso` -> `ISO, MDY`) are reported to

@@ -30,6 +30,10 @@ pub struct LinkEnd<'a> {
     pub tracker: &'a Tracker,
     /// Everything sent to the server was answered and nothing is half-sent or half-read.
     pub server_clean: bool,
+    /// Session mode with `server_fast_close`: the pool marked this server for closing
+    /// (RECONNECT, a RELOAD or DNS change of its connection settings) and everything it
+    /// sent reached the client.
+    pub obsolete: bool,
 }
 
 /// What becomes of the server (and the client) after a link.
@@ -58,6 +62,9 @@ pub enum ServerFate {
     Discard(&'static str),
     /// Decided by [`after_client_left`] (the client left; the server may be reusable).
     ClientLeft,
+    /// Closed because the pool marked it for closing (`server_fast_close`), logged as
+    /// PgBouncer's `database configuration changed`.
+    Obsolete,
 }
 
 /// What becomes of a server whose client left: closed, or reused after running `reset`.
@@ -105,6 +112,13 @@ pub fn disposition(link: &LinkEnd<'_>) -> Disposition {
         }
         Some(Expired::Query) | None => {}
     }
+    if fast_close_now(link) {
+        return close(
+            ErrorKind::ServerRetired,
+            FAST_CLOSE_MESSAGE,
+            ServerFate::Obsolete,
+        );
+    }
     match link.end {
         RelayEnd::Released if link.cancelled => {
             Disposition::Discard("server had a cancel during this link: not reused")
@@ -138,6 +152,20 @@ pub fn disposition(link: &LinkEnd<'_>) -> Disposition {
             ServerFate::Discard("server protocol violation"),
         ),
     }
+}
+
+/// What a client is told when `server_fast_close` closes its server (PgBouncer's words).
+pub const FAST_CLOSE_MESSAGE: &str = "database configuration changed";
+
+/// `server_fast_close`: a session-mode server marked for closing is closed as soon as its
+/// transaction ended (ReadyForQuery `I`, nothing outstanding, nothing half-sent), not when
+/// its client leaves.
+fn fast_close_now(link: &LinkEnd<'_>) -> bool {
+    link.obsolete
+        && link.timed_out.is_none()
+        && matches!(link.end, RelayEnd::Tick)
+        && link.server_clean
+        && !link.cancelled
 }
 
 /// Decides whether a server whose client left (with the link ending as `link` says) can be

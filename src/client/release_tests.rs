@@ -18,6 +18,7 @@ fn link<'a>(end: &'a RelayEnd, t: &'a Tracker, cancelled: bool, clean: bool) -> 
         timed_out: None,
         tracker: t,
         server_clean: clean,
+        obsolete: false,
     }
 }
 
@@ -205,4 +206,38 @@ fn discard_all_is_recognised_in_any_case_with_optional_semicolon() {
     ] {
         assert_eq!(is_discard_all(q), yes, "{q:?}");
     }
+}
+
+#[test]
+fn fast_close_ends_the_session_once_the_marked_server_is_idle() {
+    let t = tracker(None, false);
+    let tick = RelayEnd::Tick;
+    let marked = |clean| LinkEnd {
+        obsolete: true,
+        ..link(&tick, &t, false, clean)
+    };
+    match disposition(&marked(true)) {
+        Disposition::Close {
+            error: Some(e),
+            server: ServerFate::Obsolete,
+        } => {
+            assert_eq!(&*e.code, "08P01");
+            assert_eq!(&*e.message, "database configuration changed");
+        }
+        d => panic!("{d:?}"),
+    }
+    // mid-transaction (or with bytes in flight) the link goes on
+    assert_eq!(disposition(&marked(false)), Disposition::Keep);
+    // not marked, or server_fast_close off: the session keeps its server
+    assert_eq!(
+        disposition(&link(&tick, &t, false, true)),
+        Disposition::Keep
+    );
+    // a marked server whose client left is decided as any other
+    let gone = RelayEnd::ClientGone;
+    let left = LinkEnd {
+        obsolete: true,
+        ..link(&gone, &t, false, true)
+    };
+    assert_eq!(closes_with(&disposition(&left)), Some(("", true)));
 }

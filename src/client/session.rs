@@ -33,6 +33,9 @@ pub struct Session {
     startup: Vec<(String, String)>,
     /// Set for a replication client (served by `client::replication`, never pooled).
     replication: Option<super::replication::ReplicationKind>,
+    /// A startup parameter value Postgres refuses (`replication=maybe`): told with 22023
+    /// before authentication, as Postgres does.
+    refused: Option<&'static str>,
     /// This client's registry entry (SHOW CLIENTS state), set by `client::handle`.
     pub entry: Option<Arc<ClientEntry>>,
     /// The client's span (the one current when the session was created), named as the
@@ -107,9 +110,9 @@ impl Session {
         let database = take(&mut startup, "database")
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());
-        let replication = match super::replication::take_kind(&mut startup) {
-            Ok(kind) => kind,
-            Err(msg) => return Err((stream, msg)),
+        let (replication, refused) = match super::replication::take_kind(&mut startup) {
+            Ok(kind) => (kind, None),
+            Err(msg) => (None, Some(msg)),
         };
         let ignored = ctx.config().settings.ignore_startup_parameters.clone();
         crate::protocol::startup::drop_ignored(&mut startup, &ignored);
@@ -121,6 +124,7 @@ impl Session {
             database,
             startup,
             replication,
+            refused,
             entry: None,
             span: tracing::Span::current(),
         })
@@ -129,6 +133,11 @@ impl Session {
     /// Runs the session to its end: authentication, admission, login replies, then the
     /// link cycle.
     pub async fn run(mut self) {
+        if let Some(msg) = self.refused {
+            return self
+                .tell(&ClientError::fatal(ErrorKind::InvalidParameter, msg))
+                .await;
+        }
         let Some(admitted) = self.authenticate().await else {
             return;
         };

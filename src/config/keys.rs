@@ -259,7 +259,7 @@ pub static SETTING_KEYS: &[SettingKey] = &[
     applied!("server_check_delay", server_check_delay, RELOAD, parse_duration, show_dur),
     applied!("server_check_query", server_check_query, RELOAD, check_query, show_check_query),
     applied!("server_connect_timeout", server_connect_timeout, RELOAD, parse_duration, show_dur),
-    no_effect!("server_fast_close", RELOAD, "0"),
+    applied!("server_fast_close", server_fast_close, RELOAD, parse_bool, show_flag),
     applied!("server_idle_timeout", server_idle_timeout, RELOAD, parse_duration, show_dur),
     applied!("server_lifetime", server_lifetime, RELOAD, parse_duration, show_dur),
     applied!("server_login_retry", server_login_retry, RELOAD, parse_duration, show_dur),

@@ -61,6 +61,7 @@ pub struct Settings {
     /// (pgfunnel's own); larger ones fail with 54000.
     pub max_prepared_message_size: u32,
     pub server_round_robin: bool,
+    pub server_fast_close: bool,
     pub server_reset_query: Option<String>,
     pub server_reset_query_always: bool,
     pub server_check_query: ServerCheckQuery,
@@ -197,6 +198,7 @@ impl Default for Settings {
             max_client_pipeline: 4096,
             max_prepared_message_size: 16 * 1024 * 1024,
             server_round_robin: false,
+            server_fast_close: false,
             server_reset_query: Some(s("DISCARD ALL")),
             server_reset_query_always: false,
             server_check_query: ServerCheckQuery::EmptyQuery,

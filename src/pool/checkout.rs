@@ -255,11 +255,19 @@ impl Pool {
 
     /// Closes a connection that must not be reused (dirty, broken) and frees its slot.
     pub fn discard(&self, server: PooledServer) {
-        debug!(server = server.conn.id, "discarding server");
-        tokio::spawn(
-            server
-                .conn
-                .close_because(crate::logging::close_reason::CloseReason::UncleanServer),
+        self.discard_because(
+            server,
+            crate::logging::close_reason::CloseReason::UncleanServer,
         );
+    }
+
+    /// Closes a connection that must not be reused, logging `reason`, and frees its slot.
+    pub fn discard_because(
+        &self,
+        server: PooledServer,
+        reason: crate::logging::close_reason::CloseReason,
+    ) {
+        debug!(server = server.conn.id, %reason, "discarding server");
+        tokio::spawn(server.conn.close_because(reason));
     }
 }

@@ -153,16 +153,32 @@ fn text_log_uses_pgbouncers_phrases_for_connections_and_closes() {
         let console = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "pgbouncer"))
             .await
             .expect("console");
+        // A client whose socket closes without Terminate (its driver task is gone).
+        let (vanishing, connection) = tokio_postgres::connect(
+            &p.conn(PLAIN_USER, PLAIN_PASSWORD, APP2_DB),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("vanishing client");
+        let driver = tokio::spawn(connection);
+        vanishing.simple_query("select 1").await.expect("query");
+        driver.abort();
+        let _ = driver.await;
         console.simple_query("KILL app").await.expect("KILL");
     });
-    let text = p.wait_for("cleaning up idle pool for user");
-    let text = if text.contains("closing because: server idle timeout (age=") {
-        text
-    } else {
-        p.wait_for("closing because: server idle timeout (age=")
-    };
+    // The lines that come last, each awaited (the log only grows).
+    for needle in [
+        "cleaning up idle pool for user",
+        "closing because: server idle timeout (age=",
+        "closing because: admin forced disconnect (age=",
+        "closing because: client unexpected eof (age=",
+    ] {
+        p.wait_for(needle);
+    }
+    let text = p.log_text();
     for phrase in [
         "closing because: client close request (age=",
+        "closing because: client unexpected eof (age=",
         "closing because: password authentication failed (age=0s)",
         "closing because: server login failed (age=",
         "closing because: login failed (age=",

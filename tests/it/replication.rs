@@ -355,3 +355,35 @@ async fn pg_receivewal_streams_over_client_tls() {
     let out = run_bounded(plain).await;
     assert!(!out.status.success(), "plaintext refused under require");
 }
+
+/// A `replication=` value Postgres does not know is refused before authentication with
+/// Postgres's 22023 (invalid_parameter_value) and its wording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_replication_value_is_refused_with_22023() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = replication_proxy(1).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let startup = crate::proxy::startup_message(
+        &[
+            ("user", PLAIN_USER),
+            ("database", "replication"),
+            ("replication", "maybe"),
+        ],
+        3 << 16,
+    );
+    s.write_all(&startup).await.expect("startup");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .expect("read");
+    assert_eq!(answer.first(), Some(&b'E'), "an error, no auth request");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("C22023\0"), "{text:?}");
+    assert!(
+        text.contains("invalid value for parameter \"replication\""),
+        "{text:?}"
+    );
+}

@@ -347,3 +347,68 @@ pub async fn in_transaction(c: &tokio_postgres::Client) -> bool {
     });
     row.expect("one row")
 }
+
+/// server_fast_close: a session-mode server marked by RECONNECT is closed once its
+/// transaction ends (an idle session's at once), and its client is told PgBouncer's words
+/// with 08P01; with the setting off the session keeps its server until the client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_fast_close_ends_a_reconnected_session_when_its_transaction_ends() {
+    PgServer::shared();
+    for fast in [true, false] {
+        let extra = format!(
+            "admin_users = plain_user\nserver_fast_close = {}",
+            u8::from(fast)
+        );
+        let proxy = Proxy::simple(&forced(), &extra).await;
+        let conn_str = proxy.conn_str("plain_user", "plain_pass", "app");
+        let (app, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+            .await
+            .expect("app connects");
+        let driver = tokio::spawn(conn);
+        let (idle, idle_conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+            .await
+            .expect("idle client connects");
+        let idle_driver = tokio::spawn(idle_conn);
+        idle.simple_query("select 1")
+            .await
+            .expect("idle client runs");
+        app.simple_query("begin").await.expect("begin");
+        let console = proxy.connect("plain_user", "plain_pass", "pgbouncer").await;
+        console.simple_query("RECONNECT").await.expect("reconnect");
+        app.simple_query("select 1")
+            .await
+            .expect("the transaction goes on");
+        app.simple_query("commit").await.expect("commit");
+        let next = app.simple_query("select 1").await;
+        if !fast {
+            next.expect("the session keeps working");
+            idle.simple_query("select 1")
+                .await
+                .expect("so does the idle one");
+            continue;
+        }
+        // The idle session is closed without sending anything.
+        let idle_told = tokio::time::timeout(Duration::from_secs(10), idle_driver)
+            .await
+            .expect("the idle connection ends")
+            .expect("join")
+            .expect_err("closed by pgfunnel");
+        assert_eq!(sqlstate(&idle_told), "08P01");
+        let told = match next {
+            Ok(_) => panic!("the session's server was closed"),
+            Err(e) if !sqlstate(&e).is_empty() => e,
+            Err(_) => tokio::time::timeout(Duration::from_secs(10), driver)
+                .await
+                .expect("the connection ends")
+                .expect("join")
+                .expect_err("closed by pgfunnel"),
+        };
+        assert_eq!(
+            (sqlstate(&told), message(&told)),
+            (
+                "08P01".to_owned(),
+                "database configuration changed".to_owned()
+            )
+        );
+    }
+}

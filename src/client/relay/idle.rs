@@ -57,6 +57,12 @@ impl Relay {
         (buf.len() == len + 1).then(|| &buf[5..])
     }
 
+    /// True once the client sent Terminate (a client that left without it vanished:
+    /// `client unexpected eof` in the log).
+    pub fn client_sent_terminate(&self) -> bool {
+        self.client_terminated
+    }
+
     /// Drops the lone query returned by `lone_query` (pgfunnel answered it).
     pub fn consume_lone_query(&mut self) {
         self.cin.clear();
