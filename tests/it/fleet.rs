@@ -319,8 +319,26 @@ async fn peers_come_from_a_dns_name_with_ids_learned_from_each() {
         m.app().fleet.set_resolver(resolver.clone());
         fleet.push(m);
     }
-    for m in &fleet {
-        pgfunnel::fleet::refresh(m.app()).await;
+    // Each instance's own refresher may have started before the resolver was injected (a
+    // real lookup of the test name, which can finish after ours and store no peers), so
+    // refresh until every instance has learned the others, within a bound.
+    let learned = |fleet: &[Member]| {
+        fleet.iter().enumerate().all(|(i, m)| {
+            let ids: Vec<u16> = m.app().fleet.peers().keys().copied().collect();
+            let mut want: Vec<u16> = vec![11, 12, 13];
+            want.retain(|&id| id != i as u16 + 11);
+            ids == want
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for m in &fleet {
+            pgfunnel::fleet::refresh(m.app()).await;
+        }
+        if learned(&fleet) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     for (i, m) in fleet.iter().enumerate() {
         let ids: Vec<u16> = m.app().fleet.peers().keys().copied().collect();
