@@ -34,21 +34,7 @@ impl Pool {
         let wait = self.settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| started + wait);
         let mut notice = notice.map(|(after, tell)| (started + after, tell));
-        let fast = if self.gate.is_paused() {
-            None
-        } else {
-            self.permits.clone().try_acquire_owned().ok()
-        };
-        let permit = match fast {
-            Some(p) => p,
-            None => {
-                // Slow path: counted as waiting (cl_waiting, maxwait) until a slot is ours
-                // or the wait is abandoned.
-                let _waiting = self.stats.wait_started();
-                self.gate.wait_open().await;
-                self.acquire_slot(&mut notice).await?
-            }
-        };
+        let permit = self.pool_slot(&mut notice).await?;
         let slots = loop {
             while let Some(mut conn) = self.pop_idle() {
                 if conn.is_usable() && !self.expired(&conn) && self.passes_check(&mut conn).await {
@@ -94,6 +80,23 @@ impl Pool {
         self.note_welcome(&conn);
         debug!(server = conn.id, db = %self.key.database, user = %self.key.user, "server connected");
         Ok(self.lend(conn, permit, started.elapsed()))
+    }
+
+    /// A pool_size slot: at once when one is free and the pool is not paused; otherwise
+    /// counted as waiting (cl_waiting, maxwait) until a slot is ours (FIFO, reserve pool,
+    /// query_wait_timeout) or the wait is abandoned.
+    pub(super) async fn pool_slot(
+        &self,
+        notice: &mut Option<(tokio::time::Instant, Tell<'_>)>,
+    ) -> Result<OwnedSemaphorePermit, PoolError> {
+        if !self.gate.is_paused() {
+            if let Ok(p) = self.permits.clone().try_acquire_owned() {
+                return Ok(p);
+            }
+        }
+        let _waiting = self.stats.wait_started();
+        self.gate.wait_open().await;
+        self.acquire_slot(notice).await
     }
 
     /// Connects and logs in, counting the attempt (sv_login, connect histogram, failures).

@@ -22,19 +22,7 @@ impl Pool {
         let started = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| started + wait);
-        let fast = if self.gate.is_paused() {
-            None
-        } else {
-            self.permits.clone().try_acquire_owned().ok()
-        };
-        let permit = match fast {
-            Some(p) => p,
-            None => {
-                let _waiting = self.stats.wait_started();
-                self.gate.wait_open().await;
-                self.acquire_slot(&mut None).await?
-            }
-        };
+        let permit = self.pool_slot(&mut None).await?;
         // Idle connections hold no slot: with ours taken, close idle ones beyond what the
         // remaining slots allow, so the pool never holds more than pool_size connections.
         while self.idle_count() > self.permits.available_permits() {
