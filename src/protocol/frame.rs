@@ -136,29 +136,8 @@ impl Scanner {
                 if self.header_len < HEADER_LEN {
                     break;
                 }
-                let tag = self.header[0];
-                let len = i32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]);
                 self.error_at = total - data.len();
-                if len < 4 {
-                    return Err(FrameError::InvalidLength {
-                        tag: tag as char,
-                        len,
-                    });
-                }
-                let len = len as u32;
-                if len > self.max_len {
-                    return Err(FrameError::TooLarge {
-                        len,
-                        max: self.max_len,
-                    });
-                }
-                self.tag = tag;
-                self.body_remaining = len as usize - 4;
+                let (tag, len) = self.start_message()?;
                 self.capturing = decide(tag, len) == Capture::Body;
                 self.capture.clear();
                 let keep_going = event(ScanEvent::Header { tag, len });
@@ -204,22 +183,55 @@ impl Scanner {
             data = &data[take..];
             if self.body_remaining == 0 {
                 self.header_len = 0;
-                if self.capturing {
-                    self.capturing = false;
-                    let more = event(ScanEvent::Message {
-                        tag: self.tag,
-                        body: &self.capture,
-                    });
-                    if self.capture.capacity() > 64 * 1024 {
-                        self.capture = Vec::new();
-                    }
-                    if !more {
-                        return Ok(total - data.len());
-                    }
+                if self.capturing && !self.deliver_captured(&mut event) {
+                    return Ok(total - data.len());
                 }
             }
         }
         Ok(total)
+    }
+
+    /// Checks the complete header just gathered and starts its body: `(tag, length)`.
+    #[inline]
+    fn start_message(&mut self) -> Result<(u8, u32), FrameError> {
+        let tag = self.header[0];
+        let len = i32::from_be_bytes([
+            self.header[1],
+            self.header[2],
+            self.header[3],
+            self.header[4],
+        ]);
+        if len < 4 {
+            return Err(FrameError::InvalidLength {
+                tag: tag as char,
+                len,
+            });
+        }
+        let len = len as u32;
+        if len > self.max_len {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_len,
+            });
+        }
+        self.tag = tag;
+        self.body_remaining = len as usize - 4;
+        Ok((tag, len))
+    }
+
+    /// Hands over a body gathered across reads (dropping a large capture buffer after);
+    /// false when the caller wants no more messages.
+    #[inline]
+    fn deliver_captured(&mut self, event: &mut impl FnMut(ScanEvent<'_>) -> bool) -> bool {
+        self.capturing = false;
+        let more = event(ScanEvent::Message {
+            tag: self.tag,
+            body: &self.capture,
+        });
+        if self.capture.capacity() > 64 * 1024 {
+            self.capture = Vec::new();
+        }
+        more
     }
 }
 
