@@ -290,14 +290,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
             break;
         }
     }
-    if let Some(p) = &pidfile {
-        let _ = std::fs::remove_file(p);
-    }
-    if let Some(p) = &running.unix_path {
-        let _ = std::fs::remove_file(p);
-    }
+    remove_run_files(&pidfile, &running.unix_path);
     tracing::info!("exit");
     Ok(())
+}
+
+/// Removes the pidfile and the Unix socket file at exit.
+fn remove_run_files(pidfile: &Option<std::path::PathBuf>, unix_path: &Option<std::path::PathBuf>) {
+    if let Some(p) = pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(p) = unix_path {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 fn daemonize() -> anyhow::Result<()> {

@@ -145,19 +145,45 @@ pub async fn execute(
             .await
             .map_err(server_error)?;
     }
+    let mut failure = run_queries(
+        server,
+        queries,
+        &mut results,
+        &mut budget,
+        &mut status,
+        &mut keep,
+    )
+    .await?;
+    if tx.is_some() {
+        end_transaction(server, &mut failure, &mut status).await?;
+    }
+    loan.busy = false;
+    if status == b'I' && keep {
+        if let Some(server) = loan.server.take() {
+            pool.checkin(server);
+        }
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(results),
+    }
+}
+
+/// Runs `queries` in order on `server`, pushing each result to `results`; the first
+/// Postgres error or oversized result stops the batch and is returned as its failure.
+async fn run_queries(
+    server: &mut PooledServer,
+    queries: &[Query],
+    results: &mut Vec<QueryResult>,
+    budget: &mut usize,
+    status: &mut u8,
+    keep: &mut bool,
+) -> Result<Option<ExecError>, ExecError> {
     let mut failure = None;
     for q in queries {
-        match query::run(
-            &mut server.conn,
-            &q.sql,
-            &q.params,
-            &mut budget,
-            &mut status,
-        )
-        .await
-        {
+        match query::run(&mut server.conn, &q.sql, &q.params, budget, status).await {
             Ok(r) => {
-                keep &= !SESSION_CHANGING.contains(&r.command.as_str());
+                *keep &= !SESSION_CHANGING.contains(&r.command.as_str());
                 results.push(r);
             }
             Err(QueryError::Postgres(e)) => {
@@ -171,31 +197,30 @@ pub async fn execute(
             Err(QueryError::Server(e)) => return Err(ExecError::Refused(server_failed(&e))),
         }
     }
-    if tx.is_some() {
-        let end = if failure.is_some() {
-            "ROLLBACK"
-        } else {
-            "COMMIT"
-        };
-        match server.conn.run_internal(end).await {
-            Ok(s) => status = s,
-            Err(ServerError::Rejected(f)) if failure.is_none() => {
-                failure = Some(ExecError::Refused(PgError::new(&f.code, f.message)));
-                status = b'?';
-            }
-            Err(e) => return Err(ExecError::Refused(server_failed(&e))),
+    Ok(failure)
+}
+
+/// Ends the batch's transaction: `ROLLBACK` after a `failure`, else `COMMIT` (a refused
+/// commit becomes the failure).
+async fn end_transaction(
+    server: &mut PooledServer,
+    failure: &mut Option<ExecError>,
+    status: &mut u8,
+) -> Result<(), ExecError> {
+    let end = if failure.is_some() {
+        "ROLLBACK"
+    } else {
+        "COMMIT"
+    };
+    match server.conn.run_internal(end).await {
+        Ok(s) => *status = s,
+        Err(ServerError::Rejected(f)) if failure.is_none() => {
+            *failure = Some(ExecError::Refused(PgError::new(&f.code, f.message)));
+            *status = b'?';
         }
+        Err(e) => return Err(ExecError::Refused(server_failed(&e))),
     }
-    loan.busy = false;
-    if status == b'I' && keep {
-        if let Some(server) = loan.server.take() {
-            pool.checkin(server);
-        }
-    }
-    match failure {
-        Some(f) => Err(f),
-        None => Ok(results),
-    }
+    Ok(())
 }
 
 /// Brings the server's session parameters in line with the request's (the pool's defaults

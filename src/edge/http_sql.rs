@@ -18,6 +18,7 @@ use tracing::{debug, info};
 
 use super::batch::{self, ExecError, Query, TxOptions};
 use super::json::{self, PgError, RowFormat};
+use super::query::QueryResult;
 use super::{connstr, http_auth, HttpResponse, Peer};
 use crate::app::App;
 use crate::error::ErrorKind;
@@ -118,6 +119,17 @@ async fn serve(
             ExecError::Refused(err) => Refusal(StatusCode::BAD_REQUEST, err),
             ExecError::TooLarge => too_large(max_response),
         })?;
+    render(&results, tx.as_ref(), format, max_response)
+}
+
+/// The response body: every result under `results` for a batch, else the one result,
+/// refused when larger than `max_response`.
+fn render(
+    results: &[QueryResult],
+    tx: Option<&TxOptions>,
+    format: RowFormat,
+    max_response: usize,
+) -> Result<HttpResponse, Refusal> {
     let value = match tx {
         Some(_) => {
             let all: Vec<Value> = results

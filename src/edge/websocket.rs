@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf,
+};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -123,69 +126,89 @@ pub async fn pump<S>(ws: WebSocketStream<S>, pipe: DuplexStream)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut frames) = ws.split();
-    let (mut from_session, mut to_session) = tokio::io::split(pipe);
-    let (ended_tx, mut ended_rx) = watch::channel(InboundEnd::Running);
-    let inbound = async move {
-        let mut end = InboundEnd::Closed;
-        while let Some(frame) = frames.next().await {
-            match frame {
-                Ok(Message::Binary(data)) => {
-                    if to_session.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(Message::Text(_)) => {
-                    debug!("text frame on a Postgres WebSocket: closing");
-                    end = InboundEnd::TextFrame;
-                    break;
-                }
-                Ok(Message::Close(_)) => break,
-                Ok(_) => {} // ping (answered by tungstenite), pong
-                Err(e) => {
-                    debug!(error = %e, "WebSocket read failed");
-                    break;
-                }
-            }
-        }
-        // The session sees end of input and ends.
-        let _ = to_session.shutdown().await;
-        let _ = ended_tx.send(end);
-    };
-    let outbound = async move {
-        let mut buf = vec![0u8; READ_BUFFER];
-        let mut watching = true;
-        let close = loop {
-            let n = tokio::select! {
-                r = from_session.read(&mut buf) => r.unwrap_or(0),
-                seen = ended_rx.wait_for(|e| *e == InboundEnd::TextFrame), if watching => {
-                    if seen.is_err() {
-                        watching = false; // the client side ended some other way
-                        continue;
-                    }
-                    break CloseFrame {
-                        code: CloseCode::Unsupported,
-                        reason: "text frames are not accepted: send the Postgres protocol in binary frames".into(),
-                    };
-                }
-            };
-            if n == 0 {
-                break CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                };
-            }
-            let frame = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
-            if sink.send(frame).await.is_err() {
-                return;
-            }
-        };
-        let _ = sink.send(Message::Close(Some(close))).await;
-        let _ = sink.close().await;
-    };
+    let (sink, frames) = ws.split();
+    let (from_session, to_session) = tokio::io::split(pipe);
+    let (ended_tx, ended_rx) = watch::channel(InboundEnd::Running);
+    let inbound = inbound(frames, to_session, ended_tx);
+    let outbound = outbound(sink, from_session, ended_rx);
     tokio::pin!(inbound, outbound);
     tokio::select! {
         _ = &mut inbound => { let _ = tokio::time::timeout(CLOSE_GRACE, outbound).await; }
         _ = &mut outbound => { let _ = tokio::time::timeout(CLOSE_GRACE, inbound).await; }
     }
+}
+
+/// The frames side: writes binary frames into the session's pipe until the client closes,
+/// the socket fails or a text frame arrives, then shuts the pipe and reports why.
+async fn inbound<S>(
+    mut frames: SplitStream<WebSocketStream<S>>,
+    mut to_session: WriteHalf<DuplexStream>,
+    ended_tx: watch::Sender<InboundEnd>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut end = InboundEnd::Closed;
+    while let Some(frame) = frames.next().await {
+        match frame {
+            Ok(Message::Binary(data)) => {
+                if to_session.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Message::Text(_)) => {
+                debug!("text frame on a Postgres WebSocket: closing");
+                end = InboundEnd::TextFrame;
+                break;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {} // ping (answered by tungstenite), pong
+            Err(e) => {
+                debug!(error = %e, "WebSocket read failed");
+                break;
+            }
+        }
+    }
+    // The session sees end of input and ends.
+    let _ = to_session.shutdown().await;
+    let _ = ended_tx.send(end);
+}
+
+/// The session side: sends the pipe's output as binary frames until the session ends or a
+/// text frame arrived, then sends the close frame.
+async fn outbound<S>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut from_session: ReadHalf<DuplexStream>,
+    mut ended_rx: watch::Receiver<InboundEnd>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut watching = true;
+    let close = loop {
+        let n = tokio::select! {
+            r = from_session.read(&mut buf) => r.unwrap_or(0),
+            seen = ended_rx.wait_for(|e| *e == InboundEnd::TextFrame), if watching => {
+                if seen.is_err() {
+                    watching = false; // the client side ended some other way
+                    continue;
+                }
+                break CloseFrame {
+                    code: CloseCode::Unsupported,
+                    reason: "text frames are not accepted: send the Postgres protocol in binary frames".into(),
+                };
+            }
+        };
+        if n == 0 {
+            break CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            };
+        }
+        let frame = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+        if sink.send(frame).await.is_err() {
+            return;
+        }
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+    let _ = sink.close().await;
 }

@@ -129,25 +129,7 @@ pub fn compare<'a>(files: &'a [MigrationFile], applied: &[AppliedRow]) -> Plan<'
     let mut pending = Vec::new();
     for file in files {
         let row = by_version.get(&file.version).copied();
-        let state = match (row, latest) {
-            (Some(r), _) if r.checksum != file.checksum => State::Drifted(Drift::ChecksumChanged {
-                path: file.path.clone(),
-                recorded: r.checksum.clone(),
-                actual: file.checksum.clone(),
-            }),
-            (Some(_), _) => State::Applied,
-            (None, Some(latest)) if file.version < latest => {
-                pending.push(file);
-                State::Drifted(Drift::BelowLatest {
-                    path: file.path.clone(),
-                    latest,
-                })
-            }
-            (None, _) => {
-                pending.push(file);
-                State::Pending
-            }
-        };
+        let state = file_state(file, row, latest, &mut pending);
         rows.insert(
             file.version,
             StatusRow {
@@ -181,6 +163,35 @@ pub fn compare<'a>(files: &'a [MigrationFile], applied: &[AppliedRow]) -> Plan<'
         pending,
         drift,
         rows,
+    }
+}
+
+/// The state of `file` given its history `row` and the `latest` applied version; a file
+/// not applied yet is also added to `pending`.
+fn file_state<'a>(
+    file: &'a MigrationFile,
+    row: Option<&AppliedRow>,
+    latest: Option<u64>,
+    pending: &mut Vec<&'a MigrationFile>,
+) -> State {
+    match (row, latest) {
+        (Some(r), _) if r.checksum != file.checksum => State::Drifted(Drift::ChecksumChanged {
+            path: file.path.clone(),
+            recorded: r.checksum.clone(),
+            actual: file.checksum.clone(),
+        }),
+        (Some(_), _) => State::Applied,
+        (None, Some(latest)) if file.version < latest => {
+            pending.push(file);
+            State::Drifted(Drift::BelowLatest {
+                path: file.path.clone(),
+                latest,
+            })
+        }
+        (None, _) => {
+            pending.push(file);
+            State::Pending
+        }
     }
 }
 
