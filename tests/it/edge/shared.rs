@@ -14,8 +14,15 @@ async fn edge_clients_are_counted_in_metrics_and_max_client_conn() {
         .expect_err("second");
     assert_eq!(sqlstate(&e), "53300");
     let app = &proxy.running.as_ref().expect("running").app;
-    let transports: Vec<_> = app.clients.list().iter().map(|c| c.transport()).collect();
-    assert_eq!(transports, ["websocket"], "SHOW CLIENTS transport column");
+    // The held WebSocket client; the refused one may still be on its way out, so wait
+    // (bounded) until it has gone.
+    let transports =
+        || -> Vec<&'static str> { app.clients.list().iter().map(|c| c.transport()).collect() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while transports().len() > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(transports(), ["websocket"], "SHOW CLIENTS transport column");
     drop(held);
     let (status, _) = sql(addr, &[], &json!({"query": "SELECT 1"})).await;
     assert_eq!(status, 200);
