@@ -189,23 +189,8 @@ async fn login(
     if crate::shutdown::refuse_pooled_login(app, &mut stream, late).await {
         return None;
     }
-    if count > app.config().settings.max_client_conn as usize {
-        warn!(
-            max_client_conn = app.config().settings.max_client_conn,
-            "too many clients"
-        );
-        let msg = crate::net::listener::TOO_MANY_CLIENTS;
-        let error = ClientError::fatal(ErrorKind::TooManyClients, msg);
+    if let Some(error) = refusal(app, count, &database) {
         return refuse(app, &mut stream, error).await;
-    }
-    if app.control.is_disabled(&database) {
-        let msg = format!("database does not allow connections: {database}");
-        return refuse(
-            app,
-            &mut stream,
-            ClientError::fatal(ErrorKind::Disabled, msg),
-        )
-        .await;
     }
     match Session::new(registered.entry.id, app.clone(), stream, params) {
         Ok(mut session) => {
@@ -217,6 +202,24 @@ async fn login(
             refuse(app, &mut stream, error).await
         }
     }
+}
+
+/// Why a client is refused before its session, if it is: over `max_client_conn` (`count`
+/// connected clients including this one), or its database is disabled.
+fn refusal(app: &App, count: usize, database: &str) -> Option<ClientError> {
+    if count > app.config().settings.max_client_conn as usize {
+        warn!(
+            max_client_conn = app.config().settings.max_client_conn,
+            "too many clients"
+        );
+        let msg = crate::net::listener::TOO_MANY_CLIENTS;
+        return Some(ClientError::fatal(ErrorKind::TooManyClients, msg));
+    }
+    if app.control.is_disabled(database) {
+        let msg = format!("database does not allow connections: {database}");
+        return Some(ClientError::fatal(ErrorKind::Disabled, msg));
+    }
+    None
 }
 
 /// Tells a client refused before its session why (counted by kind); always `None`.

@@ -225,57 +225,62 @@ pub fn spawn_accept_loops(app: &Arc<App>, listeners: Listeners) {
         if let Ok(a) = l.local_addr() {
             info!(addr = %a, "listening");
         }
-        let app2 = app.clone();
         let open = app.stopping.listener_open();
-        app.tasks.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = app2.shutdown.cancelled() => break,
-                    r = l.accept() => r,
-                };
-                match accepted {
-                    Ok((sock, peer)) => admit_tcp(&app2, sock, peer),
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
-            }
-            if app2.stopping.drains_listeners() {
-                drain_queue(&app2, l);
-            }
-            drop(open);
-        });
+        app.tasks.spawn(tcp_accept_loop(app.clone(), l, open));
     }
     if let Some((l, path)) = listeners.unix {
         info!(path = %path.display(), "listening");
-        let app2 = app.clone();
-        app.tasks.spawn(async move {
-            // During SHUTDOWN the socket stays open for the admin console until the
-            // shutdown finished (pooled clients are refused after their startup packet).
-            let closed = async {
-                app2.shutdown.cancelled().await;
-                if app2.stopping.requested().is_some() {
-                    app2.stopping.finished.cancelled().await;
-                }
-            };
-            tokio::pin!(closed);
-            loop {
-                let accepted = tokio::select! {
-                    _ = &mut closed => break,
-                    r = l.accept() => r,
-                };
-                match accepted {
-                    Ok((sock, _)) => {
-                        crate::app::spawn(&app2, Stream::Unix(sock), "unix".to_owned());
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
-            }
-            let _ = std::fs::remove_file(&path);
-        });
+        app.tasks.spawn(unix_accept_loop(app.clone(), l, path));
     }
+}
+
+/// Accepts TCP clients until shutdown, then (on a graceful one) the queued ones; `open`
+/// counts this listener as open until then.
+async fn tcp_accept_loop(app2: Arc<App>, l: TcpListener, open: crate::shutdown::ListenerOpen) {
+    loop {
+        let accepted = tokio::select! {
+            _ = app2.shutdown.cancelled() => break,
+            r = l.accept() => r,
+        };
+        match accepted {
+            Ok((sock, peer)) => admit_tcp(&app2, sock, peer),
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    if app2.stopping.drains_listeners() {
+        drain_queue(&app2, l);
+    }
+    drop(open);
+}
+
+/// Accepts Unix socket clients until shutdown, then removes the socket file at `path`.
+async fn unix_accept_loop(app2: Arc<App>, l: UnixListener, path: PathBuf) {
+    // During SHUTDOWN the socket stays open for the admin console until the
+    // shutdown finished (pooled clients are refused after their startup packet).
+    let closed = async {
+        app2.shutdown.cancelled().await;
+        if app2.stopping.requested().is_some() {
+            app2.stopping.finished.cancelled().await;
+        }
+    };
+    tokio::pin!(closed);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut closed => break,
+            r = l.accept() => r,
+        };
+        match accepted {
+            Ok((sock, _)) => {
+                crate::app::spawn(&app2, Stream::Unix(sock), "unix".to_owned());
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
 }

@@ -5,17 +5,27 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{Relay, RelayMode};
+use super::{LinkClock, Relay, RelayMode};
+use crate::client::link_stats::LinkStats;
 use crate::client::params::Reported;
 use crate::client::tracker::Tracker;
-use crate::client::validate::ClientViolation;
+use crate::client::validate::{ClientViolation, Validator};
 use crate::protocol::messages::{parse_parameter_status, tag};
 use crate::protocol::{Capture, FrameError, ScanEvent};
 
 impl Relay {
+    /// Notes traffic on the link for the idle timers (only when the link is timed).
+    #[inline]
+    fn touch(&mut self) {
+        if self.timed {
+            self.clock.last_activity = Instant::now();
+        }
+    }
+
     /// Scans `n` client bytes read at `start`; a refused message is cut from the buffer
     /// with everything after it (the caller ends the link).
     pub(super) fn scan_client(&mut self, start: usize, n: usize) -> Result<(), ClientViolation> {
+        self.touch();
         let buf = if self.rewriter.is_some() {
             &mut self.cin
         } else {
@@ -24,52 +34,33 @@ impl Relay {
         let tracker = &mut self.tracker;
         let timed = self.timed;
         let clock = &mut self.clock;
-        if timed {
-            clock.last_activity = Instant::now();
-        }
         let stats = &mut self.stats;
         stats.client_bytes(n);
         let validator = &mut self.validator;
         let mut terminate_at = None;
         let mut refused = None;
-        let consumed = self.client_scan.feed(
-            &buf[start..start + n],
-            |tag, len| {
-                if Tracker::wants_client_body(tag, len) {
-                    Capture::Body
-                } else {
-                    Capture::Skip
-                }
-            },
-            |ev| {
+        let consumed = self
+            .client_scan
+            .feed(&buf[start..start + n], client_capture, |ev| {
                 match ev {
                     ScanEvent::Header { tag, len } if refused.is_none() => {
-                        tracker.client_length(tag, len);
-                        let unanswered = !tracker.nothing_outstanding();
-                        if let Err(e) = validator.client_message(tag, len, unanswered) {
-                            refused = Some(e);
-                            return false;
+                        match client_header(tracker, validator, stats, clock, timed, tag, len) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                terminate_at = Some(());
+                                return false;
+                            }
+                            Err(e) => {
+                                refused = Some(e);
+                                return false;
+                            }
                         }
-                        if tag == b'X' {
-                            terminate_at = Some(());
-                            return false;
-                        }
-                        if matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F') {
-                            stats.request();
-                        }
-                        if timed && matches!(tag, b'Q' | b'S' | b'F') && clock.busy_since.is_none()
-                        {
-                            clock.busy_since = Some(Instant::now());
-                            clock.epoch += 1;
-                        }
-                        tracker.client_message(tag)
                     }
                     ScanEvent::Header { .. } => return false,
                     ScanEvent::Message { tag, body } => tracker.client_body(tag, body),
                 }
                 true
-            },
-        );
+            });
         let consumed = match consumed {
             Ok(c) => c,
             Err(e) => {
@@ -100,6 +91,7 @@ impl Relay {
         params: &mut HashMap<String, String>,
         seen: &mut Reported,
     ) -> Result<(), FrameError> {
+        self.touch();
         let buf = if self.rewriter.is_some() {
             &self.sin
         } else {
@@ -111,22 +103,11 @@ impl Relay {
         let params_changed = &mut self.params_changed;
         let timed = self.timed;
         let clock = &mut self.clock;
-        if timed {
-            clock.last_activity = Instant::now();
-        }
         let stats = &mut self.stats;
         stats.server_bytes(n);
         let validator = &mut self.validator;
-        self.server_scan.feed(
-            &buf[start..start + n],
-            |t, _| {
-                if Tracker::wants_server_body(t) {
-                    Capture::Body
-                } else {
-                    Capture::Skip
-                }
-            },
-            |ev| {
+        self.server_scan
+            .feed(&buf[start..start + n], server_capture, |ev| {
                 let (tag, body) = match ev {
                     ScanEvent::Header { tag, .. } => {
                         validator.server_message(tag);
@@ -148,19 +129,79 @@ impl Relay {
                     }
                     tag::PARAMETER_STATUS => {
                         *params_changed = true;
-                        if let Some((k, v)) = parse_parameter_status(body) {
-                            tracker.parameter_status(&k, params.get(&k), &v);
-                            seen.insert(k.clone(), v.clone());
-                            params.insert(k, v);
-                        }
+                        parameter_status(tracker, body, params, seen);
                     }
                     tag::ERROR_RESPONSE => tracker.server_error(),
                     b'C' => tracker.command_complete(body),
                     _ => {}
                 }
                 true
-            },
-        )?;
+            })?;
         Ok(())
+    }
+}
+
+/// Which client message bodies the scanner captures: those the tracker reads.
+#[inline]
+fn client_capture(tag: u8, len: u32) -> Capture {
+    if Tracker::wants_client_body(tag, len) {
+        Capture::Body
+    } else {
+        Capture::Skip
+    }
+}
+
+/// Which server message bodies the scanner captures: those the tracker reads.
+#[inline]
+fn server_capture(t: u8, _: u32) -> Capture {
+    if Tracker::wants_server_body(t) {
+        Capture::Body
+    } else {
+        Capture::Skip
+    }
+}
+
+/// One client message header: tracked, validated, counted and timed. `Ok(false)` for a
+/// Terminate (the scan stops there); an error for a refused message.
+#[inline]
+fn client_header(
+    tracker: &mut Tracker,
+    validator: &mut Validator,
+    stats: &mut LinkStats,
+    clock: &mut LinkClock,
+    timed: bool,
+    tag: u8,
+    len: u32,
+) -> Result<bool, ClientViolation> {
+    tracker.client_length(tag, len);
+    let unanswered = !tracker.nothing_outstanding();
+    validator.client_message(tag, len, unanswered)?;
+    if tag == b'X' {
+        return Ok(false);
+    }
+    if matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F') {
+        stats.request();
+    }
+    if timed && matches!(tag, b'Q' | b'S' | b'F') && clock.busy_since.is_none() {
+        clock.busy_since = Some(Instant::now());
+        clock.epoch += 1;
+    }
+    tracker.client_message(tag);
+    Ok(true)
+}
+
+/// A ParameterStatus from the server: `params` (the server's reported parameters) and
+/// `seen` (the client's view) take the new value; the tracker notes the change.
+#[inline]
+fn parameter_status(
+    tracker: &mut Tracker,
+    body: &[u8],
+    params: &mut HashMap<String, String>,
+    seen: &mut Reported,
+) {
+    if let Some((k, v)) = parse_parameter_status(body) {
+        tracker.parameter_status(&k, params.get(&k), &v);
+        seen.insert(k.clone(), v.clone());
+        params.insert(k, v);
     }
 }
