@@ -48,6 +48,15 @@ impl CancelEntry {
         s.cancelled = false;
     }
 
+    /// Points the entry at server connection `conn` (its cancel address and key).
+    pub async fn link_server(&self, conn: &crate::server::ServerConnection) {
+        self.link(CancelTarget {
+            addr: conn.cancel_addr.clone(),
+            key: conn.key.clone(),
+        })
+        .await;
+    }
+
     /// Clears the entry when the client gives its server back. Waits for a cancel being
     /// sent right now, and returns true when a cancel was sent during this link: such a
     /// server must not serve another client, since Postgres delivers a cancel

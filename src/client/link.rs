@@ -226,13 +226,7 @@ impl Session {
         params: &mut ClientParams,
         fast_close: bool,
     ) -> (RelayEnd, Option<Expired>, bool) {
-        cancel
-            .entry
-            .link(CancelTarget {
-                addr: server.conn.cancel_addr.clone(),
-                key: server.conn.key.clone(),
-            })
-            .await;
+        cancel.entry.link_server(&server.conn).await;
         let (end, timed_out) = self
             .relay_linked(relay, server, timers, &mut params.expected, fast_close)
             .await;

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::registry::{ClientEntry, ClientState};
 use super::session::send_client_error;
-use crate::cancel::{CancelHandle, CancelTarget};
+use crate::cancel::CancelHandle;
 use crate::error::{ClientError, ErrorKind};
 use crate::net::Stream;
 use crate::pool::{Pool, PoolError};
@@ -117,13 +117,7 @@ pub async fn serve(stream: &mut Stream, pool: &Arc<Pool>, client: ReplicationCli
     if stream.send(&buf).await.is_err() {
         return pool.discard(server);
     }
-    cancel
-        .entry
-        .link(CancelTarget {
-            addr: server.conn.cancel_addr.clone(),
-            key: server.conn.key.clone(),
-        })
-        .await;
+    cancel.entry.link_server(&server.conn).await;
     let relayed = tokio::io::copy_bidirectional(stream, &mut server.conn.stream).await;
     cancel.entry.unlink().await;
     match relayed {
