@@ -179,7 +179,9 @@ async fn pgbouncer_and_pgfunnel_peers_forward_cancels_to_each_other() {
     let mut funnels = Vec::new();
     for (i, port) in ports.iter().enumerate().skip(1) {
         // server_tls_sslmode = prefer (the default): PgBouncer answers N, then plaintext.
-        let extra = format!("peer_id = {}\npool_mode = transaction\n{peers}", i + 1);
+        // Peer 3 pools in session mode, whose keys take another path (see Pool modes).
+        let mode = if i == 1 { "transaction" } else { "session" };
+        let extra = format!("peer_id = {}\npool_mode = {mode}\n{peers}", i + 1);
         let db = db_line("app", "app", &forced());
         funnels.push(Member::start("127.0.0.1", *port, &db, &extra).await);
     }
