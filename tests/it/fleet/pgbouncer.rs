@@ -105,7 +105,14 @@ impl PgBouncer {
             .stderr(Stdio::null());
         if as_root {
             let owner = std::fs::metadata(pg.data_dir()).expect("data dir");
-            std::os::unix::fs::chown(d, Some(owner.uid()), Some(owner.gid())).expect("chown");
+            for path in [
+                d.to_owned(),
+                d.join("pgbouncer.ini"),
+                d.join("userlist.txt"),
+            ] {
+                std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))
+                    .expect("chown to postgres");
+            }
             cmd.uid(owner.uid()).gid(owner.gid());
         }
         // SAFETY: prctl is async-signal-safe; it only asks for SIGTERM when this process
