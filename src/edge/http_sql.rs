@@ -185,7 +185,8 @@ fn tx_options(headers: &HeaderMap) -> Result<TxOptions, Refusal> {
     let isolation = match header_text(headers, "neon-batch-isolation-level") {
         None => None,
         Some(name) => Some(TxOptions::isolation_from(name.trim()).ok_or_else(|| {
-            Refusal::bad(ErrorKind::InvalidParameter,
+            Refusal::bad(
+                ErrorKind::InvalidParameter,
                 "Neon-Batch-Isolation-Level must be Serializable, RepeatableRead, ReadCommitted or ReadUncommitted",
             )
         })?),

@@ -292,4 +292,18 @@ mod tests {
         assert_eq!(j["severity"], "ERROR");
         assert_eq!(j["routine"], "fn");
     }
+
+    #[test]
+    fn pgfunnel_errors_carry_their_kinds_sqlstate_and_server_errors_their_own() {
+        let e = PgError::of(ErrorKind::TooLarge, "too big");
+        assert_eq!(e.code(), ErrorKind::TooLarge.sqlstate());
+        let j = e.to_json();
+        assert_eq!(j["severity"], "ERROR");
+        assert_eq!(j["message"], "too big");
+        let fatal: PgError = ClientError::fatal(ErrorKind::Protocol, "bad").into();
+        assert_eq!(fatal.to_json()["severity"], "FATAL");
+        let from_server = PgError::from_server("40001", "could not serialize");
+        assert_eq!(from_server.code(), "40001");
+        assert_eq!(from_server.to_json()["severity"], "ERROR");
+    }
 }
