@@ -69,26 +69,6 @@ const SQLSTATE_ALLOWED: &[(&str, &str, &str)] = &[
         "use error::sqlstate::FEATURE_NOT_SUPPORTED after merging (issue 17)",
     ),
     (
-        "pool/retry.rs",
-        "57P01",
-        "use error::sqlstate::ADMIN_SHUTDOWN after merging (issue 17)",
-    ),
-    (
-        "pool/retry.rs",
-        "57P02",
-        "use error::sqlstate::CRASH_SHUTDOWN after merging (issue 17)",
-    ),
-    (
-        "pool/retry.rs",
-        "57P03",
-        "use error::sqlstate::CANNOT_CONNECT_NOW after merging (issue 17)",
-    ),
-    (
-        "protocol/messages.rs",
-        "00000",
-        "use error::sqlstate::SUCCESSFUL_COMPLETION after merging (issue 17)",
-    ),
-    (
         "server/connect.rs",
         "28000",
         "use error::sqlstate::INVALID_AUTHORIZATION after merging (issue 17)",
