@@ -80,7 +80,10 @@ impl Session {
         loop {
             let mut server = match linked.take() {
                 Some(s) => s,
-                None => match self.next_server(&cycle, &mut relay, &mut listener, cancel).await {
+                None => match self
+                    .next_server(&cycle, &mut relay, &mut listener, cancel)
+                    .await
+                {
                     Ok(Some(s)) => s,
                     Ok(None) => continue,
                     Err(()) => return,
@@ -89,7 +92,9 @@ impl Session {
             if let Err(e) = sync_parameters(params, &mut server, &mut relay).await {
                 return self.sync_failed(pool, server, e).await;
             }
-            let run = self.link(&mut relay, &mut server, cancel, &cycle, params).await;
+            let run = self
+                .link(&mut relay, &mut server, cancel, &cycle, params)
+                .await;
             match self.release(&cycle, &mut relay, server, run).await {
                 Some(kept) => linked = kept,
                 None => return,
@@ -153,7 +158,8 @@ impl Session {
                     self.note_client_left(relay);
                 }
                 self.log_link_end(&end, timed_out, relay);
-                self.close(pool, cycle.mode, server, &link, error, fate).await;
+                self.close(pool, cycle.mode, server, &link, error, fate)
+                    .await;
                 return None;
             }
             Disposition::Checkin => pool.checkin(server),
@@ -287,7 +293,13 @@ impl Session {
     ) -> LinkRun {
         cancel.entry.link_server(&server.conn).await;
         let (end, timed_out) = self
-            .relay_linked(relay, server, &cycle.timers, &mut params.expected, cycle.fast_close)
+            .relay_linked(
+                relay,
+                server,
+                &cycle.timers,
+                &mut params.expected,
+                cycle.fast_close,
+            )
             .await;
         let cancelled = cancel.entry.unlink().await;
         if std::mem::take(&mut relay.params_changed) {

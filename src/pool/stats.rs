@@ -161,7 +161,14 @@ impl StatsTotals {
 /// A client counted as waiting (SHOW POOLS cl_waiting, maxwait) until this drops: when
 /// it got its slot, timed out, or its wait was abandoned.
 #[derive(Debug)]
-pub struct WaitGuard<'a>(&'a PoolStats, u64);
+pub struct WaitGuard<'a>(&'a PoolStats, u64, Instant);
+
+impl WaitGuard<'_> {
+    /// When the wait started.
+    pub fn since(&self) -> Instant {
+        self.2
+    }
+}
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
@@ -309,8 +316,9 @@ impl PoolStats {
     /// Records that a client started waiting, until the returned guard drops.
     pub fn wait_started(&self) -> WaitGuard<'_> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let token = crate::panic::lock(&self.waiters).start(Instant::now());
-        WaitGuard(self, token)
+        let now = Instant::now();
+        let token = crate::panic::lock(&self.waiters).start(now);
+        WaitGuard(self, token, now)
     }
 
     /// How long the oldest waiting client has waited (SHOW POOLS maxwait).

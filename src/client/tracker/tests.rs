@@ -189,6 +189,31 @@ fn extended_protocol_set_is_tracked_through_named_statements() {
 }
 
 #[test]
+fn a_statement_parsed_again_under_its_name_forgets_its_set() {
+    let mut t = Tracker::default();
+    t.client_message(b'P');
+    t.client_body(b'P', b"s1\0SET search_path = app\0\0\0");
+    t.client_message(b'P');
+    t.client_body(b'P', b"s1\0SELECT 1\0\0\0");
+    t.client_message(b'B');
+    t.client_body(b'B', b"\0s1\0\0\0\0\0\0\0");
+    t.client_message(b'E');
+    t.client_body(b'E', b"\0\0\0\0\0");
+    t.client_message(b'S');
+    t.ready_for_query(b'I');
+    // An unnamed statement nothing was noted for: nothing to look up or forget.
+    t.client_message(b'P');
+    t.client_body(b'P', b"\0SELECT 2\0\0\0");
+    t.client_message(b'B');
+    t.client_body(b'B', b"\0\0\0\0\0\0\0\0");
+    t.client_message(b'E');
+    t.client_body(b'E', b"\0\0\0\0\0");
+    t.client_message(b'S');
+    t.ready_for_query(b'I');
+    assert!(t.changes.is_empty(), "{:?}", t.changes);
+}
+
+#[test]
 fn every_set_of_a_multi_statement_query_is_reported() {
     let mut t = Tracker::default();
     query(&mut t, "SET a = 1; select 1; SET b = 2");
