@@ -178,9 +178,9 @@ impl Scanner {
     /// Consumes body bytes from `data`, capturing them when asked; a body that arrived
     /// whole in this read is handed over in place. False: stop the scan here.
     #[inline]
-    fn feed_body<'a>(
+    fn feed_body(
         &mut self,
-        data: &mut &'a [u8],
+        data: &mut &[u8],
         event: &mut impl FnMut(ScanEvent<'_>) -> bool,
     ) -> bool {
         let take = self.body_remaining.min(data.len());
