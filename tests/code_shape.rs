@@ -44,18 +44,8 @@ const LONG_FN_ALLOWED: &[(&str, &str, &str)] = &[
         "flat table: one arm per console command",
     ),
     (
-        "client/link.rs",
-        "serve",
-        "being shortened in parallel (issue 17)",
-    ),
-    (
         "client/session.rs",
         "run",
-        "being shortened in parallel (issue 17)",
-    ),
-    (
-        "protocol/frame.rs",
-        "feed",
         "being shortened in parallel (issue 17)",
     ),
 ];
