@@ -431,8 +431,10 @@ fn first_hello(pool: &Pool) -> anyhow::Result<Arc<[u8]>> {
 }
 
 fn target(args: &Args) -> anyhow::Result<ServerTarget> {
-    let mut settings = pgfunnel::config::Settings::default();
-    settings.server_tls_sslmode = pgfunnel::config::SslMode::Disable;
+    let settings = pgfunnel::config::Settings {
+        server_tls_sslmode: pgfunnel::config::SslMode::Disable,
+        ..Default::default()
+    };
     Ok(ServerTarget {
         hosts: vec![args.host.clone()],
         port: args.port,

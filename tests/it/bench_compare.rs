@@ -147,7 +147,11 @@ fn compare_script_produces_every_row_in_smoke_mode() {
     // (| TPS floor | CPU µs/tx floor with the floor).
     let header = columns(&stdout, "| scenario | clients | TPS direct")
         .unwrap_or_else(|| panic!("no throughput table\n{context}"));
-    assert_eq!(header.len(), 13 + 2 * usize::from(floor.is_some()), "{context}");
+    assert_eq!(
+        header.len(),
+        13 + 2 * usize::from(floor.is_some()),
+        "{context}"
+    );
     let mut found = Vec::new();
     for line in stdout.lines().filter(|l| l.starts_with("| ")) {
         let c = cells(line);
@@ -209,9 +213,13 @@ fn compare_script_produces_every_row_in_smoke_mode() {
             continue;
         }
         for name in ["PgBouncer", "pgfunnel"] {
-            let (user, sys) = (col(&split, &format!("user {name}")), col(&split, &format!("sys {name}")));
+            let (user, sys) = (
+                col(&split, &format!("user {name}")),
+                col(&split, &format!("sys {name}")),
+            );
             assert!(
-                (is_number(&c[user]) && is_number(&c[sys])) || (c[user] == "n/a" && c[sys] == "n/a"),
+                (is_number(&c[user]) && is_number(&c[sys]))
+                    || (c[user] == "n/a" && c[sys] == "n/a"),
                 "{name} user/sys in {line}\n{context}"
             );
         }
