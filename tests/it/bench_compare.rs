@@ -1,5 +1,7 @@
 //! `benches/compare` end to end in `--smoke` mode (tiny loads, 200 idle clients), so the
-//! benchmark cannot rot: every row of both tables must be produced. Timings are never checked.
+//! benchmark cannot rot: every row of its tables must be produced. Timings are never checked.
+//! The floor relay (`examples/floor_relay.rs`) joins as a fourth target when cargo has
+//! built it already (`cargo test` builds examples; `cargo test --test it` does not).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -88,6 +90,24 @@ fn cells(line: &str) -> Vec<String> {
         .collect()
 }
 
+/// The floor relay built beside the pgfunnel binary, if cargo built the examples.
+fn prebuilt_floor(pgfunnel: &str) -> Option<PathBuf> {
+    let path = Path::new(pgfunnel).parent()?.join("examples/floor_relay");
+    path.is_file().then_some(path)
+}
+
+/// Index of every column of the table whose header line starts with `prefix`.
+fn columns(stdout: &str, prefix: &str) -> Option<Vec<String>> {
+    stdout.lines().find(|l| l.starts_with(prefix)).map(cells)
+}
+
+fn col(header: &[String], name: &str) -> usize {
+    header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name:?} in {header:?}"))
+}
+
 fn is_number(cell: &str) -> bool {
     cell.replace(',', "").parse::<f64>().is_ok()
 }
@@ -105,27 +125,37 @@ fn compare_script_produces_every_row_in_smoke_mode() {
         "PgBouncer is not installed; {INSTALL_HINT}"
     );
     let pgfunnel = env!("CARGO_BIN_EXE_pgfunnel");
+    let floor = prebuilt_floor(pgfunnel);
     // Session mode: what pgfunnel pools in today. Switch to transaction mode (the script's
     // default) once it lands, keeping the prepared rows' expectations in mind.
-    let (stdout, stderr) = run_compare(
-        &[
-            "--smoke",
-            "--no-install",
-            "--pool-mode",
-            "session",
-            "--pgfunnel-bin",
-            pgfunnel,
-        ],
-        Duration::from_secs(150),
-    );
+    let mut args = vec![
+        "--smoke",
+        "--no-install",
+        "--pool-mode",
+        "session",
+        "--pgfunnel-bin",
+        pgfunnel,
+    ];
+    if let Some(path) = floor.as_deref().and_then(Path::to_str) {
+        args.extend(["--floor-bin", path]);
+    }
+    let (stdout, stderr) = run_compare(&args, Duration::from_secs(180));
     let context = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
     assert!(!stdout.contains("failed"), "a run failed\n{context}");
 
     // Throughput table: scenario | clients | TPS ×3 | TPS × | latency ×3 | × | CPU ×2 | CPU ×
+    // (| TPS floor | CPU µs/tx floor with the floor).
+    let header = columns(&stdout, "| scenario | clients | TPS direct")
+        .unwrap_or_else(|| panic!("no throughput table\n{context}"));
+    assert_eq!(
+        header.len(),
+        13 + 2 * usize::from(floor.is_some()),
+        "{context}"
+    );
     let mut found = Vec::new();
     for line in stdout.lines().filter(|l| l.starts_with("| ")) {
         let c = cells(line);
-        if c.len() != 13 || c[0] == "scenario" {
+        if c.len() != header.len() || c[0] == "scenario" {
             continue;
         }
         let nominal: u32 = match c[1].split_once(" (") {
@@ -155,10 +185,47 @@ fn compare_script_produces_every_row_in_smoke_mode() {
                 "ratios in {line}\n{context}"
             );
         }
+        if floor.is_some() {
+            let (tps, cpu) = (col(&header, "TPS floor"), col(&header, "CPU µs/tx floor"));
+            // The floor has no TLS and cannot run named prepared statements.
+            let runs = !tls && !c[0].contains("prepared");
+            assert!(
+                if runs {
+                    is_number(&c[tps]) && is_number(&c[cpu])
+                } else {
+                    c[tps] == "n/a" && c[cpu] == "n/a"
+                },
+                "floor cells in {line}\n{context}"
+            );
+        }
         found.push((c[0].clone(), nominal));
     }
     let expected: Vec<(String, u32)> = ROWS.iter().map(|(l, n)| (l.to_string(), *n)).collect();
     assert_eq!(found, expected, "throughput rows\n{context}");
+
+    // CPU split table: user and system µs/tx of every pooler that ran the row.
+    let split = columns(&stdout, "| scenario | clients | user PgBouncer")
+        .unwrap_or_else(|| panic!("no CPU split table\n{context}"));
+    let mut split_rows = 0;
+    for line in stdout.lines().filter(|l| l.starts_with("| ")) {
+        let c = cells(line);
+        if c.len() != split.len() || c[0] == "scenario" {
+            continue;
+        }
+        for name in ["PgBouncer", "pgfunnel"] {
+            let (user, sys) = (
+                col(&split, &format!("user {name}")),
+                col(&split, &format!("sys {name}")),
+            );
+            assert!(
+                (is_number(&c[user]) && is_number(&c[sys]))
+                    || (c[user] == "n/a" && c[sys] == "n/a"),
+                "{name} user/sys in {line}\n{context}"
+            );
+        }
+        split_rows += 1;
+    }
+    assert_eq!(split_rows, ROWS.len(), "CPU split rows\n{context}");
 
     // Memory table: every idle client held by both poolers, a per-client figure for each.
     let held = stdout
