@@ -50,6 +50,8 @@ enum Undo {
     },
     /// An injected Close did not happen: the server still has the statement.
     Close(Arc<Statement>),
+    /// A DEALLOCATE did not happen: the client still has the statement under `name`.
+    Restore { name: Bytes, stmt: Arc<Statement> },
 }
 
 #[derive(Debug)]
@@ -105,6 +107,27 @@ pub struct Rewriter {
     /// messages in that stretch pass unchanged and change no bookkeeping (as in Postgres,
     /// where they have no effect).
     aborted: bool,
+    /// pgfunnel refused a client message itself: everything up to the next Sync is dropped
+    /// (as Postgres skips to Sync after an error), the Sync goes to the server.
+    refused: bool,
+    /// Status of the last ReadyForQuery the server sent (the client's transaction state
+    /// once every earlier request is answered).
+    last_ready: u8,
+    /// An Execute went to the server since the last Sync or Query (work a refusal would
+    /// have to roll back).
+    batch_executed: bool,
+    /// Client Sync, Query and FunctionCall messages handled so far, as the tracker counts
+    /// them (each awaits one ReadyForQuery).
+    requests_seen: u64,
+    /// `requests_seen` of each Sync that ended a batch pgfunnel refused itself, until
+    /// `take_refused_requests` hands them to the relay (its tracker must not count a
+    /// statement of that batch as done).
+    refused_requests: Vec<u64>,
+    /// Statements (client names, "" for the unnamed one) that are `DEALLOCATE name` of one
+    /// of the client's protocol statements: the server prepares an empty query instead.
+    deallocs: HashMap<Bytes, Vec<u8>>,
+    /// Portals bound to such a statement, with the name their Execute deallocates.
+    dealloc_portals: HashMap<Bytes, Vec<u8>>,
 }
 
 impl Rewriter {
@@ -129,6 +152,13 @@ impl Rewriter {
             copy: CopyInWatch::default(),
             ignored_sync: false,
             aborted: false,
+            refused: false,
+            last_ready: b'I',
+            batch_executed: false,
+            requests_seen: 0,
+            refused_requests: Vec::new(),
+            deallocs: HashMap::new(),
+            dealloc_portals: HashMap::new(),
         }
     }
 
@@ -167,6 +197,18 @@ impl Rewriter {
     pub fn pending_replies(&self) -> usize {
         self.expect.len()
     }
+
+    /// The requests (counted back from the newest the tracker has seen, 0 = newest) whose
+    /// batch pgfunnel refused without the server failing it, since the last call: the
+    /// tracker must treat them as failed. Empty (and free) unless a refusal happened.
+    pub fn take_refused_requests(&mut self) -> impl Iterator<Item = usize> + '_ {
+        // A Query or FunctionCall still being gathered was counted by the tracker already.
+        let partial = matches!(self.client_partial.first(), Some(b'Q' | b'F'));
+        let newest = self.requests_seen + u64::from(partial);
+        self.refused_requests
+            .drain(..)
+            .map(move |i| newest.saturating_sub(i) as usize)
+    }
 }
 
 /// Whether a server message with `tag` completes a request of `kind`.
@@ -188,6 +230,7 @@ fn is_async(tag: u8) -> bool {
 
 mod deallocate;
 mod framing;
+mod refuse;
 mod replies;
 mod requests;
 mod streaming;

@@ -67,6 +67,9 @@ impl Rewriter {
         server: &mut ServerStatements,
     ) {
         self.flush_fakes(out);
+        if tag == b'Z' {
+            self.last_ready = msg.get(5).copied().unwrap_or(b'I');
+        }
         if tag == b'C' {
             let body = &msg[5..];
             if body.starts_with(b"DISCARD ALL") || body.starts_with(b"DEALLOCATE ALL") {
@@ -178,6 +181,9 @@ impl Rewriter {
                 }
             }
             Undo::Close(stmt) => server.insert(stmt),
+            Undo::Restore { name, stmt } => {
+                self.statements.entry(name).or_insert(stmt);
+            }
         }
     }
 }

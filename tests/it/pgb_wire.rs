@@ -1,0 +1,233 @@
+//! Wire details of transaction mode that PgBouncer users meet (issue 16, points 9, 11, 12):
+//! statements pgfunnel refuses leave no error in the Postgres log and the stream stays in
+//! step; DEALLOCATE of a protocol statement behaves as in Postgres in a failed transaction
+//! and through the extended protocol; a client's own notifications carry the pid it was
+//! given.
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+use crate::prepared::{code, Raw};
+use crate::proxy::*;
+
+fn forced(extra: &str) -> String {
+    format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction {extra}")
+}
+
+async fn login(proxy: &Proxy) -> (Raw, Vec<(u8, Vec<u8>)>) {
+    let params = [("user", "plain_user"), ("database", "app")];
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    s.write_all(&startup_message(&params, 3 << 16))
+        .await
+        .expect("startup");
+    let mut raw = Raw { s };
+    let replies = raw.until_ready().await;
+    (raw, replies)
+}
+
+fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
+    msgs.iter().map(|(t, _)| *t as char).collect()
+}
+
+/// The transaction status of the last ReadyForQuery.
+fn status(msgs: &[(u8, Vec<u8>)]) -> u8 {
+    msgs.last().expect("replies").1[0]
+}
+
+async fn query(r: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
+    r.send(b'Q', format!("{sql}\0").as_bytes()).await;
+    r.until_ready().await
+}
+
+/// The text of the first column of the first DataRow.
+fn first_value(replies: &[(u8, Vec<u8>)]) -> String {
+    let (_, b) = replies.iter().find(|(t, _)| *t == b'D').expect("a row");
+    let len = i32::from_be_bytes(b[2..6].try_into().expect("len")) as usize;
+    String::from_utf8_lossy(&b[6..6 + len]).into_owned()
+}
+
+fn bind_msg(portal: &str, stmt: &str) -> Vec<u8> {
+    let mut b = format!("{portal}\0{stmt}\0").into_bytes();
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    b
+}
+
+fn execute_msg(portal: &str) -> Vec<u8> {
+    let mut b = format!("{portal}\0").into_bytes();
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    b
+}
+
+/// Bind (unnamed portal) + Execute + Sync of statement `stmt`.
+async fn run_stmt(r: &mut Raw, stmt: &str) -> Vec<(u8, Vec<u8>)> {
+    r.send(b'B', &bind_msg("", stmt)).await;
+    r.send(b'E', &execute_msg("")).await;
+    r.send(b'S', b"").await;
+    r.until_ready().await
+}
+
+/// The Postgres log lines of backend `pid` that report an ERROR.
+fn error_lines_of(pg: &PgServer, pid: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(pg.log_path()).expect("postgres log");
+    let tag = format!("[{pid}]");
+    log.lines()
+        .filter(|l| l.contains(&tag) && l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_statements_leave_no_error_in_the_postgres_log_and_keep_the_stream_in_step() {
+    let pg = PgServer::shared();
+    let proxy = Proxy::simple(&forced("pool_size=1"), "auth_type = trust").await;
+    let (mut r, _) = login(&proxy).await;
+    let pid = first_value(&query(&mut r, "select pg_backend_pid()").await);
+    r.parse("s1", "select 1").await;
+    r.send(b'S', b"").await;
+    assert_eq!(tags(&r.until_ready().await), "1Z");
+
+    // Bind of a name never prepared: Postgres's 26000, rest skipped, one ReadyForQuery.
+    let got = run_stmt(&mut r, "never_prepared").await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(code(&got[0].1), "26000");
+    assert_eq!(status(&got), b'I');
+    // Parse of a name the client has: 42P05; the old statement stays.
+    r.parse("s1", "select 2").await;
+    r.send(b'B', &bind_msg("", "s1")).await;
+    r.send(b'E', &execute_msg("")).await;
+    r.send(b'S', b"").await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(code(&got[0].1), "42P05");
+    // Describe of an unknown name after a good Parse of the same batch: in order.
+    r.parse("s2", "select 22").await;
+    r.send(b'D', b"Snever_prepared\0").await;
+    r.send(b'B', &bind_msg("", "s2")).await;
+    r.send(b'S', b"").await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "1EZ", "ParseComplete, the error, then Sync's answer");
+    assert_eq!(status(&got), b'I');
+    // The session goes on: both statements answer.
+    assert_eq!(first_value(&run_stmt(&mut r, "s1").await), "1");
+    assert_eq!(first_value(&run_stmt(&mut r, "s2").await), "22");
+    // In a failed transaction block: the error, and ReadyForQuery still says E.
+    assert_eq!(tags(&query(&mut r, "BEGIN").await), "CZ");
+    let got = query(&mut r, "select 1/0").await;
+    assert_eq!(code(&got[0].1), "22012");
+    let got = run_stmt(&mut r, "never_prepared").await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(status(&got), b'E');
+    let got = query(&mut r, "ROLLBACK").await;
+    assert_eq!(status(&got), b'I');
+    assert_eq!(
+        first_value(&query(&mut r, "select pg_backend_pid()").await),
+        pid,
+        "one server throughout (pool_size=1)"
+    );
+    let errors = error_lines_of(pg, &pid);
+    assert!(
+        errors.iter().all(|l| l.contains("division by zero")),
+        "only the client's own error reached the Postgres log: {errors:#?}"
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+
+    // Inside an open transaction block the block must fail as in Postgres (status E,
+    // COMMIT rolls back), which only the server can do.
+    assert_eq!(tags(&query(&mut r, "BEGIN").await), "CZ");
+    let got = run_stmt(&mut r, "never_prepared").await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(code(&got[0].1), "26000");
+    assert_eq!(status(&got), b'E');
+    let got = query(&mut r, "COMMIT").await;
+    assert_eq!(got[0].1, b"ROLLBACK\0");
+    assert_eq!(first_value(&run_stmt(&mut r, "s1").await), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_in_a_failed_transaction_is_25p02_and_keeps_the_statement() {
+    PgServer::shared();
+    let proxy = Proxy::simple(&forced("pool_size=1"), "auth_type = trust").await;
+    let (mut r, _) = login(&proxy).await;
+    r.parse("_pg3_0", "select 5").await;
+    r.send(b'S', b"").await;
+    assert_eq!(tags(&r.until_ready().await), "1Z");
+    assert_eq!(tags(&query(&mut r, "BEGIN").await), "CZ");
+    assert_eq!(code(&query(&mut r, "select 1/0").await[0].1), "22012");
+    // Simple query, as psycopg sends it.
+    let got = query(&mut r, "DEALLOCATE _pg3_0").await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(code(&got[0].1), "25P02");
+    assert_eq!(status(&got), b'E');
+    // Through the extended protocol: Postgres refuses at the Parse.
+    r.parse("", "DEALLOCATE _pg3_0").await;
+    r.send(b'B', &bind_msg("", "")).await;
+    r.send(b'E', &execute_msg("")).await;
+    r.send(b'S', b"").await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(code(&got[0].1), "25P02");
+    assert_eq!(status(&query(&mut r, "ROLLBACK").await), b'I');
+    // The statement was not deallocated.
+    assert_eq!(first_value(&run_stmt(&mut r, "_pg3_0").await), "5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_deallocate_acts_like_the_simple_query_form() {
+    PgServer::shared();
+    let proxy = Proxy::simple(&forced("pool_size=1"), "auth_type = trust").await;
+    let (mut r, _) = login(&proxy).await;
+    r.parse("a", "select 1").await;
+    r.parse("b", "select 2").await;
+    r.send(b'S', b"").await;
+    assert_eq!(tags(&r.until_ready().await), "11Z");
+    // Unnamed statement, described and executed as drivers do.
+    r.parse("", "DEALLOCATE a").await;
+    r.send(b'B', &bind_msg("", "")).await;
+    r.send(b'D', b"P\0").await;
+    r.send(b'E', &execute_msg("")).await;
+    r.send(b'S', b"").await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "12nCZ", "as Postgres answers DEALLOCATE");
+    assert_eq!(got[3].1, b"DEALLOCATE\0");
+    assert_eq!(status(&got), b'I');
+    let got = run_stmt(&mut r, "a").await;
+    assert_eq!(code(&got[0].1), "26000", "a is gone");
+    assert_eq!(first_value(&run_stmt(&mut r, "b").await), "2", "b stays");
+    // A named DEALLOCATE statement, executed twice: the second time a is gone.
+    r.parse("a", "select 11").await;
+    r.parse("d", "deallocate prepare a").await;
+    r.send(b'B', &bind_msg("", "d")).await;
+    r.send(b'E', &execute_msg("")).await;
+    r.send(b'S', b"").await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "112CZ");
+    assert_eq!(got[3].1, b"DEALLOCATE\0");
+    let got = run_stmt(&mut r, "d").await;
+    assert_eq!(tags(&got), "2EZ");
+    assert_eq!(code(&got[1].1), "26000");
+    // Inside a transaction the status comes back as it is.
+    assert_eq!(tags(&query(&mut r, "BEGIN").await), "CZ");
+    r.parse("c", "select 3").await;
+    r.parse("", "DEALLOCATE c").await;
+    r.send(b'B', &bind_msg("", "")).await;
+    r.send(b'E', &execute_msg("")).await;
+    r.send(b'S', b"").await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "112CZ");
+    assert_eq!(status(&got), b'T');
+    assert_eq!(status(&query(&mut r, "COMMIT").await), b'I');
+    // DEALLOCATE ALL through the extended protocol: every statement of the client is gone.
+    r.parse("", "DEALLOCATE ALL").await;
+    r.send(b'B', &bind_msg("", "")).await;
+    r.send(b'E', &execute_msg("")).await;
+    r.send(b'S', b"").await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "12CZ");
+    assert_eq!(got[2].1, b"DEALLOCATE ALL\0");
+    assert_eq!(code(&run_stmt(&mut r, "b").await[0].1), "26000");
+    r.parse("b", "select 4").await;
+    r.send(b'S', b"").await;
+    assert_eq!(tags(&r.until_ready().await), "1Z");
+    assert_eq!(first_value(&run_stmt(&mut r, "b").await), "4");
+}
