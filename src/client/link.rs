@@ -73,9 +73,14 @@ impl Session {
             if let Err(e) = sync_parameters(params, &mut server, &mut relay).await {
                 return self.sync_failed(pool, server, e).await;
             }
+            let server_pid = server.conn.key.pid;
+            let claimed = Self::claim_notify_pid(&listener, server_pid, cancel.pid);
             let (end, timed_out, cancelled) = self
                 .link(&mut relay, &mut server, cancel, &timers, params, fast_close)
                 .await;
+            if claimed {
+                Self::release_notify_pid(pool, &listener, server_pid, cancel.pid).await;
+            }
             let link = LinkEnd {
                 end: &end,
                 cancelled,

@@ -4,7 +4,8 @@
 //! statement runs on the shared listening connection itself (see
 //! `Subscription::notify`), and the notification shows the pid this client was given.
 //! Anything else (a NOTIFY inside a transaction, `pg_notify()`, a channel the client does
-//! not listen on) goes to a pooled server as before.
+//! not listen on) goes to a pooled server as before; while a listening client holds that
+//! server, its notifications show the client's pid too (`pool::listen::OwnServers`).
 
 use bytes::BytesMut;
 
@@ -90,6 +91,42 @@ impl Session {
         messages::put_ready(&mut buf, b'I');
         let _ = self.stream.send(&buf).await;
         true
+    }
+}
+
+impl Session {
+    /// Before a link of a client that listens through the shared listener: notifications
+    /// `server_pid` sends from now on show `pid`, the pid the client was given (a NOTIFY in
+    /// a transaction, `pg_notify()`). True when claimed (then call `release_notify_pid`).
+    pub(in crate::client) fn claim_notify_pid(
+        listener: &Option<Subscription>,
+        server_pid: i32,
+        pid: i32,
+    ) -> bool {
+        match listener.as_ref().filter(|s| s.is_listening()) {
+            Some(sub) => {
+                sub.own_servers().claim(server_pid, pid);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After such a link, before the server goes back: one round trip on the shared
+    /// listening connection, so every notification the server committed meanwhile has been
+    /// received (and shown with `pid`), then its own pid again for whoever uses it next.
+    pub(in crate::client) async fn release_notify_pid(
+        pool: &Pool,
+        listener: &Option<Subscription>,
+        server_pid: i32,
+        pid: i32,
+    ) {
+        if let Some(sub) = listener.as_ref() {
+            let wait = pool.settings.connect_timeout;
+            // An empty query: no effect, only its ReadyForQuery, after pending notifications.
+            let _ = sub.notify(String::new(), pid, wait).await;
+            sub.own_servers().release(server_pid, pid);
+        }
     }
 }
 

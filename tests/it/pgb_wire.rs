@@ -231,3 +231,66 @@ async fn extended_protocol_deallocate_acts_like_the_simple_query_form() {
     assert_eq!(tags(&r.until_ready().await), "1Z");
     assert_eq!(first_value(&run_stmt(&mut r, "b").await), "4");
 }
+
+fn backend_pid(replies: &[(u8, Vec<u8>)]) -> i32 {
+    let (_, body) = replies
+        .iter()
+        .find(|(t, _)| *t == b'K')
+        .expect("BackendKeyData");
+    i32::from_be_bytes(body[..4].try_into().expect("pid"))
+}
+
+/// The next NotificationResponse: (pid, "channel:payload").
+async fn next_notification(r: &mut Raw) -> (i32, String) {
+    let (t, body) = r.recv().await;
+    assert_eq!(t, b'A', "a notification");
+    let pid = i32::from_be_bytes(body[..4].try_into().expect("pid"));
+    let mut parts = body[4..].split(|&c| c == 0);
+    let channel = String::from_utf8_lossy(parts.next().expect("channel")).into_owned();
+    let payload = String::from_utf8_lossy(parts.next().expect("payload")).into_owned();
+    (pid, format!("{channel}:{payload}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_notifications_from_the_clients_own_server_carry_the_given_pid() {
+    let pg = PgServer::shared();
+    let proxy = Proxy::simple(&forced("pool_size=2"), "auth_type = trust").await;
+    let (mut a, replies) = login(&proxy).await;
+    let a_pid = backend_pid(&replies);
+    let (mut b, replies) = login(&proxy).await;
+    let b_pid = backend_pid(&replies);
+    assert_eq!(tags(&query(&mut a, "LISTEN pw_own").await), "CZ");
+    assert_eq!(tags(&query(&mut b, "LISTEN pw_own").await), "CZ");
+    for round in 0..3 {
+        // NOTIFY inside a transaction block, on a pooled server.
+        assert_eq!(tags(&query(&mut a, "BEGIN").await), "CZ");
+        assert_eq!(
+            tags(&query(&mut a, &format!("NOTIFY pw_own, 'tx{round}'")).await),
+            "CZ"
+        );
+        assert_eq!(tags(&query(&mut a, "COMMIT").await), "CZ");
+        let want = (a_pid, format!("pw_own:tx{round}"));
+        assert_eq!(next_notification(&mut a).await, want, "own: the given pid");
+        assert_eq!(next_notification(&mut b).await, want, "others see the same");
+        // pg_notify() outside a transaction block.
+        let got = query(&mut b, &format!("SELECT pg_notify('pw_own', 'fn{round}')")).await;
+        assert_eq!(status(&got), b'I');
+        let want = (b_pid, format!("pw_own:fn{round}"));
+        assert_eq!(next_notification(&mut b).await, want);
+        assert_eq!(next_notification(&mut a).await, want);
+    }
+    // Another backend keeps its pid.
+    let direct = pg.connect(SCRAM_USER, Some(SCRAM_PASSWORD), "app").await;
+    let row = direct
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid");
+    let direct_pid: i32 = row.get(0);
+    direct
+        .batch_execute("NOTIFY pw_own, 'direct'")
+        .await
+        .expect("notify");
+    let want = (direct_pid, "pw_own:direct".to_string());
+    assert_eq!(next_notification(&mut a).await, want);
+    assert_eq!(next_notification(&mut b).await, want);
+}
