@@ -51,7 +51,10 @@ enum Undo {
     /// An injected Close did not happen: the server still has the statement.
     Close(Arc<Statement>),
     /// A DEALLOCATE did not happen: the client still has the statement under `name`.
-    Restore { name: Bytes, stmt: Arc<Statement> },
+    Restore {
+        name: Bytes,
+        stmt: Arc<Statement>,
+    },
 }
 
 #[derive(Debug)]

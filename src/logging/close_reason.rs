@@ -358,8 +358,14 @@ mod tests {
         use crate::client::login::LoginError;
         let eof = LoginError::Io(std::io::ErrorKind::UnexpectedEof.into());
         assert_eq!(for_broken_login(&eof), CloseReason::ClientUnexpectedEof);
-        assert_eq!(for_broken_login(&LoginError::Malformed), CloseReason::BadPacket);
-        assert_eq!(for_broken_login(&LoginError::Protocol('Q')), CloseReason::BadPacket);
+        assert_eq!(
+            for_broken_login(&LoginError::Malformed),
+            CloseReason::BadPacket
+        );
+        assert_eq!(
+            for_broken_login(&LoginError::Protocol('Q')),
+            CloseReason::BadPacket
+        );
     }
 
     #[test]

@@ -61,12 +61,20 @@ mod tests {
         own.rewrite(&mut body);
         own.rewrite(&mut other);
         assert_eq!(&body[..4], &5i32.to_be_bytes(), "own server: the given pid");
-        assert_eq!(&other[..4], &78i32.to_be_bytes(), "another backend keeps its pid");
+        assert_eq!(
+            &other[..4],
+            &78i32.to_be_bytes(),
+            "another backend keeps its pid"
+        );
         own.claim(77, 6);
         own.release(77, 5);
         let mut again = 77i32.to_be_bytes().to_vec();
         own.rewrite(&mut again);
-        assert_eq!(&again[..4], &6i32.to_be_bytes(), "a later client's claim stays");
+        assert_eq!(
+            &again[..4],
+            &6i32.to_be_bytes(),
+            "a later client's claim stays"
+        );
         own.release(77, 6);
         let mut last = 77i32.to_be_bytes().to_vec();
         own.rewrite(&mut last);

@@ -245,7 +245,10 @@ fn json_log_keeps_its_fields_with_the_same_reason_strings() {
 
 /// cl_waiting of the `app` pool, from the console.
 async fn waiting_clients(console: &tokio_postgres::Client) -> usize {
-    let rows = console.simple_query("SHOW POOLS").await.expect("SHOW POOLS");
+    let rows = console
+        .simple_query("SHOW POOLS")
+        .await
+        .expect("SHOW POOLS");
     rows.iter()
         .filter_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("app") => {
@@ -277,7 +280,10 @@ fn a_client_that_vanishes_during_login_or_while_waiting_for_a_server_is_an_unexp
     drop(s);
     let text = p.wait_for(eof);
     assert!(!text.contains("closing because: bad packet"), "{text}");
-    assert!(!text.contains("closing because: client close request"), "{text}");
+    assert!(
+        !text.contains("closing because: client close request"),
+        "{text}"
+    );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let holder = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "app"))
@@ -311,5 +317,8 @@ fn a_client_that_vanishes_during_login_or_while_waiting_for_a_server_is_an_unexp
         holder.simple_query("COMMIT").await.expect("commit");
     });
     let text = p.wait_for_count(eof, 2);
-    assert!(!text.contains("closing because: client close request"), "{text}");
+    assert!(
+        !text.contains("closing because: client close request"),
+        "{text}"
+    );
 }

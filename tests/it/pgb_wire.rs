@@ -106,7 +106,11 @@ async fn refused_statements_leave_no_error_in_the_postgres_log_and_keep_the_stre
     r.send(b'B', &bind_msg("", "s2")).await;
     r.send(b'S', b"").await;
     let got = r.until_ready().await;
-    assert_eq!(tags(&got), "1EZ", "ParseComplete, the error, then Sync's answer");
+    assert_eq!(
+        tags(&got),
+        "1EZ",
+        "ParseComplete, the error, then Sync's answer"
+    );
     assert_eq!(status(&got), b'I');
     // The session goes on: both statements answer.
     assert_eq!(first_value(&run_stmt(&mut r, "s1").await), "1");

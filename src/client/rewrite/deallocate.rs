@@ -109,7 +109,11 @@ impl Rewriter {
 
     /// The empty query's EmptyQueryResponse is dropped, `DEALLOCATE`'s CommandComplete sent
     /// in its place; if the server fails first, the client keeps `stmt` as `name`.
-    fn expect_deallocated(&mut self, name: Bytes, stmt: std::sync::Arc<crate::pool::prepared::Statement>) {
+    fn expect_deallocated(
+        &mut self,
+        name: Bytes,
+        stmt: std::sync::Arc<crate::pool::prepared::Statement>,
+    ) {
         let undo = Undo::Restore { name, stmt };
         let kind = Kind::Execute;
         self.expect.push_back(Expect::Skip { kind, undo });

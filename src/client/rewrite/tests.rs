@@ -256,9 +256,18 @@ fn large_bind_of_an_unknown_statement_in_a_transaction_block_fails_the_block_on_
         "the parameters are dropped: {} bytes",
         out.len()
     );
-    assert_eq!(out[0], b'D', "no SQL is sent to make the server fail: {out:?}");
+    assert_eq!(
+        out[0], b'D',
+        "no SQL is sent to make the server fail: {out:?}"
+    );
     let mut reply = BytesMut::new();
-    messages::put_error(&mut reply, Severity::Error, "26000", "no such statement", None);
+    messages::put_error(
+        &mut reply,
+        Severity::Error,
+        "26000",
+        "no such statement",
+        None,
+    );
     put_message(&mut reply, b'Z', |b| b.put_u8(b'E'));
     let mut to_client = BytesMut::new();
     rw.server_to_client(&mut reply, &mut to_client, &mut server);
