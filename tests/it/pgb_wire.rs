@@ -4,47 +4,18 @@
 //! and through the extended protocol; a client's own notifications carry the pid it was
 //! given.
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
 use crate::harness::*;
 use crate::prepared::{code, Raw};
 use crate::proxy::*;
+use crate::transparency::{backend_key, first_value, login, notification, query, tags};
 
 fn forced(extra: &str) -> String {
     format!("user={SCRAM_USER} password={SCRAM_PASSWORD} pool_mode=transaction {extra}")
 }
 
-async fn login(proxy: &Proxy) -> (Raw, Vec<(u8, Vec<u8>)>) {
-    let params = [("user", "plain_user"), ("database", "app")];
-    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
-    s.write_all(&startup_message(&params, 3 << 16))
-        .await
-        .expect("startup");
-    let mut raw = Raw { s };
-    let replies = raw.until_ready().await;
-    (raw, replies)
-}
-
-fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
-    msgs.iter().map(|(t, _)| *t as char).collect()
-}
-
 /// The transaction status of the last ReadyForQuery.
 fn status(msgs: &[(u8, Vec<u8>)]) -> u8 {
     msgs.last().expect("replies").1[0]
-}
-
-async fn query(r: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
-    r.send(b'Q', format!("{sql}\0").as_bytes()).await;
-    r.until_ready().await
-}
-
-/// The text of the first column of the first DataRow.
-fn first_value(replies: &[(u8, Vec<u8>)]) -> String {
-    let (_, b) = replies.iter().find(|(t, _)| *t == b'D').expect("a row");
-    let len = i32::from_be_bytes(b[2..6].try_into().expect("len")) as usize;
-    String::from_utf8_lossy(&b[6..6 + len]).into_owned()
 }
 
 fn bind_msg(portal: &str, stmt: &str) -> Vec<u8> {
@@ -67,6 +38,12 @@ async fn run_stmt(r: &mut Raw, stmt: &str) -> Vec<(u8, Vec<u8>)> {
     r.until_ready().await
 }
 
+/// Parse (unnamed) + Bind + Execute + Sync of `sql`.
+async fn run_text(r: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
+    r.parse("", sql).await;
+    run_stmt(r, "").await
+}
+
 /// The Postgres log lines of backend `pid` that report an ERROR.
 fn error_lines_of(pg: &PgServer, pid: &str) -> Vec<String> {
     let log = std::fs::read_to_string(pg.log_path()).expect("postgres log");
@@ -81,7 +58,7 @@ fn error_lines_of(pg: &PgServer, pid: &str) -> Vec<String> {
 async fn refused_statements_leave_no_error_in_the_postgres_log_and_keep_the_stream_in_step() {
     let pg = PgServer::shared();
     let proxy = Proxy::simple(&forced("pool_size=1"), "auth_type = trust").await;
-    let (mut r, _) = login(&proxy).await;
+    let (mut r, _) = login(&proxy, &[]).await;
     let pid = first_value(&query(&mut r, "select pg_backend_pid()").await);
     r.parse("s1", "select 1").await;
     r.send(b'S', b"").await;
@@ -152,7 +129,7 @@ async fn refused_statements_leave_no_error_in_the_postgres_log_and_keep_the_stre
 async fn deallocate_in_a_failed_transaction_is_25p02_and_keeps_the_statement() {
     PgServer::shared();
     let proxy = Proxy::simple(&forced("pool_size=1"), "auth_type = trust").await;
-    let (mut r, _) = login(&proxy).await;
+    let (mut r, _) = login(&proxy, &[]).await;
     r.parse("_pg3_0", "select 5").await;
     r.send(b'S', b"").await;
     assert_eq!(tags(&r.until_ready().await), "1Z");
@@ -164,11 +141,7 @@ async fn deallocate_in_a_failed_transaction_is_25p02_and_keeps_the_statement() {
     assert_eq!(code(&got[0].1), "25P02");
     assert_eq!(status(&got), b'E');
     // Through the extended protocol: Postgres refuses at the Parse.
-    r.parse("", "DEALLOCATE _pg3_0").await;
-    r.send(b'B', &bind_msg("", "")).await;
-    r.send(b'E', &execute_msg("")).await;
-    r.send(b'S', b"").await;
-    let got = r.until_ready().await;
+    let got = run_text(&mut r, "DEALLOCATE _pg3_0").await;
     assert_eq!(tags(&got), "EZ");
     assert_eq!(code(&got[0].1), "25P02");
     assert_eq!(status(&query(&mut r, "ROLLBACK").await), b'I');
@@ -180,7 +153,7 @@ async fn deallocate_in_a_failed_transaction_is_25p02_and_keeps_the_statement() {
 async fn extended_protocol_deallocate_acts_like_the_simple_query_form() {
     PgServer::shared();
     let proxy = Proxy::simple(&forced("pool_size=1"), "auth_type = trust").await;
-    let (mut r, _) = login(&proxy).await;
+    let (mut r, _) = login(&proxy, &[]).await;
     r.parse("a", "select 1").await;
     r.parse("b", "select 2").await;
     r.send(b'S', b"").await;
@@ -213,20 +186,12 @@ async fn extended_protocol_deallocate_acts_like_the_simple_query_form() {
     // Inside a transaction the status comes back as it is.
     assert_eq!(tags(&query(&mut r, "BEGIN").await), "CZ");
     r.parse("c", "select 3").await;
-    r.parse("", "DEALLOCATE c").await;
-    r.send(b'B', &bind_msg("", "")).await;
-    r.send(b'E', &execute_msg("")).await;
-    r.send(b'S', b"").await;
-    let got = r.until_ready().await;
+    let got = run_text(&mut r, "DEALLOCATE c").await;
     assert_eq!(tags(&got), "112CZ");
     assert_eq!(status(&got), b'T');
     assert_eq!(status(&query(&mut r, "COMMIT").await), b'I');
     // DEALLOCATE ALL through the extended protocol: every statement of the client is gone.
-    r.parse("", "DEALLOCATE ALL").await;
-    r.send(b'B', &bind_msg("", "")).await;
-    r.send(b'E', &execute_msg("")).await;
-    r.send(b'S', b"").await;
-    let got = r.until_ready().await;
+    let got = run_text(&mut r, "DEALLOCATE ALL").await;
     assert_eq!(tags(&got), "12CZ");
     assert_eq!(got[2].1, b"DEALLOCATE ALL\0");
     assert_eq!(code(&run_stmt(&mut r, "b").await[0].1), "26000");
@@ -236,33 +201,21 @@ async fn extended_protocol_deallocate_acts_like_the_simple_query_form() {
     assert_eq!(first_value(&run_stmt(&mut r, "b").await), "4");
 }
 
-fn backend_pid(replies: &[(u8, Vec<u8>)]) -> i32 {
-    let (_, body) = replies
-        .iter()
-        .find(|(t, _)| *t == b'K')
-        .expect("BackendKeyData");
-    i32::from_be_bytes(body[..4].try_into().expect("pid"))
-}
-
 /// The next NotificationResponse: (pid, "channel:payload").
 async fn next_notification(r: &mut Raw) -> (i32, String) {
     let (t, body) = r.recv().await;
     assert_eq!(t, b'A', "a notification");
-    let pid = i32::from_be_bytes(body[..4].try_into().expect("pid"));
-    let mut parts = body[4..].split(|&c| c == 0);
-    let channel = String::from_utf8_lossy(parts.next().expect("channel")).into_owned();
-    let payload = String::from_utf8_lossy(parts.next().expect("payload")).into_owned();
-    (pid, format!("{channel}:{payload}"))
+    notification(&body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_notifications_from_the_clients_own_server_carry_the_given_pid() {
     let pg = PgServer::shared();
     let proxy = Proxy::simple(&forced("pool_size=2"), "auth_type = trust").await;
-    let (mut a, replies) = login(&proxy).await;
-    let a_pid = backend_pid(&replies);
-    let (mut b, replies) = login(&proxy).await;
-    let b_pid = backend_pid(&replies);
+    let (mut a, replies) = login(&proxy, &[]).await;
+    let a_pid = backend_key(&replies).0;
+    let (mut b, replies) = login(&proxy, &[]).await;
+    let b_pid = backend_key(&replies).0;
     assert_eq!(tags(&query(&mut a, "LISTEN pw_own").await), "CZ");
     assert_eq!(tags(&query(&mut b, "LISTEN pw_own").await), "CZ");
     for round in 0..3 {
