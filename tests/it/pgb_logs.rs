@@ -322,6 +322,9 @@ fn a_client_that_vanishes_during_login_or_while_waiting_for_a_server_is_an_unexp
             !text.contains("closing because: client close request"),
             "{text}"
         );
-        holder.simple_query("select 1").await.expect("the holder goes on");
+        holder
+            .simple_query("select 1")
+            .await
+            .expect("the holder goes on");
     });
 }

@@ -251,3 +251,27 @@ async fn transaction_mode_notifications_from_the_clients_own_server_carry_the_gi
     assert_eq!(next_notification(&mut a).await, want);
     assert_eq!(next_notification(&mut b).await, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_in_a_batch_pgfunnel_refused_is_not_taken_as_done() {
+    PgServer::shared();
+    let proxy = Proxy::simple(&forced("pool_size=2"), "auth_type = trust").await;
+    let (mut r, _) = login(&proxy, &[]).await;
+    let before = first_value(&query(&mut r, "SHOW work_mem").await);
+    assert_ne!(before, "1234kB");
+    r.parse("set_it", "SET work_mem = '1234kB'").await;
+    r.send(b'C', b"Sset_it\0").await;
+    r.send(b'S', b"").await;
+    assert_eq!(tags(&r.until_ready().await), "13Z");
+    // The statement is closed: this Bind is refused, its Execute never runs.
+    let got = run_stmt(&mut r, "set_it").await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(code(&got[0].1), "26000");
+    // Another client takes the one open server: the next link is on a new server, which
+    // gets the client's settings replayed; the refused SET is not among them.
+    let (mut other, _) = login(&proxy, &[]).await;
+    assert_eq!(tags(&query(&mut other, "BEGIN").await), "CZ");
+    let got = query(&mut r, "SHOW work_mem").await;
+    assert_eq!(first_value(&got), before);
+    assert_eq!(tags(&query(&mut other, "COMMIT").await), "CZ");
+}
