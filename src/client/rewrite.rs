@@ -6,9 +6,10 @@
 //! moved unchanged; large messages stream through without being buffered whole.
 //!
 //! This file holds the rewriter's state and what it expects back; `requests` rewrites
-//! client messages (`streaming` those too large to handle whole), `replies` server
-//! messages, `framing` finds, gathers and streams
-//! messages and writes the few the rewriter builds.
+//! client messages (`streaming` those too large to handle whole, `refuse` those pgfunnel
+//! answers with an error itself, `deallocate` DEALLOCATE of protocol statements),
+//! `replies` server messages, `framing` finds, gathers and streams messages and writes the
+//! few the rewriter builds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -168,6 +169,7 @@ impl Rewriter {
     /// True when every reply the client expects has been delivered or made up.
     pub fn is_settled(&self) -> bool {
         self.expect.is_empty()
+            && !self.refused
             && self.client_streaming == 0
             && self.server_streaming == 0
             && self.client_partial.is_empty()
