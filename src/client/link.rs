@@ -75,6 +75,9 @@ impl Session {
             }
             let server_pid = server.conn.key.pid;
             let claimed = Self::claim_notify_pid(&listener, server_pid, cancel.pid);
+            if let Some(rw) = relay.rewriter.as_mut() {
+                rw.set_notify_pids(server_pid, cancel.pid);
+            }
             let (end, timed_out, cancelled) = self
                 .link(&mut relay, &mut server, cancel, &timers, params, fast_close)
                 .await;

@@ -132,6 +132,9 @@ pub struct Rewriter {
     deallocs: HashMap<Bytes, Vec<u8>>,
     /// Portals bound to such a statement, with the name their Execute deallocates.
     dealloc_portals: HashMap<Bytes, Vec<u8>>,
+    /// (linked server's pid, pid the client was given), big-endian: a notification the
+    /// server sends of its own shows the client's pid (see `set_notify_pids`).
+    notify_pids: Option<([u8; 4], [u8; 4])>,
 }
 
 impl Rewriter {
@@ -163,6 +166,7 @@ impl Rewriter {
             refused_requests: Vec::new(),
             deallocs: HashMap::new(),
             dealloc_portals: HashMap::new(),
+            notify_pids: None,
         }
     }
 
@@ -196,6 +200,14 @@ impl Rewriter {
     /// server since the last call, forwarded or prepared on the fly for a Bind; resets it.
     pub fn take_large_parse(&mut self) -> bool {
         std::mem::take(&mut self.large_parse)
+    }
+
+    /// For the next link: notifications sent by the server itself (pid `server_pid`: a
+    /// client pinned by a LISTEN on it, NOTIFY or `pg_notify()` in its session) show
+    /// `client_pid`, the pid in the client's BackendKeyData, as Postgres shows a session's
+    /// own notifications with that session's pid. Other backends' keep theirs.
+    pub fn set_notify_pids(&mut self, server_pid: i32, client_pid: i32) {
+        self.notify_pids = Some((server_pid.to_be_bytes(), client_pid.to_be_bytes()));
     }
 
     /// Replies the client still expects (each costs a little memory until it arrives).

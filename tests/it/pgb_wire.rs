@@ -275,3 +275,43 @@ async fn a_setting_in_a_batch_pgfunnel_refused_is_not_taken_as_done() {
     assert_eq!(first_value(&got), before);
     assert_eq!(tags(&query(&mut other, "COMMIT").await), "CZ");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pinned_by_listen_sees_its_own_notifications_with_the_given_pid() {
+    let pg = PgServer::shared();
+    let proxy = Proxy::simple(&forced("pool_size=2"), "auth_type = trust").await;
+    let (mut r, replies) = login(&proxy, &[]).await;
+    let pid = backend_key(&replies).0;
+    // LISTEN inside a transaction lives on the server: the client is pinned to it.
+    assert_eq!(
+        tags(&query(&mut r, "BEGIN; LISTEN pw_pin; COMMIT").await),
+        "CCCZ"
+    );
+    for sql in ["NOTIFY pw_pin, 'own'", "SELECT pg_notify('pw_pin', 'own')"] {
+        let got = query(&mut r, sql).await;
+        let (_, body) = got
+            .iter()
+            .find(|(t, _)| *t == b'A')
+            .expect("own notification");
+        assert_eq!(notification(body), (pid, "pw_pin:own".to_string()), "{sql}");
+    }
+    let direct = pg.connect(SCRAM_USER, Some(SCRAM_PASSWORD), "app").await;
+    let row = direct
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid");
+    let direct_pid: i32 = row.get(0);
+    direct
+        .batch_execute("NOTIFY pw_pin, 'direct'")
+        .await
+        .expect("notify");
+    let got = query(&mut r, "select 1").await;
+    let (_, body) = got
+        .iter()
+        .find(|(t, _)| *t == b'A')
+        .expect("the other backend's");
+    assert_eq!(
+        notification(body),
+        (direct_pid, "pw_pin:direct".to_string())
+    );
+}

@@ -81,7 +81,11 @@ impl Rewriter {
             return self.server_error(msg, out, server);
         }
         let Some(head) = self.expect.front() else {
+            let at = out.len();
             out.extend_from_slice(msg);
+            if tag == b'A' {
+                self.show_own_pid(&mut out[at + 5..]);
+            }
             return;
         };
         let (kind, forward) = match head {
@@ -92,7 +96,11 @@ impl Rewriter {
             Expect::Fake(_) => (Kind::Sync, true),
         };
         if forward || !completes(kind, tag) && is_async(tag) {
+            let at = out.len();
             out.extend_from_slice(msg);
+            if tag == b'A' {
+                self.show_own_pid(&mut out[at + 5..]);
+            }
         }
         if completes(kind, tag) {
             self.expect.pop_front();
@@ -148,6 +156,15 @@ impl Rewriter {
         }
         self.skip_to_sync(server);
         self.aborted = self.expect.is_empty();
+    }
+
+    /// A NotificationResponse body the linked server sent of its own: the client's pid.
+    fn show_own_pid(&self, body: &mut [u8]) {
+        if let (Some((server, client)), Some(pid)) = (self.notify_pids, body.get_mut(..4)) {
+            if *pid == server {
+                pid.copy_from_slice(&client);
+            }
+        }
     }
 
     /// After an error the server ignores everything up to the next Sync: the replies
