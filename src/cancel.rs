@@ -4,9 +4,7 @@
 //! Keys follow PgBouncer's peering layout (`fleet::key`): with `peer_id` set they name this
 //! instance, so a peer that receives the CancelRequest can forward it here.
 
-use std::sync::Arc;
-
-use tokio::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use dashmap::DashMap;
@@ -33,7 +31,9 @@ struct CancelLink {
     cancelled: bool,
 }
 
-/// One client's cancel entry: the server it is linked to, if any.
+/// One client's cancel entry: the server it is linked to, if any. Its lock is a plain
+/// mutex held for a few stores (never across an await), so linking and unlinking cost no
+/// task wake-up; the link cycle and CancelRequests are its only users.
 #[derive(Debug)]
 pub struct CancelEntry {
     key: CancelKey,
@@ -43,7 +43,7 @@ pub struct CancelEntry {
 impl CancelEntry {
     /// Points the entry at the server the client was just linked to.
     pub async fn link(&self, target: CancelTarget) {
-        let mut s = self.state.lock().await;
+        let mut s = crate::panic::lock(&self.state);
         s.target = Some(target);
         s.cancelled = false;
     }
@@ -57,12 +57,13 @@ impl CancelEntry {
         .await;
     }
 
-    /// Clears the entry when the client gives its server back. Waits for a cancel being
-    /// sent right now, and returns true when a cancel was sent during this link: such a
-    /// server must not serve another client, since Postgres delivers a cancel
-    /// asynchronously and it could still interrupt the next client's query.
+    /// Clears the entry when the client gives its server back, and returns true when a
+    /// cancel was sent (or is being sent) during this link: such a server must not serve
+    /// another client, since Postgres delivers a cancel asynchronously and it could still
+    /// interrupt the next client's query. A CancelRequest marks the entry before it
+    /// sends, so a cancel that found the server linked is always seen here.
     pub async fn unlink(&self) -> bool {
-        let mut s = self.state.lock().await;
+        let mut s = crate::panic::lock(&self.state);
         s.target = None;
         std::mem::take(&mut s.cancelled)
     }
@@ -136,8 +137,8 @@ impl CancelRegistry {
         }
     }
 
-    /// Serves a CancelRequest: when the key is known and its client is linked, sends a
-    /// cancel to that server (holding the entry, so the link cannot end meanwhile).
+    /// Serves a CancelRequest: when the key is known and its client is linked, marks the
+    /// link cancelled (so its server is not reused) and sends a cancel to that server.
     /// Unknown keys, wrong secrets and idle clients do nothing. With peering the TTL bits
     /// of the received key are ignored (a forwarded key has spent some). Returns whether
     /// a cancel was sent.
@@ -154,12 +155,15 @@ impl CancelRegistry {
         if !bool::from(entry.key.0.ct_eq(&key.0)) {
             return false;
         }
-        let mut state = entry.state.lock().await;
-        let Some(target) = state.target.clone() else {
-            return false;
+        let target = {
+            let mut state = crate::panic::lock(&entry.state);
+            let Some(target) = state.target.clone() else {
+                return false;
+            };
+            state.cancelled = true;
+            target
         };
         send_cancel(target).await;
-        state.cancelled = true;
         true
     }
 

@@ -1,9 +1,10 @@
 //! The one client-facing error: every layer's failure that a client is told about becomes
 //! a [`ClientError`] (its [`ErrorKind`], SQLSTATE, severity, text and hint), written to the
 //! client by [`ClientError::put`] and counted under [`ErrorKind::label`]. The SQLSTATEs
-//! pgfunnel chooses itself are all in [`ErrorKind::sqlstate`]; the only other codes a
-//! client sees are the ones a server sent. Client-facing texts never carry passwords or
-//! internal addresses.
+//! pgfunnel chooses for its errors are all in [`ErrorKind::sqlstate`]; [`sqlstate`] names
+//! the few others it writes (the code of its notices) or reacts to (codes servers send).
+//! Any other code a client sees is one a server sent. Client-facing texts never carry
+//! passwords or internal addresses.
 
 use std::borrow::Cow;
 
@@ -110,6 +111,24 @@ impl ErrorKind {
             ErrorKind::UnknownStatement => "unknown_statement",
         }
     }
+}
+
+/// SQLSTATEs pgfunnel uses other than as the code of its own errors: the code of the
+/// notices it sends, and server codes it reacts to.
+pub mod sqlstate {
+    /// successful_completion: the code of a NOTICE.
+    pub const SUCCESSFUL_COMPLETION: &str = "00000";
+    /// invalid_authorization_specification: a server refused the login (e.g. no
+    /// pg_hba.conf entry for TLS or plain).
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    /// feature_not_supported.
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    /// admin_shutdown: the server is shutting down.
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// crash_shutdown: the server is restarting after a crash.
+    pub const CRASH_SHUTDOWN: &str = "57P02";
+    /// cannot_connect_now: the server is starting up or in recovery.
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
 }
 
 /// An error a client is told about: what kind it is, the SQLSTATE it sees (the kind's, or

@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::client::access::{find_secret, password_exchange, Denied};
 use crate::client::login::LoginError;
 use crate::config::AuthType;
+use crate::error::ErrorKind;
 use crate::net::Stream;
 use crate::protocol::messages::{self, auth_code};
 
@@ -36,6 +37,17 @@ pub enum ConsoleLoginError {
     /// The user lookup (`auth_query`) is misconfigured or failed.
     #[error("{0}")]
     Config(String),
+}
+
+impl ConsoleLoginError {
+    /// The kind the client is told about (its SQLSTATE).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConsoleLoginError::Failed(_) => ErrorKind::Auth,
+            ConsoleLoginError::NotAllowed => ErrorKind::NotAuthorized,
+            ConsoleLoginError::Protocol | ConsoleLoginError::Config(_) => ErrorKind::Protocol,
+        }
+    }
 }
 
 /// Whether the peer of a Unix socket runs as the same OS user as pgfunnel.

@@ -14,7 +14,7 @@ use super::command;
 use super::{execute, AdminError, Reply};
 use crate::app::App;
 use crate::client::registry::{ClientEntry, ClientState};
-use crate::error::ErrorKind;
+use crate::error::{ClientError, ErrorKind};
 use crate::net::Stream;
 use crate::protocol::messages::{self, put_cstr, put_message, take_cstr, Severity};
 
@@ -53,22 +53,20 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
     let access = match auth::login(&app, &mut stream, &user).await {
         Ok(a) => a,
         Err(e) => {
-            let code = match e {
-                auth::ConsoleLoginError::Protocol => ErrorKind::Protocol.sqlstate(),
-                auth::ConsoleLoginError::Failed(_) => ErrorKind::Auth.sqlstate(),
-                auth::ConsoleLoginError::NotAllowed => ErrorKind::NotAuthorized.sqlstate(),
-                auth::ConsoleLoginError::Config(_) => ErrorKind::Protocol.sqlstate(),
-            };
-            send_fatal(&mut stream, code, &e.to_string()).await;
+            send_fatal(&mut stream, ClientError::fatal(e.kind(), e.to_string())).await;
             return;
         }
     };
-    let _slot = match admit(&app, &user, access) {
-        Ok(slot) => slot,
+    let _admission = match admit(&app, &user, access) {
+        Ok(admission) => admission,
         Err(limit) => {
             tracing::warn!(user, limit, "console client limit reached");
             let msg = format!("client connections exceeded ({limit})");
-            send_fatal(&mut stream, ErrorKind::TooManyClients.sqlstate(), &msg).await;
+            send_fatal(
+                &mut stream,
+                ClientError::fatal(ErrorKind::TooManyClients, msg),
+            )
+            .await;
             return;
         }
     };
@@ -77,13 +75,7 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
     if app.config().settings.log_connections {
         tracing::info!(user, ?access, "console login");
     }
-    let mut out = BytesMut::new();
-    for (k, v) in WELCOME {
-        messages::put_parameter_status(&mut out, k, v);
-    }
-    messages::put_backend_key(&mut out, 0, 0);
-    messages::put_ready(&mut out, b'I');
-    if stream.send(&out).await.is_err() {
+    if stream.send(&welcome()).await.is_err() {
         return;
     }
     let mut conn = Console {
@@ -91,25 +83,19 @@ pub async fn run(app: Arc<App>, mut stream: Stream, user: String, entry: Arc<Cli
         access,
         ext: Extended::default(),
     };
-    let mut inbuf = BytesMut::with_capacity(1024);
-    loop {
-        let (tag, body) = match read_message(&mut stream, &mut inbuf).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return,
-            Err(msg) => {
-                send_fatal(&mut stream, ErrorKind::Protocol.sqlstate(), msg).await;
-                return;
-            }
-        };
-        let mut out = BytesMut::new();
-        let keep = conn.handle(tag, &body, &mut out).await;
-        if !out.is_empty() && stream.send(&out).await.is_err() {
-            return;
-        }
-        if !keep {
-            return;
-        }
+    conn.serve(&mut stream).await;
+}
+
+/// What follows AuthenticationOk: the faked server parameters, a zero backend key and
+/// ReadyForQuery.
+fn welcome() -> BytesMut {
+    let mut out = BytesMut::new();
+    for (k, v) in WELCOME {
+        messages::put_parameter_status(&mut out, k, v);
     }
+    messages::put_backend_key(&mut out, 0, 0);
+    messages::put_ready(&mut out, b'I');
+    out
 }
 
 /// The error for an extended-protocol message that cannot be read.
@@ -118,10 +104,8 @@ fn malformed() -> AdminError {
 }
 
 /// Sends a FATAL error (the connection closes after it); a failed write changes nothing.
-async fn send_fatal(stream: &mut Stream, code: &str, msg: &str) {
-    let mut buf = BytesMut::new();
-    messages::put_error(&mut buf, Severity::Fatal, code, msg, None);
-    let _ = stream.send(&buf).await;
+async fn send_fatal(stream: &mut Stream, error: ClientError) {
+    let _ = stream.send(&error.to_message()).await;
 }
 
 /// Counts a console client against the global `max_db_client_connections` (under the name
@@ -172,6 +156,30 @@ struct Console {
 }
 
 impl Console {
+    /// Reads and answers messages until the client leaves or breaks the protocol, or a
+    /// write fails.
+    async fn serve(&mut self, stream: &mut Stream) {
+        let mut inbuf = BytesMut::with_capacity(1024);
+        loop {
+            let (tag, body) = match read_message(stream, &mut inbuf).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(msg) => {
+                    send_fatal(stream, ClientError::fatal(ErrorKind::Protocol, msg)).await;
+                    return;
+                }
+            };
+            let mut out = BytesMut::new();
+            let keep = self.handle(tag, &body, &mut out).await;
+            if !out.is_empty() && stream.send(&out).await.is_err() {
+                return;
+            }
+            if !keep {
+                return;
+            }
+        }
+    }
+
     /// Handles one message; false when the connection must close.
     async fn handle(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
         if self.ext.failed && !matches!(tag, b'S' | b'Q') {
@@ -205,13 +213,7 @@ impl Console {
                     "unsupported packet type for admin console: {}",
                     other as char
                 );
-                messages::put_error(
-                    out,
-                    Severity::Fatal,
-                    ErrorKind::Protocol.sqlstate(),
-                    &msg,
-                    None,
-                );
+                ClientError::fatal(ErrorKind::Protocol, msg).put(out);
                 return false;
             }
         }

@@ -53,7 +53,7 @@ pub(super) fn put_reply(
                 for (f, v) in [
                     (b'S', "NOTICE"),
                     (b'V', "NOTICE"),
-                    (b'C', "00000"),
+                    (b'C', crate::error::sqlstate::SUCCESSFUL_COMPLETION),
                     (b'M', message),
                     (b'D', detail),
                 ] {

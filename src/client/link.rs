@@ -15,6 +15,7 @@ use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
 use super::release::{disposition, Disposition, LinkEnd};
 use super::rewrite::Rewriter;
 use super::session::Session;
+use super::statement::recognise_listen;
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::PoolMode;
@@ -35,6 +36,24 @@ enum Between {
     End,
 }
 
+/// How one relay run over a link ended.
+struct LinkRun {
+    end: RelayEnd,
+    /// The timer that ended the link, if one did.
+    timed_out: Option<Expired>,
+    /// Whether a cancel request reached the server during the link.
+    cancelled: bool,
+}
+
+/// The per-session settings of the link cycle.
+struct Cycle<'a> {
+    pool: &'a Arc<Pool>,
+    mode: PoolMode,
+    timers: LinkTimeouts,
+    /// `server_fast_close` in session mode.
+    fast_close: bool,
+}
+
 impl Session {
     /// The link cycle, until the session ends: wait for a request, link a server, relay,
     /// release. `linked` is a server already held (session mode, or the login's checkout).
@@ -48,27 +67,27 @@ impl Session {
     ) {
         let timers = self.ctx.link_timeouts(&self.user);
         let fast_close = mode == PoolMode::Session && self.ctx.config().settings.server_fast_close;
-        let mut relay = self.new_relay(pool, mode, &timers);
+        let cycle = Cycle {
+            pool,
+            mode,
+            timers,
+            fast_close,
+        };
+        let mut relay = self.new_relay(pool, mode, &cycle.timers);
         // server_fast_close watches every end of transaction (and idle spells).
         relay.timed |= fast_close;
         let mut listener: Option<Subscription> = None;
         loop {
             let mut server = match linked.take() {
                 Some(s) => s,
-                None => {
-                    let idle = timers.client_idle;
-                    let between =
-                        self.between_links(pool, mode, &mut relay, idle, &mut listener, cancel.pid);
-                    match between.await {
-                        Between::Request => {}
-                        Between::Answered => continue,
-                        Between::End => return,
-                    }
-                    match self.checkout(pool).await {
-                        Some(s) => s,
-                        None => return,
-                    }
-                }
+                None => match self
+                    .next_server(&cycle, &mut relay, &mut listener, cancel)
+                    .await
+                {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue,
+                    Err(()) => return,
+                },
             };
             if let Err(e) = sync_parameters(params, &mut server, &mut relay).await {
                 return self.sync_failed(pool, server, e).await;
@@ -78,46 +97,91 @@ impl Session {
             if let Some(rw) = relay.rewriter.as_mut() {
                 rw.set_notify_pids(server_pid, cancel.pid);
             }
-            let (end, timed_out, cancelled) = self
-                .link(&mut relay, &mut server, cancel, &timers, params, fast_close)
+            let run = self
+                .link(&mut relay, &mut server, cancel, &cycle, params)
                 .await;
             if claimed {
                 Self::release_notify_pid(pool, &listener, server_pid, cancel.pid).await;
             }
-            let link = LinkEnd {
-                end: &end,
-                cancelled,
-                timed_out,
-                tracker: &relay.tracker,
-                server_clean: relay.server_clean(),
-                obsolete: fast_close
-                    && relay.s2c.is_empty()
-                    && pool.is_close_needed(server.conn.created),
-            };
-            let server_id = server.conn.id;
-            match disposition(&link) {
-                Disposition::Close {
-                    error,
-                    server: fate,
-                } => {
-                    if matches!(end, RelayEnd::ClientGone | RelayEnd::ClientIo(_)) {
-                        self.note_client_left(&relay);
-                    }
-                    self.log_link_end(&end, timed_out, &relay);
-                    return self.close(pool, mode, server, &link, error, fate).await;
-                }
-                Disposition::Checkin => pool.checkin(server),
-                Disposition::Discard(reason) => {
-                    debug!(parent: &self.span, server = server_id, reason, "server not reused");
-                    pool.discard(server);
-                }
-                Disposition::Keep => linked = Some(server),
-            }
-            if matches!(end, RelayEnd::Released) && !cancelled {
-                // Noted for this link only: the server it concerned is closed.
-                relay.tracker.uninspected_parse = false;
+            match self.release(&cycle, &mut relay, server, run).await {
+                Some(kept) => linked = kept,
+                None => return,
             }
         }
+    }
+
+    /// Waits for the next request and checks out a server for it. `Ok(None)`: the
+    /// request was answered without a server; `Err`: the session ends.
+    async fn next_server(
+        &mut self,
+        cycle: &Cycle<'_>,
+        relay: &mut Relay,
+        listener: &mut Option<Subscription>,
+        cancel: &CancelHandle,
+    ) -> Result<Option<PooledServer>, ()> {
+        let idle = cycle.timers.client_idle;
+        let pid = cancel.pid;
+        match self
+            .between_links(cycle.pool, cycle.mode, relay, idle, listener, pid)
+            .await
+        {
+            Between::Request => self.checkout(cycle.pool).await.map(Some).ok_or(()),
+            Between::Answered => Ok(None),
+            Between::End => Err(()),
+        }
+    }
+
+    /// Carries out the release decision for a link that ended. `Some(kept)`: the cycle
+    /// goes on, holding `kept` when the server stays linked; `None`: the session ended.
+    async fn release(
+        &mut self,
+        cycle: &Cycle<'_>,
+        relay: &mut Relay,
+        server: PooledServer,
+        run: LinkRun,
+    ) -> Option<Option<PooledServer>> {
+        let pool = cycle.pool;
+        let LinkRun {
+            end,
+            timed_out,
+            cancelled,
+        } = run;
+        let link = LinkEnd {
+            end: &end,
+            cancelled,
+            timed_out,
+            tracker: &relay.tracker,
+            server_clean: relay.server_clean(),
+            obsolete: cycle.fast_close
+                && relay.s2c.is_empty()
+                && pool.is_close_needed(server.conn.created),
+        };
+        let mut kept = None;
+        match disposition(&link) {
+            Disposition::Close {
+                error,
+                server: fate,
+            } => {
+                if matches!(end, RelayEnd::ClientGone | RelayEnd::ClientIo(_)) {
+                    self.note_client_left(relay);
+                }
+                self.log_link_end(&end, timed_out, relay);
+                self.close(pool, cycle.mode, server, &link, error, fate)
+                    .await;
+                return None;
+            }
+            Disposition::Checkin => pool.checkin(server),
+            Disposition::Discard(reason) => {
+                debug!(parent: &self.span, server = server.conn.id, reason, "server not reused");
+                pool.discard(server);
+            }
+            Disposition::Keep => kept = Some(server),
+        }
+        if matches!(end, RelayEnd::Released) && !cancelled {
+            // Noted for this link only: the server it concerned is closed.
+            relay.tracker.uninspected_parse = false;
+        }
+        Some(kept)
     }
 
     /// Records how the client left: Terminate is PgBouncer's `client close request` (the
@@ -176,19 +240,24 @@ impl Session {
         self.mark(ClientState::Idle);
         let was_pinned = relay.tracker.pin.is_some();
         let error = match self.wait_idle(relay, client_idle, listener).await {
+            Idle::End(IdleEnd::Request) if mode == PoolMode::Session || was_pinned => {
+                return Between::Request;
+            }
             Idle::End(IdleEnd::Request) => {
                 // A LISTEN seen while reading marks a pin; a lone one outside a
-                // transaction is served by the shared listener instead.
-                if mode != PoolMode::Session
-                    && !was_pinned
+                // transaction is served by the shared listener instead. Boxed (their
+                // state is large) and only entered for a lone LISTEN/UNLISTEN, or a
+                // listening client's lone query: no allocation for other requests.
+                let lone = relay.lone_query();
+                if lone.and_then(recognise_listen).is_some()
                     && Box::pin(self.serve_listen(pool, relay, listener)).await
                 {
                     relay.tracker.pin = None;
                     return Between::Answered;
                 }
                 // A lone NOTIFY of a listening client: its own notification first.
-                if mode != PoolMode::Session
-                    && !was_pinned
+                if listener.is_some()
+                    && relay.lone_query().is_some()
                     && Box::pin(self.serve_notify(pool, relay, listener, pid)).await
                 {
                     return Between::Answered;
@@ -221,22 +290,24 @@ impl Session {
     }
 
     /// Links `server` to this client for one relay run: registers it for cancel requests,
-    /// relays, then records what the link changed in the client's parameters. Returns the
-    /// relay's end, the timer that ended the link (if any) and whether a cancel request
-    /// reached the server meanwhile. `fast_close`: wake up now and then while the server
-    /// is idle so that one marked for closing is noticed (`server_fast_close`).
+    /// relays, then records what the link changed in the client's parameters.
     async fn link(
         &mut self,
         relay: &mut Relay,
         server: &mut PooledServer,
         cancel: &CancelHandle,
-        timers: &LinkTimeouts,
+        cycle: &Cycle<'_>,
         params: &mut ClientParams,
-        fast_close: bool,
-    ) -> (RelayEnd, Option<Expired>, bool) {
+    ) -> LinkRun {
         cancel.entry.link_server(&server.conn).await;
         let (end, timed_out) = self
-            .relay_linked(relay, server, timers, &mut params.expected, fast_close)
+            .relay_linked(
+                relay,
+                server,
+                &cycle.timers,
+                &mut params.expected,
+                cycle.fast_close,
+            )
             .await;
         let cancelled = cancel.entry.unlink().await;
         if std::mem::take(&mut relay.params_changed) {
@@ -246,7 +317,11 @@ impl Session {
         for change in relay.tracker.changes.drain(..) {
             params.apply_change(change, &mut server.conn);
         }
-        (end, timed_out, cancelled)
+        LinkRun {
+            end,
+            timed_out,
+            cancelled,
+        }
     }
 
     /// Relays one link, enforcing query_timeout (cancel), idle_transaction_timeout and

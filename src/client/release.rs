@@ -92,25 +92,13 @@ pub struct ResetPolicy {
 }
 
 /// Decides what becomes of the server (and the client) after a link ended as `link` says.
+/// The first question is what ended the link: a link timer, `server_fast_close`, or the
+/// relay ([`relay_ended`]).
 pub fn disposition(link: &LinkEnd<'_>) -> Disposition {
-    let close = |kind, message: &'static str, server| Disposition::Close {
-        error: Some(ClientError::fatal(kind, message)),
-        server,
-    };
-    match link.timed_out {
-        Some(Expired::IdleTransaction) => {
-            let msg = "idle transaction timeout";
-            return close(
-                ErrorKind::IdleTransactionTimeout,
-                msg,
-                ServerFate::Discard(msg),
-            );
+    if let Some(timer) = link.timed_out {
+        if let Some(d) = timer_ended(timer) {
+            return d;
         }
-        Some(Expired::Transaction) => {
-            let msg = "transaction timeout";
-            return close(ErrorKind::TransactionTimeout, msg, ServerFate::Discard(msg));
-        }
-        Some(Expired::Query) | None => {}
     }
     if fast_close_now(link) {
         return close(
@@ -119,14 +107,29 @@ pub fn disposition(link: &LinkEnd<'_>) -> Disposition {
             ServerFate::Obsolete,
         );
     }
+    relay_ended(link)
+}
+
+/// A link timer that ends the session: the client is disconnected and its server, in the
+/// middle of a transaction, closed. `None` for query_timeout (the link cancelled the
+/// query and went on; how the relay ended decides).
+fn timer_ended(timer: Expired) -> Option<Disposition> {
+    let (kind, msg) = match timer {
+        Expired::IdleTransaction => (
+            ErrorKind::IdleTransactionTimeout,
+            "idle transaction timeout",
+        ),
+        Expired::Transaction => (ErrorKind::TransactionTimeout, "transaction timeout"),
+        Expired::Query => return None,
+    };
+    Some(close(kind, msg, ServerFate::Discard(msg)))
+}
+
+/// The decision by how the relay ended the link: the server was released, a timer ticked,
+/// or one side left or broke the protocol (the session ends).
+fn relay_ended(link: &LinkEnd<'_>) -> Disposition {
     match link.end {
-        RelayEnd::Released if link.cancelled => {
-            Disposition::Discard("server had a cancel during this link: not reused")
-        }
-        RelayEnd::Released if link.tracker.uninspected_parse => {
-            Disposition::Discard("a Parse too large to inspect reached this server: not reused")
-        }
-        RelayEnd::Released => Disposition::Checkin,
+        RelayEnd::Released => released(link),
         RelayEnd::Tick => Disposition::Keep,
         RelayEnd::ClientGone | RelayEnd::ClientIo(_) => Disposition::Close {
             error: None,
@@ -151,6 +154,27 @@ pub fn disposition(link: &LinkEnd<'_>) -> Disposition {
             "server protocol violation",
             ServerFate::Discard("server protocol violation"),
         ),
+    }
+}
+
+/// The server is idle and owes nothing: it goes back to the pool unless a cancel or a
+/// Parse too large to inspect reached it during the link.
+fn released(link: &LinkEnd<'_>) -> Disposition {
+    if link.cancelled {
+        Disposition::Discard("server had a cancel during this link: not reused")
+    } else if link.tracker.uninspected_parse {
+        Disposition::Discard("a Parse too large to inspect reached this server: not reused")
+    } else {
+        Disposition::Checkin
+    }
+}
+
+/// The session ends with a FATAL `kind` error saying `message`; the server goes as
+/// `server` says.
+fn close(kind: ErrorKind, message: &'static str, server: ServerFate) -> Disposition {
+    Disposition::Close {
+        error: Some(ClientError::fatal(kind, message)),
+        server,
     }
 }
 

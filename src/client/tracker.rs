@@ -240,9 +240,9 @@ impl Tracker {
                 let action = recognise(query);
                 self.note_pin(&action);
                 match action {
-                    Some(a) => self.statements.insert(name.to_vec(), a),
-                    None => self.statements.remove(name),
-                };
+                    Some(a) => _ = self.statements.insert(name.to_vec(), a),
+                    None => forget(&mut self.statements, name),
+                }
             }
             b'B' => {
                 let mut rest = body;
@@ -250,15 +250,15 @@ impl Tracker {
                 else {
                     return;
                 };
-                match self.statements.get(stmt).cloned() {
-                    Some(a) => self.portals.insert(portal.to_vec(), a),
-                    None => self.portals.remove(portal),
-                };
+                match look_up(&self.statements, stmt) {
+                    Some(a) => _ = self.portals.insert(portal.to_vec(), a),
+                    None => forget(&mut self.portals, portal),
+                }
             }
             b'E' => {
                 let mut rest = body;
                 if let Some(portal) = take_cstr(&mut rest) {
-                    self.batch_action = self.portals.get(portal).cloned();
+                    self.batch_action = look_up(&self.portals, portal);
                 }
             }
             _ => {}
@@ -369,6 +369,22 @@ fn push_changes(action: Recognised, out: &mut Vec<SettingChange>) {
             }
         }
         _ => {}
+    }
+}
+
+/// The action noted for a statement or portal name. An empty map (the usual case: only
+/// statements the recogniser acts on are noted) answers without hashing the name.
+fn look_up(map: &HashMap<Vec<u8>, Recognised>, name: &[u8]) -> Option<Recognised> {
+    if map.is_empty() {
+        return None;
+    }
+    map.get(name).cloned()
+}
+
+/// Forgets what was noted for `name`; nothing to hash when nothing is noted.
+fn forget(map: &mut HashMap<Vec<u8>, Recognised>, name: &[u8]) {
+    if !map.is_empty() {
+        map.remove(name);
     }
 }
 

@@ -215,7 +215,7 @@ async fn end_transaction(
     match server.conn.run_internal(end).await {
         Ok(s) => *status = s,
         Err(ServerError::Rejected(f)) if failure.is_none() => {
-            *failure = Some(ExecError::Refused(PgError::new(&f.code, f.message)));
+            *failure = Some(ExecError::Refused(PgError::from_server(&f.code, f.message)));
             *status = b'?';
         }
         Err(e) => return Err(ExecError::Refused(server_failed(&e))),
@@ -244,7 +244,7 @@ async fn sync_parameters(
 
 fn server_error(e: ServerError) -> ExecError {
     match e {
-        ServerError::Rejected(f) => ExecError::Refused(PgError::new(&f.code, f.message)),
+        ServerError::Rejected(f) => ExecError::Refused(PgError::from_server(&f.code, f.message)),
         other => ExecError::Refused(server_failed(&other)),
     }
 }
@@ -255,29 +255,27 @@ fn server_failed(e: &ServerError) -> PgError {
 }
 
 fn server_lost() -> PgError {
-    PgError::new(
-        ErrorKind::ServerUnavailable.sqlstate(),
+    PgError::of(
+        ErrorKind::ServerUnavailable,
         "server connection failed during the request",
     )
 }
 
 fn pool_error(e: PoolError) -> ExecError {
     let err = match e {
-        PoolError::Timeout => PgError::new(
-            ErrorKind::PoolTimeout.sqlstate(),
+        PoolError::Timeout => PgError::of(
+            ErrorKind::PoolTimeout,
             "query_wait_timeout: no server connection became free in time",
         ),
-        PoolError::Connect(ServerError::Rejected(f)) => PgError::new(&f.code, f.message),
+        PoolError::Connect(ServerError::Rejected(f)) => PgError::from_server(&f.code, f.message),
         PoolError::Connect(other) => {
             tracing::warn!(error = %other, "edge request: server login failed");
-            PgError::new(
-                ErrorKind::ServerUnavailable.sqlstate(),
+            PgError::of(
+                ErrorKind::ServerUnavailable,
                 "server login failed: could not reach the database server",
             )
         }
-        PoolError::Closed => {
-            PgError::new(ErrorKind::Shutdown.sqlstate(), "pgfunnel is shutting down")
-        }
+        PoolError::Closed => PgError::of(ErrorKind::Shutdown, "pgfunnel is shutting down"),
     };
     ExecError::Refused(err)
 }

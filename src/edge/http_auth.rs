@@ -30,7 +30,7 @@ pub async fn admit(
     database: &str,
     password: &str,
 ) -> Result<Admitted, PgError> {
-    let refused = |d: Denied| PgError::new(d.kind().sqlstate(), d.to_string());
+    let refused = |d: Denied| PgError::of(d.kind(), d.to_string());
     let settings_type = app.config().settings.auth_type;
     let needs_password = match settings_type {
         AuthType::Hba => match hba_method(app, peer, user, database) {

@@ -5,6 +5,7 @@
 //! `Neon-Batch-Read-Only` and `Neon-Batch-Deferrable`. Errors are 400 with the Postgres
 //! error's fields, 413 past `edge_max_request_size`, 507 past `edge_max_response_size`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,8 +37,8 @@ const ALLOWED_HEADERS: &str = "Authorization, Content-Type, Neon-Connection-Stri
 struct Refusal(StatusCode, PgError);
 
 impl Refusal {
-    fn bad(code: &str, message: impl Into<String>) -> Self {
-        Refusal(StatusCode::BAD_REQUEST, PgError::new(code, message))
+    fn bad(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Refusal(StatusCode::BAD_REQUEST, PgError::of(kind, message))
     }
 }
 
@@ -87,9 +88,10 @@ async fn serve(
         (limits.0 as usize, limits.1 as usize, s.log_connections)
     };
     let headers = req.headers().clone();
-    let conn = header_text(&headers, "neon-connection-string")
-        .ok_or_else(|| Refusal::bad("08P01", "missing Neon-Connection-String header"))?;
-    let info = connstr::parse(conn).map_err(|m| Refusal::bad("08P01", m))?;
+    let conn = header_text(&headers, "neon-connection-string").ok_or_else(|| {
+        Refusal::bad(ErrorKind::Protocol, "missing Neon-Connection-String header")
+    })?;
+    let info = connstr::parse(conn).map_err(|m| Refusal::bad(ErrorKind::Protocol, m))?;
     let format = RowFormat {
         array_mode: header_flag(&headers, "neon-array-mode")?.unwrap_or(false),
         raw_text: header_flag(&headers, "neon-raw-text-output")?.unwrap_or(false),
@@ -103,7 +105,7 @@ async fn serve(
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
     let pool = app.pool_for(&info.database, &info.user).ok_or_else(|| {
         let msg = format!("no such database: {}", info.database);
-        Refusal::bad(ErrorKind::UnknownDatabase.sqlstate(), msg)
+        Refusal::bad(ErrorKind::UnknownDatabase, msg)
     })?;
     if pool.key.user == info.user {
         // SCRAM pass-through: the pool logs in with what this request just proved.
@@ -155,8 +157,8 @@ fn render(
 fn too_large(max: usize) -> Refusal {
     Refusal(
         StatusCode::INSUFFICIENT_STORAGE,
-        PgError::new(
-            "54000",
+        PgError::of(
+            ErrorKind::TooLarge,
             format!("response is larger than edge_max_response_size ({max} bytes)"),
         ),
     )
@@ -173,7 +175,7 @@ fn header_flag(headers: &HeaderMap, name: &str) -> Result<Option<bool>, Refusal>
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
         Some(_) => Err(Refusal::bad(
-            "22023",
+            ErrorKind::InvalidParameter,
             format!("header {name} must be true or false"),
         )),
     }
@@ -184,7 +186,7 @@ fn tx_options(headers: &HeaderMap) -> Result<TxOptions, Refusal> {
         None => None,
         Some(name) => Some(TxOptions::isolation_from(name.trim()).ok_or_else(|| {
             Refusal::bad(
-                "22023",
+                ErrorKind::InvalidParameter,
                 "Neon-Batch-Isolation-Level must be Serializable, RepeatableRead, ReadCommitted or ReadUncommitted",
             )
         })?),
@@ -205,8 +207,8 @@ async fn read_body(
     let over = || {
         Refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
-            PgError::new(
-                "54000",
+            PgError::of(
+                ErrorKind::TooLarge,
                 format!("request body is larger than edge_max_request_size ({max} bytes)"),
             ),
         )
@@ -219,22 +221,32 @@ async fn read_body(
     match tokio::time::timeout(timeout, collect).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(over()),
-        Ok(Err(_)) => Err(Refusal::bad("08P01", "the request body could not be read")),
+        Ok(Err(_)) => Err(Refusal::bad(
+            ErrorKind::Protocol,
+            "the request body could not be read",
+        )),
         Err(_) => Err(Refusal(
             StatusCode::REQUEST_TIMEOUT,
-            PgError::new("08P01", "the request body did not arrive in time"),
+            PgError::of(
+                ErrorKind::Protocol,
+                "the request body did not arrive in time",
+            ),
         )),
     }
 }
 
 /// The queries of a body, and whether it was a batch.
 fn parse_body(body: &[u8]) -> Result<(Vec<Query>, bool), Refusal> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Refusal::bad("08P01", format!("request body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Refusal::bad(
+            ErrorKind::Protocol,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
     if let Some(list) = value.get("queries") {
         let list = list
             .as_array()
-            .ok_or_else(|| Refusal::bad("08P01", "\"queries\" must be an array"))?;
+            .ok_or_else(|| Refusal::bad(ErrorKind::Protocol, "\"queries\" must be an array"))?;
         let queries = list.iter().map(parse_query).collect::<Result<_, _>>()?;
         return Ok((queries, true));
     }
@@ -245,11 +257,16 @@ fn parse_query(value: &Value) -> Result<Query, Refusal> {
     let sql = value
         .get("query")
         .and_then(Value::as_str)
-        .ok_or_else(|| Refusal::bad("08P01", "each query needs a \"query\" string"))?;
+        .ok_or_else(|| Refusal::bad(ErrorKind::Protocol, "each query needs a \"query\" string"))?;
     let params = match value.get("params") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items.iter().map(param_text).collect(),
-        Some(_) => return Err(Refusal::bad("08P01", "\"params\" must be an array")),
+        Some(_) => {
+            return Err(Refusal::bad(
+                ErrorKind::Protocol,
+                "\"params\" must be an array",
+            ))
+        }
     };
     Ok(Query {
         sql: sql.to_owned(),

@@ -4,11 +4,16 @@
 //! form and the driver parses it by `dataTypeID`; without it, booleans, small integers,
 //! floats and JSON become JSON values and everything else stays text.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Map, Value};
+
+use crate::error::{ClientError, ErrorKind};
+use crate::protocol::messages::Severity;
 
 use super::query::{Field, QueryResult};
 use super::HttpResponse;
@@ -35,8 +40,13 @@ pub struct PgError {
 }
 
 impl PgError {
-    /// An error made by pgfunnel itself.
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    /// An error made by pgfunnel itself, with `kind`'s SQLSTATE.
+    pub fn of(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        ClientError::error(kind, message).into()
+    }
+
+    /// An error a server sent: its SQLSTATE and message.
+    pub fn from_server(code: &str, message: impl Into<String>) -> Self {
         PgError {
             fields: vec![("severity", "ERROR".into()), ("code", code.into())],
             message: message.into(),
@@ -95,6 +105,19 @@ impl PgError {
             map.insert((*k).into(), Value::String(v.clone()));
         }
         Value::Object(map)
+    }
+}
+
+impl From<ClientError> for PgError {
+    fn from(e: ClientError) -> Self {
+        let severity = match e.severity {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        };
+        PgError {
+            fields: vec![("severity", severity.into()), ("code", e.code.into_owned())],
+            message: e.message.into_owned(),
+        }
     }
 }
 
@@ -268,5 +291,19 @@ mod tests {
         assert_eq!(j["constraint"], "t_pkey");
         assert_eq!(j["severity"], "ERROR");
         assert_eq!(j["routine"], "fn");
+    }
+
+    #[test]
+    fn pgfunnel_errors_carry_their_kinds_sqlstate_and_server_errors_their_own() {
+        let e = PgError::of(ErrorKind::TooLarge, "too big");
+        assert_eq!(e.code(), ErrorKind::TooLarge.sqlstate());
+        let j = e.to_json();
+        assert_eq!(j["severity"], "ERROR");
+        assert_eq!(j["message"], "too big");
+        let fatal: PgError = ClientError::fatal(ErrorKind::Protocol, "bad").into();
+        assert_eq!(fatal.to_json()["severity"], "FATAL");
+        let from_server = PgError::from_server("40001", "could not serialize");
+        assert_eq!(from_server.code(), "40001");
+        assert_eq!(from_server.to_json()["severity"], "ERROR");
     }
 }

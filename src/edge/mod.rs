@@ -36,6 +36,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::app::App;
+use crate::error::ErrorKind;
 use crate::net::tls::ClientSideTls;
 
 /// How long a client may take to send a request head (and, for TLS, its handshake), at
@@ -207,12 +208,12 @@ async fn route(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> HttpRespons
         (&Method::POST, "/sql") => http_sql::handle(app, peer, req).await,
         (_, "/sql") => json::error_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &json::PgError::new("08P01", "/sql takes POST (or OPTIONS)"),
+            &json::PgError::of(ErrorKind::Protocol, "/sql takes POST (or OPTIONS)"),
         ),
         _ => json::error_response(
             StatusCode::NOT_FOUND,
-            &json::PgError::new(
-                "08P01",
+            &json::PgError::of(
+                ErrorKind::Protocol,
                 "not found: the edge listener serves POST /sql and WebSocket upgrades",
             ),
         ),

@@ -94,9 +94,14 @@ impl Pool {
                 return Ok(p);
             }
         }
-        let _waiting = self.stats.wait_started();
-        self.gate.wait_open().await;
-        self.acquire_slot(notice).await
+        let waiting = self.stats.wait_started();
+        let since = if self.gate.is_paused() {
+            self.gate.wait_open().await;
+            tokio::time::Instant::now()
+        } else {
+            waiting.since().into()
+        };
+        self.acquire_slot(since, notice).await
     }
 
     /// Connects and logs in, counting the attempt (sv_login, connect histogram, failures).
@@ -167,13 +172,13 @@ impl Pool {
     }
 
     /// Waits for a pool slot, taking the reserve pool too after reserve_pool_timeout,
-    /// until query_wait_timeout (counted from now, after any PAUSE).
-    /// `notice` is taken once it has run.
+    /// until query_wait_timeout (both counted from `now`, the start of the wait after any
+    /// PAUSE). `notice` is taken once it has run.
     pub(super) async fn acquire_slot(
         &self,
+        now: tokio::time::Instant,
         notice: &mut Option<(tokio::time::Instant, Tell<'_>)>,
     ) -> Result<OwnedSemaphorePermit, PoolError> {
-        let now = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| now + wait);
         if notice

@@ -1,17 +1,22 @@
 //! The pause gate of a pool (PAUSE/RESUME, SIGUSR1/SIGUSR2, SHUTDOWN WAIT_FOR_SERVERS): while
 //! closed, checkouts wait before taking a slot; servers already lent are untouched.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::watch;
 
-/// Open (serving) or closed (paused). Cheap to check when open: one watch borrow.
+/// Open (serving) or closed (paused). Checking it is one atomic load; only a checkout
+/// that finds it closed subscribes to the watch to wait for the opening.
 #[derive(Debug)]
 pub struct Gate {
+    closed: AtomicBool,
     paused: watch::Sender<bool>,
 }
 
 impl Default for Gate {
     fn default() -> Self {
         Gate {
+            closed: AtomicBool::new(false),
             paused: watch::Sender::new(false),
         }
     }
@@ -20,16 +25,23 @@ impl Default for Gate {
 impl Gate {
     /// Closes (`true`) or opens (`false`) the gate; waiters wake on opening.
     pub fn set_paused(&self, paused: bool) {
-        self.paused.send_replace(paused);
+        // Under the watch's lock, so the flag and the watch never disagree for long.
+        self.paused.send_modify(|p| {
+            *p = paused;
+            self.closed.store(paused, Ordering::Release);
+        });
     }
 
     /// Whether the gate is closed.
     pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Returns at once when open, else when the gate opens. Cancel safe.
     pub async fn wait_open(&self) {
+        if !self.is_paused() {
+            return;
+        }
         let mut rx = self.paused.subscribe();
         // The sender lives as long as `self`, so wait_for cannot fail while we borrow it.
         let _ = rx.wait_for(|paused| !paused).await;

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// First wait before reconnecting a failed listening connection.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The hub's task: keeps the server's LISTEN set equal to the subscribed channels and
 /// forwards notifications. A new subscriber joins only after a LISTEN round trip on the
 /// shared connection, so it gets exactly the notifications committed after its LISTEN.
@@ -16,7 +21,7 @@ pub(super) async fn run(
     let mut conn: Option<ServerConnection> = None;
     let mut pending: Vec<Command> = Vec::new();
     let mut listening: HashSet<String> = HashSet::new();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let Some(wanted) = wanted_channels(&hub, &pending) else {
             return;
@@ -28,45 +33,104 @@ pub(super) async fn run(
             }
             continue;
         }
-        if conn.is_none() {
-            match server::connect(&target, timeout).await {
-                Ok(c) => {
-                    conn = Some(c);
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match connect(&target, timeout, &mut backoff).await {
+                Some(c) => {
                     listening.clear();
-                    backoff = Duration::from_millis(100);
+                    conn.insert(c)
                 }
-                Err(e) => {
-                    warn!(error = %e, "listener connection failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
+                None => continue,
+            },
+        };
+        let round = Round {
+            hub: &hub,
+            wanted: &wanted,
+            pending: &mut pending,
+            listening: &mut listening,
+        };
+        match round.serve(c, &mut commands).await {
+            RoundEnd::Served => {}
+            RoundEnd::Lost => conn = None,
+            RoundEnd::HubGone => return,
         }
-        let Some(c) = conn.as_mut() else { continue };
-        let joining = joining_channels(&pending);
-        if let Err(e) = sync_channels(c, &hub, &wanted, &joining, &mut listening).await {
-            debug!(error = %e, "listener connection lost");
-            conn = None;
-            continue;
+    }
+}
+
+/// Opens the listening connection. On failure, logs it, waits `backoff` and doubles it
+/// (up to `MAX_BACKOFF`); on success, resets it.
+async fn connect(
+    target: &ServerTarget,
+    timeout: Duration,
+    backoff: &mut Duration,
+) -> Option<ServerConnection> {
+    match server::connect(target, timeout).await {
+        Ok(c) => {
+            *backoff = FIRST_BACKOFF;
+            Some(c)
         }
-        let notifies = join(&hub, pending.drain(..));
-        if let Err(e) = run_notifies(c, &hub, notifies).await {
+        Err(e) => {
+            warn!(error = %e, "listener connection failed");
+            tokio::time::sleep(*backoff).await;
+            *backoff = (*backoff * 2).min(MAX_BACKOFF);
+            None
+        }
+    }
+}
+
+/// What one round on the listening connection works with.
+struct Round<'a> {
+    hub: &'a Weak<ListenHub>,
+    wanted: &'a HashSet<String>,
+    pending: &'a mut Vec<Command>,
+    listening: &'a mut HashSet<String>,
+}
+
+/// How a round ended.
+enum RoundEnd {
+    /// A command arrived or a message was read: go round again.
+    Served,
+    /// The server connection failed: reconnect.
+    Lost,
+    /// The hub was dropped (its command sender closed): the task ends.
+    HubGone,
+}
+
+impl Round<'_> {
+    /// Brings the server's LISTEN set in line, lets the waiting subscribers join, runs the
+    /// pending NOTIFYs, then waits for the next command or server message.
+    async fn serve(
+        self,
+        c: &mut ServerConnection,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> RoundEnd {
+        let joining = joining_channels(self.pending);
+        if let Err(e) = sync_channels(c, self.hub, self.wanted, &joining, self.listening).await {
             debug!(error = %e, "listener connection lost");
-            conn = None;
-            continue;
+            return RoundEnd::Lost;
+        }
+        let notifies = join(self.hub, self.pending.drain(..));
+        if let Err(e) = run_notifies(c, self.hub, notifies).await {
+            debug!(error = %e, "listener connection lost");
+            return RoundEnd::Lost;
         }
         tokio::select! {
             cmd = commands.recv() => match cmd {
-                None => return,
-                Some(cmd) => pending.push(cmd),
+                None => RoundEnd::HubGone,
+                Some(cmd) => {
+                    self.pending.push(cmd);
+                    RoundEnd::Served
+                }
             },
             r = c.read_message() => match r {
-                Ok((b'A', body)) => deliver(&hub, body, None),
-                Ok(_) => {}
+                Ok((b'A', body)) => {
+                    deliver(self.hub, body, None);
+                    RoundEnd::Served
+                }
+                Ok(_) => RoundEnd::Served,
                 Err(e) => {
                     debug!(error = %e, "listener connection lost; reconnecting");
-                    conn = None;
+                    RoundEnd::Lost
                 }
             },
         }

@@ -30,6 +30,7 @@ pub mod listen;
 mod maintenance;
 pub mod prepared;
 pub mod stats;
+pub mod wait_list;
 pub use gate::Gate;
 pub use limits::LimitGroup;
 pub use stats::{PoolStats, StatsTotals, Timers};

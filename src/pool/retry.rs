@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::PoolSettings;
+use crate::error::sqlstate;
 use crate::protocol::messages::ErrorFields;
 use crate::server::{self, ServerConnection, ServerError, ServerTarget};
 
@@ -70,7 +71,10 @@ pub(super) fn is_transient(e: &ServerError) -> bool {
         ),
         // cannot_connect_now (starting up, shutting down, in recovery), admin and crash
         // shutdown during login.
-        ServerError::Rejected(f) => matches!(f.code.as_str(), "57P03" | "57P01" | "57P02"),
+        ServerError::Rejected(f) => matches!(
+            f.code.as_str(),
+            sqlstate::CANNOT_CONNECT_NOW | sqlstate::ADMIN_SHUTDOWN | sqlstate::CRASH_SHUTDOWN
+        ),
         _ => false,
     }
 }

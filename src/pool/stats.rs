@@ -2,7 +2,7 @@
 //! plus the stats_period snapshots averages are computed from. The hot path only does
 //! relaxed atomic adds and histogram observations; readers take consistent-enough copies.
 
-use std::collections::BTreeMap;
+use super::wait_list::WaitList;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -161,15 +161,18 @@ impl StatsTotals {
 /// A client counted as waiting (SHOW POOLS cl_waiting, maxwait) until this drops: when
 /// it got its slot, timed out, or its wait was abandoned.
 #[derive(Debug)]
-pub struct WaitGuard<'a>(&'a PoolStats, u64);
+pub struct WaitGuard<'a>(&'a PoolStats, u64, Instant);
+
+impl WaitGuard<'_> {
+    /// When the wait started.
+    pub fn since(&self) -> Instant {
+        self.2
+    }
+}
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        self.0
-            .waiters
-            .lock()
-            .expect("waiters lock poisoned")
-            .remove(&self.1);
+        crate::panic::lock(&self.0.waiters).end(self.1);
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -221,9 +224,8 @@ pub struct PoolStats {
     pub binds: AtomicU64,
     /// Histograms and failure counters.
     pub timers: Timers,
-    /// Start of every wait in progress by token; tokens grow, so the oldest comes first.
-    waiters: Mutex<BTreeMap<u64, Instant>>,
-    next_waiter: AtomicU64,
+    /// Start of every wait in progress, oldest first.
+    waiters: Mutex<WaitList>,
     /// Every connection this pool opened (dead ones pruned as new ones come); which are
     /// on loan is a flag in each, so lending and returning take no lock.
     servers: Mutex<Vec<Weak<ServerInfo>>>,
@@ -254,8 +256,7 @@ impl PoolStats {
             server_parses: AtomicU64::new(0),
             binds: AtomicU64::new(0),
             timers,
-            waiters: Mutex::new(BTreeMap::new()),
-            next_waiter: AtomicU64::new(0),
+            waiters: Mutex::new(WaitList::default()),
             servers: Mutex::new(Vec::new()),
             released: tokio::sync::Notify::new(),
             release_watchers: AtomicUsize::new(0),
@@ -314,23 +315,16 @@ impl PoolStats {
 
     /// Records that a client started waiting, until the returned guard drops.
     pub fn wait_started(&self) -> WaitGuard<'_> {
-        let token = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        self.waiters
-            .lock()
-            .expect("waiters lock poisoned")
-            .insert(token, Instant::now());
-        WaitGuard(self, token)
+        let now = Instant::now();
+        let token = crate::panic::lock(&self.waiters).start(now);
+        WaitGuard(self, token, now)
     }
 
     /// How long the oldest waiting client has waited (SHOW POOLS maxwait).
     pub fn max_wait(&self) -> Duration {
-        let waiters = self.waiters.lock().expect("waiters lock poisoned");
-        waiters
-            .values()
-            .next()
-            .map(|t| t.elapsed())
-            .unwrap_or_default()
+        let oldest = crate::panic::lock(&self.waiters).oldest();
+        oldest.map(|t| t.elapsed()).unwrap_or_default()
     }
 
     /// Lists a connection this pool opened (for SHOW SERVERS while it is on loan).

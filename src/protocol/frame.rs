@@ -128,67 +128,82 @@ impl Scanner {
     ) -> Result<usize, FrameError> {
         let total = data.len();
         while !data.is_empty() {
-            if self.body_remaining == 0 && self.header_len < HEADER_LEN {
-                let take = (HEADER_LEN - self.header_len).min(data.len());
-                self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
-                self.header_len += take;
-                data = &data[take..];
-                if self.header_len < HEADER_LEN {
-                    break;
-                }
-                self.error_at = total - data.len();
-                let (tag, len) = self.start_message()?;
-                self.capturing = decide(tag, len) == Capture::Body;
-                self.capture.clear();
-                let keep_going = event(ScanEvent::Header { tag, len });
-                if !keep_going && self.body_remaining > 0 {
-                    // Stop right after the header: the caller refuses this message (or
-                    // ends the stream) and must know where it starts.
-                    return Ok(total - data.len());
-                }
-                if self.body_remaining == 0 {
-                    self.header_len = 0;
-                    if self.capturing {
-                        let more = event(ScanEvent::Message { tag, body: &[] });
-                        if !more {
-                            return Ok(total - data.len());
-                        }
-                    }
-                    if !keep_going {
-                        return Ok(total - data.len());
-                    }
-                    continue;
-                }
-            }
-            let take = self.body_remaining.min(data.len());
-            if self.capturing && self.capture.is_empty() && take == self.body_remaining {
-                // The whole body arrived in this read: hand it over without copying.
-                let (body, rest) = data.split_at(take);
-                data = rest;
-                self.body_remaining = 0;
-                self.header_len = 0;
-                self.capturing = false;
-                if !event(ScanEvent::Message {
-                    tag: self.tag,
-                    body,
-                }) {
-                    return Ok(total - data.len());
-                }
-                continue;
-            }
-            if self.capturing {
-                self.capture.extend_from_slice(&data[..take]);
-            }
-            self.body_remaining -= take;
-            data = &data[take..];
-            if self.body_remaining == 0 {
-                self.header_len = 0;
-                if self.capturing && !self.deliver_captured(&mut event) {
-                    return Ok(total - data.len());
-                }
+            let go_on = if self.body_remaining == 0 && self.header_len < HEADER_LEN {
+                self.feed_header(&mut data, total, &mut decide, &mut event)?
+            } else {
+                self.feed_body(&mut data, &mut event)
+            };
+            if !go_on {
+                return Ok(total - data.len());
             }
         }
         Ok(total)
+    }
+
+    /// Gathers header bytes from `data`; once the header is whole, checks it, asks
+    /// `decide` and reports it (and an empty captured body). False: stop the scan here.
+    #[inline]
+    fn feed_header(
+        &mut self,
+        data: &mut &[u8],
+        total: usize,
+        decide: &mut impl FnMut(u8, u32) -> Capture,
+        event: &mut impl FnMut(ScanEvent<'_>) -> bool,
+    ) -> Result<bool, FrameError> {
+        let bytes = *data;
+        let take = (HEADER_LEN - self.header_len).min(bytes.len());
+        self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
+        self.header_len += take;
+        *data = &bytes[take..];
+        if self.header_len < HEADER_LEN {
+            return Ok(true); // `data` is used up: the rest of the header comes later
+        }
+        self.error_at = total - data.len();
+        let (tag, len) = self.start_message()?;
+        self.capturing = decide(tag, len) == Capture::Body;
+        self.capture.clear();
+        let keep_going = event(ScanEvent::Header { tag, len });
+        if self.body_remaining > 0 {
+            // A stop right after the header: the caller refuses this message (or ends
+            // the stream) and must know where it starts.
+            return Ok(keep_going);
+        }
+        self.header_len = 0;
+        if self.capturing && !event(ScanEvent::Message { tag, body: &[] }) {
+            return Ok(false);
+        }
+        Ok(keep_going)
+    }
+
+    /// Consumes body bytes from `data`, capturing them when asked; a body that arrived
+    /// whole in this read is handed over in place. False: stop the scan here.
+    #[inline]
+    fn feed_body(
+        &mut self,
+        data: &mut &[u8],
+        event: &mut impl FnMut(ScanEvent<'_>) -> bool,
+    ) -> bool {
+        let take = self.body_remaining.min(data.len());
+        let (body, rest) = (*data).split_at(take);
+        *data = rest;
+        if self.capturing && self.capture.is_empty() && take == self.body_remaining {
+            self.body_remaining = 0;
+            self.header_len = 0;
+            self.capturing = false;
+            return event(ScanEvent::Message {
+                tag: self.tag,
+                body,
+            });
+        }
+        if self.capturing {
+            self.capture.extend_from_slice(body);
+        }
+        self.body_remaining -= take;
+        if self.body_remaining > 0 {
+            return true;
+        }
+        self.header_len = 0;
+        !self.capturing || self.deliver_captured(event)
     }
 
     /// Checks the complete header just gathered and starts its body: `(tag, length)`.

@@ -88,7 +88,11 @@ pub fn put_error(
 
 /// Appends a NoticeResponse (severity NOTICE, SQLSTATE 00000).
 pub fn put_notice(buf: &mut BytesMut, message: &str) {
-    let mut info = ErrorInfo::new("NOTICE".to_owned(), "00000".to_owned(), message.to_owned());
+    let mut info = ErrorInfo::new(
+        "NOTICE".to_owned(),
+        crate::error::sqlstate::SUCCESSFUL_COMPLETION.to_owned(),
+        message.to_owned(),
+    );
     info.severity_nonlocalized = Some("NOTICE".to_owned());
     let _ = NoticeResponse::from(info).encode(buf);
 }

@@ -1,8 +1,8 @@
 //! A fleet of pgfunnels in one test process: peering (a CancelRequest sent to any instance
 //! cancels the query another one holds; keys for unknown peers are dropped), peers from a
 //! DNS name (a test resolver over 127.0.0.x), the fleet budget counted in
-//! pg_stat_activity while a peer starts and stops, and two instances sharing a port with
-//! so_reuseport while the old one drains.
+//! pg_stat_activity while a peer starts and stops, two instances sharing a port with
+//! so_reuseport while the old one drains, and a real PgBouncer peered with pgfunnels.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -19,6 +19,7 @@ use crate::harness::*;
 use crate::proxy::{db_line, sqlstate, userlist};
 
 mod budget;
+mod pgbouncer;
 mod restart;
 
 /// One pgfunnel of the fleet, on a fixed address and port.
@@ -53,18 +54,7 @@ impl Member {
     }
 
     async fn connect(&self, db: &str) -> Client {
-        let conn = format!(
-            "host={} port={} user=plain_user password=plain_pass dbname={db} connect_timeout=20",
-            self.addr.ip(),
-            self.addr.port()
-        );
-        let (client, connection) = tokio_postgres::connect(&conn, NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr));
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        client
+        connect_to(self.addr, db).await
     }
 
     async fn stop(&mut self) {
@@ -80,6 +70,22 @@ impl Drop for Member {
             r.app.shutdown.cancel();
         }
     }
+}
+
+/// A client of the pooler at `addr` (pgfunnel or PgBouncer) as `plain_user`.
+async fn connect_to(addr: SocketAddr, db: &str) -> Client {
+    let conn = format!(
+        "host={} port={} user=plain_user password=plain_pass dbname={db} connect_timeout=20",
+        addr.ip(),
+        addr.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
 }
 
 fn forced() -> String {

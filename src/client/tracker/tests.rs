@@ -173,12 +173,7 @@ fn extended_protocol_set_is_tracked_through_named_statements() {
     t.client_message(b'D');
     t.client_message(b'S');
     t.ready_for_query(b'I');
-    t.client_message(b'B');
-    t.client_body(b'B', b"\0s1\0\0\0\0\0\0\0");
-    t.client_message(b'E');
-    t.client_body(b'E', b"\0\0\0\0\0");
-    t.client_message(b'S');
-    t.ready_for_query(b'I');
+    bind_execute_sync(&mut t, b"\0s1\0\0\0\0\0\0\0");
     assert_eq!(
         t.changes,
         vec![SettingChange::Set {
@@ -186,6 +181,32 @@ fn extended_protocol_set_is_tracked_through_named_statements() {
             sql: "SET search_path = app;".into()
         }]
     );
+}
+
+/// The client binds `bind` (a Bind body) to the unnamed portal, executes it and syncs;
+/// the server answers ReadyForQuery `I`.
+fn bind_execute_sync(t: &mut Tracker, bind: &[u8]) {
+    t.client_message(b'B');
+    t.client_body(b'B', bind);
+    t.client_message(b'E');
+    t.client_body(b'E', b"\0\0\0\0\0");
+    t.client_message(b'S');
+    t.ready_for_query(b'I');
+}
+
+#[test]
+fn a_statement_parsed_again_under_its_name_forgets_its_set() {
+    let mut t = Tracker::default();
+    t.client_message(b'P');
+    t.client_body(b'P', b"s1\0SET search_path = app\0\0\0");
+    t.client_message(b'P');
+    t.client_body(b'P', b"s1\0SELECT 1\0\0\0");
+    bind_execute_sync(&mut t, b"\0s1\0\0\0\0\0\0\0");
+    // An unnamed statement nothing was noted for: nothing to look up or forget.
+    t.client_message(b'P');
+    t.client_body(b'P', b"\0SELECT 2\0\0\0");
+    bind_execute_sync(&mut t, b"\0\0\0\0\0\0\0\0");
+    assert!(t.changes.is_empty(), "{:?}", t.changes);
 }
 
 #[test]
