@@ -92,17 +92,11 @@ impl Session {
             if let Err(e) = sync_parameters(params, &mut server, &mut relay).await {
                 return self.sync_failed(pool, server, e).await;
             }
-            let server_pid = server.conn.key.pid;
-            let claimed = Self::claim_notify_pid(&listener, server_pid, cancel.pid);
-            if let Some(rw) = relay.rewriter.as_mut() {
-                rw.set_notify_pids(server_pid, cancel.pid);
-            }
+            let lent = Self::claim_notify_pid(&listener, &mut relay, &server, cancel.pid);
             let run = self
                 .link(&mut relay, &mut server, cancel, &cycle, params)
                 .await;
-            if claimed {
-                Self::release_notify_pid(pool, &listener, server_pid, cancel.pid).await;
-            }
+            Self::release_notify_pid(pool, &listener, lent, cancel.pid).await;
             match self.release(&cycle, &mut relay, server, run).await {
                 Some(kept) => linked = kept,
                 None => return,

@@ -14,7 +14,7 @@ use crate::client::relay::Relay;
 use crate::client::words::{identifier, keyword, skip_space, Ident};
 use crate::error::{ClientError, ErrorKind};
 use crate::pool::listen::Subscription;
-use crate::pool::Pool;
+use crate::pool::{Pool, PooledServer};
 use crate::protocol::messages;
 
 /// The channel of `NOTIFY channel [, 'payload'] [;]`, one statement whose payload is a
@@ -95,38 +95,42 @@ impl Session {
 }
 
 impl Session {
-    /// Before a link of a client that listens through the shared listener: notifications
-    /// `server_pid` sends from now on show `pid`, the pid the client was given (a NOTIFY in
-    /// a transaction, `pg_notify()`). True when claimed (then call `release_notify_pid`).
+    /// Before a link: notifications the server sends of its own show `pid`, the pid the
+    /// client was given (a NOTIFY in a transaction, `pg_notify()`): through the relay for a
+    /// pinned listener, through the shared listener for a client that listens there (then
+    /// the server's pid is returned, to pass to `release_notify_pid` after the link).
     pub(in crate::client) fn claim_notify_pid(
         listener: &Option<Subscription>,
-        server_pid: i32,
+        relay: &mut Relay,
+        server: &PooledServer,
         pid: i32,
-    ) -> bool {
-        match listener.as_ref().filter(|s| s.is_listening()) {
-            Some(sub) => {
-                sub.own_servers().claim(server_pid, pid);
-                true
-            }
-            None => false,
+    ) -> Option<i32> {
+        let server_pid = server.conn.key.pid;
+        if let Some(rw) = relay.rewriter.as_mut() {
+            rw.set_notify_pids(server_pid, pid);
         }
+        let sub = listener.as_ref().filter(|s| s.is_listening())?;
+        sub.own_servers().claim(server_pid, pid);
+        Some(server_pid)
     }
 
-    /// After such a link, before the server goes back: one round trip on the shared
-    /// listening connection, so every notification the server committed meanwhile has been
-    /// received (and shown with `pid`), then its own pid again for whoever uses it next.
+    /// After a link whose server was claimed (`lent`), before the server goes back: one
+    /// round trip on the shared listening connection, so every notification the server
+    /// committed meanwhile has been received (and shown with `pid`), then the server's own
+    /// pid again for whoever uses it next. Nothing to do when `lent` is None.
     pub(in crate::client) async fn release_notify_pid(
         pool: &Pool,
         listener: &Option<Subscription>,
-        server_pid: i32,
+        lent: Option<i32>,
         pid: i32,
     ) {
-        if let Some(sub) = listener.as_ref() {
-            let wait = pool.settings.connect_timeout;
-            // An empty query: no effect, only its ReadyForQuery, after pending notifications.
-            let _ = sub.notify(String::new(), pid, wait).await;
-            sub.own_servers().release(server_pid, pid);
-        }
+        let (Some(server_pid), Some(sub)) = (lent, listener.as_ref()) else {
+            return;
+        };
+        let wait = pool.settings.connect_timeout;
+        // An empty query: no effect, only its ReadyForQuery, after pending notifications.
+        let _ = sub.notify(String::new(), pid, wait).await;
+        sub.own_servers().release(server_pid, pid);
     }
 }
 

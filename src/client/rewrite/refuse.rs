@@ -16,7 +16,7 @@
 //! replaced by pgfunnel's. That case leaves one `prepared statement "pgfunnel: statement
 //! refused" does not exist` line in the Postgres log; no SQL is ever made up.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 use super::{Expect, Kind, Rewriter};
 use crate::error::{ClientError, ErrorKind};
@@ -56,6 +56,22 @@ impl Rewriter {
             )
         });
         (!pending).then_some(self.last_ready)
+    }
+
+    /// A client message too large to handle whole (its header starts `input`): counted
+    /// when it is a Query or FunctionCall (those always stream, so only here); true when
+    /// it is dropped, being after a refusal and before its Sync.
+    pub(super) fn large_skipped(&mut self, tag: u8, len: usize, input: &mut BytesMut) -> bool {
+        if matches!(tag, b'Q' | b'F') {
+            self.requests_seen += 1;
+        }
+        if !self.refused {
+            return false;
+        }
+        self.client_discarding = true;
+        input.advance(5);
+        self.client_streaming = len - 4;
+        true
     }
 
     /// A client message after a refusal: dropped, up to the Sync, which goes to the server

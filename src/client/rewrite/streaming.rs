@@ -22,15 +22,7 @@ impl Rewriter {
         out: &mut BytesMut,
         server: &mut ServerStatements,
     ) -> bool {
-        if matches!(tag, b'Q' | b'F') {
-            // Always streamed (never gathered whole), so counted here only.
-            self.requests_seen += 1;
-        }
-        if self.refused {
-            // Skipped up to the Sync after a refusal, as Postgres skips after an error.
-            self.client_discarding = true;
-            input.advance(5);
-            self.client_streaming = len - 4;
+        if self.large_skipped(tag, len, input) {
             return true;
         }
         if tag == b'B' && !self.aborted {
