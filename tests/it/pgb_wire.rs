@@ -201,6 +201,17 @@ async fn extended_protocol_deallocate_acts_like_the_simple_query_form() {
     assert_eq!(first_value(&run_stmt(&mut r, "b").await), "4");
 }
 
+/// Runs `sql` on a backend of its own (not through pgfunnel); returns that backend's pid.
+async fn notify_directly(pg: &PgServer, sql: &str) -> i32 {
+    let direct = pg.connect(SCRAM_USER, Some(SCRAM_PASSWORD), "app").await;
+    let row = direct
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid");
+    direct.batch_execute(sql).await.expect("notify");
+    row.get(0)
+}
+
 /// The next NotificationResponse: (pid, "channel:payload").
 async fn next_notification(r: &mut Raw) -> (i32, String) {
     let (t, body) = r.recv().await;
@@ -237,16 +248,7 @@ async fn transaction_mode_notifications_from_the_clients_own_server_carry_the_gi
         assert_eq!(next_notification(&mut a).await, want);
     }
     // Another backend keeps its pid.
-    let direct = pg.connect(SCRAM_USER, Some(SCRAM_PASSWORD), "app").await;
-    let row = direct
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pid");
-    let direct_pid: i32 = row.get(0);
-    direct
-        .batch_execute("NOTIFY pw_own, 'direct'")
-        .await
-        .expect("notify");
+    let direct_pid = notify_directly(pg, "NOTIFY pw_own, 'direct'").await;
     let want = (direct_pid, "pw_own:direct".to_string());
     assert_eq!(next_notification(&mut a).await, want);
     assert_eq!(next_notification(&mut b).await, want);
@@ -295,16 +297,7 @@ async fn a_client_pinned_by_listen_sees_its_own_notifications_with_the_given_pid
             .expect("own notification");
         assert_eq!(notification(body), (pid, "pw_pin:own".to_string()), "{sql}");
     }
-    let direct = pg.connect(SCRAM_USER, Some(SCRAM_PASSWORD), "app").await;
-    let row = direct
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pid");
-    let direct_pid: i32 = row.get(0);
-    direct
-        .batch_execute("NOTIFY pw_pin, 'direct'")
-        .await
-        .expect("notify");
+    let direct_pid = notify_directly(pg, "NOTIFY pw_pin, 'direct'").await;
     let got = query(&mut r, "select 1").await;
     let (_, body) = got
         .iter()
