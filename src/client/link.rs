@@ -92,9 +92,11 @@ impl Session {
             if let Err(e) = sync_parameters(params, &mut server, &mut relay).await {
                 return self.sync_failed(pool, server, e).await;
             }
+            let lent = Self::claim_notify_pid(&listener, &mut relay, &server, cancel.pid);
             let run = self
                 .link(&mut relay, &mut server, cancel, &cycle, params)
                 .await;
+            Self::release_notify_pid(pool, &listener, lent, cancel.pid).await;
             match self.release(&cycle, &mut relay, server, run).await {
                 Some(kept) => linked = kept,
                 None => return,

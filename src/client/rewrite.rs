@@ -6,9 +6,10 @@
 //! moved unchanged; large messages stream through without being buffered whole.
 //!
 //! This file holds the rewriter's state and what it expects back; `requests` rewrites
-//! client messages (`streaming` those too large to handle whole), `replies` server
-//! messages, `framing` finds, gathers and streams
-//! messages and writes the few the rewriter builds.
+//! client messages (`streaming` those too large to handle whole, `refuse` those pgfunnel
+//! answers with an error itself, `deallocate` DEALLOCATE of protocol statements),
+//! `replies` server messages, `framing` finds, gathers and streams messages and writes the
+//! few the rewriter builds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -50,6 +51,11 @@ enum Undo {
     },
     /// An injected Close did not happen: the server still has the statement.
     Close(Arc<Statement>),
+    /// A DEALLOCATE did not happen: the client still has the statement under `name`.
+    Restore {
+        name: Bytes,
+        stmt: Arc<Statement>,
+    },
 }
 
 #[derive(Debug)]
@@ -105,6 +111,30 @@ pub struct Rewriter {
     /// messages in that stretch pass unchanged and change no bookkeeping (as in Postgres,
     /// where they have no effect).
     aborted: bool,
+    /// pgfunnel refused a client message itself: everything up to the next Sync is dropped
+    /// (as Postgres skips to Sync after an error), the Sync goes to the server.
+    refused: bool,
+    /// Status of the last ReadyForQuery the server sent (the client's transaction state
+    /// once every earlier request is answered).
+    last_ready: u8,
+    /// An Execute went to the server since the last Sync or Query (work a refusal would
+    /// have to roll back).
+    batch_executed: bool,
+    /// Client Sync, Query and FunctionCall messages handled so far, as the tracker counts
+    /// them (each awaits one ReadyForQuery).
+    requests_seen: u64,
+    /// `requests_seen` of each Sync that ended a batch pgfunnel refused itself, until
+    /// `take_refused_requests` hands them to the relay (its tracker must not count a
+    /// statement of that batch as done).
+    refused_requests: Vec<u64>,
+    /// Statements (client names, "" for the unnamed one) that are `DEALLOCATE name` of one
+    /// of the client's protocol statements: the server prepares an empty query instead.
+    deallocs: HashMap<Bytes, Vec<u8>>,
+    /// Portals bound to such a statement, with the name their Execute deallocates.
+    dealloc_portals: HashMap<Bytes, Vec<u8>>,
+    /// (linked server's pid, pid the client was given), big-endian: a notification the
+    /// server sends of its own shows the client's pid (see `set_notify_pids`).
+    notify_pids: Option<([u8; 4], [u8; 4])>,
 }
 
 impl Rewriter {
@@ -129,12 +159,21 @@ impl Rewriter {
             copy: CopyInWatch::default(),
             ignored_sync: false,
             aborted: false,
+            refused: false,
+            last_ready: b'I',
+            batch_executed: false,
+            requests_seen: 0,
+            refused_requests: Vec::new(),
+            deallocs: HashMap::new(),
+            dealloc_portals: HashMap::new(),
+            notify_pids: None,
         }
     }
 
     /// True when every reply the client expects has been delivered or made up.
     pub fn is_settled(&self) -> bool {
         self.expect.is_empty()
+            && !self.refused
             && self.client_streaming == 0
             && self.server_streaming == 0
             && self.client_partial.is_empty()
@@ -163,9 +202,29 @@ impl Rewriter {
         std::mem::take(&mut self.large_parse)
     }
 
+    /// For the next link: notifications sent by the server itself (pid `server_pid`: a
+    /// client pinned by a LISTEN on it, NOTIFY or `pg_notify()` in its session) show
+    /// `client_pid`, the pid in the client's BackendKeyData, as Postgres shows a session's
+    /// own notifications with that session's pid. Other backends' keep theirs.
+    pub fn set_notify_pids(&mut self, server_pid: i32, client_pid: i32) {
+        self.notify_pids = Some((server_pid.to_be_bytes(), client_pid.to_be_bytes()));
+    }
+
     /// Replies the client still expects (each costs a little memory until it arrives).
     pub fn pending_replies(&self) -> usize {
         self.expect.len()
+    }
+
+    /// The requests (counted back from the newest the tracker has seen, 0 = newest) whose
+    /// batch pgfunnel refused without the server failing it, since the last call: the
+    /// tracker must treat them as failed. Empty (and free) unless a refusal happened.
+    pub fn take_refused_requests(&mut self) -> impl Iterator<Item = usize> + '_ {
+        // A Query or FunctionCall still being gathered was counted by the tracker already.
+        let partial = matches!(self.client_partial.first(), Some(b'Q' | b'F'));
+        let newest = self.requests_seen + u64::from(partial);
+        self.refused_requests
+            .drain(..)
+            .map(move |i| newest.saturating_sub(i) as usize)
     }
 }
 
@@ -188,6 +247,7 @@ fn is_async(tag: u8) -> bool {
 
 mod deallocate;
 mod framing;
+mod refuse;
 mod replies;
 mod requests;
 mod streaming;

@@ -4,7 +4,8 @@
 //! statement runs on the shared listening connection itself (see
 //! `Subscription::notify`), and the notification shows the pid this client was given.
 //! Anything else (a NOTIFY inside a transaction, `pg_notify()`, a channel the client does
-//! not listen on) goes to a pooled server as before.
+//! not listen on) goes to a pooled server as before; while a listening client holds that
+//! server, its notifications show the client's pid too (`pool::listen::OwnServers`).
 
 use bytes::BytesMut;
 
@@ -13,7 +14,7 @@ use crate::client::relay::Relay;
 use crate::client::words::{identifier, keyword, skip_space, Ident};
 use crate::error::{ClientError, ErrorKind};
 use crate::pool::listen::Subscription;
-use crate::pool::Pool;
+use crate::pool::{Pool, PooledServer};
 use crate::protocol::messages;
 
 /// The channel of `NOTIFY channel [, 'payload'] [;]`, one statement whose payload is a
@@ -90,6 +91,46 @@ impl Session {
         messages::put_ready(&mut buf, b'I');
         let _ = self.stream.send(&buf).await;
         true
+    }
+}
+
+impl Session {
+    /// Before a link: notifications the server sends of its own show `pid`, the pid the
+    /// client was given (a NOTIFY in a transaction, `pg_notify()`): through the relay for a
+    /// pinned listener, through the shared listener for a client that listens there (then
+    /// the server's pid is returned, to pass to `release_notify_pid` after the link).
+    pub(in crate::client) fn claim_notify_pid(
+        listener: &Option<Subscription>,
+        relay: &mut Relay,
+        server: &PooledServer,
+        pid: i32,
+    ) -> Option<i32> {
+        let server_pid = server.conn.key.pid;
+        if let Some(rw) = relay.rewriter.as_mut() {
+            rw.set_notify_pids(server_pid, pid);
+        }
+        let sub = listener.as_ref().filter(|s| s.is_listening())?;
+        sub.own_servers().claim(server_pid, pid);
+        Some(server_pid)
+    }
+
+    /// After a link whose server was claimed (`lent`), before the server goes back: one
+    /// round trip on the shared listening connection, so every notification the server
+    /// committed meanwhile has been received (and shown with `pid`), then the server's own
+    /// pid again for whoever uses it next. Nothing to do when `lent` is None.
+    pub(in crate::client) async fn release_notify_pid(
+        pool: &Pool,
+        listener: &Option<Subscription>,
+        lent: Option<i32>,
+        pid: i32,
+    ) {
+        let (Some(server_pid), Some(sub)) = (lent, listener.as_ref()) else {
+            return;
+        };
+        let wait = pool.settings.connect_timeout;
+        // An empty query: no effect, only its ReadyForQuery, after pending notifications.
+        let _ = sub.notify(String::new(), pid, wait).await;
+        sub.own_servers().release(server_pid, pid);
     }
 }
 

@@ -246,7 +246,7 @@ impl Session {
         let error = match admitted {
             Ok(a) => return Some(a),
             Err(Denied::Protocol(e)) => {
-                note_close(&self.entry, CloseReason::BadPacket);
+                note_close(&self.entry, close_reason::for_broken_login(&e));
                 debug!(parent: &self.span, error = %e, "client left or misbehaved during authentication");
                 let msg = "invalid authentication exchange";
                 ClientError::fatal(ErrorKind::Protocol, msg)

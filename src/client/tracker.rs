@@ -279,6 +279,15 @@ impl Tracker {
         }
     }
 
+    /// Marks the request `back` places before the newest (0 = newest) as failed: pgfunnel
+    /// refused its batch without the server failing it (see `client::rewrite`).
+    pub fn refused(&mut self, back: usize) {
+        let at = self.requests.len().checked_sub(back + 1);
+        if let Some(request) = at.and_then(|i| self.requests.get_mut(i)) {
+            request.failed = true;
+        }
+    }
+
     /// Forgets the most recent request (a statement pgfunnel answered itself).
     pub fn forget_last_request(&mut self) {
         self.requests.pop_back();

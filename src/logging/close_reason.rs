@@ -200,8 +200,18 @@ pub fn for_denied(denied: &crate::client::access::Denied) -> CloseReason {
     match denied {
         Denied::Password(_) => CloseReason::PasswordAuthFailed,
         Denied::Certificate(_) => CloseReason::CertAuthFailed,
-        Denied::Protocol(_) => CloseReason::BadPacket,
+        Denied::Protocol(e) => for_broken_login(e),
         _ => CloseReason::LoginRejected,
+    }
+}
+
+/// The close reason of a login exchange that broke off: a client whose socket closed or
+/// failed (it went away while asked for its password) is PgBouncer's `client unexpected
+/// eof`; a client that sent something wrong is a `bad packet`.
+pub fn for_broken_login(e: &crate::client::login::LoginError) -> CloseReason {
+    match e {
+        crate::client::login::LoginError::Io(_) => CloseReason::ClientUnexpectedEof,
+        _ => CloseReason::BadPacket,
     }
 }
 
@@ -341,6 +351,21 @@ mod tests {
         );
         let other = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
         assert!(!captured(false, || log_client_tls_failure(&other)).contains("verify"));
+    }
+
+    #[test]
+    fn a_login_cut_off_by_the_client_is_an_unexpected_eof_not_a_bad_packet() {
+        use crate::client::login::LoginError;
+        let eof = LoginError::Io(std::io::ErrorKind::UnexpectedEof.into());
+        assert_eq!(for_broken_login(&eof), CloseReason::ClientUnexpectedEof);
+        assert_eq!(
+            for_broken_login(&LoginError::Malformed),
+            CloseReason::BadPacket
+        );
+        assert_eq!(
+            for_broken_login(&LoginError::Protocol('Q')),
+            CloseReason::BadPacket
+        );
     }
 
     #[test]

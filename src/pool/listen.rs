@@ -75,6 +75,8 @@ pub struct ListenHub {
     subs: Mutex<Subscribers>,
     commands: mpsc::UnboundedSender<Command>,
     overflows: AtomicU64,
+    /// Servers lent to listening clients: their notifications show the client's pid.
+    pub own_servers: OwnServers,
 }
 
 /// Work for the hub's task.
@@ -123,6 +125,7 @@ impl ListenHub {
             subs: Mutex::new(Subscribers::default()),
             commands: tx,
             overflows: AtomicU64::new(0),
+            own_servers: OwnServers::default(),
         });
         tokio::spawn(run(Arc::downgrade(&hub), target, connect_timeout, rx));
         hub
@@ -213,6 +216,11 @@ impl Subscription {
         let _ = self.hub.commands.send(Command::Changed);
     }
 
+    /// The hub's map of servers lent to listening clients (see [`OwnServers`]).
+    pub fn own_servers(&self) -> &OwnServers {
+        &self.hub.own_servers
+    }
+
     /// Raised when a notification for this client could not be queued.
     pub fn overflow(&self) -> Arc<Overflow> {
         self.to.overflow.clone()
@@ -249,6 +257,10 @@ impl Drop for Subscription {
         self.unlisten(None);
     }
 }
+
+#[path = "listen_pids.rs"]
+mod pids;
+pub use pids::OwnServers;
 
 #[path = "listen_task.rs"]
 mod task;

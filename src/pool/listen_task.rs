@@ -268,6 +268,7 @@ pub(super) fn deliver(hub: &Weak<ListenHub>, mut body: BytesMut, own: Option<(i3
             head.copy_from_slice(&as_pid.to_be_bytes());
         }
     }
+    h.own_servers.rewrite(&mut body);
     let mut rest = &body[4.min(body.len())..];
     let Some(channel) = take_cstr(&mut rest) else {
         return;

@@ -7,6 +7,7 @@ fn test_hub() -> Arc<ListenHub> {
         subs: Mutex::new(Subscribers::default()),
         commands: tx,
         overflows: AtomicU64::new(0),
+        own_servers: OwnServers::default(),
     })
 }
 

@@ -27,6 +27,7 @@ mod migrate;
 mod parity;
 mod pgb_logs;
 mod pgb_settings;
+mod pgb_wire;
 mod prepared;
 mod relay_stress;
 mod replication;

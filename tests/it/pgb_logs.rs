@@ -39,6 +39,16 @@ impl Running {
         text
     }
 
+    /// Waits until the log holds `needle` `n` times; returns the log.
+    fn wait_for_count(&self, needle: &str, n: usize) -> String {
+        let mut text = String::new();
+        wait_until_msg(Duration::from_secs(20), needle, || {
+            text = self.log_text();
+            text.matches(needle).count() >= n
+        });
+        text
+    }
+
     fn conn(&self, user: &str, password: &str, db: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=20",
@@ -231,4 +241,90 @@ fn json_log_keeps_its_fields_with_the_same_reason_strings() {
         text.contains("new connection to server (from 127.0.0.1:"),
         "{text}"
     );
+}
+
+/// cl_waiting of the `app` pool, from the console.
+async fn waiting_clients(console: &tokio_postgres::Client) -> usize {
+    let rows = console
+        .simple_query("SHOW POOLS")
+        .await
+        .expect("SHOW POOLS");
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("app") => {
+                r.get("cl_waiting").and_then(|v| v.parse::<usize>().ok())
+            }
+            _ => None,
+        })
+        .sum()
+}
+
+#[test]
+fn a_client_that_vanishes_during_login_or_while_waiting_for_a_server_is_an_unexpected_eof() {
+    use std::io::{Read, Write};
+    PgServer::shared();
+    let forced = format!("user={SCRAM_USER} password={SCRAM_PASSWORD}");
+    let databases = db_line("app", "app", &format!("{forced} pool_size=1"));
+    let p = start(
+        &databases,
+        "pool_mode = transaction\nauth_type = scram-sha-256\nadmin_users = plain_user",
+    );
+    let eof = "closing because: client unexpected eof (age=";
+    // During login: the password is asked for, the socket closes instead.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    let startup = startup_message(&[("user", PLAIN_USER), ("database", "app")], 3 << 16);
+    s.write_all(&startup).expect("startup");
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).expect("an authentication request");
+    assert_eq!(first[0], b'R');
+    drop(s);
+    let text = p.wait_for(eof);
+    assert!(!text.contains("closing because: bad packet"), "{text}");
+    assert!(
+        !text.contains("closing because: client close request"),
+        "{text}"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let holder = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "app"))
+            .await
+            .expect("holder");
+        holder.simple_query("BEGIN").await.expect("begin");
+        let (waiter, connection) = tokio_postgres::connect(
+            &p.conn(PLAIN_USER, PLAIN_PASSWORD, "app"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("waiter");
+        let driver = tokio::spawn(connection);
+        let query = tokio::spawn(async move { waiter.simple_query("select 1").await.is_ok() });
+        let console = connect(&p.conn(PLAIN_USER, PLAIN_PASSWORD, "pgbouncer"))
+            .await
+            .expect("console");
+        let mut waiting = 0;
+        for _ in 0..500 {
+            waiting = waiting_clients(&console).await;
+            if waiting == 1 {
+                break;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        assert_eq!(waiting, 1, "the second client waits for the one server");
+        // Its socket closes while it waits (the driver is gone, no Terminate).
+        driver.abort();
+        let _ = driver.await;
+        assert!(!query.await.unwrap_or(false), "the query never ran");
+        holder.simple_query("COMMIT").await.expect("commit");
+        // Read while the holder and the console are still connected (their closes later
+        // are close requests).
+        let text = tokio::task::block_in_place(|| p.wait_for_count(eof, 2));
+        assert!(
+            !text.contains("closing because: client close request"),
+            "{text}"
+        );
+        holder
+            .simple_query("select 1")
+            .await
+            .expect("the holder goes on");
+    });
 }

@@ -16,7 +16,7 @@ fn forced(mode: &str) -> String {
 
 /// Logs in as plain_user (trust) with extra startup parameters; returns the connection
 /// and the login replies.
-async fn login(proxy: &Proxy, extra: &[(&str, &str)]) -> (Raw, Vec<(u8, Vec<u8>)>) {
+pub(crate) async fn login(proxy: &Proxy, extra: &[(&str, &str)]) -> (Raw, Vec<(u8, Vec<u8>)>) {
     let mut params = vec![("user", "plain_user"), ("database", "app")];
     params.extend_from_slice(extra);
     let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
@@ -28,7 +28,7 @@ async fn login(proxy: &Proxy, extra: &[(&str, &str)]) -> (Raw, Vec<(u8, Vec<u8>)
     (raw, replies)
 }
 
-fn backend_key(replies: &[(u8, Vec<u8>)]) -> (i32, [u8; 4]) {
+pub(crate) fn backend_key(replies: &[(u8, Vec<u8>)]) -> (i32, [u8; 4]) {
     let (_, body) = replies
         .iter()
         .find(|(t, _)| *t == b'K')
@@ -50,17 +50,17 @@ fn parameter(replies: &[(u8, Vec<u8>)], name: &str) -> Option<String> {
 }
 
 /// The text of the first column of the first DataRow.
-fn first_value(replies: &[(u8, Vec<u8>)]) -> String {
+pub(crate) fn first_value(replies: &[(u8, Vec<u8>)]) -> String {
     let (_, b) = replies.iter().find(|(t, _)| *t == b'D').expect("a row");
     let len = i32::from_be_bytes(b[2..6].try_into().expect("len")) as usize;
     String::from_utf8_lossy(&b[6..6 + len]).into_owned()
 }
 
-fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
+pub(crate) fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
     msgs.iter().map(|(t, _)| *t as char).collect()
 }
 
-async fn query(r: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
+pub(crate) async fn query(r: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
     r.send(b'Q', format!("{sql}\0").as_bytes()).await;
     r.until_ready().await
 }
@@ -288,7 +288,7 @@ async fn simple_query_deallocate_of_a_protocol_statement_acts_as_a_close() {
     assert_eq!(first_value(&got), "4");
 }
 
-fn notification(body: &[u8]) -> (i32, String) {
+pub(crate) fn notification(body: &[u8]) -> (i32, String) {
     let pid = i32::from_be_bytes(body[..4].try_into().expect("pid"));
     let mut parts = body[4..].split(|&c| c == 0);
     let channel = String::from_utf8_lossy(parts.next().expect("channel")).into_owned();

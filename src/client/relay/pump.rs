@@ -114,6 +114,9 @@ impl Relay {
                 for _ in 0..rw.take_refusals() {
                     self.stats.refused();
                 }
+                for back in rw.take_refused_requests() {
+                    self.tracker.refused(back);
+                }
                 self.stats.prepared(rw.take_counts());
                 if rw.take_large_parse() {
                     self.tracker.uninspected_parse = true;

@@ -1,22 +1,30 @@
-//! A simple-query `DEALLOCATE [PREPARE] name` of a statement the client prepared through the
-//! protocol, handled like a protocol Close (transaction and statement mode).
+//! A `DEALLOCATE [PREPARE] name` of a statement the client prepared through the protocol,
+//! handled like a protocol Close (transaction and statement mode), whether it comes as a
+//! simple Query or through the extended protocol (Parse/Bind/Execute of its text).
 //!
 //! libpq 16 and older have no Close for prepared statements, so drivers on them (psycopg
 //! past `prepared_max`) deallocate by sending this SQL. The client's name exists only in
 //! pgfunnel (the server knows the pool-wide `PGFUNNEL_n` name, shared with other clients),
 //! so forwarding it would fail with `26000` on the server. The name is forgotten for this
-//! client, as a Close does, and the server runs an empty query in its place: its
-//! EmptyQueryResponse is replaced by `DEALLOCATE`'s CommandComplete and its ReadyForQuery
-//! (with the real transaction status) reaches the client.
+//! client, as a Close does, and the server runs an empty query in its place through the
+//! extended protocol: its EmptyQueryResponse is replaced by `DEALLOCATE`'s CommandComplete,
+//! its ReadyForQuery (with the real transaction status) reaches the client. In a failed
+//! transaction the server refuses that Bind with its own `25P02`, as Postgres refuses the
+//! DEALLOCATE itself, and the client keeps the statement.
+//!
+//! Through the extended protocol the statement's text is prepared as an empty query (its
+//! Describe answers as DEALLOCATE's does: no parameters, no data) and its Execute does the
+//! deallocation, the same way.
 //!
 //! `DEALLOCATE ALL` keeps going to the server: its CommandComplete makes the rewriter forget
 //! every statement of the client and of that server (see `server_message`).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Expect, Kind, Rewriter, Undo};
 use crate::client::words::{identifier, keyword, skip_space, Ident};
-use crate::protocol::messages::{put_cstr, put_message, put_query};
+use crate::error::ErrorKind;
+use crate::protocol::messages::{put_cstr, put_message, take_cstr};
 
 /// What a lone DEALLOCATE statement names.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,26 +69,123 @@ impl Rewriter {
         let Some(Target::Name(name)) = recognise(text) else {
             return false;
         };
-        if self.statements.remove(name.as_slice()).is_none() {
+        let Some(stmt) = self.statements.remove(name.as_slice()) else {
             // Not a protocol statement of this client: the server answers (26000, or an
             // SQL-level statement of the same transaction).
             return false;
-        }
-        let mut done = BytesMut::new();
-        put_message(&mut done, b'C', |b| put_cstr(b, "DEALLOCATE"));
-        self.expect.push_back(Expect::Fake(Bytes::from(done)));
-        // The empty query's EmptyQueryResponse is dropped (it completes this), its
-        // ReadyForQuery goes to the client.
-        self.expect.push_back(Expect::Skip {
-            kind: Kind::Execute,
-            undo: Undo::None,
+        };
+        // A simple Query drops the unnamed statement and portal, and so does this.
+        self.deallocs.remove(&b""[..]);
+        self.dealloc_portals.remove(&b""[..]);
+        put_message(out, b'P', |b| {
+            b.put_slice(b"\0\0");
+            b.put_i16(0);
         });
+        put_message(out, b'B', |b| {
+            b.put_slice(b"\0\0");
+            b.put_i16(0);
+            b.put_i16(0);
+            b.put_i16(0);
+        });
+        put_message(out, b'E', |b| {
+            b.put_u8(0);
+            b.put_i32(0);
+        });
+        put_message(out, b'S', |_| {});
+        for kind in [Kind::Parse, Kind::Bind] {
+            let undo = Undo::None;
+            self.expect.push_back(Expect::Skip { kind, undo });
+        }
+        self.expect_deallocated(Bytes::from(name), stmt);
+        // The Query's ReadyForQuery: a Sync's, so a failed Bind skips to it.
         self.expect.push_back(Expect::Forward {
-            kind: Kind::Query,
+            kind: Kind::Sync,
             undo: Undo::None,
             stmt: None,
         });
-        put_query(out, "");
+        self.batch_executed = false;
+        true
+    }
+
+    /// The empty query's EmptyQueryResponse is dropped, `DEALLOCATE`'s CommandComplete sent
+    /// in its place; if the server fails first, the client keeps `stmt` as `name`.
+    fn expect_deallocated(
+        &mut self,
+        name: Bytes,
+        stmt: std::sync::Arc<crate::pool::prepared::Statement>,
+    ) {
+        let undo = Undo::Restore { name, stmt };
+        let kind = Kind::Execute;
+        self.expect.push_back(Expect::Skip { kind, undo });
+        let mut done = BytesMut::new();
+        put_message(&mut done, b'C', |b| put_cstr(b, "DEALLOCATE"));
+        self.expect.push_back(Expect::Fake(done.freeze()));
+    }
+
+    /// A Parse (statement `name`, `rest` = query text and parameter types): when its text
+    /// deallocates one of the client's protocol statements, the rest to prepare instead
+    /// (an empty query, same parameter types). Records what the statement deallocates.
+    pub(super) fn deallocate_parse(&mut self, name: &[u8], rest: &[u8]) -> Option<Vec<u8>> {
+        if !self.deallocs.is_empty() {
+            self.deallocs.remove(name);
+        }
+        let mut tail = rest;
+        let text = take_cstr(&mut tail)?;
+        let Some(Target::Name(target)) = recognise(text) else {
+            return None;
+        };
+        // In a failed transaction the server refuses the text itself (25P02), as Postgres.
+        let failed = self.known_status() == Some(b'E');
+        if failed || !self.statements.contains_key(target.as_slice()) {
+            return None;
+        }
+        self.deallocs.insert(Bytes::copy_from_slice(name), target);
+        let mut empty = Vec::with_capacity(1 + tail.len());
+        empty.push(0);
+        empty.extend_from_slice(tail);
+        Some(empty)
+    }
+
+    /// A Bind of `portal` to statement `stmt` (client names): remembers whether executing
+    /// the portal deallocates. Free unless the client prepared such a statement.
+    pub(super) fn note_dealloc_portal(&mut self, portal: &[u8], stmt: &[u8]) {
+        if self.deallocs.is_empty() && self.dealloc_portals.is_empty() {
+            return;
+        }
+        match self.deallocs.get(stmt) {
+            Some(target) => {
+                let target = target.clone();
+                self.dealloc_portals
+                    .insert(Bytes::copy_from_slice(portal), target);
+            }
+            None => {
+                self.dealloc_portals.remove(portal);
+            }
+        }
+    }
+
+    /// An Execute (`msg`, header included) of a portal bound to a DEALLOCATE statement:
+    /// forwarded (the server runs the empty query) and the statement deallocated; false for
+    /// any other Execute. A statement deallocated already is Postgres's `26000`.
+    pub(super) fn execute_deallocate(&mut self, msg: &[u8], out: &mut BytesMut) -> bool {
+        if self.dealloc_portals.is_empty() {
+            return false;
+        }
+        let mut body = &msg[5..];
+        let portal = take_cstr(&mut body).unwrap_or_default();
+        let Some(target) = self.dealloc_portals.get(portal).cloned() else {
+            return false;
+        };
+        let Some(stmt) = self.statements.remove(target.as_slice()) else {
+            let text = format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(&target)
+            );
+            self.refuse(out, ErrorKind::UnknownStatement, text);
+            return true;
+        };
+        self.expect_deallocated(Bytes::from(target), stmt);
+        out.extend_from_slice(msg);
         true
     }
 }

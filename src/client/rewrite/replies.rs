@@ -67,6 +67,9 @@ impl Rewriter {
         server: &mut ServerStatements,
     ) {
         self.flush_fakes(out);
+        if tag == b'Z' {
+            self.last_ready = msg.get(5).copied().unwrap_or(b'I');
+        }
         if tag == b'C' {
             let body = &msg[5..];
             if body.starts_with(b"DISCARD ALL") || body.starts_with(b"DEALLOCATE ALL") {
@@ -78,7 +81,11 @@ impl Rewriter {
             return self.server_error(msg, out, server);
         }
         let Some(head) = self.expect.front() else {
+            let at = out.len();
             out.extend_from_slice(msg);
+            if tag == b'A' {
+                self.show_own_pid(&mut out[at + 5..]);
+            }
             return;
         };
         let (kind, forward) = match head {
@@ -89,7 +96,11 @@ impl Rewriter {
             Expect::Fake(_) => (Kind::Sync, true),
         };
         if forward || !completes(kind, tag) && is_async(tag) {
+            let at = out.len();
             out.extend_from_slice(msg);
+            if tag == b'A' {
+                self.show_own_pid(&mut out[at + 5..]);
+            }
         }
         if completes(kind, tag) {
             self.expect.pop_front();
@@ -147,6 +158,15 @@ impl Rewriter {
         self.aborted = self.expect.is_empty();
     }
 
+    /// A NotificationResponse body the linked server sent of its own: the client's pid.
+    fn show_own_pid(&self, body: &mut [u8]) {
+        if let (Some((server, client)), Some(pid)) = (self.notify_pids, body.get_mut(..4)) {
+            if *pid == server {
+                pid.copy_from_slice(&client);
+            }
+        }
+    }
+
     /// After an error the server ignores everything up to the next Sync: the replies
     /// expected before it are dropped and what their requests did is undone.
     fn skip_to_sync(&mut self, server: &mut ServerStatements) {
@@ -178,6 +198,9 @@ impl Rewriter {
                 }
             }
             Undo::Close(stmt) => server.insert(stmt),
+            Undo::Restore { name, stmt } => {
+                self.statements.entry(name).or_insert(stmt);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::framing::{next_whole, put_bytes_cstr, put_parse, stream_part, Next};
 use super::{Expect, Kind, Rewriter, Undo, WHOLE_LIMIT};
 use crate::client::tracker::{CopyStep, MAX_INSPECTED};
-use crate::error::{ClientError, ErrorKind};
+use crate::error::ErrorKind;
 use crate::pool::prepared::{ServerStatements, Statement};
 use crate::protocol::messages::{put_cstr, put_message, take_cstr};
 
@@ -86,6 +86,12 @@ impl Rewriter {
             out.extend_from_slice(msg);
             return;
         }
+        if matches!(tag, b'S' | b'Q' | b'F') {
+            self.requests_seen += 1;
+        }
+        if self.refused {
+            return self.skip_refused(msg, out);
+        }
         if self.aborted {
             if tag == b'S' {
                 self.aborted = false;
@@ -101,6 +107,7 @@ impl Rewriter {
             b'D' => self.describe(msg, body, out, server),
             b'C' => self.close(msg, body, out),
             b'Q' if self.deallocate(msg, out) => {}
+            b'E' if self.execute_deallocate(msg, out) => {}
             _ => {
                 self.note_plain(tag);
                 if tag == b'E' {
@@ -118,6 +125,7 @@ impl Rewriter {
     /// Drops the expectations of the newest `n` Syncs (the server ignored them in copy-in
     /// mode). Nothing after the COPY's Execute was answered, so they are still queued.
     pub(super) fn forget_syncs(&mut self, mut n: usize) {
+        self.requests_seen = self.requests_seen.saturating_sub(n as u64);
         let mut i = self.expect.len();
         while n > 0 && i > 0 {
             i -= 1;
@@ -141,6 +149,7 @@ impl Rewriter {
             b'Q' | b'F' => Kind::Query,
             _ => return,
         };
+        self.batch_executed = kind == Kind::Execute;
         self.expect.push_back(Expect::Forward {
             kind,
             undo: Undo::None,
@@ -157,6 +166,15 @@ impl Rewriter {
     ) {
         let mut rest = body;
         let name = take_cstr(&mut rest).unwrap_or_default();
+        if !name.is_empty() && self.statements.contains_key(name) {
+            let text = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
+            return self.refuse(out, ErrorKind::DuplicateStatement, text);
+        }
+        let empty = self.deallocate_parse(name, rest);
+        let rest = empty.as_deref().unwrap_or(rest);
         if name.is_empty() {
             self.expect.push_back(Expect::Forward {
                 kind: Kind::Parse,
@@ -164,15 +182,14 @@ impl Rewriter {
                 stmt: None,
             });
             self.large_parse |= msg.len() > MAX_INSPECTED as usize;
-            out.extend_from_slice(msg);
+            match &empty {
+                Some(rest) => put_message(out, b'P', |b| {
+                    b.put_u8(0);
+                    b.put_slice(rest);
+                }),
+                None => out.extend_from_slice(msg),
+            }
             return;
-        }
-        if self.statements.contains_key(name) {
-            let text = format!(
-                "prepared statement \"{}\" already exists",
-                String::from_utf8_lossy(name)
-            );
-            return self.inject_error(out, ErrorKind::DuplicateStatement, text);
         }
         self.counts.client_parses += 1;
         let stmt = self.registry.get_or_insert(rest);
@@ -210,6 +227,7 @@ impl Rewriter {
         let (Some(portal), Some(name)) = (take_cstr(&mut rest), take_cstr(&mut rest)) else {
             return self.forward(out, msg, Kind::Bind);
         };
+        self.note_dealloc_portal(portal, name);
         let portal = Bytes::copy_from_slice(portal);
         if name.is_empty() {
             self.portals.remove(&portal);
@@ -266,6 +284,9 @@ impl Rewriter {
         }
         // Closing is local: other clients may use the same server statement.
         self.statements.remove(name);
+        if !self.deallocs.is_empty() {
+            self.deallocs.remove(name);
+        }
         self.expect
             .push_back(Expect::Fake(Bytes::from_static(b"3\0\0\0\x04")));
     }
@@ -292,7 +313,7 @@ impl Rewriter {
                 "prepared statement \"{}\" does not exist",
                 String::from_utf8_lossy(name)
             );
-            self.inject_error(out, ErrorKind::UnknownStatement, text);
+            self.refuse(out, ErrorKind::UnknownStatement, text);
             return None;
         };
         if !server.touch(stmt.id) {
@@ -334,18 +355,5 @@ impl Rewriter {
             kind: Kind::Close,
             undo: Undo::Close(stmt),
         });
-    }
-
-    /// Makes the server fail the pipeline here (so it skips to Sync and aborts the
-    /// transaction, as Postgres would for the client's own error) and shows the client an
-    /// ERROR of `kind` with `text` instead of that failure. No SQL is sent: the request is a
-    /// Describe of a statement name pgfunnel never creates, which Postgres answers with 26000.
-    pub(super) fn inject_error(&mut self, out: &mut BytesMut, kind: ErrorKind, text: String) {
-        put_message(out, b'D', |b| {
-            b.put_u8(b'S');
-            put_cstr(b, "pgfunnel: statement refused");
-        });
-        let err = ClientError::error(kind, text).to_message();
-        self.expect.push_back(Expect::Replace(err.freeze()));
     }
 }

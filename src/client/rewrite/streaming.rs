@@ -22,6 +22,9 @@ impl Rewriter {
         out: &mut BytesMut,
         server: &mut ServerStatements,
     ) -> bool {
+        if self.large_skipped(tag, len, input) {
+            return true;
+        }
         if tag == b'B' && !self.aborted {
             if let Some((portal, name)) = bind_names(input) {
                 self.stream_bind(len, portal, name, input, out, server);
@@ -56,7 +59,7 @@ impl Rewriter {
                 len + 1,
                 self.max_gathered
             );
-            self.inject_error(out, ErrorKind::TooLarge, text);
+            self.refuse(out, ErrorKind::TooLarge, text);
             self.client_discarding = true;
             self.refusals += 1;
         } else {
@@ -95,6 +98,7 @@ impl Rewriter {
     ) {
         let portal = Bytes::copy_from_slice(&input[5..portal_end]);
         let name = input[portal_end + 1..name_end].to_vec();
+        self.note_dealloc_portal(&portal, &name);
         let rest = len - 4 - (name_end + 1 - 5);
         if name.is_empty() {
             self.portals.remove(&portal);

@@ -179,6 +179,21 @@ fn feed_in_chunks(rw: &mut Rewriter, server: &mut ServerStatements, message: &[u
     out
 }
 
+/// As `feed_in_chunks`, also returning what the rewriter wrote to the client itself.
+fn feed_both(
+    rw: &mut Rewriter,
+    server: &mut ServerStatements,
+    message: &[u8],
+) -> (BytesMut, BytesMut) {
+    let (mut input, mut out, mut s2c) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
+    for piece in message.chunks(CHUNK) {
+        input.extend_from_slice(piece);
+        rw.client_to_server(&mut input, &mut out, server, &mut s2c);
+        assert!(input.len() < 5, "nothing whole waits in the relay's buffer");
+    }
+    (out, s2c)
+}
+
 #[test]
 fn named_parse_over_the_gather_limit_is_refused_with_54000_and_dropped() {
     let registry = Arc::new(StatementRegistry::default());
@@ -188,34 +203,23 @@ fn named_parse_over_the_gather_limit_is_refused_with_54000_and_dropped() {
     let query = format!("select '{}'", "x".repeat(300_000));
     let mut message = parse("big", &query);
     message.extend_from_slice(&sync());
-    let out = feed_in_chunks(&mut rw, &mut server, &message);
-    assert!(
-        out.len() < 200,
-        "only an injected failing Describe and the Sync: {out:?}"
-    );
-    assert_eq!(
-        out[0], b'D',
-        "no SQL is sent to make the server fail: {out:?}"
-    );
-    assert!(!out.contains(&b'P'), "no Parse: {out:?}");
-    assert!(out.ends_with(&sync()));
+    let (out, to_client) = feed_both(&mut rw, &mut server, &message);
+    assert_eq!(out, sync(), "only the Sync reaches the server: {out:?}");
     assert_eq!(registry.len(), 0, "nothing of it was kept");
-    // The server fails the injected Describe; the client sees 54000 instead, then Sync's reply.
-    let mut reply = BytesMut::new();
-    messages::put_error(
-        &mut reply,
-        Severity::Error,
-        "26000",
-        "no such statement",
-        None,
-    );
-    put_message(&mut reply, b'Z', |b| b.put_u8(b'I'));
-    let mut to_client = BytesMut::new();
-    rw.server_to_client(&mut reply, &mut to_client, &mut server);
     let text = String::from_utf8_lossy(&to_client);
     assert!(text.contains("C54000"), "{text:?}");
     assert!(text.contains("max_prepared_message_size"), "{text:?}");
-    assert!(!text.contains("no such statement"));
+    assert_eq!(
+        rw.take_refused_requests().collect::<Vec<_>>(),
+        vec![0],
+        "the tracker is told the newest request (this Sync) failed"
+    );
+    // The Sync's ReadyForQuery follows the error.
+    let mut reply = BytesMut::new();
+    put_message(&mut reply, b'Z', |b| b.put_u8(b'I'));
+    let mut to_client = BytesMut::new();
+    rw.server_to_client(&mut reply, &mut to_client, &mut server);
+    assert_eq!(&to_client[..], b"Z\0\0\0\x05I");
     assert!(rw.is_settled());
 }
 
@@ -233,10 +237,17 @@ fn unnamed_parse_over_the_gather_limit_streams_unchanged() {
 }
 
 #[test]
-fn large_bind_of_an_unknown_statement_is_dropped_with_26000() {
+fn large_bind_of_an_unknown_statement_in_a_transaction_block_fails_the_block_on_the_server() {
     let registry = Arc::new(StatementRegistry::default());
     let mut rw = Rewriter::new(registry, 10);
     let mut server = ServerStatements::default();
+    let mut begin = BytesMut::new();
+    put_message(&mut begin, b'Q', |b| put_cstr(b, "BEGIN"));
+    feed_in_chunks(&mut rw, &mut server, &begin);
+    let mut reply = BytesMut::new();
+    put_message(&mut reply, b'C', |b| put_cstr(b, "BEGIN"));
+    put_message(&mut reply, b'Z', |b| b.put_u8(b'T'));
+    rw.server_to_client(&mut reply, &mut BytesMut::new(), &mut server);
     let mut message = bind("nope", &vec![7u8; 200_000]);
     message.extend_from_slice(&sync());
     let out = feed_in_chunks(&mut rw, &mut server, &message);
@@ -245,11 +256,23 @@ fn large_bind_of_an_unknown_statement_is_dropped_with_26000() {
         "the parameters are dropped: {} bytes",
         out.len()
     );
+    assert_eq!(
+        out[0], b'D',
+        "no SQL is sent to make the server fail: {out:?}"
+    );
     let mut reply = BytesMut::new();
-    messages::put_error(&mut reply, Severity::Error, "42601", "syntax", None);
-    put_message(&mut reply, b'Z', |b| b.put_u8(b'I'));
+    messages::put_error(
+        &mut reply,
+        Severity::Error,
+        "26000",
+        "no such statement",
+        None,
+    );
+    put_message(&mut reply, b'Z', |b| b.put_u8(b'E'));
     let mut to_client = BytesMut::new();
     rw.server_to_client(&mut reply, &mut to_client, &mut server);
-    assert!(String::from_utf8_lossy(&to_client).contains("C26000"));
+    let text = String::from_utf8_lossy(&to_client);
+    assert!(text.contains("C26000"), "{text:?}");
+    assert!(!text.contains("no such statement"), "{text:?}");
     assert!(rw.is_settled());
 }
