@@ -52,18 +52,11 @@ const LONG_FN_ALLOWED: &[(&str, &str, &str)] = &[
 
 /// SQLSTATE literals still allowed outside `src/error.rs`: (path under src/, code, reason).
 /// Each has its name in `error::sqlstate`.
-const SQLSTATE_ALLOWED: &[(&str, &str, &str)] = &[
-    (
-        "client/rewrite/replies.rs",
-        "0A000",
-        "use error::sqlstate::FEATURE_NOT_SUPPORTED after merging (issue 17)",
-    ),
-    (
-        "server/connect.rs",
-        "28000",
-        "use error::sqlstate::INVALID_AUTHORIZATION after merging (issue 17)",
-    ),
-];
+const SQLSTATE_ALLOWED: &[(&str, &str, &str)] = &[(
+    "server/connect.rs",
+    "28000",
+    "use error::sqlstate::INVALID_AUTHORIZATION after merging (issue 17)",
+)];
 
 /// The file allowed to hold SQLSTATE literals.
 const SQLSTATE_HOME: &str = "error.rs";

@@ -132,7 +132,7 @@ impl Rewriter {
                 self.undo(undo, server);
                 if let Some(stmt) = stmt {
                     let f = parse_error_fields(&msg[5..]);
-                    if f.code == "0A000"
+                    if f.code == crate::error::sqlstate::FEATURE_NOT_SUPPORTED
                         && f.message
                             .contains("cached plan must not change result type")
                     {
