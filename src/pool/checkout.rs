@@ -247,11 +247,14 @@ impl Pool {
             _permit: permit,
             _active: active,
         } = server;
+        let now = Instant::now();
         // A shrunk fleet budget takes this connection's slots back.
-        if super::limits::repay(&self.settings.limits, &mut conn.slots) || self.expired(&conn) {
+        if super::limits::repay(&self.settings.limits, &mut conn.slots)
+            || self.expired_at(&conn, now)
+        {
             self.close_stale(conn, false);
         } else {
-            conn.last_used = Instant::now();
+            conn.last_used = now;
             crate::panic::lock(&self.idle).push(conn);
             self.returned.notify_one();
         }

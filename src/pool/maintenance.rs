@@ -2,6 +2,8 @@
 //! (the janitor's `reap`), on RECONNECT or shutdown, or one at a time to free a slot of a
 //! shared limit.
 
+use std::time::Instant;
+
 use tracing::debug;
 
 use super::Pool;
@@ -26,8 +28,14 @@ impl Pool {
     }
 
     pub(super) fn expired(&self, conn: &ServerConnection) -> bool {
+        self.expired_at(conn, Instant::now())
+    }
+
+    /// [`Pool::expired`] against a time the caller already read (one clock read per checkin).
+    pub(super) fn expired_at(&self, conn: &ServerConnection, now: Instant) -> bool {
         let life = self.settings.server_lifetime;
-        (!life.is_zero() && conn.created.elapsed() >= life) || self.close_needed(conn.created)
+        (!life.is_zero() && now.saturating_duration_since(conn.created) >= life)
+            || self.close_needed(conn.created)
     }
 
     /// Closes idle connections past server_idle_timeout or server_lifetime and those the
