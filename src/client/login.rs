@@ -67,10 +67,13 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let user = exchange.user;
     let fail = || LoginError::Failed(user.to_owned());
     // An unknown user is checked against a stand-in md5 secret: the same work, no match.
-    let stand_in = Secret::Md5(auth::md5_secret(user, exchange.mock_key));
+    let stand_in;
     let (secret, known) = match exchange.secret {
         Some(s) => (s, true),
-        None => (&stand_in, false),
+        None => {
+            stand_in = Secret::Md5(auth::md5_secret(user, exchange.mock_key));
+            (&stand_in, false)
+        }
     };
     let mut outcome = LoginOutcome::default();
     match exchange.method {
@@ -104,7 +107,14 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             let server = exchange
                 .scram
                 .unwrap_or_else(|| ScramServer::for_unknown_user(user, exchange.mock_key));
-            outcome.scram_client_key = Some(scram(stream, user, server).await?);
+            let (client_key, server_final) = scram(stream, user, server).await?;
+            outcome.scram_client_key = Some(client_key);
+            // SASLFinal and AuthenticationOk in one write.
+            let mut buf = BytesMut::new();
+            messages::put_auth(&mut buf, auth_code::SASL_FINAL, &server_final);
+            messages::put_auth(&mut buf, auth_code::OK, &[]);
+            stream.write_all(&buf).await?;
+            return Ok(outcome);
         }
     }
     send_auth(stream, auth_code::OK, &[]).await?;
@@ -116,11 +126,13 @@ pub async fn send_ok<S: AsyncWrite + Unpin>(stream: &mut S) -> Result<(), LoginE
     Ok(send_auth(stream, auth_code::OK, &[]).await?)
 }
 
+/// Runs the SCRAM exchange up to the client's proof; returns the ClientKey and the
+/// server-final message (sent by the caller together with AuthenticationOk).
 async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     user: &str,
     mut server: ScramServer,
-) -> Result<[u8; 32], LoginError> {
+) -> Result<([u8; 32], Vec<u8>), LoginError> {
     let mut offer = Vec::new();
     for mechanism in server.mechanisms() {
         offer.extend_from_slice(mechanism.as_bytes());
@@ -138,8 +150,7 @@ async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     let outcome = server
         .client_final(&body)
         .map_err(|e| scram_error(user, e))?;
-    send_auth(stream, auth_code::SASL_FINAL, &outcome.server_final).await?;
-    Ok(outcome.client_key)
+    Ok((outcome.client_key, outcome.server_final))
 }
 
 /// A wrong proof is a failed login (28P01); anything else a broken exchange (08P01).
@@ -180,8 +191,11 @@ pub(crate) async fn send_auth<S: AsyncWrite + Unpin>(
 pub(crate) async fn read_password<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<Vec<u8>, LoginError> {
-    let tag = stream.read_u8().await?;
-    let len = stream.read_i32().await?;
+    // The tag and length in one read (one syscall when the message arrived whole).
+    let mut header = [0u8; 5];
+    stream.read_exact(&mut header).await?;
+    let [tag, l0, l1, l2, l3] = header;
+    let len = i32::from_be_bytes([l0, l1, l2, l3]);
     if tag != b'p' {
         return Err(LoginError::Protocol(tag as char));
     }

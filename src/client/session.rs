@@ -43,6 +43,21 @@ pub struct Session {
     pub(super) span: tracing::Span,
 }
 
+/// What a logged-in client keeps for its link cycle: nothing else of the login (secrets,
+/// startup packet, verifier state) outlives it.
+struct LoggedIn {
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    params: ClientParams,
+    cancel: CancelHandle,
+    /// The server already linked (session mode), if any.
+    held: Option<PooledServer>,
+    /// Session mode: the key with the server's pid.
+    own_key: Option<super::backend_key::SessionKey>,
+    /// The client's place under the client limits.
+    admission: ClientGuard,
+}
+
 impl Drop for Session {
     /// A killed client (KILL, KILL_CLIENT, shutdown: its task is aborted) is told why
     /// before its socket closes, best effort and without waiting.
@@ -132,47 +147,56 @@ impl Session {
 
     /// Runs the session to its end: authentication, admission, login replies, then the
     /// link cycle.
+    ///
+    /// Memory: an idle client is this future inside its task. The login runs in a box
+    /// freed before the first query, so the task keeps only what the link cycle needs.
     pub async fn run(mut self) {
+        let Some(login) = Box::pin(self.log_in()).await else {
+            return;
+        };
+        let LoggedIn {
+            pool,
+            mode,
+            mut params,
+            cancel,
+            held,
+            own_key,
+            admission,
+        } = login;
+        self.startup = Vec::new();
+        self.serve(&pool, mode, &mut params, &cancel, held).await;
+        drop((own_key, admission));
+    }
+
+    /// Authenticates and admits the client and sends its login replies; `None` when the
+    /// session ended during login (refused, left, or a replication client served to its
+    /// end).
+    async fn log_in(&mut self) -> Option<LoggedIn> {
         if let Some(msg) = self.refused {
-            return self
-                .tell(&ClientError::fatal(ErrorKind::InvalidParameter, msg))
+            self.tell(&ClientError::fatal(ErrorKind::InvalidParameter, msg))
                 .await;
+            return None;
         }
-        let Some(admitted) = self.authenticate().await else {
-            return;
-        };
-        let Some((pool, _admitted)) = self.admit(&admitted).await else {
-            return;
-        };
+        let admitted = self.authenticate().await?;
+        let (pool, admission) = self.admit(&admitted).await?;
         let mode = self.ctx.pool_mode_for(&self.database, &self.user);
         if config_logs_connections(&*self.ctx) {
             info!(parent: &self.span, user = %self.user, db = %self.database, "login");
         }
         if let Some(kind) = self.replication {
-            return self.serve_replication(&pool, kind).await;
+            self.serve_replication(&pool, kind).await;
+            return None;
         }
         let cancel = self.ctx.cancel().register();
+        let mut held = self.first_server(&pool, mode).await?;
         // Login replies need the server's parameters; the first client of a pool waits
         // for a server connection, later ones are answered from the cached values.
-        let mut held = None;
-        if mode == PoolMode::Session && pool.has_free_slot() {
-            // Its own server before the login replies (real pid, server's values) when one
-            // is free; otherwise the client logs in now and gets a server at its first
-            // query, as in PgBouncer (its key then carries pgfunnel's pid).
-            let Some(server) = Box::pin(self.checkout(&pool)).await else {
-                return;
-            };
-            held = Some(server);
-        }
         let welcome = match pool.welcome() {
             Some(w) => w,
-            None => match Box::pin(self.checkout(&pool)).await {
-                Some(server) => {
-                    held = Some(server);
-                    pool.welcome().unwrap_or_default()
-                }
-                None => return,
-            },
+            None => {
+                held = Some(Box::pin(self.checkout(&pool)).await?);
+                pool.welcome().unwrap_or_default()
+            }
         };
         let mut params = ClientParams::from_startup(&welcome, &self.startup);
         // Session mode: the key carries the server's real pid; it lives as long as the
@@ -180,32 +204,39 @@ impl Session {
         let own_key = match mode {
             PoolMode::Session if held.is_some() => {
                 let adopted = self.adopt_server(&pool, &mut params, &mut held, &cancel);
-                let Some(key) = Box::pin(adopted).await else {
-                    return;
-                };
-                Some(key)
+                Some(Box::pin(adopted).await?)
             }
             _ => None,
         };
         let pid = own_key.as_ref().map_or(cancel.pid, |k| k.pid());
         let notice = self.ctx.config().settings.login_notify_message.clone();
         let buf = login_replies(&params, pid, &cancel, notice.as_deref());
-        if self.stream.send(&buf).await.is_err() {
-            if let Some(s) = held {
-                pool.checkin(s);
-            }
-            return;
-        }
-        if mode != PoolMode::Session {
+        let sent = self.stream.send(&buf).await.is_ok();
+        if !sent || mode != PoolMode::Session {
             if let Some(s) = held.take() {
                 pool.checkin(s);
             }
         }
-        // Nothing of the login stays with an idle client.
-        drop((buf, welcome, admitted));
-        self.startup = Vec::new();
-        Box::pin(self.serve(&pool, mode, &mut params, &cancel, held)).await;
-        drop(own_key);
+        sent.then_some(LoggedIn {
+            pool,
+            mode,
+            params,
+            cancel,
+            held,
+            own_key,
+            admission,
+        })
+    }
+
+    /// Session mode: the client's own server before the login replies (real pid, the
+    /// server's values) when one is free; otherwise the client logs in now and gets a
+    /// server at its first query, as in PgBouncer (its key then carries pgfunnel's pid).
+    /// `None` when the checkout failed (the client was told).
+    async fn first_server(&mut self, pool: &Pool, mode: PoolMode) -> Option<Option<PooledServer>> {
+        if mode == PoolMode::Session && pool.has_free_slot() {
+            return Some(Some(Box::pin(self.checkout(pool)).await?));
+        }
+        Some(None)
     }
 
     /// A replication client: a dedicated server, bytes passed through (`client::replication`).

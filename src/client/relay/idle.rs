@@ -126,3 +126,7 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "idle_tests.rs"]
+mod tests;
