@@ -2,17 +2,22 @@
 //! `query_wait_timeout`, the client's `query_timeout` (a query waiting for a server counts
 //! as running, the first server login of a pool included), and `SHUTDOWN WAIT_FOR_SERVERS`
 //! (a client that starts a transaction or is queued gets `server shutting down`).
-//! Both end the client with `08P01`, the code PgBouncer uses for every disconnect it
-//! initiates, so drivers drop the connection and reconnect as they do behind PgBouncer.
+//! Both bounds end the client with `08P01`, the code PgBouncer uses for every disconnect
+//! it initiates, so drivers drop the connection and reconnect as they do behind PgBouncer.
+//! `Session::checkout` is that wait as a session sees it: notices while queued, then the
+//! server, or the client told why none came.
 
 use std::time::Duration;
 
 use tracing::warn;
 
 use super::context::SessionContext;
-use super::registry::ClientEntry;
+use super::registry::{ClientEntry, ClientState};
 use crate::error::{ClientError, ErrorKind};
+use crate::logging::close_reason::{note_close, CloseReason};
 use crate::pool::{Pool, PoolError, PooledServer, Tell};
+use crate::protocol::messages;
+use bytes::BytesMut;
 
 /// Message of a client that waited for a server longer than its query_timeout.
 pub const QUERY_TIMEOUT: &str = "query timeout";
@@ -91,4 +96,61 @@ pub fn refusal(end: &WaitEnd, entry: Option<&ClientEntry>) -> Option<ClientError
         Some(h) => error.with_hint(h),
         None => error,
     })
+}
+
+impl super::session::Session {
+    /// Waits for a server of `pool` as a queued client: `query_wait_notify` notices while
+    /// waiting, then the server, or the client told why none came (and `None`).
+    pub(super) async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
+        self.mark(ClientState::Waiting);
+        let notify = self.ctx.config().settings.query_wait_notify;
+        let stream = &mut self.stream;
+        // query_wait_notify: tell a queued client why it waits, then keep waiting.
+        let mut tell = || {
+            let mut buf = BytesMut::new();
+            let msg = "no server connection available yet, client being queued";
+            messages::put_notice(&mut buf, msg);
+            stream.write_now(&buf);
+        };
+        let notice = (!notify.is_zero()).then_some((notify, &mut tell as Tell<'_>));
+        let query_timeout = self.ctx.link_timeouts(&self.user).query;
+        let waited = wait_for_server(&*self.ctx, pool, notice, query_timeout);
+        let result = match waited.await {
+            Ok(s) => Ok(s),
+            Err(WaitEnd::Pool(e)) => Err(e),
+            Err(end) => {
+                let error = refusal(&end, self.entry.as_deref());
+                if let Some(error) = error {
+                    self.tell(&error).await;
+                }
+                return None;
+            }
+        };
+        match result {
+            Ok(s) => {
+                self.mark(ClientState::Active);
+                Some(s)
+            }
+            Err(PoolError::Timeout) => {
+                note_close(&self.entry, CloseReason::QueryWaitTimeout);
+                let msg = "query_wait_timeout: no server connection became free in time";
+                let hint = "raise pool_size or query_wait_timeout, or find what holds the \
+                            servers (SHOW POOLS)";
+                let error = ClientError::fatal(ErrorKind::PoolTimeout, msg).with_hint(hint);
+                self.tell(&error).await;
+                None
+            }
+            Err(PoolError::Connect(e)) => {
+                note_close(&self.entry, CloseReason::ServerLoginFailed);
+                self.tell_server_error(&e).await;
+                None
+            }
+            Err(PoolError::Closed) => {
+                note_close(&self.entry, CloseReason::ShuttingDown);
+                let error = ClientError::fatal(ErrorKind::Shutdown, "pgfunnel is shutting down");
+                self.tell(&error).await;
+                None
+            }
+        }
+    }
 }

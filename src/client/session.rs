@@ -13,13 +13,12 @@ use super::context::ClientGuard;
 use super::context::SessionContext;
 use super::params::ClientParams;
 use super::registry::{ClientEntry, ClientState};
-use super::server_wait;
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
 use crate::logging::close_reason::{self, note_close, CloseReason};
 use crate::net::Stream;
-use crate::pool::{Pool, PoolError, PooledServer, Tell};
+use crate::pool::{Pool, PooledServer};
 use crate::protocol::messages;
 use crate::server::ServerError;
 
@@ -345,59 +344,6 @@ impl Session {
     pub(super) fn mark(&self, state: ClientState) {
         if let Some(e) = &self.entry {
             e.set_state(state);
-        }
-    }
-
-    pub(super) async fn checkout(&mut self, pool: &Pool) -> Option<PooledServer> {
-        self.mark(ClientState::Waiting);
-        let notify = self.ctx.config().settings.query_wait_notify;
-        let stream = &mut self.stream;
-        // query_wait_notify: tell a queued client why it waits, then keep waiting.
-        let mut tell = || {
-            let mut buf = BytesMut::new();
-            let msg = "no server connection available yet, client being queued";
-            messages::put_notice(&mut buf, msg);
-            stream.write_now(&buf);
-        };
-        let notice = (!notify.is_zero()).then_some((notify, &mut tell as Tell<'_>));
-        let query_timeout = self.ctx.link_timeouts(&self.user).query;
-        let waited = server_wait::wait_for_server(&*self.ctx, pool, notice, query_timeout);
-        let result = match waited.await {
-            Ok(s) => Ok(s),
-            Err(server_wait::WaitEnd::Pool(e)) => Err(e),
-            Err(end) => {
-                let error = server_wait::refusal(&end, self.entry.as_deref());
-                if let Some(error) = error {
-                    self.tell(&error).await;
-                }
-                return None;
-            }
-        };
-        match result {
-            Ok(s) => {
-                self.mark(ClientState::Active);
-                Some(s)
-            }
-            Err(PoolError::Timeout) => {
-                note_close(&self.entry, CloseReason::QueryWaitTimeout);
-                let msg = "query_wait_timeout: no server connection became free in time";
-                let hint = "raise pool_size or query_wait_timeout, or find what holds the \
-                            servers (SHOW POOLS)";
-                let error = ClientError::fatal(ErrorKind::PoolTimeout, msg).with_hint(hint);
-                self.tell(&error).await;
-                None
-            }
-            Err(PoolError::Connect(e)) => {
-                note_close(&self.entry, CloseReason::ServerLoginFailed);
-                self.tell_server_error(&e).await;
-                None
-            }
-            Err(PoolError::Closed) => {
-                note_close(&self.entry, CloseReason::ShuttingDown);
-                let error = ClientError::fatal(ErrorKind::Shutdown, "pgfunnel is shutting down");
-                self.tell(&error).await;
-                None
-            }
         }
     }
 }

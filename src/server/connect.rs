@@ -160,7 +160,9 @@ async fn connect_tcp(
         _ => TlsAttempt::Required,
     };
     match (tls.mode, attempt(tcp, addr, host, target, tls, first).await) {
-        (SslMode::Allow, Err(ServerError::Rejected(f))) if f.code == "28000" => {
+        (SslMode::Allow, Err(ServerError::Rejected(f)))
+            if f.code == crate::error::sqlstate::INVALID_AUTHORIZATION =>
+        {
             let tcp = TcpStream::connect(addr).await?;
             attempt(tcp, addr, host, target, tls, TlsAttempt::Required).await
         }
