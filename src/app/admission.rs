@@ -239,9 +239,11 @@ impl Drop for ClientCountGuard {
 
 #[cfg(test)]
 mod tests {
-    /// Every idle client is one task holding this future: large login-phase state (TLS,
-    /// SCRAM) is boxed so it is freed after login instead of being carried for the client's
-    /// whole life.
+    /// Every idle client is one task holding this future: the login phase (TLS, SCRAM,
+    /// startup) runs in a box freed before the first query, so the task carries only the
+    /// link cycle, inline (one allocation per client, not two). The bound is for debug
+    /// builds, where futures are largest; it is a regression guard, not the goal (issue 18
+    /// wants idle clients parked as a small record without this future).
     #[test]
     fn client_task_futures_stay_small() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -268,7 +270,7 @@ mod tests {
             let handle = super::handle(app, crate::net::Stream::Unix(a), "x".into());
             let run = session.run();
             let (handle, run) = (std::mem::size_of_val(&handle), std::mem::size_of_val(&run));
-            assert!(run <= 4096, "run: {run}");
+            assert!(run <= 4608, "run: {run}");
             // The task holds the session's future inline; login state, the peer string and
             // a second copy of any future must not add to it.
             assert!(handle <= run + 512, "handle: {handle}, run: {run}");
