@@ -4,18 +4,12 @@ use std::task::{Context, Waker};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::super::{LinkState, Relay, RelayEnd, RelayMode};
+use super::super::tests::{link, msg};
+use super::super::{Relay, RelayEnd, RelayMode};
 use super::IdleEnd;
 use crate::client::params::Reported;
 use crate::net::Stream;
 use crate::pool::prepared::ServerStatements;
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![tag];
-    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
 
 /// The relay buffers' capacities (client and server side, raw and rewritten).
 fn capacities(relay: &Relay) -> [usize; 4] {
@@ -46,11 +40,7 @@ async fn idle_client_between_transactions_holds_no_buffers() {
         Reported::default(),
         ServerStatements::default(),
     );
-    let mut link = LinkState {
-        params: &mut p,
-        seen: &mut s,
-        prepared: &mut ps,
-    };
+    let mut link = link(&mut p, &mut s, &mut ps);
     let end = relay.run(&mut client, &mut server, true, &mut link).await;
     assert!(matches!(end, RelayEnd::Released), "{end:?}");
     assert!(capacities(&relay).iter().any(|&c| c > 0), "used buffers");

@@ -1,7 +1,9 @@
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-fn link<'a>(
+/// The per-link state the relay borrows, from the caller's parts (also used by
+/// `idle::tests`).
+pub(super) fn link<'a>(
     params: &'a mut HashMap<String, String>,
     seen: &'a mut Reported,
     prepared: &'a mut ServerStatements,
@@ -13,7 +15,8 @@ fn link<'a>(
     }
 }
 
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+/// One protocol message: tag, length, body.
+pub(super) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
     v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     v.extend_from_slice(body);
