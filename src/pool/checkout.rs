@@ -1,10 +1,9 @@
 //! Checkout and checkin: a FIFO wait for a slot (pool_size, then the reserve pool after
-//! reserve_pool_timeout, and one slot of every shared limit) within query_wait_timeout;
+//! reserve_pool_timeout, and one slot of every shared limit) within query_wait_timeout,
+//! a returned connection handed straight to the oldest waiter (`queue`);
 //! idle connections reused LIFO after server_check_query when they sat idle long enough,
 //! new ones opened otherwise; clean connections checked back in, others discarded.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +11,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
+use super::queue::{Event, Plan, Slot};
 use super::{limits, retry, ActiveGuard, Pool, PoolError, PooledServer, Tell};
+
+/// A pool slot, the idle connection handed over with it (if any) and when the wait for
+/// it started (`None`: it did not wait).
+pub(super) type Taken = (
+    Slot<Box<ServerConnection>>,
+    Option<Box<ServerConnection>>,
+    Option<Instant>,
+);
 use crate::server::{ServerConnection, ServerError};
 
 impl Pool {
@@ -24,25 +32,56 @@ impl Pool {
     }
 
     /// As [`Pool::checkout`]; `notice` is `(after, tell)`: when the checkout has queued
-    /// for `after`, `tell` runs once (query_wait_notify). The queue arms one timer for
-    /// whichever comes first of the notice, the reserve pool and query_wait_timeout.
+    /// for `after`, `tell` runs once (query_wait_notify). A queued checkout arms no timer:
+    /// the pool's deadline task tells it when the notice, the reserve pool or
+    /// query_wait_timeout is due. One clock read when it does not queue.
     pub async fn checkout_noticed(
         &self,
+        mut notice: Option<(Duration, Tell<'_>)>,
+    ) -> Result<PooledServer, PoolError> {
+        let (slot, handed, queued) = self.pool_slot(&mut notice).await?;
+        let now = Instant::now();
+        if let Some(conn) = self.reuse_idle(handed, now).await {
+            let waited = queued.map_or(Duration::ZERO, |q| now.saturating_duration_since(q));
+            return Ok(self.lend(conn, slot, waited));
+        }
+        self.open_for(slot, queued.unwrap_or(now).into(), notice)
+            .await
+    }
+
+    /// An idle connection fit for reuse: `first` (handed over with the slot) or one from
+    /// the idle list; stale ones met on the way are closed.
+    async fn reuse_idle(
+        &self,
+        mut first: Option<Box<ServerConnection>>,
+        now: Instant,
+    ) -> Option<Box<ServerConnection>> {
+        while let Some(mut conn) = first.take().or_else(|| self.pop_idle()) {
+            if conn.is_usable()
+                && !self.expired_at(&conn, now)
+                && self.passes_check(&mut conn, now).await
+            {
+                return Some(conn);
+            }
+            debug!(server = conn.id, "dropping stale idle server");
+            self.close_stale(conn, false);
+        }
+        None
+    }
+
+    /// With a slot and no idle connection: takes a slot of every shared limit (waiting
+    /// while one is full, for one of our connections to come back) and opens a new
+    /// connection. `started` is when the checkout started waiting.
+    async fn open_for(
+        &self,
+        slot: Slot<Box<ServerConnection>>,
+        started: tokio::time::Instant,
         notice: Option<(Duration, Tell<'_>)>,
     ) -> Result<PooledServer, PoolError> {
-        let started = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| started + wait);
         let mut notice = notice.map(|(after, tell)| (started + after, tell));
-        let permit = self.pool_slot(&mut notice).await?;
         let slots = loop {
-            while let Some(mut conn) = self.pop_idle() {
-                if conn.is_usable() && !self.expired(&conn) && self.passes_check(&mut conn).await {
-                    return Ok(self.lend(conn, permit, started.elapsed()));
-                }
-                debug!(server = conn.id, "dropping stale idle server");
-                self.close_stale(conn, false);
-            }
             if let Some(slots) = self.try_limit_slots() {
                 break slots;
             }
@@ -55,6 +94,9 @@ impl Pool {
             tokio::select! {
                 _ = self.returned.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if let Some(conn) = self.reuse_idle(None, Instant::now()).await {
+                return Ok(self.lend(conn, slot, started.elapsed()));
             }
         };
         // Opening may wait for a server that is asleep or restarting: the notice is due
@@ -79,29 +121,72 @@ impl Pool {
         conn.slots = slots;
         self.note_welcome(&conn);
         debug!(server = conn.id, db = %self.key.database, user = %self.key.user, "server connected");
-        Ok(self.lend(conn, permit, started.elapsed()))
+        Ok(self.lend(conn, slot, started.elapsed()))
     }
 
-    /// A pool_size slot: at once when one is free and the pool is not paused; otherwise
-    /// counted as waiting (cl_waiting, maxwait) until a slot is ours (FIFO, reserve pool,
-    /// query_wait_timeout) or the wait is abandoned.
+    /// A pool_size slot, with the idle connection to reuse when there is one: at once
+    /// when a slot is free and the pool is not paused; otherwise counted as waiting
+    /// (cl_waiting, maxwait) until a slot is ours (FIFO, reserve pool after
+    /// reserve_pool_timeout, query_wait_timeout) or the wait is abandoned. The third
+    /// part is when the wait started (`None`: it did not wait).
     pub(super) async fn pool_slot(
         &self,
-        notice: &mut Option<(tokio::time::Instant, Tell<'_>)>,
-    ) -> Result<OwnedSemaphorePermit, PoolError> {
-        if !self.gate.is_paused() {
-            if let Ok(p) = self.permits.clone().try_acquire_owned() {
-                return Ok(p);
+        notice: &mut Option<(Duration, Tell<'_>)>,
+    ) -> Result<Taken, PoolError> {
+        let paused = if self.gate.is_paused() {
+            let waiting = self.stats.wait_started();
+            self.gate.wait_open().await;
+            Some(waiting)
+        } else {
+            None
+        };
+        let round_robin = self.target.load().options.round_robin;
+        let after = notice.as_ref().map(|n| n.0);
+        let mut queued_at = None;
+        let taken = self.queue.take_or_queue(round_robin, || {
+            let now = tokio::time::Instant::now();
+            queued_at = Some(now);
+            self.plan(now, after)
+        });
+        let mut waiting = match taken {
+            Ok((slot, conn)) => return Ok((slot, conn, paused.map(|w| w.since()))),
+            Err(waiting) => waiting,
+        };
+        let since = queued_at.unwrap_or_else(tokio::time::Instant::now);
+        let counted = paused.unwrap_or_else(|| self.stats.wait_started_at(since.into_std()));
+        loop {
+            match waiting.next().await {
+                Event::Notice => {
+                    if let Some((_, tell)) = notice.take() {
+                        tell();
+                    }
+                }
+                Event::Granted((slot, conn)) => {
+                    if slot.is_reserve() {
+                        self.note_reserve_taken();
+                    }
+                    return Ok((slot, conn, Some(counted.since())));
+                }
+                Event::TimedOut => return Err(PoolError::Timeout),
             }
         }
-        let waiting = self.stats.wait_started();
-        let since = if self.gate.is_paused() {
-            self.gate.wait_open().await;
-            tokio::time::Instant::now()
-        } else {
-            waiting.since().into()
-        };
-        self.acquire_slot(since, notice).await
+    }
+
+    /// When a checkout queued at `now` is due its notice (`notice_after`), the reserve
+    /// pool and its query_wait_timeout.
+    fn plan(&self, now: tokio::time::Instant, notice_after: Option<Duration>) -> Plan {
+        let wait = self.settings.query_wait_timeout;
+        let deadline = (!wait.is_zero()).then(|| now + wait);
+        let notice_at = notice_after
+            .map(|after| now + after)
+            .filter(|at| deadline.is_none_or(|d| *at < d));
+        let reserve_at =
+            (self.settings.reserve_pool_size > 0).then(|| now + self.settings.reserve_pool_timeout);
+        Plan {
+            notice_at,
+            reserve_at,
+            deadline,
+        }
     }
 
     /// Connects and logs in, counting the attempt (sv_login, connect histogram, failures).
@@ -136,11 +221,11 @@ impl Pool {
 
     /// Runs server_check_query on a connection that sat idle longer than
     /// server_check_delay; false when it fails (the connection is then dropped).
-    pub(super) async fn passes_check(&self, conn: &mut ServerConnection) -> bool {
+    pub(super) async fn passes_check(&self, conn: &mut ServerConnection, now: Instant) -> bool {
         let Some(query) = &self.settings.server_check_query else {
             return true;
         };
-        if conn.last_used.elapsed() < self.settings.server_check_delay {
+        if now.saturating_duration_since(conn.last_used) < self.settings.server_check_delay {
             return true;
         }
         let check = conn.run_internal(query);
@@ -160,7 +245,7 @@ impl Pool {
     pub(super) fn lend(
         &self,
         conn: Box<ServerConnection>,
-        permit: OwnedSemaphorePermit,
+        permit: Slot<Box<ServerConnection>>,
         waited: Duration,
     ) -> PooledServer {
         let active = ActiveGuard::new(&self.stats, &conn.info, waited);
@@ -168,68 +253,6 @@ impl Pool {
             conn,
             _permit: permit,
             _active: active,
-        }
-    }
-
-    /// Waits for a pool slot, taking the reserve pool too after reserve_pool_timeout,
-    /// until query_wait_timeout (both counted from `now`, the start of the wait after any
-    /// PAUSE). `notice` is taken once it has run.
-    pub(super) async fn acquire_slot(
-        &self,
-        now: tokio::time::Instant,
-        notice: &mut Option<(tokio::time::Instant, Tell<'_>)>,
-    ) -> Result<OwnedSemaphorePermit, PoolError> {
-        let wait = self.settings.query_wait_timeout;
-        let deadline = (!wait.is_zero()).then(|| now + wait);
-        if notice
-            .as_ref()
-            .is_some_and(|(at, _)| deadline.is_some_and(|d| *at >= d))
-        {
-            *notice = None;
-        }
-        let mut reserve_at =
-            (self.settings.reserve_pool_size > 0).then(|| now + self.settings.reserve_pool_timeout);
-        let main = self.permits.clone().acquire_owned();
-        tokio::pin!(main);
-        type Acquire = Pin<
-            Box<
-                dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send,
-            >,
-        >;
-        let mut reserve: Option<Acquire> = None;
-        loop {
-            let next = [notice.as_ref().map(|n| n.0), reserve_at, deadline]
-                .into_iter()
-                .flatten()
-                .min();
-            let from_reserve = async {
-                match reserve.as_mut() {
-                    Some(r) => r.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                p = &mut main => return p.map_err(|_| PoolError::Closed),
-                p = from_reserve => {
-                    self.note_reserve_taken();
-                    return p.map_err(|_| PoolError::Closed);
-                }
-                _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some() => {}
-            }
-            let now = tokio::time::Instant::now();
-            if notice.as_ref().is_some_and(|n| n.0 <= now) {
-                if let Some((_, tell)) = notice.take() {
-                    tell();
-                }
-            }
-            if reserve_at.is_some_and(|r| r <= now) {
-                reserve_at = None;
-                reserve = Some(Box::pin(self.reserve.clone().acquire_owned()));
-            }
-            if deadline.is_some_and(|d| d <= now) {
-                return Err(PoolError::Timeout);
-            }
         }
     }
 
@@ -253,15 +276,15 @@ impl Pool {
             || self.expired_at(&conn, now)
         {
             self.close_stale(conn, false);
+            drop(active);
         } else {
             conn.last_used = now;
-            crate::panic::lock(&self.idle).push(conn);
+            // Off loan before the next client may have it (SHOW SERVERS, WAIT_CLOSE).
+            drop(active);
+            // Straight to the oldest waiting client, or idle with the slot free.
+            self.queue.checkin(permit, Some(conn));
             self.returned.notify_one();
         }
-        // The slot frees only after the connection is back in the idle list, so the next
-        // waiter finds it there instead of opening a new one.
-        drop(active);
-        drop(permit);
     }
 
     /// Closes a connection that must not be reused (dirty, broken) and frees its slot.

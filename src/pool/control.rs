@@ -58,30 +58,19 @@ impl Pool {
             return false;
         }
         self.size.store(new_size, Ordering::Relaxed);
-        if new_size > old {
-            self.permits.add_permits(new_size - old);
-            return true;
-        }
-        let shrink = old - new_size;
-        let left = shrink - self.permits.forget_permits(shrink);
-        if left > 0 {
-            // Slots on loan now: retire them as they come back.
-            let permits = self.permits.clone();
-            tokio::spawn(async move {
-                if let Ok(p) = permits.acquire_many_owned(left as u32).await {
-                    p.forget();
-                }
-            });
-        }
+        // Growing hands the new slots to queued clients first; slots on loan beyond a
+        // shrunk size are retired as they come back.
+        self.queue.resize(old, new_size);
         true
     }
 
     /// Idle connections for SHOW SERVERS: identity, last use and whether RECONNECT marked it.
     pub fn idle_servers(&self) -> Vec<(Arc<ServerInfo>, Instant, bool)> {
-        let idle = self.idle.lock().expect("idle lock poisoned");
-        idle.iter()
-            .map(|c| (c.info.clone(), c.last_used, self.close_needed(c.created)))
-            .collect()
+        self.queue.with_idle(|idle| {
+            idle.iter()
+                .map(|c| (c.info.clone(), c.last_used, self.close_needed(c.created)))
+                .collect()
+        })
     }
 
     /// Whether a lent connection created at `created` will be closed on release.

@@ -22,10 +22,14 @@ impl Pool {
         let started = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| started + wait);
-        let permit = self.pool_slot(&mut None).await?;
+        let (permit, handed, _) = self.pool_slot(&mut None).await?;
+        if let Some(conn) = handed {
+            // Not for us: a dedicated connection is always new.
+            self.queue.with_idle(|idle| idle.push(conn));
+        }
         // Idle connections hold no slot: with ours taken, close idle ones beyond what the
         // remaining slots allow, so the pool never holds more than pool_size connections.
-        while self.idle_count() > self.permits.available_permits() {
+        while self.idle_count() > self.queue.available() {
             if !self.close_one_idle() {
                 break;
             }

@@ -98,7 +98,7 @@ impl Pool {
             if self.gate.is_paused() || self.client_waits() {
                 return;
             }
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let Some(permit) = self.queue.try_slot() else {
                 return;
             };
             let Some(slots) = self.try_limit_slots() else {
@@ -117,7 +117,8 @@ impl Pool {
                     conn.slots = slots;
                     conn.last_used = std::time::Instant::now();
                     self.note_welcome(&conn);
-                    crate::panic::lock(&self.idle).push(conn);
+                    // To a client that queued meanwhile, else idle.
+                    self.queue.checkin(permit, Some(conn));
                     self.returned.notify_one();
                     self.filler.succeeded();
                 }
@@ -127,7 +128,6 @@ impl Pool {
                     return;
                 }
             }
-            drop(permit);
         }
     }
 

@@ -19,12 +19,7 @@ impl Pool {
     /// load spreads over every connection (and the servers behind a load balancer).
     pub(super) fn take_idle(&self) -> Option<Box<ServerConnection>> {
         let round_robin = self.target.load().options.round_robin;
-        let mut idle = crate::panic::lock(&self.idle);
-        if round_robin && !idle.is_empty() {
-            Some(idle.remove(0))
-        } else {
-            idle.pop()
-        }
+        self.queue.take_idle(round_robin)
     }
 
     /// Why an idle or returned connection cannot be reused; `idle_too_long` when
@@ -55,7 +50,7 @@ impl Pool {
 
     /// Closes every idle connection, logging `reason` for each.
     pub fn close_idle_because(&self, reason: CloseReason) {
-        for conn in crate::panic::lock(&self.idle).drain(..) {
+        for conn in self.queue.with_idle(std::mem::take) {
             tokio::spawn(conn.close_because(reason.clone()));
         }
     }

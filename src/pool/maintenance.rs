@@ -12,15 +12,13 @@ use crate::server::ServerConnection;
 impl Pool {
     /// Closes one idle connection (to free a shared-limit slot); false when none is idle.
     pub fn close_one_idle(&self) -> bool {
-        let conn = {
-            let mut idle = crate::panic::lock(&self.idle);
-            if idle.is_empty() {
-                return false;
-            }
-            // the least recently used one
-            idle.remove(0)
+        // the least recently used one
+        let conn = self
+            .queue
+            .with_idle(|idle| (!idle.is_empty()).then(|| idle.remove(0)));
+        let Some(mut conn) = conn else {
+            return false;
         };
-        let mut conn = conn;
         // Free the shared-limit slots now, not after the goodbye round trip.
         conn.slots.clear();
         tokio::spawn(conn.close_because(crate::logging::close_reason::CloseReason::Evicted));
@@ -42,18 +40,19 @@ impl Pool {
     /// server closed. Called periodically by the janitor.
     pub fn reap(&self) {
         let idle_limit = self.settings.server_idle_timeout;
-        let mut idle = crate::panic::lock(&self.idle);
-        let mut keep = Vec::with_capacity(idle.len());
-        for mut conn in idle.drain(..) {
-            let too_idle = !idle_limit.is_zero() && conn.last_used.elapsed() >= idle_limit;
-            if too_idle || self.expired(&conn) || !conn.is_usable() {
-                debug!(server = conn.id, "closing idle server");
-                self.close_stale(conn, too_idle);
-            } else {
-                keep.push(conn);
+        self.queue.with_idle(|idle| {
+            let mut keep = Vec::with_capacity(idle.len());
+            for mut conn in idle.drain(..) {
+                let too_idle = !idle_limit.is_zero() && conn.last_used.elapsed() >= idle_limit;
+                if too_idle || self.expired(&conn) || !conn.is_usable() {
+                    debug!(server = conn.id, "closing idle server");
+                    self.close_stale(conn, too_idle);
+                } else {
+                    keep.push(conn);
+                }
             }
-        }
-        *idle = keep;
+            *idle = keep;
+        });
     }
 
     /// Closes every idle connection (RECONNECT, shutdown).

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod dedicated;
 pub(crate) mod fill;
@@ -29,11 +29,15 @@ pub mod limits;
 pub mod listen;
 mod maintenance;
 pub mod prepared;
+pub mod queue;
 pub mod stats;
 pub mod wait_list;
 pub use gate::Gate;
 pub use limits::LimitGroup;
 pub use stats::{PoolStats, StatsTotals, Timers};
+
+/// Slots of a pool with pool_size 0 (no limit).
+const UNLIMITED: usize = usize::MAX >> 4;
 
 /// Identifies a pool: the client-facing database name and the server-side user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,7 +98,7 @@ pub struct PooledServer {
     /// The connection (boxed: it moves between the idle list and its client on every
     /// transaction, and a pointer is cheaper to move than the whole state).
     pub conn: Box<ServerConnection>,
-    _permit: OwnedSemaphorePermit,
+    _permit: queue::Slot<Box<ServerConnection>>,
     _active: ActiveGuard,
 }
 
@@ -126,12 +130,10 @@ pub struct Pool {
     target: arc_swap::ArcSwap<ServerTarget>,
     /// Limits and timeouts.
     pub settings: PoolSettings,
-    // Boxed on purpose: a connection moves between this list and a client on every
+    // Boxed on purpose: a connection moves between the idle list and a client on every
     // transaction, and moving a pointer beats copying the whole state.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<ServerConnection>>>,
-    permits: Arc<Semaphore>,
-    reserve: Arc<Semaphore>,
+    /// The pool_size and reserve slots, the idle connections and the queued clients.
+    queue: Arc<queue::SlotQueue<Box<ServerConnection>>>,
     welcome: Mutex<Option<Arc<HashMap<String, String>>>>,
     returned: tokio::sync::Notify,
     /// Prepared statements of this pool's clients, de-duplicated by text and types.
@@ -159,16 +161,14 @@ impl Pool {
         timers: Timers,
     ) -> Arc<Pool> {
         let size = if settings.pool_size == 0 {
-            Semaphore::MAX_PERMITS
+            UNLIMITED
         } else {
             settings.pool_size
         };
         Arc::new(Pool {
             key,
             target: arc_swap::ArcSwap::from_pointee(target),
-            permits: Arc::new(Semaphore::new(size)),
-            reserve: Arc::new(Semaphore::new(settings.reserve_pool_size)),
-            idle: Mutex::new(Vec::new()),
+            queue: queue::SlotQueue::new(size, settings.reserve_pool_size),
             welcome: Mutex::new(None),
             returned: tokio::sync::Notify::new(),
             statements: Arc::new(crate::pool::prepared::StatementRegistry::counting(
@@ -189,7 +189,7 @@ impl Pool {
     /// Whether a checkout could start now without queueing (not paused, a pool_size slot
     /// free). A hint only: another client may take the slot first.
     pub fn has_free_slot(&self) -> bool {
-        !self.gate.is_paused() && self.permits.available_permits() > 0
+        !self.gate.is_paused() && self.queue.available() > 0
     }
 
     /// The parameters the first server of this pool reported at login, which clients
@@ -210,6 +210,6 @@ impl Pool {
 
     /// Number of idle connections.
     pub fn idle_count(&self) -> usize {
-        crate::panic::lock(&self.idle).len()
+        self.queue.with_idle(|idle| idle.len())
     }
 }

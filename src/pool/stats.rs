@@ -315,8 +315,12 @@ impl PoolStats {
 
     /// Records that a client started waiting, until the returned guard drops.
     pub fn wait_started(&self) -> WaitGuard<'_> {
+        self.wait_started_at(Instant::now())
+    }
+
+    /// As [`PoolStats::wait_started`], for a wait that started at `now`.
+    pub fn wait_started_at(&self, now: Instant) -> WaitGuard<'_> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
         let token = crate::panic::lock(&self.waiters).start(now);
         WaitGuard(self, token, now)
     }

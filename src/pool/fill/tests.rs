@@ -51,7 +51,7 @@ async fn a_fill_during_an_outage_makes_one_attempt_and_keeps_no_slot() {
     tokio::time::timeout(Duration::from_secs(20), p.fill_min())
         .await
         .expect("the fill returns after its attempt instead of retrying");
-    assert_eq!(p.permits.available_permits(), 1, "the slot is free again");
+    assert_eq!(p.queue.available(), 1, "the slot is free again");
     assert_eq!(p.stats.logging_in.load(Ordering::Relaxed), 0);
     assert_eq!(p.stats.timers.connect_failures.get(), 1);
     assert_eq!(p.idle_count(), 0);
@@ -111,7 +111,7 @@ async fn a_fill_attempt_gives_its_slot_to_a_client_that_queues() {
         assert!(Instant::now() < deadline, "the fill starts connecting");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(p.permits.available_permits(), 0, "the fill holds the slot");
+    assert_eq!(p.queue.available(), 0, "the fill holds the slot");
     let client = tokio::spawn({
         let p = p.clone();
         async move { p.checkout().await.map(|_| ()) }
