@@ -26,8 +26,8 @@ async fn a_returned_connection_goes_to_the_oldest_waiter_with_its_slot() {
     let q = SlotQueue::<u32>::new(1, 0);
     let (held, none) = q.take_or_queue(false, plan_none).expect("a free slot");
     assert!(none.is_none());
-    let mut first = q.take_or_queue(false, plan_none).err().expect("queued");
-    let mut second = q.take_or_queue(false, plan_none).err().expect("queued");
+    let mut first = q.take_or_queue(false, plan_none).expect_err("queued");
+    let mut second = q.take_or_queue(false, plan_none).expect_err("queued");
     assert!(poll_now(&mut first).is_none(), "nothing to hand over yet");
     q.checkin(held, Some(7));
     let (slot, conn) = granted(poll_now(&mut first));
@@ -44,9 +44,9 @@ async fn a_returned_connection_goes_to_the_oldest_waiter_with_its_slot() {
 async fn a_waiter_that_gave_up_never_swallows_a_connection_or_a_slot() {
     let q = SlotQueue::<u32>::new(1, 0);
     let (held, _) = q.take_or_queue(false, plan_none).expect("a free slot");
-    let gone_before = q.take_or_queue(false, plan_none).err().expect("queued");
-    let granted_then_gone = q.take_or_queue(false, plan_none).err().expect("queued");
-    let last = q.take_or_queue(false, plan_none).err().expect("queued");
+    let gone_before = q.take_or_queue(false, plan_none).expect_err("queued");
+    let granted_then_gone = q.take_or_queue(false, plan_none).expect_err("queued");
+    let last = q.take_or_queue(false, plan_none).expect_err("queued");
     drop(gone_before);
     // Skips the waiter that left; the next one is handed the connection and leaves
     // without looking, and so does the last one.
@@ -69,7 +69,7 @@ async fn the_deadline_task_tells_then_times_out_the_head() {
         reserve_at: None,
         deadline: Some(start + Duration::from_secs(3)),
     };
-    let mut w = q.take_or_queue(false, plan).err().expect("queued");
+    let mut w = q.take_or_queue(false, plan).expect_err("queued");
     assert!(matches!(w.next().await, Event::Notice));
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert!(matches!(w.next().await, Event::TimedOut));
@@ -85,14 +85,14 @@ async fn the_reserve_goes_to_a_head_past_reserve_pool_timeout_and_comes_back() {
         reserve_at: Some(start + Duration::from_secs(2)),
         ..Plan::default()
     };
-    let mut w = q.take_or_queue(false, plan).err().expect("queued");
+    let mut w = q.take_or_queue(false, plan).expect_err("queued");
     let (reserve, _) = match w.next().await {
         Event::Granted(g) => g,
         _ => panic!("expected the reserve slot"),
     };
     assert!(reserve.is_reserve());
     assert_eq!(start.elapsed(), Duration::from_secs(2));
-    let mut next = q.take_or_queue(false, plan_none).err().expect("queued");
+    let mut next = q.take_or_queue(false, plan_none).expect_err("queued");
     drop(reserve);
     assert!(
         poll_now(&mut next).is_none(),
@@ -108,12 +108,12 @@ async fn resizing_grants_new_slots_to_waiters_and_retires_held_ones_on_return() 
     let q = SlotQueue::<u32>::new(2, 0);
     let (a, _) = q.take_or_queue(false, plan_none).expect("free");
     let (b, _) = q.take_or_queue(false, plan_none).expect("free");
-    let mut w = q.take_or_queue(false, plan_none).err().expect("queued");
+    let mut w = q.take_or_queue(false, plan_none).expect_err("queued");
     q.resize(2, 3);
     let (c, _) = granted(poll_now(&mut w));
     q.resize(3, 1);
     assert_eq!(q.available(), 0);
-    let mut w2 = q.take_or_queue(false, plan_none).err().expect("queued");
+    let mut w2 = q.take_or_queue(false, plan_none).expect_err("queued");
     q.checkin(a, Some(5));
     drop(b);
     assert!(poll_now(&mut w2).is_none(), "both returns pay the shrink");
