@@ -1,5 +1,6 @@
 //! Per (database, user) server pools: the pool's state and types here; bounded checkout
-//! with a FIFO wait and a deadline and checkin of clean connections (`checkout`), idle and
+//! with a FIFO wait and a deadline and checkin of clean connections (`checkout`) over the
+//! pool's slots, idle list and waiting clients with their hand-off (`queue`), idle and
 //! lifetime reaping (`maintenance`), min_pool_size (`fill`), login retries (`retry`),
 //! PAUSE (`gate`), shared limits (`limits`), the shared LISTEN connection (`listen`), the
 //! pool-wide prepared-statement registry (`prepared`) and counters (`stats`). Owns no
@@ -9,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -130,9 +130,9 @@ pub struct Pool {
     target: arc_swap::ArcSwap<ServerTarget>,
     /// Limits and timeouts.
     pub settings: PoolSettings,
-    // Boxed on purpose: a connection moves between the idle list and a client on every
-    // transaction, and moving a pointer beats copying the whole state.
     /// The pool_size and reserve slots, the idle connections and the queued clients.
+    // Connections boxed on purpose: one moves between the idle list and a client on every
+    // transaction, and moving a pointer beats copying the whole state.
     queue: Arc<queue::SlotQueue<Box<ServerConnection>>>,
     welcome: Mutex<Option<Arc<HashMap<String, String>>>>,
     returned: tokio::sync::Notify,
