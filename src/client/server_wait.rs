@@ -15,7 +15,7 @@ use super::context::SessionContext;
 use super::registry::{ClientEntry, ClientState};
 use crate::error::{ClientError, ErrorKind};
 use crate::logging::close_reason::{note_close, CloseReason};
-use crate::pool::{Pool, PoolError, PooledServer, Tell};
+use crate::pool::{Pool, PoolError, PooledServer, Stop, Tell};
 use crate::protocol::messages;
 use bytes::BytesMut;
 
@@ -46,15 +46,11 @@ pub async fn wait_for_server(
     if ctx.lends_no_servers() {
         return Err(WaitEnd::ShuttingDown);
     }
-    let stopping = async {
-        loop {
-            ctx.shutdown_signal().cancelled().await;
-            if ctx.lends_no_servers() {
-                return;
-            }
-            // WAIT_FOR_CLIENTS: keep waiting (a later request may escalate).
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    // The pool wakes its waiting clients at shutdown: no subscription per checkout.
+    let lends_none = || ctx.lends_no_servers();
+    let stop = Stop {
+        signal: ctx.shutdown_signal(),
+        lends_none: &lends_none,
     };
     let timer = async {
         if query_timeout.is_zero() {
@@ -64,9 +60,11 @@ pub async fn wait_for_server(
     };
     tokio::select! {
         biased;
-        r = pool.checkout_noticed(notice) => r.map_err(WaitEnd::Pool),
+        r = pool.checkout_noticed(notice, Some(&stop)) => r.map_err(|e| match e {
+            PoolError::Closed => WaitEnd::ShuttingDown,
+            e => WaitEnd::Pool(e),
+        }),
         _ = timer => Err(WaitEnd::QueryTimeout),
-        _ = stopping => Err(WaitEnd::ShuttingDown),
     }
 }
 

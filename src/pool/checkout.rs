@@ -11,8 +11,29 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
+use tokio_util::sync::CancellationToken;
+
 use super::queue::{Event, Plan, Slot};
-use super::{limits, retry, ActiveGuard, Pool, PoolError, PooledServer, Tell};
+use super::{limits, retry, ActiveGuard, Pool, PoolError, PooledServer, Stop, Tell};
+
+/// How often a client waiting through a shutdown that still lends servers
+/// (WAIT_FOR_CLIENTS) checks whether it was escalated.
+const STOP_RECHECK: Duration = Duration::from_millis(100);
+
+/// How often the shutdown relay of a pool checks whether the pool is gone.
+const RELAY_ALIVE_CHECK: Duration = Duration::from_secs(60);
+
+/// Resolves once servers are no longer lent: at the shutdown signal, or later in
+/// [`STOP_RECHECK`] steps while the shutdown still lends them.
+async fn stopped(stop: &Stop<'_>) {
+    loop {
+        stop.signal.cancelled().await;
+        if (stop.lends_none)() {
+            return;
+        }
+        tokio::time::sleep(STOP_RECHECK).await;
+    }
+}
 
 /// A pool slot, the idle connection handed over with it (if any) and when the wait for
 /// it started (`None`: it did not wait).
@@ -28,25 +49,35 @@ impl Pool {
     /// connection that is still open or opens a new one. Cancel safe: dropping the
     /// future gives the slot back.
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
-        self.checkout_noticed(None).await
+        self.checkout_noticed(None, None).await
     }
 
     /// As [`Pool::checkout`]; `notice` is `(after, tell)`: when the checkout has queued
     /// for `after`, `tell` runs once (query_wait_notify). A queued checkout arms no timer:
     /// the pool's deadline task tells it when the notice, the reserve pool or
-    /// query_wait_timeout is due. One clock read when it does not queue.
+    /// query_wait_timeout is due. One clock read when it does not queue. With `stop`, a
+    /// wait (queued, paused or connecting) ends with [`PoolError::Closed`] once pgfunnel
+    /// lends no more servers.
     pub async fn checkout_noticed(
         &self,
         mut notice: Option<(Duration, Tell<'_>)>,
+        stop: Option<&Stop<'_>>,
     ) -> Result<PooledServer, PoolError> {
-        let (slot, handed, queued) = self.pool_slot(&mut notice).await?;
+        let (slot, handed, queued) = self.pool_slot(&mut notice, stop).await?;
         let now = Instant::now();
         if let Some(conn) = self.reuse_idle(handed, now).await {
             let waited = queued.map_or(Duration::ZERO, |q| now.saturating_duration_since(q));
             return Ok(self.lend(conn, slot, waited));
         }
-        self.open_for(slot, queued.unwrap_or(now).into(), notice)
-            .await
+        let started = queued.unwrap_or(now).into();
+        match stop {
+            Some(stop) => tokio::select! {
+                biased;
+                r = self.open_for(slot, started, notice) => r,
+                () = stopped(stop) => Err(PoolError::Closed),
+            },
+            None => self.open_for(slot, started, notice).await,
+        }
     }
 
     /// An idle connection fit for reuse: `first` (handed over with the slot) or one from
@@ -132,10 +163,17 @@ impl Pool {
     pub(super) async fn pool_slot(
         &self,
         notice: &mut Option<(Duration, Tell<'_>)>,
+        stop: Option<&Stop<'_>>,
     ) -> Result<Taken, PoolError> {
         let paused = if self.gate.is_paused() {
             let waiting = self.stats.wait_started();
-            self.gate.wait_open().await;
+            match stop {
+                Some(stop) => tokio::select! {
+                    () = self.gate.wait_open() => {}
+                    () = stopped(stop) => return Err(PoolError::Closed),
+                },
+                None => self.gate.wait_open().await,
+            }
             Some(waiting)
         } else {
             None
@@ -154,8 +192,16 @@ impl Pool {
         };
         let since = queued_at.unwrap_or_else(tokio::time::Instant::now);
         let counted = paused.unwrap_or_else(|| self.stats.wait_started_at(since.into_std()));
+        if let Some(stop) = stop {
+            self.relay_stop(stop.signal);
+        }
         loop {
             match waiting.next().await {
+                Event::Interrupted => {
+                    if stop.is_some_and(|s| (s.lends_none)()) {
+                        return Err(PoolError::Closed);
+                    }
+                }
                 Event::Notice => {
                     if let Some((_, tell)) = notice.take() {
                         tell();
@@ -170,6 +216,33 @@ impl Pool {
                 Event::TimedOut => return Err(PoolError::Timeout),
             }
         }
+    }
+
+    /// Starts (once per pool) the task that wakes this pool's waiting clients when a
+    /// shutdown starts and every [`STOP_RECHECK`] after it, so that no waiting client
+    /// subscribes to the shutdown signal itself. It ends with the pool.
+    fn relay_stop(&self, signal: &CancellationToken) {
+        self.stop_relay.get_or_init(|| {
+            let queue = Arc::downgrade(&self.queue);
+            let signal = signal.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = signal.cancelled() => break,
+                        () = tokio::time::sleep(RELAY_ALIVE_CHECK) => {
+                            if queue.strong_count() == 0 {
+                                return;
+                            }
+                        }
+                    }
+                }
+                while let Some(q) = queue.upgrade() {
+                    q.interrupt_all();
+                    drop(q);
+                    tokio::time::sleep(STOP_RECHECK).await;
+                }
+            });
+        });
     }
 
     /// When a checkout queued at `now` is due its notice (`notice_after`), the reserve

@@ -22,7 +22,7 @@ impl Pool {
         let started = tokio::time::Instant::now();
         let wait = self.settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| started + wait);
-        let (permit, handed, _) = self.pool_slot(&mut None).await?;
+        let (permit, handed, _) = self.pool_slot(&mut None, None).await?;
         if let Some(conn) = handed {
             // Not for us: a dedicated connection is always new.
             self.queue.with_idle(|idle| idle.push(conn));

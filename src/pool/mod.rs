@@ -86,7 +86,7 @@ pub enum PoolError {
     /// Opening a new server connection failed.
     #[error(transparent)]
     Connect(#[from] ServerError),
-    /// The pool was closed (shutdown or config change).
+    /// pgfunnel lends no more servers (shutdown; see [`Stop`]).
     #[error("pool closed")]
     Closed,
 }
@@ -122,6 +122,16 @@ impl Drop for ActiveGuard {
 /// Tells a queued client why it waits (query_wait_notify); see [`Pool::checkout_noticed`].
 pub type Tell<'a> = &'a mut (dyn FnMut() + Send);
 
+/// How a waiting checkout learns that pgfunnel stopped lending servers (see
+/// [`Pool::checkout_noticed`]). The pool subscribes to `signal` once for all its waiters.
+pub struct Stop<'a> {
+    /// Fires when a shutdown starts.
+    pub signal: &'a tokio_util::sync::CancellationToken,
+    /// Whether servers are no longer lent (WAIT_FOR_CLIENTS still lends them until a second
+    /// request escalates it).
+    pub lends_none: &'a (dyn Fn() -> bool + Sync),
+}
+
 /// One pool of server connections.
 #[derive(Debug)]
 pub struct Pool {
@@ -150,6 +160,8 @@ pub struct Pool {
     /// (RECONNECT, config change); 0 = none.
     close_before_us: AtomicU64,
     size: AtomicUsize,
+    /// Set once the task that interrupts waiting clients at shutdown runs.
+    stop_relay: std::sync::OnceLock<()>,
 }
 
 impl Pool {
@@ -182,6 +194,7 @@ impl Pool {
             born: Instant::now(),
             close_before_us: AtomicU64::new(0),
             size: AtomicUsize::new(settings.pool_size),
+            stop_relay: std::sync::OnceLock::new(),
             settings,
         })
     }

@@ -90,6 +90,9 @@ pub enum Event<T: Send + 'static> {
     Granted(Grant<T>),
     /// query_wait_timeout passed.
     TimedOut,
+    /// Look around: pgfunnel may be stopping ([`SlotQueue::interrupt_all`]); the place in
+    /// the queue is kept.
+    Interrupted,
 }
 
 /// The slots, idle connections and queue of one pool.
@@ -272,6 +275,18 @@ impl<T: Send + 'static> SlotQueue<T> {
         crate::panic::lock(&self.state).take_idle(oldest_first)
     }
 
+    /// Wakes every waiter with [`Event::Interrupted`] (a shutdown started).
+    pub fn interrupt_all(&self) {
+        let wakers: Vec<Waker> = {
+            let st = crate::panic::lock(&self.state);
+            st.waiters
+                .iter()
+                .filter_map(|e| e.ticket.interrupt())
+                .collect()
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
     /// Wakes the waiters whose events are due at `now`: notices, reserve slots, timeouts.
     /// Returns when the next one falls due.
     fn fire(self: &Arc<Self>, now: Instant) -> Option<Instant> {
@@ -373,12 +388,13 @@ enum Outcome<T: Send + 'static> {
 }
 
 /// One queued checkout's mailbox: the queue settles it once, the deadline task may flag
-/// a notice, the waiter polls it.
+/// a notice (and a shutdown an interrupt), the waiter polls it.
 struct Ticket<T: Send + 'static>(Mutex<TicketState<T>>);
 
 struct TicketState<T: Send + 'static> {
     outcome: Option<Outcome<T>>,
     notice_due: bool,
+    interrupted: bool,
     gone: bool,
     waker: Option<Waker>,
 }
@@ -388,6 +404,7 @@ impl<T: Send + 'static> Default for Ticket<T> {
         Ticket(Mutex::new(TicketState {
             outcome: None,
             notice_due: false,
+            interrupted: false,
             gone: false,
             waker: None,
         }))
@@ -412,6 +429,12 @@ impl<T: Send + 'static> Ticket<T> {
         t.waker.take()
     }
 
+    fn interrupt(&self) -> Option<Waker> {
+        let mut t = crate::panic::lock(&self.0);
+        t.interrupted = true;
+        t.waker.take()
+    }
+
     fn is_gone(&self) -> bool {
         crate::panic::lock(&self.0).gone
     }
@@ -425,6 +448,9 @@ impl<T: Send + 'static> Ticket<T> {
         }
         if std::mem::take(&mut t.notice_due) {
             return Poll::Ready(Event::Notice);
+        }
+        if std::mem::take(&mut t.interrupted) {
+            return Poll::Ready(Event::Interrupted);
         }
         if !t.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             t.waker = Some(cx.waker().clone());

@@ -17,6 +17,7 @@ fn granted<T: Send + 'static>(e: Option<Event<T>>) -> Grant<T> {
         Some(Event::Granted(g)) => g,
         Some(Event::Notice) => panic!("a notice, not a grant"),
         Some(Event::TimedOut) => panic!("timed out, not granted"),
+        Some(Event::Interrupted) => panic!("interrupted, not granted"),
         None => panic!("nothing yet"),
     }
 }
@@ -125,4 +126,20 @@ async fn resizing_grants_new_slots_to_waiters_and_retires_held_ones_on_return() 
     drop(c);
     let (_d, conn) = granted(poll_now(&mut w2));
     assert_eq!(conn, None);
+}
+
+#[tokio::test]
+async fn an_interrupted_waiter_keeps_its_place() {
+    let q = SlotQueue::<u32>::new(1, 0);
+    let (held, _) = q.take_or_queue(false, plan_none).expect("a free slot");
+    let mut first = q.take_or_queue(false, plan_none).expect_err("queued");
+    let mut second = q.take_or_queue(false, plan_none).expect_err("queued");
+    q.interrupt_all();
+    assert!(matches!(poll_now(&mut first), Some(Event::Interrupted)));
+    assert!(matches!(poll_now(&mut second), Some(Event::Interrupted)));
+    assert!(poll_now(&mut first).is_none(), "once per interrupt");
+    q.checkin(held, Some(3));
+    let (_slot, conn) = granted(poll_now(&mut first));
+    assert_eq!(conn, Some(3), "still the oldest waiter");
+    assert!(poll_now(&mut second).is_none());
 }
