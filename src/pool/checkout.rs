@@ -69,14 +69,16 @@ impl Pool {
             let waited = queued.map_or(Duration::ZERO, |q| now.saturating_duration_since(q));
             return Ok(self.lend(conn, slot, waited));
         }
-        let started = queued.unwrap_or(now).into();
+        // Boxed: opening is rare and its state large; an idle client's future (sized by
+        // its largest state) stays small without it.
+        let opening = Box::pin(self.open_for(slot, queued.unwrap_or(now).into(), notice));
         match stop {
             Some(stop) => tokio::select! {
                 biased;
-                r = self.open_for(slot, started, notice) => r,
-                () = stopped(stop) => Err(PoolError::Closed),
+                r = opening => r,
+                () = Box::pin(stopped(stop)) => Err(PoolError::Closed),
             },
-            None => self.open_for(slot, started, notice).await,
+            None => opening.await,
         }
     }
 
@@ -132,9 +134,7 @@ impl Pool {
         };
         // Opening may wait for a server that is asleep or restarting: the notice is due
         // then too.
-        // Boxed: connecting is rare and its state is large; a waiting client's future
-        // stays small without it.
-        let mut opening = Box::pin(self.open(retry::Retry::Until(deadline)));
+        let mut opening = std::pin::pin!(self.open(retry::Retry::Until(deadline)));
         let opened = match notice.take() {
             Some((at, tell)) if deadline.is_none_or(|d| at < d) => {
                 tokio::select! {
@@ -168,9 +168,10 @@ impl Pool {
         let paused = if self.gate.is_paused() {
             let waiting = self.stats.wait_started();
             match stop {
+                // Boxed as the rare path it is.
                 Some(stop) => tokio::select! {
-                    () = self.gate.wait_open() => {}
-                    () = stopped(stop) => return Err(PoolError::Closed),
+                    () = Box::pin(self.gate.wait_open()) => {}
+                    () = Box::pin(stopped(stop)) => return Err(PoolError::Closed),
                 },
                 None => self.gate.wait_open().await,
             }
