@@ -156,14 +156,16 @@ static WORD: [bool; 256] = {
     t
 };
 
-/// First bytes of the [`TRIGGERS`], both cases: most words stop at this lookup.
-static FIRST: [bool; 256] = {
-    let mut t = [false; 256];
+/// For each byte, the [`TRIGGERS`] (bit `i` for `TRIGGERS[i]`) a word starting with it may
+/// be, either case: most words stop at this lookup.
+static CANDIDATES: [u32; 256] = {
+    assert!(TRIGGERS.len() <= 32);
+    let mut t = [0u32; 256];
     let mut i = 0;
     while i < TRIGGERS.len() {
         let c = TRIGGERS[i].0[0];
-        t[c.to_ascii_lowercase() as usize] = true;
-        t[c.to_ascii_uppercase() as usize] = true;
+        t[c.to_ascii_lowercase() as usize] |= 1 << i;
+        t[c.to_ascii_uppercase() as usize] |= 1 << i;
         i += 1;
     }
     t
@@ -173,36 +175,46 @@ static FIRST: [bool; 256] = {
 /// rule could fire: none of the [`TRIGGERS`] occurs, and no `--` comment could hide a
 /// statement start. Everything else takes the full path, which decides.
 fn may_matter(s: &[u8]) -> bool {
-    if memchr::memchr_iter(b'-', s).any(|i| s.get(i + 1) == Some(&b'-')) {
-        return true;
-    }
-    let mut start = 0;
-    // Each word ends at one separator byte, so the next starts just after it.
-    for w in s.split(|&b| !WORD[b as usize]) {
-        if w.first().is_some_and(|&c| FIRST[c as usize]) && word_may_matter(s, start, w) {
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        let c = s[i];
+        if !WORD[c as usize] {
+            if c == b'-' && s.get(i + 1) == Some(&b'-') {
+                return true;
+            }
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        while i < n && WORD[s[i] as usize] {
+            i += 1;
+        }
+        let candidates = CANDIDATES[c as usize];
+        if candidates != 0 && word_may_matter(s, start, &s[start..i], candidates) {
             return true;
         }
-        start += w.len() + 1;
     }
     false
 }
 
-/// Whether the word `w`, at `start` in `s`, is one of the [`TRIGGERS`].
-fn word_may_matter(s: &[u8], start: usize, w: &[u8]) -> bool {
-    let first = w[0].to_ascii_lowercase();
-    TRIGGERS.iter().any(|&(k, how)| {
-        k[0] == first
-            && match how {
-                Match::Word => w.eq_ignore_ascii_case(k),
-                Match::Prefix => w.len() >= k.len() && w[..k.len()].eq_ignore_ascii_case(k),
-                Match::StatementStart => {
-                    w.eq_ignore_ascii_case(k) && set_may_start_statement(s, start)
-                }
-                Match::UnicodeEscape => {
-                    w.eq_ignore_ascii_case(k) && s.get(start + 1) == Some(&b'&')
-                }
-            }
-    })
+/// Whether the word `w`, at `start` in `s`, is one of the [`TRIGGERS`] in `candidates`.
+fn word_may_matter(s: &[u8], start: usize, w: &[u8], mut candidates: u32) -> bool {
+    while candidates != 0 {
+        let (k, how) = TRIGGERS[candidates.trailing_zeros() as usize];
+        candidates &= candidates - 1;
+        let hit = match how {
+            Match::Word => w.eq_ignore_ascii_case(k),
+            Match::Prefix => w.len() >= k.len() && w[..k.len()].eq_ignore_ascii_case(k),
+            Match::StatementStart => w.eq_ignore_ascii_case(k) && set_may_start_statement(s, start),
+            Match::UnicodeEscape => w.eq_ignore_ascii_case(k) && s.get(start + 1) == Some(&b'&'),
+        };
+        if hit {
+            return true;
+        }
+    }
+    false
 }
 
 /// False for `UPDATE t SET …`, `ALTER … SET …`: a SET right after a name or `)` starts

@@ -31,6 +31,7 @@ pub(super) enum Next {
 /// else gathered in `partial` (which takes every byte of `input` past `at` that belongs to
 /// it). While incomplete, `input` holds nothing of it past `at`, or only a header shorter
 /// than 5 bytes.
+#[inline]
 pub(super) fn next_whole(partial: &mut BytesMut, input: &mut BytesMut, at: usize) -> Next {
     if partial.is_empty() {
         let rest = &input[at..];
@@ -85,6 +86,7 @@ impl Kept {
     /// After the handler of `input[end()..][..total]` ran and wrote `out[at..]`: the
     /// message joins the kept bytes when it goes on unchanged and nothing was written;
     /// otherwise the kept bytes go before what was written, then the message if unchanged.
+    #[inline]
     pub(super) fn after(
         &mut self,
         sent: Sent,
@@ -120,8 +122,10 @@ impl Kept {
             // Swap: `out` takes the input's memory, the input `out`'s (empty) memory and the
             // few bytes past the kept ones (at most an incomplete header, usually none).
             std::mem::swap(input, out);
-            input.extend_from_slice(&out[kept..]);
-            out.truncate(kept);
+            if rest > 0 {
+                input.extend_from_slice(&out[kept..]);
+                out.truncate(kept);
+            }
         } else {
             out.extend_from_slice(&input[..kept]);
             input.advance(kept);

@@ -80,8 +80,8 @@ impl Rewriter {
         out: &mut BytesMut,
         server: &mut ServerStatements,
     ) -> Sent {
+        // No made-up reply is at the head: the caller's loop delivered them.
         let tag = msg[0];
-        self.flush_fakes(out);
         if tag == b'Z' {
             self.last_ready = msg.get(5).copied().unwrap_or(b'I');
         }
@@ -103,7 +103,7 @@ impl Rewriter {
             Expect::Forward { kind, .. } => (*kind, true),
             Expect::Skip { kind, .. } => (*kind, false),
             Expect::Replace(_) => (Kind::Parse, false),
-            // flush_fakes ran just above, so no made-up reply is at the head
+            // the caller delivered made-up replies at the head before this message
             Expect::Fake(_) => (Kind::Sync, true),
         };
         let delivered = forward || !completes(kind, tag) && is_async(tag);
@@ -119,6 +119,7 @@ impl Rewriter {
 
     /// A server message for the client: unchanged, but for a notification the linked
     /// server sent of its own (written here with the client's pid).
+    #[inline]
     fn deliver(&self, msg: &[u8], out: &mut BytesMut) -> Sent {
         if msg[0] != b'A' || self.notify_pids.is_none() {
             return Sent::Unchanged;
