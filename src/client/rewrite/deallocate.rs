@@ -132,6 +132,9 @@ impl Rewriter {
         if !self.deallocs.is_empty() {
             self.deallocs.remove(name);
         }
+        if self.statements.is_empty() {
+            return None; // nothing it could deallocate
+        }
         let mut tail = rest;
         let text = take_cstr(&mut tail)?;
         let Some(Target::Name(target)) = recognise(text) else {

@@ -242,7 +242,9 @@ impl Rewriter {
         };
         self.note_dealloc_portal(portal, name);
         if name.is_empty() {
-            self.portals.remove(portal);
+            if !self.portals.is_empty() {
+                self.portals.remove(portal);
+            }
             return self.forward(Kind::Bind);
         }
         let Some(stmt) = self.lookup(out, name, server) else {
