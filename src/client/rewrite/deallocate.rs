@@ -64,6 +64,9 @@ impl Rewriter {
     /// Handles a simple Query (`msg`, header included) that deallocates one of this
     /// client's protocol statements; false (nothing done) for any other query.
     pub(super) fn deallocate(&mut self, msg: &[u8], out: &mut BytesMut) -> bool {
+        if self.statements.is_empty() {
+            return false; // nothing it could deallocate (the usual simple-protocol client)
+        }
         let body = &msg[5..];
         let text = body.strip_suffix(&[0]).unwrap_or(body);
         let Some(Target::Name(name)) = recognise(text) else {
@@ -128,6 +131,9 @@ impl Rewriter {
     pub(super) fn deallocate_parse(&mut self, name: &[u8], rest: &[u8]) -> Option<Vec<u8>> {
         if !self.deallocs.is_empty() {
             self.deallocs.remove(name);
+        }
+        if self.statements.is_empty() {
+            return None; // nothing it could deallocate
         }
         let mut tail = rest;
         let text = take_cstr(&mut tail)?;

@@ -19,7 +19,7 @@ pub(super) fn stream_part(remaining: &mut usize, input: &mut BytesMut, out: &mut
 
 /// Where the next whole message is.
 pub(super) enum Next {
-    /// The first `n` bytes of `input` (read in place, no copy).
+    /// The `n` bytes at the offset asked for in `input` (read in place, no copy).
     InInput(usize),
     /// Gathered across reads.
     Gathered(Bytes),
@@ -27,22 +27,26 @@ pub(super) enum Next {
     Incomplete,
 }
 
-/// The next whole message: in `input` itself when it is all there, else gathered in
-/// `partial` (which takes every byte of `input` that belongs to it). While incomplete,
-/// `input` holds nothing of it, or only a header shorter than 5 bytes.
-pub(super) fn next_whole(partial: &mut BytesMut, input: &mut BytesMut) -> Next {
+/// The next whole message, starting at `input[at..]`: there itself when it is all there,
+/// else gathered in `partial` (which takes every byte of `input` past `at` that belongs to
+/// it). While incomplete, `input` holds nothing of it past `at`, or only a header shorter
+/// than 5 bytes.
+#[inline]
+pub(super) fn next_whole(partial: &mut BytesMut, input: &mut BytesMut, at: usize) -> Next {
     if partial.is_empty() {
-        if input.len() < 5 {
+        let rest = &input[at..];
+        if rest.len() < 5 {
             return Next::Incomplete;
         }
-        let total = frame_len(input);
-        if input.len() >= total {
+        let total = frame_len(rest);
+        if rest.len() >= total {
             return Next::InInput(total);
         }
-        partial.extend_from_slice(input);
-        input.clear();
+        partial.extend_from_slice(rest);
+        input.truncate(at);
         return Next::Incomplete;
     }
+    debug_assert_eq!(at, 0, "nothing is kept back while a message is gathered");
     let total = frame_len(partial);
     let n = (total - partial.len()).min(input.len());
     partial.extend_from_slice(&input[..n]);
@@ -51,6 +55,81 @@ pub(super) fn next_whole(partial: &mut BytesMut, input: &mut BytesMut) -> Next {
         Next::Gathered(partial.split().freeze())
     } else {
         Next::Incomplete
+    }
+}
+
+/// What became of a whole message its handler was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(super) enum Sent {
+    /// It goes on exactly as it is, after whatever the handler wrote: the caller moves it.
+    Unchanged,
+    /// The handler wrote what goes on in its place (itself, a rewrite, or nothing).
+    Handled,
+}
+
+/// Whole messages at the front of an input buffer that go on unchanged and have not moved
+/// yet. They stay in place until the input is done or something else must be written after
+/// them, then move in one piece: by swapping the two buffers when the output is empty (no
+/// copy at all), else by one copy. Only what a handler changes is written anew.
+#[derive(Debug, Default)]
+pub(super) struct Kept {
+    len: usize,
+}
+
+impl Kept {
+    /// Where the next message starts in the input.
+    pub(super) fn end(&self) -> usize {
+        self.len
+    }
+
+    /// After the handler of `input[end()..][..total]` ran and wrote `out[at..]`: the
+    /// message joins the kept bytes when it goes on unchanged and nothing was written;
+    /// otherwise the kept bytes go before what was written, then the message if unchanged.
+    #[inline]
+    pub(super) fn after(
+        &mut self,
+        sent: Sent,
+        total: usize,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        at: usize,
+    ) {
+        if sent == Sent::Unchanged && out.len() == at {
+            self.len += total;
+            return;
+        }
+        let kept = std::mem::take(&mut self.len);
+        if kept > 0 {
+            let written = out.len() - at;
+            out.extend_from_slice(&input[..kept]);
+            out[at..].rotate_left(written);
+        }
+        if sent == Sent::Unchanged {
+            out.extend_from_slice(&input[kept..kept + total]);
+        }
+        input.advance(kept + total);
+    }
+
+    /// Moves the kept bytes to the end of `out`.
+    pub(super) fn flush(&mut self, input: &mut BytesMut, out: &mut BytesMut) {
+        let kept = std::mem::take(&mut self.len);
+        if kept == 0 {
+            return;
+        }
+        let rest = input.len() - kept;
+        if out.is_empty() && rest <= kept {
+            // Swap: `out` takes the input's memory, the input `out`'s (empty) memory and the
+            // few bytes past the kept ones (at most an incomplete header, usually none).
+            std::mem::swap(input, out);
+            if rest > 0 {
+                input.extend_from_slice(&out[kept..]);
+                out.truncate(kept);
+            }
+        } else {
+            out.extend_from_slice(&input[..kept]);
+            input.advance(kept);
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use super::framing::Sent;
 use super::{Expect, Kind, Rewriter};
 use crate::error::{ClientError, ErrorKind};
 use crate::protocol::messages::{put_cstr, put_message};
@@ -76,13 +77,13 @@ impl Rewriter {
 
     /// A client message after a refusal: dropped, up to the Sync, which goes to the server
     /// (its ReadyForQuery follows the made-up error).
-    pub(super) fn skip_refused(&mut self, msg: &[u8], out: &mut BytesMut) {
+    pub(super) fn skip_refused(&mut self, msg: &[u8]) -> Sent {
         if msg[0] != b'S' {
-            return;
+            return Sent::Handled;
         }
         self.refused = false;
         self.refused_requests.push(self.requests_seen);
         self.note_plain(b'S');
-        out.extend_from_slice(msg);
+        Sent::Unchanged
     }
 }

@@ -4,7 +4,7 @@
 
 use bytes::{Buf, BytesMut};
 
-use super::framing::{next_whole, stream_part, Next};
+use super::framing::{next_whole, stream_part, Kept, Next, Sent};
 use super::{completes, is_async, Expect, Kind, Rewriter, Undo, WHOLE_LIMIT};
 use crate::pool::prepared::ServerStatements;
 use crate::protocol::messages::parse_error_fields;
@@ -25,48 +25,63 @@ impl Rewriter {
         out: &mut BytesMut,
         server: &mut ServerStatements,
     ) {
+        let mut kept = Kept::default();
         loop {
-            self.flush_fakes(out);
+            if matches!(self.expect.front(), Some(Expect::Fake(_))) {
+                kept.flush(input, out);
+                self.flush_fakes(out);
+            }
             if self.server_streaming > 0 {
+                kept.flush(input, out);
                 if !stream_part(&mut self.server_streaming, input, out) {
                     break;
                 }
                 continue;
             }
             if self.server_partial.is_empty() {
-                if input.len() < 5 {
+                let head = &input[kept.end()..];
+                if head.len() < 5 {
                     break;
                 }
-                let tag = input[0];
-                let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
+                let tag = head[0];
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
                 if len > WHOLE_LIMIT && !matches!(tag, b'E' | b'1' | b'3') {
                     // Rows and copy data: they never complete a request except by their end.
+                    kept.flush(input, out);
                     out.extend_from_slice(&input[..5]);
                     input.advance(5);
                     self.server_streaming = len - 4;
                     continue;
                 }
             }
-            match next_whole(&mut self.server_partial, input) {
+            let at = kept.end();
+            match next_whole(&mut self.server_partial, input, at) {
                 Next::Incomplete => break,
                 Next::InInput(total) => {
-                    self.server_message(input[0], &input[..total], out, server);
-                    input.advance(total);
+                    let written = out.len();
+                    let sent = self.server_message(&input[at..at + total], out, server);
+                    kept.after(sent, total, input, out, written);
                 }
-                Next::Gathered(msg) => self.server_message(msg[0], &msg, out, server),
+                Next::Gathered(msg) => {
+                    if self.server_message(&msg, out, server) == Sent::Unchanged {
+                        out.extend_from_slice(&msg);
+                    }
+                }
             }
         }
+        kept.flush(input, out);
         self.flush_fakes(out);
     }
 
+    /// Handles one whole server message (`msg` includes its header).
     pub(super) fn server_message(
         &mut self,
-        tag: u8,
         msg: &[u8],
         out: &mut BytesMut,
         server: &mut ServerStatements,
-    ) {
-        self.flush_fakes(out);
+    ) -> Sent {
+        // No made-up reply is at the head: the caller's loop delivered them.
+        let tag = msg[0];
         if tag == b'Z' {
             self.last_ready = msg.get(5).copied().unwrap_or(b'I');
         }
@@ -78,33 +93,41 @@ impl Rewriter {
             }
         }
         if tag == b'E' {
-            return self.server_error(msg, out, server);
+            self.server_error(msg, out, server);
+            return Sent::Handled;
         }
         let Some(head) = self.expect.front() else {
-            let at = out.len();
-            out.extend_from_slice(msg);
-            if tag == b'A' {
-                self.show_own_pid(&mut out[at + 5..]);
-            }
-            return;
+            return self.deliver(msg, out);
         };
         let (kind, forward) = match head {
             Expect::Forward { kind, .. } => (*kind, true),
             Expect::Skip { kind, .. } => (*kind, false),
             Expect::Replace(_) => (Kind::Parse, false),
-            // flush_fakes ran just above, so no made-up reply is at the head
+            // the caller delivered made-up replies at the head before this message
             Expect::Fake(_) => (Kind::Sync, true),
         };
-        if forward || !completes(kind, tag) && is_async(tag) {
-            let at = out.len();
-            out.extend_from_slice(msg);
-            if tag == b'A' {
-                self.show_own_pid(&mut out[at + 5..]);
-            }
-        }
+        let delivered = forward || !completes(kind, tag) && is_async(tag);
         if completes(kind, tag) {
             self.expect.pop_front();
         }
+        if delivered {
+            self.deliver(msg, out)
+        } else {
+            Sent::Handled
+        }
+    }
+
+    /// A server message for the client: unchanged, but for a notification the linked
+    /// server sent of its own (written here with the client's pid).
+    #[inline]
+    fn deliver(&self, msg: &[u8], out: &mut BytesMut) -> Sent {
+        if msg[0] != b'A' || self.notify_pids.is_none() {
+            return Sent::Unchanged;
+        }
+        let at = out.len();
+        out.extend_from_slice(msg);
+        self.show_own_pid(&mut out[at + 5..]);
+        Sent::Handled
     }
 
     pub(super) fn server_error(

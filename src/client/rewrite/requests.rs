@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::framing::{next_whole, put_bytes_cstr, put_parse, stream_part, Next};
+use super::framing::{next_whole, put_bytes_cstr, put_parse, stream_part, Kept, Next, Sent};
 use super::{Expect, Kind, Rewriter, Undo, WHOLE_LIMIT};
 use crate::client::tracker::{CopyStep, MAX_INSPECTED};
 use crate::error::ErrorKind;
@@ -28,8 +28,10 @@ impl Rewriter {
         for stmt in std::mem::take(&mut server.pending_close) {
             self.inject_close(out, stmt);
         }
+        let mut kept = Kept::default();
         loop {
             if self.client_streaming > 0 {
+                kept.flush(input, out);
                 let done = if self.client_discarding {
                     let n = self.client_streaming.min(input.len());
                     input.advance(n);
@@ -45,13 +47,18 @@ impl Rewriter {
                 continue;
             }
             if self.client_partial.is_empty() {
-                if input.len() < 5 {
+                let head = &input[kept.end()..];
+                if head.len() < 5 {
                     break;
                 }
-                let tag = input[0];
-                let len = u32::from_be_bytes([input[1], input[2], input[3], input[4]]) as usize;
-                if len > WHOLE_LIMIT && !self.head_ready(tag, input) {
-                    break;
+                let tag = head[0];
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                if len > WHOLE_LIMIT {
+                    // Rare: the large message's handling reads `input` from its start.
+                    kept.flush(input, out);
+                    if !self.head_ready(tag, input) {
+                        break;
+                    }
                 }
                 match self.copy.client_message(tag) {
                     CopyStep::Normal => {}
@@ -62,15 +69,22 @@ impl Rewriter {
                     continue;
                 }
             }
-            match next_whole(&mut self.client_partial, input) {
+            let at = kept.end();
+            match next_whole(&mut self.client_partial, input, at) {
                 Next::Incomplete => break,
                 Next::InInput(total) => {
-                    self.client_message(&input[..total], out, server);
-                    input.advance(total);
+                    let written = out.len();
+                    let sent = self.client_message(&input[at..at + total], out, server);
+                    kept.after(sent, total, input, out, written);
                 }
-                Next::Gathered(msg) => self.client_message(&msg, out, server),
+                Next::Gathered(msg) => {
+                    if self.client_message(&msg, out, server) == Sent::Unchanged {
+                        out.extend_from_slice(&msg);
+                    }
+                }
             }
         }
+        kept.flush(input, out);
         self.flush_fakes(s2c);
     }
 
@@ -80,34 +94,32 @@ impl Rewriter {
         msg: &[u8],
         out: &mut BytesMut,
         server: &mut ServerStatements,
-    ) {
+    ) -> Sent {
         let tag = msg[0];
         if std::mem::take(&mut self.ignored_sync) {
-            out.extend_from_slice(msg);
-            return;
+            return Sent::Unchanged;
         }
         if matches!(tag, b'S' | b'Q' | b'F') {
             self.requests_seen += 1;
         }
         if self.refused {
-            return self.skip_refused(msg, out);
+            return self.skip_refused(msg);
         }
         if self.aborted {
             if tag == b'S' {
                 self.aborted = false;
                 self.note_plain(tag);
             }
-            out.extend_from_slice(msg);
-            return;
+            return Sent::Unchanged;
         }
         let body = &msg[5..];
         match tag {
             b'P' => self.parse(msg, body, out, server),
-            b'B' => self.bind(msg, body, out, server),
-            b'D' => self.describe(msg, body, out, server),
-            b'C' => self.close(msg, body, out),
-            b'Q' if self.deallocate(msg, out) => {}
-            b'E' if self.execute_deallocate(msg, out) => {}
+            b'B' => self.bind(body, out, server),
+            b'D' => self.describe(body, out, server),
+            b'C' => self.close(body),
+            b'Q' if self.deallocate(msg, out) => Sent::Handled,
+            b'E' if self.execute_deallocate(msg, out) => Sent::Handled,
             _ => {
                 self.note_plain(tag);
                 if tag == b'E' {
@@ -117,7 +129,7 @@ impl Rewriter {
                         *stmt = self.portals.get(portal).cloned();
                     }
                 }
-                out.extend_from_slice(msg);
+                Sent::Unchanged
             }
         }
     }
@@ -163,7 +175,7 @@ impl Rewriter {
         body: &[u8],
         out: &mut BytesMut,
         server: &mut ServerStatements,
-    ) {
+    ) -> Sent {
         let mut rest = body;
         let name = take_cstr(&mut rest).unwrap_or_default();
         if !name.is_empty() && self.statements.contains_key(name) {
@@ -171,7 +183,8 @@ impl Rewriter {
                 "prepared statement \"{}\" already exists",
                 String::from_utf8_lossy(name)
             );
-            return self.refuse(out, ErrorKind::DuplicateStatement, text);
+            self.refuse(out, ErrorKind::DuplicateStatement, text);
+            return Sent::Handled;
         }
         let empty = self.deallocate_parse(name, rest);
         let rest = empty.as_deref().unwrap_or(rest);
@@ -182,14 +195,14 @@ impl Rewriter {
                 stmt: None,
             });
             self.large_parse |= msg.len() > MAX_INSPECTED as usize;
-            match &empty {
-                Some(rest) => put_message(out, b'P', |b| {
-                    b.put_u8(0);
-                    b.put_slice(rest);
-                }),
-                None => out.extend_from_slice(msg),
-            }
-            return;
+            let Some(rest) = &empty else {
+                return Sent::Unchanged;
+            };
+            put_message(out, b'P', |b| {
+                b.put_u8(0);
+                b.put_slice(rest);
+            });
+            return Sent::Handled;
         }
         self.counts.client_parses += 1;
         let stmt = self.registry.get_or_insert(rest);
@@ -198,7 +211,7 @@ impl Rewriter {
         if server.touch(stmt.id) {
             self.expect
                 .push_back(Expect::Fake(Bytes::from_static(b"1\0\0\0\x04")));
-            return;
+            return Sent::Handled;
         }
         self.make_room(out, server, stmt.id);
         server.insert(stmt.clone());
@@ -214,28 +227,30 @@ impl Rewriter {
             undo,
             stmt: Some(stmt),
         });
+        Sent::Handled
     }
 
     pub(super) fn bind(
         &mut self,
-        msg: &[u8],
         body: &[u8],
         out: &mut BytesMut,
         server: &mut ServerStatements,
-    ) {
+    ) -> Sent {
         let mut rest = body;
         let (Some(portal), Some(name)) = (take_cstr(&mut rest), take_cstr(&mut rest)) else {
-            return self.forward(out, msg, Kind::Bind);
+            return self.forward(Kind::Bind);
         };
         self.note_dealloc_portal(portal, name);
-        let portal = Bytes::copy_from_slice(portal);
         if name.is_empty() {
-            self.portals.remove(&portal);
-            return self.forward(out, msg, Kind::Bind);
+            if !self.portals.is_empty() {
+                self.portals.remove(portal);
+            }
+            return self.forward(Kind::Bind);
         }
         let Some(stmt) = self.lookup(out, name, server) else {
-            return;
+            return Sent::Handled;
         };
+        let portal = Bytes::copy_from_slice(portal);
         self.counts.binds += 1;
         self.portals.insert(portal.clone(), stmt.clone());
         put_message(out, b'B', |b| {
@@ -248,22 +263,22 @@ impl Rewriter {
             undo: Undo::None,
             stmt: Some(stmt),
         });
+        Sent::Handled
     }
 
     pub(super) fn describe(
         &mut self,
-        msg: &[u8],
         body: &[u8],
         out: &mut BytesMut,
         server: &mut ServerStatements,
-    ) {
+    ) -> Sent {
         let mut rest = &body[1.min(body.len())..];
         let name = take_cstr(&mut rest).unwrap_or_default();
         if body.first() != Some(&b'S') || name.is_empty() {
-            return self.forward(out, msg, Kind::Describe);
+            return self.forward(Kind::Describe);
         }
         let Some(stmt) = self.lookup(out, name, server) else {
-            return;
+            return Sent::Handled;
         };
         put_message(out, b'D', |b| {
             b.put_u8(b'S');
@@ -274,13 +289,14 @@ impl Rewriter {
             undo: Undo::None,
             stmt: Some(stmt),
         });
+        Sent::Handled
     }
 
-    pub(super) fn close(&mut self, msg: &[u8], body: &[u8], out: &mut BytesMut) {
+    pub(super) fn close(&mut self, body: &[u8]) -> Sent {
         let mut rest = &body[1.min(body.len())..];
         let name = take_cstr(&mut rest).unwrap_or_default();
         if body.first() != Some(&b'S') || name.is_empty() {
-            return self.forward(out, msg, Kind::Close);
+            return self.forward(Kind::Close);
         }
         // Closing is local: other clients may use the same server statement.
         self.statements.remove(name);
@@ -289,15 +305,17 @@ impl Rewriter {
         }
         self.expect
             .push_back(Expect::Fake(Bytes::from_static(b"3\0\0\0\x04")));
+        Sent::Handled
     }
 
-    pub(super) fn forward(&mut self, out: &mut BytesMut, msg: &[u8], kind: Kind) {
+    /// A request that goes to the server unchanged; its replies go to the client.
+    pub(super) fn forward(&mut self, kind: Kind) -> Sent {
         self.expect.push_back(Expect::Forward {
             kind,
             undo: Undo::None,
             stmt: None,
         });
-        out.extend_from_slice(msg);
+        Sent::Unchanged
     }
 
     /// The client's statement `name`, prepared on this server (injecting a Parse when the

@@ -276,3 +276,154 @@ fn large_bind_of_an_unknown_statement_in_a_transaction_block_fails_the_block_on_
     assert!(!text.contains("no such statement"), "{text:?}");
     assert!(rw.is_settled());
 }
+
+fn query(sql: &str) -> BytesMut {
+    let mut m = BytesMut::new();
+    put_message(&mut m, b'Q', |b| put_cstr(b, sql));
+    m
+}
+
+/// The rewriter's output (to the server, to the client) for `client` messages then
+/// `replies`, with `waiting` bytes already in both output buffers: fed all at once, or
+/// one message per call.
+fn outputs(
+    client: &[BytesMut],
+    replies: &[BytesMut],
+    waiting: &[u8],
+    one_by_one: bool,
+) -> [BytesMut; 2] {
+    let mut rw = Rewriter::new(Arc::new(StatementRegistry::default()), 10);
+    rw.set_notify_pids(7, 9);
+    let mut server = ServerStatements::default();
+    let (mut c2s, mut s2c) = (BytesMut::from(waiting), BytesMut::from(waiting));
+    let mut input = BytesMut::new();
+    for (i, m) in client.iter().enumerate() {
+        input.extend_from_slice(m);
+        if one_by_one || i + 1 == client.len() {
+            rw.client_to_server(&mut input, &mut c2s, &mut server, &mut s2c);
+            assert!(input.is_empty());
+        }
+    }
+    for (i, m) in replies.iter().enumerate() {
+        input.extend_from_slice(m);
+        if one_by_one || i + 1 == replies.len() {
+            rw.server_to_client(&mut input, &mut s2c, &mut server);
+            assert!(input.is_empty());
+        }
+    }
+    [c2s, s2c]
+}
+
+#[test]
+fn messages_read_together_come_out_as_when_read_one_by_one() {
+    let execute = message(b'E', b"\0\0\0\0\0");
+    let ready = message(b'Z', b"I");
+    let done = message(b'C', b"SELECT 1\0");
+    let mut error = BytesMut::new();
+    messages::put_error(&mut error, Severity::Error, "42P01", "no such table", None);
+    // A notification from the linked server itself (pid 7) is rewritten in place.
+    let own_notify = message(b'A', b"\0\0\0\x07chan\0\0");
+    let cases: [(Vec<BytesMut>, Vec<BytesMut>); 3] = [
+        // unchanged, rewritten (named Parse and Bind), unchanged
+        (
+            vec![
+                query("select 1"),
+                parse("s1", "select $1"),
+                bind("s1", b"x"),
+                execute.clone(),
+                sync(),
+            ],
+            vec![
+                done.clone(),
+                own_notify.clone(),
+                ready.clone(),
+                message(b'1', b""),
+                message(b'2', b""),
+                done.clone(),
+                ready.clone(),
+            ],
+        ),
+        // an unknown statement refused between unchanged messages; the server fails the
+        // injected request
+        (
+            vec![
+                query("select 1"),
+                bind("nope", b"x"),
+                execute.clone(),
+                sync(),
+                query("select 2"),
+            ],
+            vec![
+                done.clone(),
+                ready.clone(),
+                error.clone(),
+                ready.clone(),
+                done.clone(),
+                ready.clone(),
+            ],
+        ),
+        // made-up replies (ParseComplete of a known statement, CloseComplete) in order
+        (
+            vec![
+                parse("a", "select 1"),
+                sync(),
+                parse("a2", "select 1"),
+                message(b'C', b"Sa\0"),
+                bind("a2", b""),
+                execute.clone(),
+                sync(),
+            ],
+            vec![
+                message(b'1', b""),
+                ready.clone(),
+                message(b'2', b""),
+                done.clone(),
+                ready.clone(),
+            ],
+        ),
+    ];
+    for (client, replies) in &cases {
+        for waiting in [&b""[..], b"waiting"] {
+            let together = outputs(client, replies, waiting, false);
+            let apart = outputs(client, replies, waiting, true);
+            assert_eq!(together, apart, "client {client:?}, replies {replies:?}");
+            assert!(together[0].starts_with(waiting) && together[1].starts_with(waiting));
+        }
+    }
+}
+
+#[test]
+fn unchanged_messages_move_without_a_copy() {
+    let mut rw = Rewriter::new(Arc::new(StatementRegistry::default()), 10);
+    let mut server = ServerStatements::default();
+    let (mut c2s, mut s2c) = (
+        BytesMut::with_capacity(CHUNK),
+        BytesMut::with_capacity(CHUNK),
+    );
+    let mut input = BytesMut::with_capacity(CHUNK);
+    input.extend_from_slice(&parse("", "select $1"));
+    input.extend_from_slice(&bind("", b"x"));
+    input.extend_from_slice(&sync());
+    let (sent, memory) = (input.clone(), input.as_ptr());
+    rw.client_to_server(&mut input, &mut c2s, &mut server, &mut s2c);
+    assert_eq!(c2s, sent);
+    assert_eq!(c2s.as_ptr(), memory, "the output took the input's memory");
+    assert!(
+        input.is_empty() && input.capacity() >= CHUNK,
+        "the input has room to read"
+    );
+
+    input.extend_from_slice(&message(b'1', b""));
+    input.extend_from_slice(&message(b'2', b""));
+    input.extend_from_slice(&message(b'Z', b"I"));
+    input.extend_from_slice(&message(b'C', b"S")[..3]); // the start of a later message
+    let memory = input.as_ptr();
+    rw.server_to_client(&mut input, &mut s2c, &mut server);
+    assert_eq!(s2c.len(), 5 + 5 + 6);
+    assert_eq!(s2c.as_ptr(), memory, "the output took the input's memory");
+    assert_eq!(
+        &input[..],
+        &message(b'C', b"S")[..3],
+        "an incomplete header stays"
+    );
+}

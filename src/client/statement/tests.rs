@@ -362,16 +362,201 @@ fn any_bytes_are_recognised_without_panicking() {
         b"'", b"\"", b"$$", b"$a$", b"--", b"/*", b"*/", b";", b"e'", b"\\", b"set ", b"role",
         b"\xff", b"\n",
     ];
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for _ in 0..2000 {
+    random_texts(&pieces, 0x2545_f491_4f6c_dd1d, 2000, 12, |text| {
+        let _ = recognise(text);
+    });
+}
+
+/// Calls `f` with `runs` texts of fewer than `max_pieces` of `pieces` each, chosen by a
+/// deterministic xorshift sequence from `seed`.
+fn random_texts(
+    pieces: &[&[u8]],
+    mut seed: u64,
+    runs: usize,
+    max_pieces: u64,
+    mut f: impl FnMut(&[u8]),
+) {
+    for _ in 0..runs {
         let mut text = Vec::new();
-        for _ in 0..(seed % 12) {
+        for _ in 0..(seed % max_pieces) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             text.extend_from_slice(pieces[(seed % pieces.len() as u64) as usize]);
         }
-        let _ = recognise(&text);
+        f(&text);
         seed = seed.wrapping_add(1);
     }
+}
+
+#[test]
+fn the_fast_path_word_bytes_are_the_lexers_but_dollar() {
+    for b in 0..=255u8 {
+        let lexer_word = crate::client::lexer::is_ident(b) && b != b'$';
+        assert_eq!(WORD[b as usize], lexer_word, "byte {b:#04x}");
+    }
+}
+
+/// One text per trigger word that the full recogniser acts on (each holds its trigger).
+const TRIGGER_EXAMPLES: &[&str] = &[
+    "set search_path = x",
+    "select set_config('a.b', 'c', false)",
+    "reset search_path",
+    "load 'auto_explain'",
+    "listen jobs",
+    "unlisten jobs",
+    "deallocate U&\"\\0050GFUNNEL_1\"",
+    "discard all",
+    "declare c cursor with hold for select 1",
+    "create temp table t (x int)",
+    "create temporary table t (x int)",
+    "prepare p as select 1",
+    "create table pg_temp.t (x int)",
+    "select pg_advisory_lock(1)",
+    "select pg_try_advisory_lock(1)",
+    "execute pgfunnel_1",
+];
+
+/// `text` in lower case, upper case and alternating case.
+fn cases(text: &str) -> [String; 3] {
+    let mixed = text
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    [text.to_ascii_lowercase(), text.to_ascii_uppercase(), mixed]
+}
+
+#[test]
+fn every_trigger_word_passes_the_fast_path_in_any_case_and_position() {
+    for &(word, how) in TRIGGERS {
+        let word = String::from_utf8_lossy(word).into_owned();
+        let text = match how {
+            Match::Word => format!("{word} x"),
+            Match::Prefix => format!("select {word}x(1)"),
+            Match::StatementStart => format!("{word} x = 1"),
+            Match::UnicodeEscape => format!("execute {word}&\"x\""),
+        };
+        for lead in [
+            "",
+            " \n\t\r\x0c",
+            "/* c */",
+            "/* a /* b */ c */ ",
+            "-- c\n",
+            "(",
+            "(( ",
+        ] {
+            for t in cases(&format!("{lead}{text}")) {
+                assert!(may_matter(t.as_bytes()), "{t:?} skipped");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_trigger_word_is_recognised_in_any_case_after_whitespace_and_comments() {
+    for &(word, how) in TRIGGERS {
+        let holds = |w: &str| match how {
+            Match::Prefix => w.as_bytes().starts_with(word),
+            _ => w.as_bytes() == word,
+        };
+        let example = TRIGGER_EXAMPLES.iter().find(|e| {
+            e.to_ascii_lowercase()
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .any(holds)
+        });
+        let example =
+            example.unwrap_or_else(|| panic!("no example for {:?}", String::from_utf8_lossy(word)));
+        for lead in ["", " \n\t\r\x0c", "/* c */", "/* a /* b */ c */ ", "-- c\n"] {
+            for t in cases(&format!("{lead}{example}")) {
+                assert!(recognise(t.as_bytes()).is_some(), "{t:?} not recognised");
+            }
+        }
+    }
+}
+
+/// The fast path as it was written before the trigger table: a byte loop with the words
+/// dispatched on their first byte. The table-driven one must agree with it on any text.
+fn reference_may_matter(s: &[u8]) -> bool {
+    let word = |b: u8| crate::client::lexer::is_ident(b) && b != b'$';
+    let mut i = 0;
+    while i < s.len() {
+        if !word(s[i]) {
+            if s[i] == b'-' && s.get(i + 1) == Some(&b'-') {
+                return true;
+            }
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < s.len() && word(s[i]) {
+            i += 1;
+        }
+        let w = &s[start..i];
+        let is = |k: &[u8]| w.eq_ignore_ascii_case(k);
+        let starts = |k: &[u8]| w.len() >= k.len() && w[..k.len()].eq_ignore_ascii_case(k);
+        let hit = match w[0].to_ascii_lowercase() {
+            b's' => is(b"set_config") || (is(b"set") && set_may_start_statement(s, start)),
+            b'r' => is(b"reset"),
+            b'l' => is(b"load") || is(b"listen"),
+            b'u' => is(b"unlisten") || (is(b"u") && s.get(start + 1) == Some(&b'&')),
+            b'd' => is(b"discard"),
+            b'h' => is(b"hold"),
+            b't' => is(b"temp") || is(b"temporary"),
+            b'p' => {
+                is(b"prepare")
+                    || starts(b"pg_temp")
+                    || starts(b"pg_advisory_lock")
+                    || starts(b"pg_try_advisory_lock")
+                    || starts(RESERVED_PREFIX)
+            }
+            _ => false,
+        };
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn the_fast_path_agrees_with_the_byte_loop_it_replaced() {
+    let pieces: [&[u8]; 22] = [
+        b"SET",
+        b"set_config",
+        b"ReSet",
+        b"x",
+        b" ",
+        b"-",
+        b"$",
+        b"$q$",
+        b"(",
+        b")",
+        b";",
+        b"\"",
+        b"u&",
+        b"U",
+        b"pg_Temp",
+        b"PGFUNNEL_",
+        b"hold",
+        b"\xc3\xa9",
+        b"update t set",
+        b"then",
+        b"listen",
+        b"temporary",
+    ];
+    random_texts(&pieces, 0x9e37_79b9_7f4a_7c15, 20_000, 7, |text| {
+        assert_eq!(
+            may_matter(text),
+            reference_may_matter(text),
+            "{}",
+            String::from_utf8_lossy(text)
+        );
+    });
 }
