@@ -136,13 +136,23 @@ impl Session {
             Some(s) => s,
             None => self.checkout(cycle.pool).await?,
         };
-        if let Err(e) = sync_parameters(params, &mut server, relay).await {
-            self.sync_failed(cycle.pool, server, e).await;
-            return None;
+        // This future is allocated per link: what most links skip (a parameter sync, the
+        // shared listener's round trip, the session's end) runs in boxes of its own, so
+        // the common path stays small.
+        if server.conn.synced_fp != Some(params.fingerprint()) {
+            if let Err(e) = Box::pin(sync_parameters(params, &mut server, relay)).await {
+                Box::pin(self.sync_failed(cycle.pool, server, e)).await;
+                return None;
+            }
         }
         let lent = Self::claim_notify_pid(listener, relay, &server, cancel.pid);
         let run = self.link(relay, &mut server, cancel, cycle, params).await;
-        Self::release_notify_pid(cycle.pool, listener, lent, cancel.pid).await;
+        if lent.is_some() {
+            Box::pin(Self::release_notify_pid(
+                cycle.pool, listener, lent, cancel.pid,
+            ))
+            .await;
+        }
         self.release(cycle, relay, server, run).await
     }
 
@@ -181,8 +191,7 @@ impl Session {
                     self.note_client_left(relay);
                 }
                 self.log_link_end(&end, timed_out, relay);
-                self.close(pool, cycle.mode, server, &link, error, fate)
-                    .await;
+                Box::pin(self.close(pool, cycle.mode, server, &link, error, fate)).await;
                 return None;
             }
             Disposition::Checkin => pool.checkin(server),
@@ -365,6 +374,26 @@ impl Session {
                 .await;
             return (end, None);
         }
+        let cancel_to = || CancelTarget {
+            addr: conn.cancel_addr.clone(),
+            key: conn.key.clone(),
+        };
+        let (server, timed) = (&mut conn.stream, (timers, fast_close));
+        Box::pin(self.relay_timed(relay, &mut link, server, timed, &cancel_to)).await
+    }
+
+    /// [`Session::relay_linked`] with timers: a link of a client with query_timeout,
+    /// idle_transaction_timeout, transaction_timeout or server_fast_close, boxed (a timer
+    /// per link costs more than the box).
+    async fn relay_timed(
+        &mut self,
+        relay: &mut Relay,
+        link: &mut LinkState<'_>,
+        server: &mut crate::net::Stream,
+        (timers, fast_close): (&LinkTimeouts, bool),
+        cancel_to: &(dyn Fn() -> CancelTarget + Sync),
+    ) -> (RelayEnd, Option<Expired>) {
+        let release = relay.tracker.pin.is_none();
         loop {
             let mut deadline = timers.next_deadline(&relay.clock, &relay.tracker);
             let poll_idle = fast_close && relay.tracker.is_idle();
@@ -379,17 +408,13 @@ impl Session {
                 }
             };
             tokio::select! {
-                end = relay.run(&mut self.stream, &mut conn.stream, release, &mut link) => return (end, None),
+                end = relay.run(&mut self.stream, server, release, link) => return (end, None),
                 _ = sleep => {}
             }
             match timers.expired(&relay.clock, &relay.tracker) {
                 Some(Expired::Query) => {
                     warn!(parent: &self.span, "query_timeout: cancelling the running query");
-                    crate::cancel::send_cancel(CancelTarget {
-                        addr: conn.cancel_addr.clone(),
-                        key: conn.key.clone(),
-                    })
-                    .await;
+                    Box::pin(crate::cancel::send_cancel(cancel_to())).await;
                     relay.clock.busy_since = Some(std::time::Instant::now());
                 }
                 Some(e @ (Expired::IdleTransaction | Expired::Transaction)) => {
