@@ -25,6 +25,7 @@ use crate::pool::listen::Subscription;
 use crate::pool::{Pool, PooledServer};
 use crate::protocol::messages;
 use crate::server::ServerError;
+use link_box::LinkBox;
 
 /// What the wait between two links produced.
 enum Between {
@@ -70,8 +71,9 @@ impl Session {
     ///
     /// Memory: an idle client's task holds this future while it is parked, so the parked
     /// state is kept small: the relay state, the listener and the wait. Everything a link
-    /// needs (checkout, parameter sync, relay run, release) runs in a box allocated when a
-    /// request arrives and freed when the link ends.
+    /// needs (checkout, parameter sync, relay run, release) runs in a box taken when a
+    /// request arrives and given up when the link ends ([`LinkBox`]: blocks are reused per
+    /// thread, so this costs no malloc per transaction).
     pub(super) async fn serve(
         &mut self,
         pool: &Arc<Pool>,
@@ -110,7 +112,7 @@ impl Session {
                 cancel,
                 params,
             };
-            match Box::pin(self.one_link(link, linked.take())).await {
+            match LinkBox::new(self.one_link(link, linked.take())).await {
                 Some(kept) => linked = kept,
                 None => return,
             }
@@ -462,3 +464,6 @@ async fn sync_parameters(
     server.conn.synced_fp = Some(params.fingerprint());
     Ok(())
 }
+
+#[path = "link_box.rs"]
+mod link_box;
