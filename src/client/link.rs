@@ -138,8 +138,8 @@ impl Session {
             Some(s) => s,
             None => self.checkout(cycle.pool).await?,
         };
-        // This future is allocated per link: what most links skip (a parameter sync, the
-        // shared listener's round trip, the session's end) runs in boxes of its own, so
+        // This future's block is taken per link: what most links skip (a parameter sync,
+        // the shared listener's round trip, the session's end) runs in boxes of its own, so
         // the common path stays small.
         if server.conn.synced_fp != Some(params.fingerprint()) {
             if let Err(e) = Box::pin(sync_parameters(params, &mut server, relay)).await {
