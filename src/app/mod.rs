@@ -41,7 +41,7 @@ pub struct App {
     pub pools: DashMap<PoolKey, Arc<Pool>>,
     db_limits: DashMap<String, Arc<LimitGroup>>,
     user_limits: DashMap<String, Arc<LimitGroup>>,
-    client_counts: Arc<DashMap<(u8, String), usize>>,
+    client_counts: Arc<admission::ClientCounts>,
     /// Cancel keys of connected clients.
     pub cancel: Arc<CancelRegistry>,
     /// Peers and the fleet budget (`fleet`).
@@ -106,7 +106,7 @@ impl App {
             pools: DashMap::new(),
             db_limits: DashMap::new(),
             user_limits: DashMap::new(),
-            client_counts: Arc::new(DashMap::new()),
+            client_counts: Arc::default(),
             session_keys: Arc::default(),
             client_count: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),

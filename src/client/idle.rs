@@ -29,7 +29,24 @@ pub(super) enum Idle {
 impl Session {
     /// Waits for the client's next request, delivering notifications meanwhile; ends early
     /// when client_idle_timeout passed or the client's notification queue overflowed.
+    ///
+    /// This wait is what an idle client's task holds: without client_idle_timeout and
+    /// notifications it is the bare read readiness; the watched wait (a timer, the
+    /// notification queue) runs in a box allocated for the idle spell.
     pub(super) async fn wait_idle(
+        &mut self,
+        relay: &mut Relay,
+        client_idle: Duration,
+        listener: &mut Option<Subscription>,
+    ) -> Idle {
+        if client_idle.is_zero() && listener.is_none() {
+            return Idle::End(relay.wait_for_request(&mut self.stream).await);
+        }
+        Box::pin(self.wait_watched(relay, client_idle, listener)).await
+    }
+
+    /// [`Session::wait_idle`] with client_idle_timeout or notifications to watch.
+    async fn wait_watched(
         &mut self,
         relay: &mut Relay,
         client_idle: Duration,
@@ -63,16 +80,26 @@ impl Session {
                 end = relay.wait_for_request(&mut self.stream) => return Idle::End(end),
                 _ = idle_timer => return Idle::Timeout,
                 Some(msg) = note => {
-                    // A client that stops reading blocks this write: the overflow ends it.
-                    tokio::select! {
-                        biased;
-                        r = self.stream.send(&msg) => if r.is_err() {
-                            return Idle::End(IdleEnd::ClientGone);
-                        },
-                        _ = lost() => return Idle::QueueFull { mid_message: true },
+                    // Boxed: a write in progress is not part of the parked state.
+                    if let Some(end) = Box::pin(self.deliver(&msg, lost())).await {
+                        return end;
                     }
                 }
             }
+        }
+    }
+
+    /// Writes one notification to the client; a client that stops reading blocks this
+    /// write, so a lost notification (`lost`) ends it. `Some` when the wait ends.
+    async fn deliver(
+        &mut self,
+        msg: &[u8],
+        lost: impl std::future::Future<Output = ()>,
+    ) -> Option<Idle> {
+        tokio::select! {
+            biased;
+            r = self.stream.send(msg) => r.is_err().then_some(Idle::End(IdleEnd::ClientGone)),
+            _ = lost => Some(Idle::QueueFull { mid_message: true }),
         }
     }
 

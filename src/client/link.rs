@@ -25,6 +25,7 @@ use crate::pool::listen::Subscription;
 use crate::pool::{Pool, PooledServer};
 use crate::protocol::messages;
 use crate::server::ServerError;
+use link_box::LinkBox;
 
 /// What the wait between two links produced.
 enum Between {
@@ -45,6 +46,15 @@ struct LinkRun {
     cancelled: bool,
 }
 
+/// What one link borrows from the parked session (see `Session::one_link`).
+struct Active<'a> {
+    cycle: &'a Cycle<'a>,
+    relay: &'a mut Relay,
+    listener: &'a Option<Subscription>,
+    cancel: &'a CancelHandle,
+    params: &'a mut ClientParams,
+}
+
 /// The per-session settings of the link cycle.
 struct Cycle<'a> {
     pool: &'a Arc<Pool>,
@@ -55,8 +65,15 @@ struct Cycle<'a> {
 }
 
 impl Session {
-    /// The link cycle, until the session ends: wait for a request, link a server, relay,
-    /// release. `linked` is a server already held (session mode, or the login's checkout).
+    /// The link cycle, until the session ends: wait for a request (parked), then link a
+    /// server, relay and release (in flight). `linked` is a server already held (session
+    /// mode, or the login's checkout).
+    ///
+    /// Memory: an idle client's task holds this future while it is parked, so the parked
+    /// state is kept small: the relay state, the listener and the wait. Everything a link
+    /// needs (checkout, parameter sync, relay run, release) runs in a box taken when a
+    /// request arrives and given up when the link ends ([`LinkBox`]: blocks are reused per
+    /// thread, so this costs no malloc per transaction).
     pub(super) async fn serve(
         &mut self,
         pool: &Arc<Pool>,
@@ -78,51 +95,67 @@ impl Session {
         relay.timed |= fast_close;
         let mut listener: Option<Subscription> = None;
         loop {
-            let mut server = match linked.take() {
-                Some(s) => s,
-                None => match self
-                    .next_server(&cycle, &mut relay, &mut listener, cancel)
-                    .await
-                {
-                    Ok(Some(s)) => s,
-                    Ok(None) => continue,
-                    Err(()) => return,
-                },
-            };
-            if let Err(e) = sync_parameters(params, &mut server, &mut relay).await {
-                return self.sync_failed(pool, server, e).await;
+            if linked.is_none() {
+                let idle = cycle.timers.client_idle;
+                let wait =
+                    self.between_links(pool, mode, &mut relay, idle, &mut listener, cancel.pid);
+                match wait.await {
+                    Between::Request => {}
+                    Between::Answered => continue,
+                    Between::End => return,
+                }
             }
-            let lent = Self::claim_notify_pid(&listener, &mut relay, &server, cancel.pid);
-            let run = self
-                .link(&mut relay, &mut server, cancel, &cycle, params)
-                .await;
-            Self::release_notify_pid(pool, &listener, lent, cancel.pid).await;
-            match self.release(&cycle, &mut relay, server, run).await {
+            let link = Active {
+                cycle: &cycle,
+                relay: &mut relay,
+                listener: &listener,
+                cancel,
+                params,
+            };
+            match LinkBox::new(self.one_link(link, linked.take())).await {
                 Some(kept) => linked = kept,
                 None => return,
             }
         }
     }
 
-    /// Waits for the next request and checks out a server for it. `Ok(None)`: the
-    /// request was answered without a server; `Err`: the session ends.
-    async fn next_server(
+    /// One link for a request: a server (`held`, or checked out now), its parameters
+    /// brought in line, the relay run, then the release. `Some(kept)`: the cycle goes on,
+    /// holding `kept` when the server stays linked; `None`: the session ended.
+    async fn one_link(
         &mut self,
-        cycle: &Cycle<'_>,
-        relay: &mut Relay,
-        listener: &mut Option<Subscription>,
-        cancel: &CancelHandle,
-    ) -> Result<Option<PooledServer>, ()> {
-        let idle = cycle.timers.client_idle;
-        let pid = cancel.pid;
-        match self
-            .between_links(cycle.pool, cycle.mode, relay, idle, listener, pid)
-            .await
-        {
-            Between::Request => self.checkout(cycle.pool).await.map(Some).ok_or(()),
-            Between::Answered => Ok(None),
-            Between::End => Err(()),
+        link: Active<'_>,
+        held: Option<PooledServer>,
+    ) -> Option<Option<PooledServer>> {
+        let Active {
+            cycle,
+            relay,
+            listener,
+            cancel,
+            params,
+        } = link;
+        let mut server = match held {
+            Some(s) => s,
+            None => self.checkout(cycle.pool).await?,
+        };
+        // This future's block is taken per link: what most links skip (a parameter sync,
+        // the shared listener's round trip, the session's end) runs in boxes of its own, so
+        // the common path stays small.
+        if server.conn.synced_fp != Some(params.fingerprint()) {
+            if let Err(e) = Box::pin(sync_parameters(params, &mut server, relay)).await {
+                Box::pin(self.sync_failed(cycle.pool, server, e)).await;
+                return None;
+            }
         }
+        let lent = Self::claim_notify_pid(listener, relay, &server, cancel.pid);
+        let run = self.link(relay, &mut server, cancel, cycle, params).await;
+        if lent.is_some() {
+            Box::pin(Self::release_notify_pid(
+                cycle.pool, listener, lent, cancel.pid,
+            ))
+            .await;
+        }
+        self.release(cycle, relay, server, run).await
     }
 
     /// Carries out the release decision for a link that ended. `Some(kept)`: the cycle
@@ -160,8 +193,7 @@ impl Session {
                     self.note_client_left(relay);
                 }
                 self.log_link_end(&end, timed_out, relay);
-                self.close(pool, cycle.mode, server, &link, error, fate)
-                    .await;
+                Box::pin(self.close(pool, cycle.mode, server, &link, error, fate)).await;
                 return None;
             }
             Disposition::Checkin => pool.checkin(server),
@@ -269,7 +301,7 @@ impl Session {
             }
             Idle::QueueFull { mid_message } => {
                 relay.stats.notification_overflow();
-                self.notification_queue_full(mid_message).await;
+                Box::pin(self.notification_queue_full(mid_message)).await;
                 return Between::End;
             }
             Idle::Timeout => {
@@ -279,7 +311,8 @@ impl Session {
                 ClientError::fatal(ErrorKind::Timeout, msg)
             }
         };
-        self.tell(&error).await;
+        // Boxed, as the rest of a session's end: not part of the parked state.
+        Box::pin(self.tell(&error)).await;
         Between::End
     }
 
@@ -343,6 +376,26 @@ impl Session {
                 .await;
             return (end, None);
         }
+        let cancel_to = || CancelTarget {
+            addr: conn.cancel_addr.clone(),
+            key: conn.key.clone(),
+        };
+        let (server, timed) = (&mut conn.stream, (timers, fast_close));
+        Box::pin(self.relay_timed(relay, &mut link, server, timed, &cancel_to)).await
+    }
+
+    /// [`Session::relay_linked`] with timers: a link of a client with query_timeout,
+    /// idle_transaction_timeout, transaction_timeout or server_fast_close, boxed (a timer
+    /// per link costs more than the box).
+    async fn relay_timed(
+        &mut self,
+        relay: &mut Relay,
+        link: &mut LinkState<'_>,
+        server: &mut crate::net::Stream,
+        (timers, fast_close): (&LinkTimeouts, bool),
+        cancel_to: &(dyn Fn() -> CancelTarget + Sync),
+    ) -> (RelayEnd, Option<Expired>) {
+        let release = relay.tracker.pin.is_none();
         loop {
             let mut deadline = timers.next_deadline(&relay.clock, &relay.tracker);
             let poll_idle = fast_close && relay.tracker.is_idle();
@@ -357,17 +410,13 @@ impl Session {
                 }
             };
             tokio::select! {
-                end = relay.run(&mut self.stream, &mut conn.stream, release, &mut link) => return (end, None),
+                end = relay.run(&mut self.stream, server, release, link) => return (end, None),
                 _ = sleep => {}
             }
             match timers.expired(&relay.clock, &relay.tracker) {
                 Some(Expired::Query) => {
                     warn!(parent: &self.span, "query_timeout: cancelling the running query");
-                    crate::cancel::send_cancel(CancelTarget {
-                        addr: conn.cancel_addr.clone(),
-                        key: conn.key.clone(),
-                    })
-                    .await;
+                    Box::pin(crate::cancel::send_cancel(cancel_to())).await;
                     relay.clock.busy_since = Some(std::time::Instant::now());
                 }
                 Some(e @ (Expired::IdleTransaction | Expired::Transaction)) => {
@@ -415,3 +464,6 @@ async fn sync_parameters(
     server.conn.synced_fp = Some(params.fingerprint());
     Ok(())
 }
+
+#[path = "link_box.rs"]
+mod link_box;

@@ -1,17 +1,17 @@
 //! Connected clients by id: what SHOW CLIENTS lists and what KILL / KILL_CLIENT / shutdown
 //! end. Each client task registers on accept and is removed when its entry guard drops.
-//! The registry never touches sockets: ending a client marks its entry killed (its kill
-//! token, read by [`ClientEntry::farewell`]) and aborts the client's task, attached by
-//! `app::spawn`; the session's drop then writes the farewell ErrorResponse.
+//! The registry never touches sockets: ending a client marks its entry killed (a flag read
+//! by [`ClientEntry::farewell`]) and aborts the client's task, attached by `app::spawn`;
+//! the session's drop then writes the farewell ErrorResponse. Every idle client has an
+//! entry, so it stays one small allocation besides its strings.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use dashmap::DashMap;
 use tokio::task::AbortHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::logging::close_reason::CloseReason;
 use crate::protocol::messages::{self, Severity};
@@ -83,8 +83,8 @@ pub struct ClientEntry {
     pub local_port: u16,
     /// Wall-clock accept time.
     pub connect_time: SystemTime,
-    /// Fired to end the client (KILL, KILL_CLIENT, shutdown); see [`ClientEntry::kill`].
-    pub kill: CancellationToken,
+    /// Set to end the client (KILL, KILL_CLIENT, shutdown); see [`ClientEntry::kill`].
+    killed: AtomicBool,
     /// The client's task, aborted by a kill: ending a client costs its task nothing
     /// until it happens (no kill signal polled at every wake-up).
     task: OnceLock<AbortHandle>,
@@ -100,7 +100,9 @@ impl ClientEntry {
     /// Ends the client: its task's future is dropped, so its sockets close and a linked
     /// server is discarded, never returned to the pool.
     pub fn kill(&self) {
-        self.kill.cancel();
+        self.killed.store(true, Ordering::Release);
+        // Pairs with the fence in `attach`: one of the two sees the other's store.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(task) = self.task.get() {
             task.abort();
         }
@@ -110,7 +112,7 @@ impl ClientEntry {
     /// `terminating connection due to administrator command`, as Postgres sends on
     /// pg_terminate_backend and shutdown); `None` while the client was not killed.
     pub fn farewell(&self) -> Option<BytesMut> {
-        if !self.kill.is_cancelled() {
+        if !self.is_killed() {
             return None;
         }
         let mut buf = BytesMut::new();
@@ -127,11 +129,17 @@ impl ClientEntry {
     /// Ties the entry to the client's spawned task (a kill that came first ends it now).
     pub fn attach(&self, task: AbortHandle) {
         let _ = self.task.set(task);
-        if self.kill.is_cancelled() {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.is_killed() {
             if let Some(task) = self.task.get() {
                 task.abort();
             }
         }
+    }
+
+    /// True once the client was ended by [`ClientEntry::kill`].
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
     }
 
     /// Records user, database and application_name (first call wins).
@@ -247,7 +255,7 @@ impl ClientRegistry {
             local_addr: local.map(|a| a.ip().to_string()).unwrap_or_default(),
             local_port: local.map(|a| a.port()).unwrap_or(0),
             connect_time: SystemTime::now(),
-            kill: CancellationToken::new(),
+            killed: AtomicBool::new(false),
             task: OnceLock::new(),
             identity: OnceLock::new(),
             close_reason: OnceLock::new(),
@@ -336,7 +344,7 @@ mod tests {
         assert!(a.entry.request_time() >= a.entry.connect_time);
         let killed = reg.kill_where(|e| e.identity().is_some_and(|i| i.database == "d"));
         assert_eq!(killed, 1);
-        assert!(b.entry.kill.is_cancelled() && !a.entry.kill.is_cancelled());
+        assert!(b.entry.is_killed() && !a.entry.is_killed());
         assert!(a.entry.farewell().is_none());
         assert_eq!(a.entry.close_reason(), None);
         a.entry.set_close_reason(CloseReason::LoginFailed);

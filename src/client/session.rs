@@ -148,7 +148,8 @@ impl Session {
     /// link cycle.
     ///
     /// Memory: an idle client is this future inside its task. The login runs in a box
-    /// freed before the first query, so the task keeps only what the link cycle needs.
+    /// freed before the first query, and each link in a box freed when it ends (see
+    /// `serve`), so the task keeps only what a parked client needs.
     pub async fn run(mut self) {
         let Some(login) = Box::pin(self.log_in()).await else {
             return;
@@ -162,7 +163,10 @@ impl Session {
             own_key,
             admission,
         } = login;
+        // What only the login needed goes before the client idles (the registry entry
+        // keeps its identity for SHOW CLIENTS).
         self.startup = Vec::new();
+        self.database = String::new();
         self.serve(&pool, mode, &mut params, &cancel, held).await;
         drop((own_key, admission));
     }

@@ -171,7 +171,7 @@ impl Drop for ClientCloseLog {
             return;
         }
         let reason = self.entry.close_reason().unwrap_or_else(|| {
-            if !self.entry.kill.is_cancelled() {
+            if !self.entry.is_killed() {
                 CloseReason::ClientCloseRequest
             } else if self.app.shutdown.is_cancelled() {
                 CloseReason::ShuttingDown

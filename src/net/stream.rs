@@ -170,8 +170,11 @@ fn peek(fd: std::os::fd::RawFd) -> io::Result<()> {
 /// Waiting until a stream has bytes to read without lending it a buffer, so an idle client
 /// holds no read buffer while it thinks.
 pub trait PollReadReady {
-    /// Ready when a read would not block; `None` when the stream cannot tell (TLS may hold
-    /// decrypted bytes already; test pipes): the caller then reads into a buffer instead.
+    /// Ready when a read would not block; `None` when the stream cannot tell (a server's
+    /// TLS, WebSocket frames, test pipes): the caller then reads into a buffer instead.
+    /// A client's TLS reports its socket's readiness, which is only meaningful right after
+    /// a read returned `Pending` (rustls then holds no decrypted bytes); a partial TLS
+    /// record makes the next read pend again.
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>>;
 }
 
@@ -180,7 +183,9 @@ impl PollReadReady for Stream {
         match self {
             Stream::Tcp(s) => Some(s.poll_read_ready(cx)),
             Stream::Unix(s) => Some(s.poll_read_ready(cx)),
-            Stream::ClientTls(_) | Stream::ServerTls(_) | Stream::Edge(_) => None,
+            // An idle TLS client then holds no read buffer while it waits.
+            Stream::ClientTls(s) => Some(s.get_ref().0.poll_read_ready(cx)),
+            Stream::ServerTls(_) | Stream::Edge(_) => None,
         }
     }
 }

@@ -237,7 +237,22 @@ fn compare_script_produces_every_row_in_smoke_mode() {
         ["200 / 200", "200 / 200"],
         "idle clients held\n{context}"
     );
-    for label in ["| RSS per idle client (kB)", "| RSS after they leave (MB)"] {
+    // The same for idle TLS clients (certificates are made whenever openssl is there).
+    if let Some(held) = stdout
+        .lines()
+        .find(|l| l.starts_with("| idle TLS clients held"))
+    {
+        assert_eq!(
+            cells(held)[1..3],
+            ["200 / 200", "200 / 200"],
+            "idle TLS clients held\n{context}"
+        );
+    }
+    for label in [
+        "| RSS per idle client (kB)",
+        "| RSS after they leave (MB)",
+        "| RSS per idle TLS client (kB)",
+    ] {
         let row = stdout
             .lines()
             .find(|l| l.starts_with(label))

@@ -15,7 +15,7 @@ use crate::client::validate::ClientViolation;
 use crate::net::PollReadReady;
 
 /// Buffer for an idle client's next request when its stream cannot report readiness
-/// (TLS); grown when a bigger request arrives.
+/// (WebSocket); grown when a bigger request arrives.
 const IDLE_READ: usize = 1024;
 
 /// What the idle wait for a client produced.
@@ -91,7 +91,8 @@ impl Relay {
                 buf.reserve(IDLE_READ);
             }
             // A busy client's next request is often already there; otherwise it is idle:
-            // give the relay buffers back and wait for bytes without holding any.
+            // give the relay buffers back and wait for bytes without holding any (the read
+            // just returned Pending, as `poll_read_ready` of a TLS stream requires).
             let first =
                 poll_fn(|cx| Poll::Ready(poll_read_buf(Pin::new(&mut *client), cx, &mut *buf)))
                     .await;
