@@ -7,10 +7,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tracing::warn;
 
+use super::registry::ClientState;
 use super::relay::{IdleEnd, Relay};
 use super::session::Session;
 use super::statement::{recognise_listen, Recognised};
+use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
+use crate::logging::close_reason::{note_close, CloseReason};
 use crate::pool::listen::Subscription;
 use crate::pool::Pool;
 use crate::protocol::messages;
@@ -24,6 +27,16 @@ pub(super) enum Idle {
     /// A notification for this client could not be queued; `mid_message` when one was
     /// being written to the client at that moment.
     QueueFull { mid_message: bool },
+}
+
+/// What the wait between two links produced.
+pub(super) enum Between {
+    /// A request that needs a server.
+    Request,
+    /// The request was answered without a server (LISTEN/UNLISTEN): wait again.
+    Answered,
+    /// The session ends.
+    End,
 }
 
 impl Session {
@@ -152,5 +165,83 @@ impl Session {
         messages::put_ready(&mut buf, b'I');
         let _ = self.stream.send(&buf).await;
         true
+    }
+
+    /// Waits for the client's next request with no server linked; answers what needs no
+    /// server (a lone LISTEN/UNLISTEN outside a transaction) and ends the session when the
+    /// client left, misbehaved, idled too long or lost notifications.
+    pub(super) async fn between_links(
+        &mut self,
+        pool: &Pool,
+        mode: PoolMode,
+        relay: &mut Relay,
+        client_idle: std::time::Duration,
+        listener: &mut Option<Subscription>,
+        pid: i32,
+    ) -> Between {
+        self.mark(ClientState::Idle);
+        let was_pinned = relay.tracker.pin.is_some();
+        let error = match self.wait_idle(relay, client_idle, listener).await {
+            Idle::End(IdleEnd::Request) if mode == PoolMode::Session || was_pinned => {
+                return Between::Request;
+            }
+            Idle::End(IdleEnd::Request) => {
+                return self.lone_request(pool, relay, listener, pid).await;
+            }
+            Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => {
+                self.note_client_left(relay);
+                return Between::End;
+            }
+            Idle::End(IdleEnd::ClientProtocol(e)) => {
+                warn!(parent: &self.span, error = %e, "client protocol violation");
+                relay.stats.refused();
+                ClientError::fatal(ErrorKind::Protocol, e.to_string())
+            }
+            Idle::QueueFull { mid_message } => {
+                relay.stats.notification_overflow();
+                Box::pin(self.notification_queue_full(mid_message)).await;
+                return Between::End;
+            }
+            Idle::Timeout => {
+                warn!(parent: &self.span, "client_idle_timeout");
+                note_close(&self.entry, CloseReason::ClientIdleTimeout);
+                let msg = "client_idle_timeout: client was idle too long";
+                ClientError::fatal(ErrorKind::Timeout, msg)
+            }
+        };
+        // Boxed, as the rest of a session's end: not part of the parked state.
+        Box::pin(self.tell(&error)).await;
+        Between::End
+    }
+
+    /// A request while no server is linked: a lone LISTEN/UNLISTEN outside a transaction
+    /// is served by the shared listener, a listening client's lone NOTIFY first delivers
+    /// its own notification; anything else needs a server.
+    async fn lone_request(
+        &mut self,
+        pool: &Pool,
+        relay: &mut Relay,
+        listener: &mut Option<Subscription>,
+        pid: i32,
+    ) -> Between {
+        // A LISTEN seen while reading marks a pin; a lone one outside a
+        // transaction is served by the shared listener instead. Boxed (their
+        // state is large) and only entered for a lone LISTEN/UNLISTEN, or a
+        // listening client's lone query: no allocation for other requests.
+        let lone = relay.lone_query();
+        if lone.and_then(recognise_listen).is_some()
+            && Box::pin(self.serve_listen(pool, relay, listener)).await
+        {
+            relay.tracker.pin = None;
+            return Between::Answered;
+        }
+        // A lone NOTIFY of a listening client: its own notification first.
+        if listener.is_some()
+            && relay.lone_query().is_some()
+            && Box::pin(self.serve_notify(pool, relay, listener, pid)).await
+        {
+            return Between::Answered;
+        }
+        return Between::Request;
     }
 }

@@ -7,35 +7,22 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use super::idle::Idle;
+use super::idle::Between;
 use super::link_stats::LinkStats;
 use super::params::{ClientParams, Reported};
-use super::registry::ClientState;
-use super::relay::{IdleEnd, LinkState, Relay, RelayEnd, RelayMode};
+use super::relay::{LinkState, Relay, RelayEnd, RelayMode};
 use super::release::{disposition, Disposition, LinkEnd};
 use super::rewrite::Rewriter;
 use super::session::Session;
-use super::statement::recognise_listen;
 use super::timeouts::{Expired, LinkTimeouts};
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::PoolMode;
-use crate::error::{ClientError, ErrorKind};
 use crate::logging::close_reason::{note_close, CloseReason};
 use crate::pool::listen::Subscription;
 use crate::pool::{Pool, PooledServer};
 use crate::protocol::messages;
 use crate::server::ServerError;
 use link_box::LinkBox;
-
-/// What the wait between two links produced.
-enum Between {
-    /// A request that needs a server.
-    Request,
-    /// The request was answered without a server (LISTEN/UNLISTEN): wait again.
-    Answered,
-    /// The session ends.
-    End,
-}
 
 /// How one relay run over a link ended.
 struct LinkRun {
@@ -212,7 +199,7 @@ impl Session {
 
     /// Records how the client left: Terminate is PgBouncer's `client close request` (the
     /// default), a socket that closed or failed without it `client unexpected eof`.
-    fn note_client_left(&self, relay: &Relay) {
+    pub(super) fn note_client_left(&self, relay: &Relay) {
         if !relay.client_sent_terminate() {
             note_close(&self.entry, CloseReason::ClientUnexpectedEof);
         }
@@ -249,71 +236,6 @@ impl Session {
         }
         relay.stats = LinkStats::for_pool(&pool.stats, self.span.clone());
         relay
-    }
-
-    /// Waits for the client's next request with no server linked; answers what needs no
-    /// server (a lone LISTEN/UNLISTEN outside a transaction) and ends the session when the
-    /// client left, misbehaved, idled too long or lost notifications.
-    async fn between_links(
-        &mut self,
-        pool: &Pool,
-        mode: PoolMode,
-        relay: &mut Relay,
-        client_idle: std::time::Duration,
-        listener: &mut Option<Subscription>,
-        pid: i32,
-    ) -> Between {
-        self.mark(ClientState::Idle);
-        let was_pinned = relay.tracker.pin.is_some();
-        let error = match self.wait_idle(relay, client_idle, listener).await {
-            Idle::End(IdleEnd::Request) if mode == PoolMode::Session || was_pinned => {
-                return Between::Request;
-            }
-            Idle::End(IdleEnd::Request) => {
-                // A LISTEN seen while reading marks a pin; a lone one outside a
-                // transaction is served by the shared listener instead. Boxed (their
-                // state is large) and only entered for a lone LISTEN/UNLISTEN, or a
-                // listening client's lone query: no allocation for other requests.
-                let lone = relay.lone_query();
-                if lone.and_then(recognise_listen).is_some()
-                    && Box::pin(self.serve_listen(pool, relay, listener)).await
-                {
-                    relay.tracker.pin = None;
-                    return Between::Answered;
-                }
-                // A lone NOTIFY of a listening client: its own notification first.
-                if listener.is_some()
-                    && relay.lone_query().is_some()
-                    && Box::pin(self.serve_notify(pool, relay, listener, pid)).await
-                {
-                    return Between::Answered;
-                }
-                return Between::Request;
-            }
-            Idle::End(IdleEnd::ClientGone | IdleEnd::ClientIo(_)) => {
-                self.note_client_left(relay);
-                return Between::End;
-            }
-            Idle::End(IdleEnd::ClientProtocol(e)) => {
-                warn!(parent: &self.span, error = %e, "client protocol violation");
-                relay.stats.refused();
-                ClientError::fatal(ErrorKind::Protocol, e.to_string())
-            }
-            Idle::QueueFull { mid_message } => {
-                relay.stats.notification_overflow();
-                Box::pin(self.notification_queue_full(mid_message)).await;
-                return Between::End;
-            }
-            Idle::Timeout => {
-                warn!(parent: &self.span, "client_idle_timeout");
-                note_close(&self.entry, CloseReason::ClientIdleTimeout);
-                let msg = "client_idle_timeout: client was idle too long";
-                ClientError::fatal(ErrorKind::Timeout, msg)
-            }
-        };
-        // Boxed, as the rest of a session's end: not part of the parked state.
-        Box::pin(self.tell(&error)).await;
-        Between::End
     }
 
     /// Links `server` to this client for one relay run: registers it for cancel requests,

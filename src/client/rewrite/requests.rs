@@ -32,18 +32,9 @@ impl Rewriter {
         loop {
             if self.client_streaming > 0 {
                 kept.flush(input, out);
-                let done = if self.client_discarding {
-                    let n = self.client_streaming.min(input.len());
-                    input.advance(n);
-                    self.client_streaming -= n;
-                    self.client_streaming == 0
-                } else {
-                    stream_part(&mut self.client_streaming, input, out)
-                };
-                if !done {
+                if !self.stream_client_part(input, out) {
                     break;
                 }
-                self.client_discarding = false;
                 continue;
             }
             if self.client_partial.is_empty() {
@@ -86,6 +77,23 @@ impl Rewriter {
         }
         kept.flush(input, out);
         self.flush_fakes(s2c);
+    }
+
+    /// Moves (or, for a refused message, drops) the next part of a large message being
+    /// streamed through; true when it is through.
+    fn stream_client_part(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> bool {
+        let done = if self.client_discarding {
+            let n = self.client_streaming.min(input.len());
+            input.advance(n);
+            self.client_streaming -= n;
+            self.client_streaming == 0
+        } else {
+            stream_part(&mut self.client_streaming, input, out)
+        };
+        if done {
+            self.client_discarding = false;
+        }
+        done
     }
 
     /// Handles one whole client message (`msg` includes its header).
