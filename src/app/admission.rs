@@ -26,7 +26,7 @@ impl App {
     ) -> Result<ClientAdmission, &'static str> {
         let config = self.config();
         let db_max = config
-            .database(database)
+            .database_cow(database)
             .map(|e| config.effective_max_db_client_connections(&e))
             .unwrap_or(config.settings.max_db_client_connections);
         let user_max = config.effective_max_user_client_connections(config.user(user));

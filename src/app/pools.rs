@@ -27,7 +27,7 @@ impl App {
     /// The pool mode for a client of `database` logging in as `user` (user > database > global).
     pub fn pool_mode_for(&self, database: &str, user: &str) -> PoolMode {
         let config = self.config();
-        match config.database(database) {
+        match config.database_cow(database) {
             Some(entry) => {
                 let server_user = entry.user.clone().unwrap_or_else(|| user.to_owned());
                 config.effective_pool_mode(&entry, config.user(&server_user))
@@ -40,7 +40,7 @@ impl App {
     /// database is not configured and there is no `*` fallback.
     pub fn pool_for(&self, database: &str, client_user: &str) -> Option<Arc<Pool>> {
         let config = self.config();
-        let entry = config.database(database)?;
+        let entry = config.database_cow(database)?;
         let server_user = entry.user.clone().unwrap_or_else(|| client_user.to_owned());
         self.pool_as(database, &server_user)
     }

@@ -283,7 +283,7 @@ impl AuthLookup {
         let (db_user, db_query, db_name) = if crate::control::is_console(database) {
             (None, None, None)
         } else {
-            let entry = config.database(database)?;
+            let entry = config.database_cow(database)?;
             (
                 entry.auth_user.clone(),
                 entry.auth_query.clone(),

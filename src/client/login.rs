@@ -110,7 +110,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             let (client_key, server_final) = scram(stream, user, server).await?;
             outcome.scram_client_key = Some(client_key);
             // SASLFinal and AuthenticationOk in one write.
-            let mut buf = BytesMut::new();
+            let mut buf = BytesMut::with_capacity(9 + server_final.len() + 9);
             messages::put_auth(&mut buf, auth_code::SASL_FINAL, &server_final);
             messages::put_auth(&mut buf, auth_code::OK, &[]);
             stream.write_all(&buf).await?;
@@ -182,7 +182,8 @@ pub(crate) async fn send_auth<S: AsyncWrite + Unpin>(
     code: i32,
     payload: &[u8],
 ) -> std::io::Result<()> {
-    let mut buf = BytesMut::new();
+    // Tag, length and code: 9 bytes before the payload.
+    let mut buf = BytesMut::with_capacity(9 + payload.len());
     messages::put_auth(&mut buf, code, payload);
     stream.write_all(&buf).await
 }

@@ -360,9 +360,17 @@ fn login_replies(
     cancel: &CancelHandle,
     notice: Option<&str>,
 ) -> BytesMut {
-    let mut buf = BytesMut::new();
-    let mut names: Vec<_> = params.expected.iter().collect();
-    names.sort();
+    // How many parameters a Postgres 15 server reports at login (a usual welcome).
+    const LOGIN_PARAMETERS_USUAL: usize = 16;
+    let mut names = Vec::with_capacity(LOGIN_PARAMETERS_USUAL);
+    names.extend(params.expected.iter());
+    // Names are unique: an unstable sort gives the same order, without its scratch space.
+    names.sort_unstable();
+    // Each ParameterStatus is a tag, a length and two NULs around its name and value;
+    // BackendKeyData and ReadyForQuery add 19 bytes. One allocation for the whole reply.
+    let statuses: usize = names.iter().map(|(k, v)| k.len() + v.len() + 7).sum();
+    let notice_room = notice.map_or(0, |n| n.len() + 64);
+    let mut buf = BytesMut::with_capacity(statuses + 19 + notice_room);
     for (k, v) in names {
         messages::put_parameter_status(&mut buf, k, v);
     }

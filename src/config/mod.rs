@@ -195,6 +195,15 @@ impl Config {
         self.databases.iter().find(|d| d.name == name)
     }
 
+    /// The entry [`Config::database`] gives, borrowed when `name` is configured (a login
+    /// asks several times; only an entry made from the `*` fallback is built).
+    pub fn database_cow(&self, name: &str) -> Option<std::borrow::Cow<'_, DatabaseEntry>> {
+        match self.database_entry(name) {
+            Some(entry) => Some(std::borrow::Cow::Borrowed(entry)),
+            None => self.database(name).map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The `[users]` entry for `name`, if any.
     pub fn user(&self, name: &str) -> Option<&UserEntry> {
         self.users.iter().find(|u| u.name == name)

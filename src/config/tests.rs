@@ -76,6 +76,22 @@ fn exact_database_wins_over_fallback() {
 }
 
 #[test]
+fn borrowed_database_lookup_gives_what_the_owned_one_gives() {
+    use std::borrow::Cow;
+    let c = parse("[databases]\napp = host=a dbname=real\n* = host=fb port=6000\n");
+    for name in ["app", "other", "pgbouncer", "*"] {
+        let cow = c.database_cow(name);
+        assert_eq!(cow.as_deref(), c.database(name).as_ref(), "{name}");
+        let borrowed = matches!(cow, Some(Cow::Borrowed(_)));
+        assert_eq!(
+            borrowed,
+            name == "app",
+            "only a configured entry is borrowed: {name}"
+        );
+    }
+}
+
+#[test]
 fn fallback_with_forced_dbname_keeps_it() {
     let c = parse("[databases]\n* = dbname=shared\n");
     assert_eq!(

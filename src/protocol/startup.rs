@@ -2,9 +2,6 @@
 //! StartupMessage. Owns the length checks that run before authentication; owns no socket
 //! policy (what to answer is the handshake's business).
 
-use bytes::BytesMut;
-use pgwire::messages::startup::Startup;
-use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -104,24 +101,48 @@ pub fn decode_startup(body: &[u8]) -> Result<StartupPacket, StartupError> {
     if !terminated_parameter_list(&body[4..]) {
         return Err(StartupError::Malformed);
     }
-    let mut buf = BytesMut::from(body);
-    let ctx = DecodeContext::new(ProtocolVersion::default());
-    let startup = Startup::decode_body(&mut buf, body.len() + 4, &ctx)
-        .map_err(|_| StartupError::Malformed)?;
-    let mut params = Vec::with_capacity(startup.parameters.len());
+    let mut params = parameter_pairs(&body[4..]);
     let mut protocol_options = Vec::new();
-    for (k, v) in startup.parameters {
-        if k.starts_with("_pq_.") {
-            protocol_options.push(k);
-        } else {
-            params.push((k, v));
+    params.retain_mut(|(k, _)| {
+        let option = k.starts_with("_pq_.");
+        if option {
+            protocol_options.push(std::mem::take(k));
         }
-    }
+        !option
+    });
     Ok(StartupPacket::Startup {
         minor,
         params,
         protocol_options,
     })
+}
+
+/// The `name\0value\0` pairs of a list that passed [`terminated_parameter_list`], sorted
+/// by name with the last of a repeated name kept, names and values read as UTF-8 with
+/// invalid bytes replaced (what pgwire's `Startup` decoder gave, without its copies).
+fn parameter_pairs(mut rest: &[u8]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let take = |rest: &mut &[u8]| {
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        let s = String::from_utf8_lossy(&rest[..end]).into_owned();
+        *rest = rest.get(end + 1..).unwrap_or_default();
+        s
+    };
+    while rest.first().is_some_and(|&b| b != 0) {
+        let name = take(&mut rest);
+        let value = take(&mut rest);
+        pairs.push((name, value));
+    }
+    // Stable: a repeated name's later value comes after; keep that one.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    pairs
 }
 
 /// Postgres's layout rule: `name\0value\0` pairs, then one `\0` that is the packet's last
@@ -228,6 +249,44 @@ mod tests {
     async fn read(bytes: &[u8]) -> Result<StartupPacket, StartupError> {
         let mut r = bytes;
         read_startup(&mut r).await
+    }
+
+    /// The parameters as pgwire's `Startup` decoder read them (what `decode_startup` used
+    /// before it parsed the list itself).
+    fn pgwire_params(list: &[u8]) -> Vec<(String, String)> {
+        use pgwire::messages::{startup::Startup, DecodeContext, Message, ProtocolVersion};
+        let mut body = bytes::BytesMut::from(&0x0003_0000i32.to_be_bytes()[..]);
+        body.extend_from_slice(list);
+        let ctx = DecodeContext::new(ProtocolVersion::default());
+        let len = body.len() + 4;
+        let decoded = Startup::decode_body(&mut body, len, &ctx).expect("pgwire decodes it");
+        decoded.parameters.into_iter().collect()
+    }
+
+    #[test]
+    fn parameters_read_as_pgwire_read_them_sorted_last_repeat_wins() {
+        let lists: [&[u8]; 6] = [
+            b"\0",
+            b"user\0u\0database\0d\0\0",
+            b"b\0first\0a\0x\0b\0second\0\0",
+            b"user\0\0application_name\0\0\0",
+            b"user\0caf\xc3\xa9\0bad\xff\0v\xfe\0\0",
+            b"_pq_.x\0y\0user\0u\0_pq_.a\0\0\0",
+        ];
+        for list in lists {
+            assert!(terminated_parameter_list(list), "{list:?}");
+            assert_eq!(parameter_pairs(list), pgwire_params(list), "{list:?}");
+        }
+        let Ok(StartupPacket::Startup {
+            params,
+            protocol_options,
+            ..
+        }) = decode_startup(&[&0x0003_0000i32.to_be_bytes()[..], lists[5]].concat())
+        else {
+            panic!("a valid StartupMessage");
+        };
+        assert_eq!(params, vec![("user".to_string(), "u".to_string())]);
+        assert_eq!(protocol_options, vec!["_pq_.a", "_pq_.x"]);
     }
 
     #[test]
