@@ -242,6 +242,6 @@ impl Session {
         {
             return Between::Answered;
         }
-        return Between::Request;
+        Between::Request
     }
 }
