@@ -75,6 +75,15 @@ enum Expect {
     Replace(Bytes),
 }
 
+/// What an idle client keeps of a rewriter that holds nothing (see [`Rewriter::park`]).
+#[derive(Debug)]
+pub struct ParkedRewriter {
+    registry: Arc<StatementRegistry>,
+    max_gathered: usize,
+    copy: CopyInWatch,
+    notify_pids: Option<([u8; 4], [u8; 4])>,
+}
+
 /// Per-client rewriting state.
 #[derive(Debug)]
 pub struct Rewriter {
@@ -142,6 +151,11 @@ impl Rewriter {
     /// becomes the pool's per-server LRU size, for its open connections too.
     pub fn new(registry: Arc<StatementRegistry>, capacity: usize) -> Self {
         registry.set_server_capacity(capacity);
+        Rewriter::with_registry(registry)
+    }
+
+    /// A fresh rewriter that leaves the pool's per-server statement limit as it is.
+    fn with_registry(registry: Arc<StatementRegistry>) -> Self {
         Rewriter {
             registry,
             statements: HashMap::new(),
@@ -168,6 +182,42 @@ impl Rewriter {
             dealloc_portals: HashMap::new(),
             notify_pids: None,
         }
+    }
+
+    /// Gives this rewriter up for the few settings a fresh one needs when it holds nothing a
+    /// fresh one would not (no statements, portals or replies pending, counters drained), so
+    /// an idle client keeps no rewriter; else hands it back.
+    pub fn park(self: Box<Self>) -> Result<ParkedRewriter, Box<Self>> {
+        let fresh = self.is_settled()
+            && self.statements.is_empty()
+            && self.portals.is_empty()
+            && self.deallocs.is_empty()
+            && self.dealloc_portals.is_empty()
+            && self.refused_requests.is_empty()
+            && self.refusals == 0
+            && self.counts == PreparedCounts::default()
+            && !(self.client_discarding || self.large_parse || self.ignored_sync)
+            && !(self.aborted || self.batch_executed)
+            && self.last_ready == b'I';
+        if !fresh {
+            return Err(self);
+        }
+        Ok(ParkedRewriter {
+            registry: self.registry,
+            max_gathered: self.max_gathered,
+            copy: self.copy,
+            notify_pids: self.notify_pids,
+        })
+    }
+
+    /// The rewriter [`Rewriter::park`] gave up, as it was (the pool's statement limit is
+    /// not set again: a reload may have changed it since).
+    pub fn unpark(parked: ParkedRewriter) -> Box<Self> {
+        let mut rw = Box::new(Rewriter::with_registry(parked.registry));
+        rw.max_gathered = parked.max_gathered;
+        rw.copy = parked.copy;
+        rw.notify_pids = parked.notify_pids;
+        rw
     }
 
     /// True when every reply the client expects has been delivered or made up.

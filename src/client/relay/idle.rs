@@ -11,6 +11,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::Relay;
 use crate::client::buffers;
+use crate::client::rewrite::Rewriter;
 use crate::client::validate::ClientViolation;
 use crate::net::PollReadReady;
 
@@ -40,6 +41,19 @@ impl Relay {
         }
         self.client_scan.release_idle_memory();
         self.server_scan.release_idle_memory();
+        if let Some(rw) = self.rewriter.take() {
+            match rw.park() {
+                Ok(parked) => self.parked = Some(parked),
+                Err(rw) => self.rewriter = Some(rw),
+            }
+        }
+    }
+
+    /// Takes the rewriter given up while idle back (before any byte is read into `cin`).
+    fn unpark(&mut self) {
+        if let Some(parked) = self.parked.take() {
+            self.rewriter = Some(Rewriter::unpark(parked));
+        }
     }
 
     /// The body of the client's pending request when it is exactly one complete simple
@@ -78,6 +92,7 @@ impl Relay {
         client: &mut C,
     ) -> IdleEnd {
         loop {
+            self.unpark();
             if !self.c2s.is_empty() || !self.cin.is_empty() {
                 return IdleEnd::Request;
             }
@@ -105,6 +120,7 @@ impl Relay {
                         Some(p) => p.map(Some),
                     })
                     .await;
+                    self.unpark();
                     match ready {
                         Some(Ok(())) => continue,
                         Some(Err(e)) => return IdleEnd::ClientIo(e),
