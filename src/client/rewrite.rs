@@ -186,8 +186,9 @@ impl Rewriter {
 
     /// Gives this rewriter up for the few settings a fresh one needs when it holds nothing a
     /// fresh one would not (no statements, portals or replies pending, counters drained), so
-    /// an idle client keeps no rewriter; else hands it back.
-    pub fn park(self: Box<Self>) -> Result<ParkedRewriter, Box<Self>> {
+    /// an idle client keeps no rewriter; the box, as good as fresh, comes back for reuse by
+    /// [`Rewriter::unpark`]. Else hands the rewriter back.
+    pub fn park(mut self: Box<Self>) -> Result<(ParkedRewriter, Box<Self>), Box<Self>> {
         let fresh = self.is_settled()
             && self.statements.is_empty()
             && self.portals.is_empty()
@@ -202,18 +203,27 @@ impl Rewriter {
         if !fresh {
             return Err(self);
         }
-        Ok(ParkedRewriter {
-            registry: self.registry,
+        let parked = ParkedRewriter {
+            registry: self.registry.clone(),
             max_gathered: self.max_gathered,
-            copy: self.copy,
+            copy: std::mem::take(&mut self.copy),
             notify_pids: self.notify_pids,
-        })
+        };
+        Ok((parked, self))
     }
 
-    /// The rewriter [`Rewriter::park`] gave up, as it was (the pool's statement limit is
-    /// not set again: a reload may have changed it since).
-    pub fn unpark(parked: ParkedRewriter) -> Box<Self> {
-        let mut rw = Box::new(Rewriter::with_registry(parked.registry));
+    /// The rewriter [`Rewriter::park`] gave up, as it was, in `spare` (a box `park` returned,
+    /// of any client) or a new box. The pool's statement limit is not set again: a reload
+    /// may have changed it since.
+    pub fn unpark(parked: ParkedRewriter, spare: Option<Box<Self>>) -> Box<Self> {
+        let mut rw = match spare {
+            Some(mut rw) => {
+                rw.registry = parked.registry;
+                rw.requests_seen = 0;
+                rw
+            }
+            None => Box::new(Rewriter::with_registry(parked.registry)),
+        };
         rw.max_gathered = parked.max_gathered;
         rw.copy = parked.copy;
         rw.notify_pids = parked.notify_pids;

@@ -1,6 +1,7 @@
 //! The relay of an idle client: waiting for its next request without holding buffer
 //! memory, and the lone query pgfunnel may answer itself.
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -18,6 +19,14 @@ use crate::net::PollReadReady;
 /// Buffer for an idle client's next request when its stream cannot report readiness
 /// (WebSocket); grown when a bigger request arrives.
 const IDLE_READ: usize = 1024;
+
+/// Rewriters given up by clients that went idle, kept per worker thread for the next client
+/// that wakes (as the relay buffers are: no malloc/free pair per transaction); more are freed.
+const MAX_SPARE_REWRITERS: usize = 64;
+
+thread_local! {
+    static SPARE_REWRITERS: RefCell<Vec<Box<Rewriter>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What the idle wait for a client produced.
 #[derive(Debug)]
@@ -43,7 +52,16 @@ impl Relay {
         self.server_scan.release_idle_memory();
         if let Some(rw) = self.rewriter.take() {
             match rw.park() {
-                Ok(parked) => self.parked = Some(parked),
+                Ok((parked, spare)) => {
+                    self.parked = Some(parked);
+                    SPARE_REWRITERS.with(|s| {
+                        if let Ok(mut s) = s.try_borrow_mut() {
+                            if s.len() < MAX_SPARE_REWRITERS {
+                                s.push(spare);
+                            }
+                        }
+                    });
+                }
                 Err(rw) => self.rewriter = Some(rw),
             }
         }
@@ -52,7 +70,9 @@ impl Relay {
     /// Takes the rewriter given up while idle back (before any byte is read into `cin`).
     fn unpark(&mut self) {
         if let Some(parked) = self.parked.take() {
-            self.rewriter = Some(Rewriter::unpark(parked));
+            let spare =
+                SPARE_REWRITERS.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()));
+            self.rewriter = Some(Rewriter::unpark(parked, spare));
         }
     }
 
