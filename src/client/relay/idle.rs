@@ -25,6 +25,8 @@ const IDLE_READ: usize = 1024;
 const MAX_SPARE_REWRITERS: usize = 64;
 
 thread_local! {
+    // Boxed: a client's rewriter is a box, moved in and out whole.
+    #[allow(clippy::vec_box)]
     static SPARE_REWRITERS: RefCell<Vec<Box<Rewriter>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -70,8 +72,7 @@ impl Relay {
     /// Takes the rewriter given up while idle back (before any byte is read into `cin`).
     fn unpark(&mut self) {
         if let Some(parked) = self.parked.take() {
-            let spare =
-                SPARE_REWRITERS.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()));
+            let spare = SPARE_REWRITERS.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()));
             self.rewriter = Some(Rewriter::unpark(parked, spare));
         }
     }
