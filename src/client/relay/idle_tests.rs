@@ -3,7 +3,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::UnixStream;
 
 use super::super::tests::{link, msg};
@@ -17,6 +17,19 @@ use crate::pool::prepared::{ServerStatements, StatementRegistry};
 /// The relay buffers' capacities (client and server side, raw and rewritten).
 fn capacities(relay: &Relay) -> [usize; 4] {
     [&relay.c2s, &relay.s2c, &relay.cin, &relay.sin].map(|b| b.capacity())
+}
+
+/// Runs the relay over one transaction whose bytes are already written; it must end
+/// with the server released.
+async fn run_to_release(relay: &mut Relay, client: &mut Stream, server: &mut DuplexStream) {
+    let (mut p, mut s, mut ps) = (
+        HashMap::new(),
+        Reported::default(),
+        ServerStatements::default(),
+    );
+    let mut link = link(&mut p, &mut s, &mut ps);
+    let end = relay.run(client, server, true, &mut link).await;
+    assert!(matches!(end, RelayEnd::Released), "{end:?}");
 }
 
 /// After a whole transaction, a client waiting for its next request holds no relay
@@ -38,14 +51,7 @@ async fn idle_client_between_transactions_holds_no_buffers() {
     let mut reply = msg(b'C', b"SELECT 1\0");
     reply.extend(msg(b'Z', b"I"));
     server_far.write_all(&reply).await.expect("reply");
-    let (mut p, mut s, mut ps) = (
-        HashMap::new(),
-        Reported::default(),
-        ServerStatements::default(),
-    );
-    let mut link = link(&mut p, &mut s, &mut ps);
-    let end = relay.run(&mut client, &mut server, true, &mut link).await;
-    assert!(matches!(end, RelayEnd::Released), "{end:?}");
+    run_to_release(&mut relay, &mut client, &mut server).await;
     assert!(capacities(&relay).iter().any(|&c| c > 0), "used buffers");
     let mut got = vec![0u8; reply.len()];
     client_far.read_exact(&mut got).await.expect("replies");
@@ -83,14 +89,7 @@ async fn rewriting_relay_after(request: &[u8], reply: &[u8]) -> (Relay, Stream, 
     let first = relay.wait_for_request(&mut client).await;
     assert!(matches!(first, IdleEnd::Request), "{first:?}");
     server_far.write_all(reply).await.expect("reply");
-    let (mut p, mut s, mut ps) = (
-        HashMap::new(),
-        Reported::default(),
-        ServerStatements::default(),
-    );
-    let mut link = link(&mut p, &mut s, &mut ps);
-    let end = relay.run(&mut client, &mut server, true, &mut link).await;
-    assert!(matches!(end, RelayEnd::Released), "{end:?}");
+    run_to_release(&mut relay, &mut client, &mut server).await;
     let mut got = vec![0u8; reply.len()];
     client_far.read_exact(&mut got).await.expect("replies");
     {
