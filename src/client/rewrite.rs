@@ -213,13 +213,13 @@ impl Rewriter {
     }
 
     /// The rewriter [`Rewriter::park`] gave up, as it was, in `spare` (a box `park` returned,
-    /// of any client) or a new box. The pool's statement limit is not set again: a reload
+    /// of any client, rewritten fresh) or a new box. The pool's statement limit is not set again: a reload
     /// may have changed it since.
     pub fn unpark(parked: ParkedRewriter, spare: Option<Box<Self>>) -> Box<Self> {
         let mut rw = match spare {
             Some(mut rw) => {
-                rw.registry = parked.registry;
-                rw.requests_seen = 0;
+                // Written fresh into the spare's memory: nothing of its last client stays.
+                *rw = Rewriter::with_registry(parked.registry);
                 rw
             }
             None => Box::new(Rewriter::with_registry(parked.registry)),
