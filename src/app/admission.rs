@@ -285,9 +285,8 @@ mod tests {
     /// (TLS, SCRAM, startup) runs in a box freed before the first query and each link
     /// (checkout, relay run, release) in a box freed when the link ends, so the task holds
     /// the session, its relay state (the largest part) and the bare wait for the next
-    /// request. A release build's futures measure the same or a few bytes less (2,096 and
-    /// 2,392 bytes against 2,112 and 2,424 in debug); the task adds tokio's task cell around
-    /// it. Before the link was boxed this future was 4.5 KiB.
+    /// request. The bounds are for debug builds, where futures are largest (release: see
+    /// README, idle memory); before the link was boxed this future was 4.5 KiB there.
     #[test]
     fn parked_client_task_future_stays_small() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -309,7 +308,7 @@ mod tests {
             let run = session.run();
             let (handle, run) = (std::mem::size_of_val(&handle), std::mem::size_of_val(&run));
             let relay = std::mem::size_of::<crate::client::relay::Relay>();
-            assert!(run <= 2240, "run: {run}");
+            assert!(run <= 2560, "run: {run}");
             assert!(
                 run <= relay + 1408,
                 "run: {run}, of it relay state: {relay}"

@@ -232,7 +232,7 @@ impl Session {
             pool.statements.set_limit(registry_limit as usize);
             let mut rw = Rewriter::new(pool.statements.clone(), max_prepared);
             rw.set_max_gathered(settings.max_prepared_message_size as usize);
-            relay.rewriter = Some(Box::new(rw));
+            relay.rewriter = Some(rw);
         }
         relay.stats = LinkStats::for_pool(&pool.stats, self.span.clone());
         relay

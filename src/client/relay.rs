@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use super::link_stats::LinkStats;
 use super::params::Reported;
-use super::rewrite::{ParkedRewriter, Rewriter};
+use super::rewrite::Rewriter;
 use super::tracker::Tracker;
 use super::validate::{ClientViolation, Validator};
 use crate::pool::prepared::ServerStatements;
@@ -111,9 +111,7 @@ pub struct Relay {
     pub clock: LinkClock,
     /// Prepared-statement rewriting (transaction/statement mode); client bytes then land in
     /// `cin` and server bytes in `sin` before being rewritten into `c2s`/`s2c`.
-    /// Boxed, and while the client is idle with nothing prepared given up for `parked`.
-    pub rewriter: Option<Box<Rewriter>>,
-    parked: Option<ParkedRewriter>,
+    pub rewriter: Option<Rewriter>,
     cin: BytesMut,
     sin: BytesMut,
     /// Query/transaction/bytes accounting (SHOW STATS, histograms).
@@ -154,7 +152,6 @@ impl Relay {
                 epoch: 0,
             },
             rewriter: None,
-            parked: None,
             cin: BytesMut::new(),
             sin: BytesMut::new(),
             stats: LinkStats::default(),
@@ -188,7 +185,7 @@ impl Relay {
             && self.cin.is_empty()
             && self.sin.is_empty()
             && self.server_scan.at_boundary()
-            && self.rewriter.as_deref().is_none_or(Rewriter::is_settled)
+            && self.rewriter.as_ref().is_none_or(Rewriter::is_settled)
     }
 
     /// Where client bytes land when read: `cin` when the rewriter sits between the client

@@ -75,15 +75,6 @@ enum Expect {
     Replace(Bytes),
 }
 
-/// What an idle client keeps of a rewriter that holds nothing (see [`Rewriter::park`]).
-#[derive(Debug)]
-pub struct ParkedRewriter {
-    registry: Arc<StatementRegistry>,
-    max_gathered: usize,
-    copy: CopyInWatch,
-    notify_pids: Option<([u8; 4], [u8; 4])>,
-}
-
 /// Per-client rewriting state.
 #[derive(Debug)]
 pub struct Rewriter {
@@ -151,11 +142,6 @@ impl Rewriter {
     /// becomes the pool's per-server LRU size, for its open connections too.
     pub fn new(registry: Arc<StatementRegistry>, capacity: usize) -> Self {
         registry.set_server_capacity(capacity);
-        Rewriter::with_registry(registry)
-    }
-
-    /// A fresh rewriter that leaves the pool's per-server statement limit as it is.
-    fn with_registry(registry: Arc<StatementRegistry>) -> Self {
         Rewriter {
             registry,
             statements: HashMap::new(),
@@ -182,52 +168,6 @@ impl Rewriter {
             dealloc_portals: HashMap::new(),
             notify_pids: None,
         }
-    }
-
-    /// Gives this rewriter up for the few settings a fresh one needs when it holds nothing a
-    /// fresh one would not (no statements, portals or replies pending, counters drained), so
-    /// an idle client keeps no rewriter; the box, as good as fresh, comes back for reuse by
-    /// [`Rewriter::unpark`]. Else hands the rewriter back.
-    pub fn park(mut self: Box<Self>) -> Result<(ParkedRewriter, Box<Self>), Box<Self>> {
-        let fresh = self.is_settled()
-            && self.statements.is_empty()
-            && self.portals.is_empty()
-            && self.deallocs.is_empty()
-            && self.dealloc_portals.is_empty()
-            && self.refused_requests.is_empty()
-            && self.refusals == 0
-            && self.counts == PreparedCounts::default()
-            && !(self.client_discarding || self.large_parse || self.ignored_sync)
-            && !(self.aborted || self.batch_executed)
-            && self.last_ready == b'I';
-        if !fresh {
-            return Err(self);
-        }
-        let parked = ParkedRewriter {
-            registry: self.registry.clone(),
-            max_gathered: self.max_gathered,
-            copy: std::mem::take(&mut self.copy),
-            notify_pids: self.notify_pids,
-        };
-        Ok((parked, self))
-    }
-
-    /// The rewriter [`Rewriter::park`] gave up, as it was, in `spare` (a box `park` returned,
-    /// of any client, rewritten fresh) or a new box. The pool's statement limit is not set again: a reload
-    /// may have changed it since.
-    pub fn unpark(parked: ParkedRewriter, spare: Option<Box<Self>>) -> Box<Self> {
-        let mut rw = match spare {
-            Some(mut rw) => {
-                // Written fresh into the spare's memory: nothing of its last client stays.
-                *rw = Rewriter::with_registry(parked.registry);
-                rw
-            }
-            None => Box::new(Rewriter::with_registry(parked.registry)),
-        };
-        rw.max_gathered = parked.max_gathered;
-        rw.copy = parked.copy;
-        rw.notify_pids = parked.notify_pids;
-        rw
     }
 
     /// True when every reply the client expects has been delivered or made up.

@@ -1,7 +1,6 @@
 //! The relay of an idle client: waiting for its next request without holding buffer
 //! memory, and the lone query pgfunnel may answer itself.
 
-use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -12,23 +11,12 @@ use tokio_util::io::poll_read_buf;
 
 use super::Relay;
 use crate::client::buffers;
-use crate::client::rewrite::Rewriter;
 use crate::client::validate::ClientViolation;
 use crate::net::PollReadReady;
 
 /// Buffer for an idle client's next request when its stream cannot report readiness
 /// (WebSocket); grown when a bigger request arrives.
 const IDLE_READ: usize = 1024;
-
-/// Rewriters given up by clients that went idle, kept per worker thread for the next client
-/// that wakes (as the relay buffers are: no malloc/free pair per transaction); more are freed.
-const MAX_SPARE_REWRITERS: usize = 64;
-
-thread_local! {
-    // Boxed: a client's rewriter is a box, moved in and out whole.
-    #[allow(clippy::vec_box)]
-    static SPARE_REWRITERS: RefCell<Vec<Box<Rewriter>>> = const { RefCell::new(Vec::new()) };
-}
 
 /// What the idle wait for a client produced.
 #[derive(Debug)]
@@ -52,29 +40,6 @@ impl Relay {
         }
         self.client_scan.release_idle_memory();
         self.server_scan.release_idle_memory();
-        if let Some(rw) = self.rewriter.take() {
-            match rw.park() {
-                Ok((parked, spare)) => {
-                    self.parked = Some(parked);
-                    SPARE_REWRITERS.with(|s| {
-                        if let Ok(mut s) = s.try_borrow_mut() {
-                            if s.len() < MAX_SPARE_REWRITERS {
-                                s.push(spare);
-                            }
-                        }
-                    });
-                }
-                Err(rw) => self.rewriter = Some(rw),
-            }
-        }
-    }
-
-    /// Takes the rewriter given up while idle back (before any byte is read into `cin`).
-    fn unpark(&mut self) {
-        if let Some(parked) = self.parked.take() {
-            let spare = SPARE_REWRITERS.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()));
-            self.rewriter = Some(Rewriter::unpark(parked, spare));
-        }
     }
 
     /// The body of the client's pending request when it is exactly one complete simple
@@ -113,7 +78,6 @@ impl Relay {
         client: &mut C,
     ) -> IdleEnd {
         loop {
-            self.unpark();
             if !self.c2s.is_empty() || !self.cin.is_empty() {
                 return IdleEnd::Request;
             }
@@ -141,7 +105,6 @@ impl Relay {
                         Some(p) => p.map(Some),
                     })
                     .await;
-                    self.unpark();
                     match ready {
                         Some(Ok(())) => continue,
                         Some(Err(e)) => return IdleEnd::ClientIo(e),

@@ -60,7 +60,7 @@ impl Relay {
             && self.sin.is_empty()
             && !self.client_unflushed
             && !self.server_unflushed
-            && self.rewriter.as_deref().is_none_or(Rewriter::is_settled)
+            && self.rewriter.as_ref().is_none_or(Rewriter::is_settled)
     }
 
     /// One poll of the pump: rewrite, write both ways, check whether the link ends, read
