@@ -177,17 +177,7 @@ impl Config {
     /// `name` (with `dbname = name` unless the fallback forces one, and `auto = true`). `None`
     /// when neither exists, and always for the reserved admin database names.
     pub fn database(&self, name: &str) -> Option<DatabaseEntry> {
-        if let Some(entry) = self.database_entry(name) {
-            return Some(entry.clone());
-        }
-        if RESERVED_DATABASES.contains(&name) || name == FALLBACK_NAME {
-            return None;
-        }
-        let mut entry = self.fallback.clone()?;
-        entry.name = name.to_owned();
-        entry.dbname.get_or_insert_with(|| name.to_owned());
-        entry.auto = true;
-        Some(entry)
+        self.database_cow(name).map(std::borrow::Cow::into_owned)
     }
 
     /// The `[databases]` entry named exactly `name`, without the fallback.
@@ -198,10 +188,17 @@ impl Config {
     /// The entry [`Config::database`] gives, borrowed when `name` is configured (a login
     /// asks several times; only an entry made from the `*` fallback is built).
     pub fn database_cow(&self, name: &str) -> Option<std::borrow::Cow<'_, DatabaseEntry>> {
-        match self.database_entry(name) {
-            Some(entry) => Some(std::borrow::Cow::Borrowed(entry)),
-            None => self.database(name).map(std::borrow::Cow::Owned),
+        if let Some(entry) = self.database_entry(name) {
+            return Some(std::borrow::Cow::Borrowed(entry));
         }
+        if RESERVED_DATABASES.contains(&name) || name == FALLBACK_NAME {
+            return None;
+        }
+        let mut entry = self.fallback.clone()?;
+        entry.name = name.to_owned();
+        entry.dbname.get_or_insert_with(|| name.to_owned());
+        entry.auto = true;
+        Some(std::borrow::Cow::Owned(entry))
     }
 
     /// The `[users]` entry for `name`, if any.
